@@ -1,0 +1,64 @@
+"""The one error tree of rsbox.
+
+    RsboxError                 exit 125 unless said otherwise; carries a hint
+     +-- UsageError            bad command line or flag combination
+     +-- HostError             the host lacks something (user namespaces, /dev/fuse, ...)
+     +-- ImageError            unknown image, unreadable image layout
+     |    +-- ImageNotFound
+     +-- LayerError            a layer tarball is hostile or corrupt
+     +-- StoreError            the store is locked, damaged or unwritable
+     +-- ContainerError        unknown container, name in use, ...
+     +-- CommandNotFound       exit 127 (Docker's "command not found")
+     +-- CommandNotExecutable  exit 126 (Docker's "cannot invoke")
+
+`fs` and `policies` never import this module (dependencies point one way): they raise
+OSError / policies.PolicyError, and the launcher maps those here with `raise ... from`.
+The CLI prints `rsbox: error: MESSAGE` and, on a second line, `rsbox: hint: HINT`.
+"""
+
+from __future__ import annotations
+
+
+class RsboxError(Exception):
+    exit_code = 125
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(RsboxError):
+    pass
+
+
+class HostError(RsboxError):
+    pass
+
+
+class ImageError(RsboxError):
+    pass
+
+
+class ImageNotFound(ImageError):
+    pass
+
+
+class LayerError(RsboxError):
+    pass
+
+
+class StoreError(RsboxError):
+    pass
+
+
+class ContainerError(RsboxError):
+    pass
+
+
+class CommandNotFound(RsboxError):
+    exit_code = 127
+
+
+class CommandNotExecutable(RsboxError):
+    exit_code = 126
