@@ -1,0 +1,189 @@
+"""`rsbox info`: what this host lets an unprivileged user do, each with its fix.
+
+Every probe really tries the thing (in a forked child for anything that changes the
+process: unshare, mounts), rather than guessing from sysctls.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rootless import syscalls as sc
+from rootless.idmap import host_idmap
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _in_child(body: Callable[[], None]) -> tuple[bool, str]:
+    """Run body in a forked child; (True, "") when it returned, else (False, reason)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            body()
+        except OSError as exc:
+            os.write(w, (exc.strerror or str(exc)).encode())
+            code = 1
+        except BaseException as exc:
+            os.write(w, repr(exc).encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    reason = os.read(r, 4096).decode(errors="replace")
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, reason
+
+
+def _userns() -> Check:
+    ok, why = _in_child(lambda: sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS))
+    fix = ""
+    if not ok:
+        fix = (
+            "enable them: sysctl -w kernel.unprivileged_userns_clone=1 (Debian)"
+            " and user.max_user_namespaces=15000"
+        )
+        if os.path.exists("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
+            fix += (
+                "; on Ubuntu 24.04+: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+                " or an AppArmor profile for rsbox"
+            )
+    return Check("user namespaces", ok, "unshare(CLONE_NEWUSER) works" if ok else why, fix)
+
+
+def _fuse() -> Check:
+    ok = os.access("/dev/fuse", os.R_OK | os.W_OK)
+    return Check(
+        "/dev/fuse",
+        ok,
+        "readable and writable" if ok else "not usable by you",
+        ""
+        if ok
+        else "as root: chmod 0666 /dev/fuse (every distribution's default; modprobe fuse if missing)",
+    )
+
+
+def _subids() -> Check:
+    m = host_idmap("auto")
+    if m.full:
+        assert m.subuid is not None and m.subgid is not None
+        return Check(
+            "subordinate ids",
+            True,
+            f"uids {m.subuid.start}+{m.subuid.count}, gids {m.subgid.start}+{m.subgid.count}: "
+            f"full 0-{m.size - 1} map",
+        )
+    if not shutil.which("newuidmap"):
+        return Check(
+            "subordinate ids",
+            False,
+            "newuidmap/newgidmap not installed: single-id map only",
+            "as root: apt-get install uidmap",
+        )
+    return Check(
+        "subordinate ids",
+        False,
+        "no range in /etc/subuid and /etc/subgid: single-id map only",
+        f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {os.environ.get('USER', 'USER')}",
+    )
+
+
+def _seccomp() -> Check:
+    try:
+        with open("/proc/self/status") as f:
+            ok = any(line.startswith("Seccomp:") for line in f)
+    except OSError:
+        ok = False
+    return Check(
+        "seccomp",
+        ok,
+        "filters supported" if ok else "kernel without CONFIG_SECCOMP_FILTER",
+        "" if ok else "a kernel with seccomp filters is needed for confinement",
+    )
+
+
+def _cgroup() -> Check:
+    path = "/sys/fs/cgroup/cgroup.controllers"
+    if not os.path.exists(path):
+        return Check(
+            "cgroup v2 delegation",
+            False,
+            "no unified cgroup v2 hierarchy (v1 or hybrid): "
+            "resource limits cannot be enforced by cgroups",
+            "boot with systemd.unified_cgroup_hierarchy=1 and log in through systemd --user",
+        )
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
+    except OSError:
+        rel = "/"
+    mine = os.path.join("/sys/fs/cgroup", rel.lstrip("/"))
+    ok = os.access(os.path.join(mine, "cgroup.procs"), os.W_OK)
+    return Check(
+        "cgroup v2 delegation",
+        ok,
+        f"{mine} is {'writable' if ok else 'not writable'}",
+        "" if ok else "log in through systemd (user@.service delegates a subtree)",
+    )
+
+
+def _overlay() -> Check:
+    uid, gid = os.getuid(), os.getgid()
+
+    def body() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            for n in ("l", "u", "w", "m"):
+                os.mkdir(os.path.join(d, n))
+            sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+            for name, text in (
+                ("uid_map", f"0 {uid} 1"),
+                ("setgroups", "deny"),
+                ("gid_map", f"0 {gid} 1"),
+            ):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            sc.mount(
+                "overlay",
+                os.path.join(d, "m"),
+                "overlay",
+                0,
+                f"lowerdir={d}/l,upperdir={d}/u,workdir={d}/w",
+            )
+            sc.umount2(os.path.join(d, "m"))
+
+    ok, why = _in_child(body)
+    return Check(
+        "kernel overlay in a user namespace",
+        ok,
+        "available (used by benchmarks only)" if ok else why,
+        "" if ok else "needs Linux 5.11+; rsbox does not need it",
+    )
+
+
+def checks() -> list[Check]:
+    return [_userns(), _fuse(), _subids(), _seccomp(), _cgroup(), _overlay()]
+
+
+def render_info() -> str:
+    lines = [
+        f"rsbox on {platform.system()} {platform.release()} ({platform.machine()}), uid {os.getuid()}"
+    ]
+    for c in checks():
+        mark = "ok  " if c.ok else "MISSING"
+        lines.append(f"  {mark:8} {c.name}: {c.detail}")
+        if c.fix:
+            lines.append(f"  {'':8}   fix: {c.fix}")
+    return "\n".join(lines)

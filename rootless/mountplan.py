@@ -1,0 +1,142 @@
+"""What the container's pid 1 mounts over the union rootfs, as data (pure).
+
+The plan is a list of typed steps that `rootless.container_init` executes in order. The
+order matters:
+
+1. /proc first: the masks below are mounts inside it.
+2. /dev is a small tmpfs holding bind mounts of the host's harmless devices (a user
+   namespace cannot mknod; a tmpfs it mounts is always nodev, but a bind mount of a host
+   device node keeps working), a private devpts instance and /dev/shm.
+3. /sys is the host's, bound read-only: a fresh sysfs needs a network namespace of our own.
+4. /etc/hosts, /etc/hostname, /etc/resolv.conf are files rsbox wrote for this container.
+5. The user's volumes, so that they may cover any of the above (as Docker allows).
+6. Masks last (Docker's list): over /proc entries that leak host state or are writable.
+
+A remount that adds MS_RDONLY to a bind mount must repeat the flags the kernel locked on
+it when our user namespace inherited it (nosuid, nodev, noexec, atime flags), else EPERM:
+the executor reads those with statvfs and ORs them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rootless import syscalls as sc
+from rootless.runspec import Volume
+
+HOST_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = (
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+# Docker's masked and read-only /proc paths.
+MASKED_FILES = (
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+)
+MASKED_DIRS = ("/proc/acpi", "/proc/scsi", "/sys/firmware")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """mount(source, rootfs+target, fstype, flags, data); `create` is what the target
+    must be ("dir" or "file") and is made if missing."""
+
+    target: str
+    source: str | None
+    fstype: str | None
+    flags: int = 0
+    data: str | None = None
+    create: str = "dir"
+    readonly: bool = False  # a bind mount then remounted read-only
+    optional: bool = False  # skip when the source or the target does not exist
+
+
+@dataclass(frozen=True, slots=True)
+class Symlink:
+    target: str
+    points_to: str
+
+
+Step = Mount | Symlink
+
+
+def mount_plan(
+    *, etc_files: dict[str, Path], volumes: tuple[Volume, ...], full_idmap: bool
+) -> list[Step]:
+    nosuid_nodev_noexec = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    steps: list[Step] = [
+        Mount("/proc", "proc", "proc", nosuid_nodev_noexec),
+        Mount("/dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k"),
+    ]
+    for dev in HOST_DEVICES:
+        steps.append(Mount(f"/dev/{dev}", f"/dev/{dev}", None, sc.MS_BIND, create="file"))
+    # gid=5 (tty) only exists in the container when the full map is there.
+    pts_data = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if full_idmap else "")
+    steps += [
+        Mount("/dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, pts_data),
+        Mount("/dev/shm", "shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k"),
+        Mount("/dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, optional=True),
+    ]
+    steps += [Symlink(f"/dev/{name}", to) for name, to in DEV_SYMLINKS]
+    steps.append(Mount("/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, readonly=True))
+    for name, path in sorted(etc_files.items()):
+        steps.append(Mount(f"/etc/{name}", str(path), None, sc.MS_BIND, create="file"))
+    for v in volumes:
+        kind = "dir" if v.source.is_dir() else "file"
+        steps.append(
+            Mount(
+                v.target,
+                str(v.source),
+                None,
+                sc.MS_BIND | sc.MS_REC,
+                create=kind,
+                readonly=v.readonly,
+            )
+        )
+    for path in MASKED_FILES:
+        steps.append(Mount(path, "/dev/null", None, sc.MS_BIND, create="file", optional=True))
+    for path in MASKED_DIRS:
+        steps.append(Mount(path, "tmpfs", "tmpfs", sc.MS_RDONLY, "size=0", optional=True))
+    for path in READONLY_PATHS:
+        steps.append(Mount(path, path, None, sc.MS_BIND | sc.MS_REC, readonly=True, optional=True))
+    return steps
+
+
+def secure_join(root: str, path: str, *, max_links: int = 40) -> str:
+    """Resolve `path` as if `root` were `/`: `..` stops at root and absolute symlinks are
+    re-rooted, so an image's symlink can never send a mount outside the rootfs. Missing
+    components are kept literally (they are created later, inside root)."""
+    import os
+
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:  # not a symlink, or missing: take it literally
+            resolved.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            raise OSError(40, "too many levels of symbolic links", path)  # ELOOP
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *resolved)

@@ -1,0 +1,167 @@
+"""`rsbox run` arguments as one frozen value, checked in one place.
+
+argv -> `RunSpec` (what the user asked) -> `RunSpec.validate()` (every "X requires Y")
+-> `plan_process(spec, image_config)` (what the container's pid 1 will execute, with
+Docker's rules for Entrypoint/Cmd/Env/WorkingDir/User). All of it is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rootless.errors import UsageError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORKS = ("host", "none")
+USERNS_MODES = ("auto", "single")
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    source: Path
+    target: str
+    readonly: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Volume:
+        """`SRC:DST[:ro|rw]` with an absolute or ./relative host path, as `docker -v`."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            raise UsageError(
+                f"invalid volume {text!r}", hint="use -v /host/path:/container/path[:ro]"
+            )
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if mode not in ("ro", "rw"):
+            raise UsageError(f"invalid volume mode {mode!r} in {text!r}", hint="use :ro or :rw")
+        if not parts[1].startswith("/"):
+            raise UsageError(
+                f"volume destination {parts[1]!r} is not absolute", hint="write it as /path"
+            )
+        src = parts[0]
+        if not (src.startswith("/") or src.startswith(".")):
+            raise UsageError(
+                f"named volumes are not supported: {src!r}",
+                hint="give a host path: -v /abs/path:/dst or -v ./rel:/dst",
+            )
+        return cls(Path(os.path.abspath(src)), os.path.normpath(parts[1]), mode == "ro")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    image: str
+    command: tuple[str, ...] = ()
+    remove: bool = False
+    interactive: bool = False
+    tty: bool = False
+    env: tuple[str, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    name: str | None = None
+    entrypoint: str | None = None
+    network: str = "host"
+    userns: str = "auto"
+    seccomp: str = "default"
+    host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def validate(self) -> None:
+        """Every cross-flag rule, in one place."""
+        if self.network not in NETWORKS:
+            raise UsageError(
+                f"unsupported network mode {self.network!r}", hint="use --network host or none"
+            )
+        if self.userns not in USERNS_MODES:
+            raise UsageError(
+                f"unsupported user namespace mode {self.userns!r}",
+                hint="use --userns auto or single",
+            )
+        if self.workdir is not None and not self.workdir.startswith("/"):
+            raise UsageError(
+                f"working directory {self.workdir!r} is not absolute", hint="use -w /path"
+            )
+        for v in self.volumes:
+            if not v.source.exists():
+                raise UsageError(
+                    f"volume source {v.source} does not exist",
+                    hint="create it first (rsbox, like podman, does not create host paths)",
+                )
+            if v.target == "/":
+                raise UsageError("cannot mount a volume on /", hint="pick a directory below /")
+        for item in self.env:
+            if not item or item.startswith("="):
+                raise UsageError(f"invalid environment variable {item!r}", hint="use -e KEY=VALUE")
+        if self.hostname is not None and not (0 < len(self.hostname) <= 64):
+            raise UsageError("hostname must be 1 to 64 characters", hint="use --hostname NAME")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDefaults:
+    """The parts of an OCI image config that `run` uses."""
+
+    env: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessPlan:
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str  # "" means root; resolved against the container's /etc/passwd later
+    hostname: str
+
+
+def merge_env(
+    base: Sequence[str], overrides: Sequence[str], host_env: Mapping[str, str]
+) -> list[str]:
+    """Image Env, then -e in order. `-e KEY` (no '=') copies KEY from the host, as Docker
+    does, and is dropped when the host does not have it."""
+    merged: dict[str, str] = {}
+    for item in base:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if eq:
+            merged[key] = value
+        elif key in host_env:
+            merged[key] = host_env[key]
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def plan_process(spec: RunSpec, image: ImageDefaults, container_id: str) -> ProcessPlan:
+    """Docker's rules: `--entrypoint` replaces the image Entrypoint and clears its Cmd
+    (`--entrypoint ""` means none); a command on the CLI replaces Cmd."""
+    if spec.entrypoint is not None:
+        entrypoint: tuple[str, ...] = (spec.entrypoint,) if spec.entrypoint else ()
+        cmd = spec.command
+    else:
+        entrypoint = image.entrypoint
+        cmd = spec.command or image.cmd
+    argv = entrypoint + cmd
+    if not argv:
+        raise UsageError(
+            "no command specified and the image has none",
+            hint="give one: rsbox run IMAGE COMMAND [ARG...]",
+        )
+    hostname = spec.hostname or container_id[:12]
+    env = merge_env(image.env, spec.env, spec.host_env)
+    keys = {e.partition("=")[0] for e in env}
+    defaults = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if spec.tty:
+        defaults["TERM"] = "xterm"
+    env = [f"{k}={v}" for k, v in defaults.items() if k not in keys] + env
+    return ProcessPlan(
+        argv=argv,
+        env=tuple(env),
+        cwd=spec.workdir or image.workdir or "/",
+        user=spec.user if spec.user is not None else image.user,
+        hostname=hostname,
+    )

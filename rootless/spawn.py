@@ -1,0 +1,327 @@
+"""The process tree of `rsbox run`, P0 to P2 (P3 is `rootless.container_init`).
+
+    P0  rsbox CLI (host user U): forks P1, writes its id maps, forwards signals, relays
+     │   the exit status and any error P1..P3 reported on the error pipe
+     └─ P1  unshare(NEWUSER|NEWNS), waits for its maps, makes / private, mounts the union
+         │   rootfs (FUSE, root in its own user namespace), forks P2, then serves FUSE on
+         │   trio until P2 is gone
+         └─ P2  unshare(NEWPID|NEWUTS|NEWIPC|NEWCGROUP|NEWNS[|NEWNET]), forks P3 (pid 1 of
+             │   the new pid namespace), forwards signals to it and reports its status
+             └─ P3  container_init: mounts, pivot_root, user, seccomp, execve
+
+What the kernel forces, each seen while building this:
+
+* unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process, and trio starts
+  worker threads lazily: P1 unshares first, and neither P0 nor P1 may touch trio before.
+* After unshare(CLONE_NEWPID) a process cannot create threads any more, so the FUSE server
+  (which needs trio's threads) must not be the one that unshares the pid namespace: P2
+  does it, and its first child is pid 1. P1 stays outside, where the container can
+  neither see nor signal it.
+* Never fork inside trio.run: P2 is forked before trio starts. The container's first
+  access to the rootfs blocks until P1 answers FUSE INIT, which is fine.
+* An unprivileged P0 can write a single-id map for its child itself (after "deny" to
+  setgroups); a full 0-65535 map needs the setuid newuidmap/newgidmap. Both run while P1
+  waits on a pipe, because a map written after P1 used its ids would be too late.
+* PR_SET_PDEATHSIG on P1, P2 and P3: a SIGKILLed CLI takes the whole tree with it. The
+  mounts live only in P1's and P2's private mount namespaces and vanish with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import traceback
+import tty
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rootless import errors
+from rootless import syscalls as sc
+from rootless.container_init import InitSpec, container_main
+from rootless.errors import HostError, RsboxError
+from rootless.idmap import IdMap
+from rootless.runspec import ProcessPlan, RunSpec
+
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Everything the tree needs, computed by P0 before the first fork."""
+
+    spec: RunSpec
+    plan: ProcessPlan
+    layers: tuple[Path, ...]
+    upper: Path
+    rootfs: Path
+    idmap: IdMap
+    bpf: bytes | None
+    etc_files: Mapping[str, Path]
+
+
+# --- error reporting across the tree --------------------------------------------------
+
+
+def _report(fd: int, exc: BaseException) -> int:
+    """Write one JSON line for P0 and return the exit code to use. Pipe writes under
+    PIPE_BUF bytes are atomic and never block on an empty pipe."""
+    if isinstance(exc, RsboxError):
+        doc = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        code = exc.exit_code
+    elif isinstance(exc, OSError):
+        what = f" ({exc.filename})" if exc.filename else ""
+        doc = {"type": "RsboxError", "message": f"{exc.strerror}{what}", "hint": None}
+        code = 125
+    else:
+        doc = {
+            "type": "RsboxError",
+            "message": f"internal error: {exc!r}",
+            "hint": "please report this with the output of rsbox info",
+        }
+        if os.environ.get("RSBOX_DEBUG"):
+            traceback.print_exc()
+        code = 125
+    with contextlib.suppress(OSError):
+        os.write(fd, (json.dumps(doc)[:3900] + "\n").encode())
+    return code
+
+
+def _child(fd: int, body: object, *args: object) -> None:
+    """Run `body` in a forked child and never return to the caller's code."""
+    code = 125
+    try:
+        body(*args)  # type: ignore[operator]
+    except BaseException as exc:
+        code = _report(fd, exc)
+    finally:
+        os._exit(code)
+
+
+def _read_error(fd: int) -> RsboxError | None:
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    for line in data.decode(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        cls = getattr(errors, str(doc.get("type")), RsboxError)
+        if not (isinstance(cls, type) and issubclass(cls, RsboxError)):
+            cls = RsboxError
+        return cls(str(doc.get("message")), doc.get("hint"))  # type: ignore[no-any-return]
+    return None
+
+
+def _status_to_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+# --- P0 ------------------------------------------------------------------------------
+
+
+def _write_maps(pid: int, idmap: IdMap) -> None:
+    if idmap.full:
+        for tool, args in (
+            ("newuidmap", idmap.newuidmap_args()),
+            ("newgidmap", idmap.newgidmap_args()),
+        ):
+            res = subprocess.run([tool, str(pid), *args], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise HostError(
+                    f"{tool} failed: {res.stderr.strip() or res.returncode}",
+                    hint="check /etc/subuid and /etc/subgid, or use --userns single",
+                )
+        return
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(f"0 {idmap.uid} 1\n")
+    with open(f"/proc/{pid}/setgroups", "w") as f:
+        f.write("deny\n")
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(f"0 {idmap.gid} 1\n")
+
+
+@contextlib.contextmanager
+def _raw_terminal(enabled: bool) -> Iterator[None]:
+    if not enabled or not os.isatty(0):
+        yield
+        return
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def run(launch: Launch) -> int:
+    """P0: returns the container command's exit status, or raises the error P1..P3 sent."""
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)  # P1 -> P0: "namespace made, map me"
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)  # P0 -> P1: "maps written"
+    p0 = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with _raw_terminal(launch.spec.tty and launch.spec.interactive):
+        pid1 = os.fork()
+        if pid1 == 0:
+            os.close(err_r)
+            os.close(ready_r)
+            os.close(go_w)
+            _child(err_w, _helper_main, launch, p0, ready_w, go_r, err_w)
+        for fd in (err_w, ready_w, go_r):
+            os.close(fd)
+        # Forward signals from now on; the default disposition would kill P0 and,
+        # through PDEATHSIG, the container without giving the command a say.
+        previous = {
+            s: signal.signal(s, lambda sig, _f: _kill(pid1, sig)) for s in FORWARDED_SIGNALS
+        }
+        try:
+            if os.read(ready_r, 1) == b"U":
+                try:
+                    _write_maps(pid1, launch.idmap)
+                except (OSError, RsboxError) as exc:
+                    _kill(pid1, signal.SIGKILL)
+                    os.waitpid(pid1, 0)
+                    if isinstance(exc, RsboxError):
+                        raise
+                    raise HostError(
+                        f"cannot write the id maps: {exc.strerror}",
+                        hint="run rsbox info",
+                    ) from exc
+                os.write(go_w, b"M")
+            _, status = os.waitpid(pid1, 0)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            os.close(go_w)
+            os.close(ready_r)
+    err = _read_error(err_r)
+    os.close(err_r)
+    if err is not None:
+        raise err
+    return _status_to_code(status)
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+# --- P1 ------------------------------------------------------------------------------
+
+
+def _helper_main(launch: Launch, p0: int, ready_w: int, go_r: int, err_w: int) -> None:
+    sc.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != p0:  # P0 died before PDEATHSIG was armed
+        os._exit(125)
+    for s in FORWARDED_SIGNALS:  # held until trio takes them over
+        signal.signal(s, signal.SIG_IGN if s != signal.SIGWINCH else signal.SIG_DFL)
+    try:
+        sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+    except OSError as exc:
+        raise HostError(
+            f"cannot create a user namespace: {exc.strerror}",
+            hint="run rsbox info: user namespaces must be enabled for unprivileged users",
+        ) from exc
+    os.write(ready_w, b"U")
+    os.close(ready_w)
+    if os.read(go_r, 1) != b"M":
+        os._exit(125)
+    os.close(go_r)
+    # Our copy of the mount table must not propagate anything back to the host.
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+    from fs import server
+    from fs.union import UnionSpec
+
+    union = UnionSpec(lowers=launch.layers, upper=launch.upper, mapped_ids=range(launch.idmap.size))
+    try:
+        server.mount(union, launch.rootfs)
+    except OSError as exc:
+        raise HostError(
+            f"cannot mount the container's root filesystem: {exc.strerror}",
+            hint="check that /dev/fuse is usable by you (rsbox info)",
+        ) from exc
+    p1_sock: socket.socket | None = None
+    p3_sock: socket.socket | None = None
+    if launch.spec.tty:
+        p1_sock, p3_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    p1 = os.getpid()
+    pid2 = os.fork()
+    if pid2 == 0:
+        if p1_sock is not None:
+            p1_sock.close()
+        _child(err_w, _namespaces_main, launch, p1, err_w, p3_sock)
+    if p3_sock is not None:
+        p3_sock.close()
+    from rootless.supervise import serve_until_exit
+
+    code = serve_until_exit(pid2, p1_sock, launch.spec.interactive)
+    with contextlib.suppress(Exception):
+        server.close()
+    os._exit(code)
+
+
+# --- P2 ------------------------------------------------------------------------------
+
+
+def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socket | None) -> None:
+    sc.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != p1:
+        os._exit(125)
+    flags = (
+        sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS
+    )
+    if launch.spec.network == "none":
+        flags |= sc.CLONE_NEWNET
+    sc.unshare(flags)
+    init = InitSpec(
+        rootfs=launch.rootfs,
+        spec=launch.spec,
+        plan=launch.plan,
+        etc_files=launch.etc_files,
+        full_idmap=launch.idmap.full,
+        bpf=launch.bpf,
+        error_fd=err_w,
+        pty_sock=pty_sock,
+    )
+    p2 = os.getpid()
+    pid3 = os.fork()
+    if pid3 == 0:
+        sc.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != p2:
+            os._exit(125)
+        for s in FORWARDED_SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+        _child(err_w, container_main, init)
+    if pty_sock is not None:
+        pty_sock.close()
+    for s in FORWARDED_SIGNALS:
+        signal.signal(s, lambda sig, _f: _kill(pid3, sig))
+    # The FUSE device and the store's files stay with P1: nothing here needs them.
+    os.closerange(3, err_w)
+    os.closerange(err_w + 1, 1 << 20)
+    while True:
+        _, status = os.waitpid(pid3, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(_status_to_code(status))
