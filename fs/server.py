@@ -1,0 +1,295 @@
+"""pyfuse3 adapter for fs.union: converts types and errors, nothing else.
+
+FUSE facts this module is shaped by:
+
+- pyfuse3 runs every handler on the trio thread; the only exception a handler may raise is
+  FUSEError. `_errors` turns OSError into FUSEError in one place.
+- pyfuse3 keeps its session in module globals: one mount per process. `mount`, `serve`
+  and `close` wrap that; there is no state of ours at module level.
+- `mount` runs in the launcher's fresh user+mount namespace where it is root: libfuse then
+  mounts with mount(2) directly. It must not start threads (the caller forks after it, and
+  unshare(CLONE_NEWUSER) refuses multi-threaded processes). pyfuse3.init starts none.
+- `auto_unmount` is never passed: libfuse would go through the setuid fusermount3.
+- `default_permissions`: the kernel checks access against the owners and modes we report
+  (the image's truth), so the union itself never checks permissions.
+- Layers are immutable and we are the only writer: entries, attributes and negative
+  lookups are cached by the kernel for a long time, and lower files keep their page cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from fs.union import Attr, Union, UnionSpec
+
+log = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 300.0  # seconds; see the module docstring for why this is safe
+MOUNT_OPTIONS = frozenset({"fsname=rsbox", "subtype=rsbox", "allow_other", "default_permissions"})
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The single OSError -> FUSEError conversion. Anything else is a bug: log it and
+    answer EIO rather than let pyfuse3 tear the session down."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("rsbox fs: %s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = attr.ino
+    e.generation = 0
+    e.entry_timeout = CACHE_TIMEOUT
+    e.attr_timeout = CACHE_TIMEOUT
+    e.st_mode = attr.mode
+    e.st_nlink = attr.nlink
+    e.st_uid = attr.uid
+    e.st_gid = attr.gid
+    e.st_rdev = attr.rdev
+    e.st_size = attr.size
+    e.st_blksize = attr.blksize
+    e.st_blocks = attr.blocks
+    e.st_atime_ns = attr.atime_ns
+    e.st_mtime_ns = attr.mtime_ns
+    e.st_ctime_ns = attr.ctime_ns
+    return e
+
+
+def _negative() -> pyfuse3.EntryAttributes:
+    """A lookup miss the kernel may remember (inode 0 = negative dentry)."""
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = 0
+    e.entry_timeout = CACHE_TIMEOUT
+    return e
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+class UnionOps(pyfuse3.Operations):
+    """Adapts fs.union.Union to pyfuse3's Operations."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False  # correctness first; see architecture.md "Speed"
+
+    def __init__(self, union: Union) -> None:
+        super().__init__()
+        self.union = union
+
+    @_errors
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            return _entry(self.union.lookup(parent_inode, _name(name)))
+        except FileNotFoundError:
+            return _negative()
+
+    @_errors
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self.union.forget(inode_list)
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return _entry(self.union.getattr(inode))
+
+    @_errors
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(
+            self.union.setattr(
+                inode,
+                mode=attr.st_mode if fields.update_mode else None,
+                uid=attr.st_uid if fields.update_uid else None,
+                gid=attr.st_gid if fields.update_gid else None,
+                size=attr.st_size if fields.update_size else None,
+                atime_ns=attr.st_atime_ns if fields.update_atime else None,
+                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                fh=fh,
+            )
+        )
+
+    @_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return os.fsencode(self.union.readlink(inode))
+
+    @_errors
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        mode &= ~ctx.umask
+        return _entry(self.union.mkdir(parent_inode, _name(name), mode, ctx.uid, ctx.gid))
+
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.union.unlink(parent_inode, _name(name))
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.union.rmdir(parent_inode, _name(name))
+
+    @_errors
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(self.union.symlink(parent_inode, _name(name), os.fsdecode(target)))
+
+    @_errors
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self.union.rename(
+            parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
+        )
+
+    @_errors
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        return _entry(self.union.link(inode, new_parent_inode, _name(new_name)))
+
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        fh, keep = self.union.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @_errors
+    async def create(
+        self,
+        parent_inode: int,
+        name: bytes,
+        mode: int,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        mode &= ~ctx.umask
+        fh, attr = self.union.create(parent_inode, _name(name), mode, flags, ctx.uid, ctx.gid)
+        return pyfuse3.FileInfo(fh=fh), _entry(attr)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.union.read(fh, off, size)
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self.union.write(fh, off, buf)
+
+    @_errors
+    async def flush(self, fh: int) -> None:
+        pass  # nothing buffered on our side
+
+    @_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        self.union.fsync(fh, datasync)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        self.union.release(fh)
+
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return self.union.opendir(inode)
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        parent = self.union.dir_node(fh).ino
+        for next_id, name in self.union.readdir(fh, start_id):
+            try:
+                attr = self.union.lookup(parent, name)  # counts one reference...
+            except FileNotFoundError:
+                continue  # vanished since opendir
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+                self.union.forget([(attr.ino, 1)])  # ...which the kernel did not take
+                break
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self.union.release(fh)
+
+    @_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        pass
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        st = self.union.statfs()
+        out = pyfuse3.StatvfsData()
+        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                      "f_ffree", "f_favail", "f_namemax"):
+            setattr(out, field, getattr(st, field))
+        return out
+
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.union.getxattr(inode, _name(name))
+
+    @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [os.fsencode(n) for n in self.union.listxattr(inode)]
+
+    @_errors
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        self.union.setxattr(inode, _name(name), value)
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.union.removexattr(inode, _name(name))
+
+
+def mount(spec: UnionSpec, mountpoint: Path) -> None:
+    """Mount the union at `mountpoint` (no threads started; serve it with `serve`)."""
+    ops = UnionOps(Union(spec))
+    pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
+
+
+async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer FUSE requests until the filesystem is unmounted or `pyfuse3.terminate()`."""
+    task_status.started()  # mounted already: the kernel queues requests until we read
+    await pyfuse3.main()
+
+
+def close() -> None:
+    """Unmount and free the session; errors are logged, never raised (teardown path)."""
+    try:
+        pyfuse3.close(unmount=True)
+    except Exception:
+        log.warning("rsbox fs: close failed", exc_info=True)

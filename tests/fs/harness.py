@@ -1,0 +1,62 @@
+"""Mount a union, run one command against it in another process, unmount, report.
+
+Run inside a user+mount namespace (tests start it under `unshare --user --map-root-user
+--mount`). The command must not run in this process: pyfuse3 answers requests on the trio
+thread, so a check here would wait for itself. It is forked BEFORE trio.run (never fork
+inside trio) and exec'd; the parent serves until it exits, then unmounts and exits with
+the command's status.
+
+    python -m tests.fs.harness --upper U [--lower L ...] [--single-id] MNT -- CMD ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from fs import server
+from fs.union import UnionSpec
+
+
+async def _serve_while(pid: int) -> int:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
+        pyfuse3.terminate()
+    return os.waitstatus_to_exitcode(status)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    sep = argv.index("--")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mountpoint", type=Path)
+    ap.add_argument("--lower", type=Path, action="append", default=[])
+    ap.add_argument("--upper", type=Path, required=True)
+    ap.add_argument("--single-id", action="store_true")
+    ns = ap.parse_args(argv[:sep])
+    cmd = argv[sep + 1 :]
+    ids = range(0, 1) if ns.single_id else range(0, 65536)
+    server.mount(UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(ns.mountpoint)
+            os.execvp(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    try:
+        code = trio.run(_serve_while, pid)
+    finally:
+        server.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
