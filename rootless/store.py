@@ -1,0 +1,754 @@
+"""The local image and container store: no root, no daemon, safe for concurrent commands.
+
+Layout below the root (see docs/architecture.md, "The store")::
+
+    store.db            SQLite (WAL): images, names, image->layers, layer refcounts,
+                        containers
+    lock                flock(LOCK_EX) by writers, for short critical sections only
+    locks/<key>.lock    per-blob locks held while a layer is extracted, so two commands
+                        importing the same blob do the work once (the second one waits,
+                        then finds the layer)
+    blobs/sha256/<hex>  content-addressed blobs as imported (digest verified)
+    layers/<diffid>/    fs/ (the files) and meta (fs.meta.LayerMeta)
+    containers/<id>/    upper/, rootfs/, config.json
+    tmp/                same filesystem; everything is built here, then renamed into place
+    cache/              derived data that may be deleted at any time (seccomp BPF cache)
+
+Atomicity: a blob or a layer directory is complete before it gets its final name
+(write in tmp/, fsync, rename). Rows in the database are written after the files they
+name exist, in one transaction under the writer lock, so a crash leaves at worst an
+orphan in tmp/ or an unreferenced layer directory, never a row pointing at nothing.
+
+Names follow Podman's rules for local images (`normalize_name`): a name without a
+registry part gets ``localhost/``, a name without a tag gets ``:latest``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
+from .extract import DEFAULT_MAX_BYTES, extract_layer
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEXPREFIX = re.compile(r"[0-9a-f]{4,64}")
+# distribution/reference grammar, simplified: lowercase path components, optional domain.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9-]+)*(?::\d+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+LOCAL_DOMAIN = "localhost"
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id        TEXT PRIMARY KEY,      -- hex sha256 of the config blob
+    config    TEXT NOT NULL,         -- the config JSON (also in blobs/)
+    manifest  TEXT,                  -- digest of the manifest it came from, if any
+    created   TEXT NOT NULL,         -- from the config, RFC 3339
+    added     TEXT NOT NULL,         -- when it entered this store
+    size      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS names (
+    name      TEXT PRIMARY KEY,      -- normalised, e.g. localhost/busybox:latest
+    image_id  TEXT NOT NULL REFERENCES images(id)
+);
+CREATE TABLE IF NOT EXISTS layers (
+    diff_id   TEXT PRIMARY KEY,      -- hex sha256 of the uncompressed tar
+    blob      TEXT NOT NULL,         -- hex sha256 of the blob it was extracted from
+    size      INTEGER NOT NULL,      -- uncompressed size
+    refcount  INTEGER NOT NULL DEFAULT 0  -- rows in image_layers naming it
+);
+CREATE INDEX IF NOT EXISTS layers_blob ON layers(blob);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image_id  TEXT NOT NULL REFERENCES images(id),
+    position  INTEGER NOT NULL,      -- 0 = bottom
+    diff_id   TEXT NOT NULL REFERENCES layers(diff_id),
+    PRIMARY KEY (image_id, position)
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id        TEXT PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE,
+    image_id  TEXT NOT NULL REFERENCES images(id),
+    created   TEXT NOT NULL
+);
+"""
+
+_HINT_LIST = "list local images with `rsbox images`, or add one with `rsbox import`"
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+def normalize_name(ref: str, default_domain: str = LOCAL_DOMAIN) -> str:
+    """Normalise an image name the way Podman does for local images.
+
+    * no registry part (the first component has no ``.``/``:`` and is not ``localhost``)
+      -> ``localhost/`` is prepended (``busybox`` -> ``localhost/busybox:latest``);
+    * no tag -> ``:latest``;
+    * digests (``@sha256:...``) are not names and are refused;
+    * path components must be lowercase (``[a-z0-9]`` with ``._-`` separators).
+
+    Raises UsageError for something that is not a valid name.
+    """
+    if "@" in ref:
+        raise UsageError(f"invalid image name {ref!r}: digests cannot be used as names")
+    first, _, rest = ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        domain, path = first, rest
+    else:
+        domain, path = default_domain, ref
+    tag = "latest"
+    last = path.rsplit("/", 1)[-1]
+    if ":" in last:
+        path, _, tag = path.rpartition(":")
+    if not _DOMAIN.fullmatch(domain):
+        raise UsageError(f"invalid registry {domain!r} in image name {ref!r}")
+    if not path or not all(_PATH_COMPONENT.fullmatch(c) for c in path.split("/")):
+        raise UsageError(
+            f"invalid image name {ref!r}",
+            hint="names are lowercase letters, digits and . _ - separated by /",
+        )
+    if not _TAG.fullmatch(tag):
+        raise UsageError(f"invalid tag {tag!r} in image name {ref!r}")
+    return f"{domain}/{path}:{tag}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``localhost/busybox:1`` -> (``localhost/busybox``, ``1``)."""
+    repo, _, tag = name.rpartition(":")
+    return repo, tag
+
+
+def _short_candidates(ref: str) -> tuple[str, str] | None:
+    """For an unqualified ref, the (path, tag) to match against any registry."""
+    first, _, rest = ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return None
+    path, tag = ref, "latest"
+    if ":" in path.rsplit("/", 1)[-1]:
+        path, _, tag = path.rpartition(":")
+    return path, tag
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    env: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_oci(cls, doc: Mapping[str, Any]) -> ImageConfig:
+        """From an OCI/Docker image config document (its ``config`` member)."""
+        cfg = doc.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise ImageError("image config: 'config' is not an object")
+
+        def strs(key: str) -> tuple[str, ...]:
+            value = cfg.get(key) or ()
+            if isinstance(value, str):
+                return (value,)
+            return tuple(str(v) for v in value)
+
+        labels = cfg.get("Labels") or {}
+        return cls(
+            env=strs("Env"),
+            cmd=strs("Cmd"),
+            entrypoint=strs("Entrypoint"),
+            workdir=str(cfg.get("WorkingDir") or ""),
+            user=str(cfg.get("User") or ""),
+            labels=MappingProxyType({str(k): str(v) for k, v in dict(labels).items()}),
+        )
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str  # hex sha256 of the config blob
+    names: tuple[str, ...]
+    layers: tuple[Path, ...]  # layer root dirs (fs/ and meta inside), bottom -> top
+    config: ImageConfig
+    created: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    image_id: str
+    dir: Path
+    upper: Path
+    rootfs: Path
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    diff_id: str
+    blob: str
+    size: int
+
+
+def default_root() -> Path:
+    """$RSBOX_ROOT, else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
+    if env := os.environ.get("RSBOX_ROOT"):
+        return Path(env)
+    if xdg := os.environ.get("XDG_DATA_HOME"):
+        return Path(xdg) / "rsbox"
+    return Path.home() / ".local" / "share" / "rsbox"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rmtree_forcefully(path: Path) -> None:
+    """Remove a tree the user owns even where directories lack u+rwx (mode 000 dirs in
+    an upper layer). Never follows symlinks (shutil.rmtree's fd-based implementation)."""
+
+    def onerror(func: Any, p: str, exc_info: Any) -> None:
+        parent = os.path.dirname(p)
+        for d in (parent, p):
+            with contextlib.suppress(OSError):
+                st = os.lstat(d)
+                if stat.S_ISDIR(st.st_mode):
+                    os.chmod(d, stat.S_IMODE(st.st_mode) | 0o700)
+        if func in (os.rmdir, os.unlink, os.remove):
+            func(p)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+    if path.is_symlink() or not path.exists():
+        path.unlink(missing_ok=True)
+        return
+    shutil.rmtree(path, onerror=onerror)
+    if path.exists():
+        shutil.rmtree(path, onerror=onerror)
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class Store:
+    """One store root. Open with `Store.open`; close (or use as a context manager)."""
+
+    root: Path
+
+    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+        self.root = root
+        self._db = db
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Store:
+        root = Path(root) if root is not None else default_root()
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for sub in ("blobs/sha256", "layers", "containers", "tmp", "cache", "locks"):
+                (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = sqlite3.connect(root / "store.db", timeout=60, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open the rsbox store at {root}: {exc}",
+                hint="check permissions, or choose another place with --root or RSBOX_ROOT",
+            ) from exc
+        store = cls(root, db)
+        try:
+            # PRAGMAs cannot run inside a transaction; the schema script brings its own.
+            with store._flock(root / "lock"):
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, _SCHEMA_VERSION):
+                    raise StoreError(
+                        f"the store at {root} has schema version {version}; "
+                        f"this rsbox knows {_SCHEMA_VERSION}",
+                        hint="use a matching rsbox version, or another --root",
+                    )
+                if version == 0:
+                    db.executescript(
+                        f"BEGIN; {_SCHEMA}; PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
+                    )
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(
+                f"cannot open the rsbox store at {root}: {exc}",
+                hint="check permissions, or choose another place with --root or RSBOX_ROOT",
+            ) from exc
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def layer_dir(self, diff_id: str) -> Path:
+        return self.root / "layers" / diff_id
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / digest
+
+    # -- locking ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self, path: Path) -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[sqlite3.Connection]:
+        """The writer lock plus one IMMEDIATE transaction (committed on success)."""
+        with self._flock(self.root / "lock"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def mkdtemp(self, prefix: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+
+    # -- blobs and layers ---------------------------------------------------------------
+
+    def add_blob(self, src: Path, digest: str | None = None) -> str:
+        """Copy ``src`` into blobs/ (verifying ``digest`` if given); return its hex digest."""
+        fd, tmpname = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
+        tmp = Path(tmpname)
+        try:
+            h = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = h.hexdigest()
+            if digest is not None and actual != digest:
+                raise ImageError(
+                    f"blob {src} has digest sha256:{actual}, expected sha256:{digest}",
+                    hint="the image is damaged; copy it again",
+                )
+            final = self.blob_path(actual)
+            if not final.exists():
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+            return actual
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def add_layer(
+        self,
+        blob: Path,
+        *,
+        digest: str | None = None,
+        diff_id: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> LayerInfo:
+        """Store the layer tarball ``blob`` once: verify, keep the blob, extract.
+
+        ``digest`` (the blob's) and ``diff_id`` (the uncompressed stream's) are verified
+        when given. Two commands adding the same blob serialise on a per-blob lock; the
+        second finds the layer ready. The layer's refcount is left to `add_image`.
+        """
+        actual = sha256_file(blob)
+        if digest is not None and actual != digest:
+            raise ImageError(
+                f"layer blob {blob} has digest sha256:{actual}, expected sha256:{digest}",
+                hint="the image is damaged; copy it again",
+            )
+        with self._flock(self.root / "locks" / f"{actual}.lock"):
+            row = self._db.execute(
+                "SELECT diff_id, size FROM layers WHERE blob = ?", (actual,)
+            ).fetchone()
+            if row is not None and self.layer_dir(row[0]).is_dir():
+                info = LayerInfo(diff_id=row[0], blob=actual, size=row[1])
+            else:
+                info = self._extract_new_layer(blob, actual, max_bytes)
+        if diff_id is not None and info.diff_id != diff_id:
+            raise LayerError(
+                f"layer sha256:{actual} uncompresses to sha256:{info.diff_id}, "
+                f"the image config says sha256:{diff_id}",
+                hint="the image is damaged or was tampered with",
+            )
+        return info
+
+    def _extract_new_layer(self, blob: Path, blob_digest: str, max_bytes: int) -> LayerInfo:
+        work = self.mkdtemp("layer-")
+        try:
+            self.add_blob(blob, blob_digest)
+            result = extract_layer(blob, work / "layer", max_bytes=max_bytes)
+            # One syncfs-like flush instead of an fsync per file: the layer must be on
+            # disk before its name is.
+            os.sync()
+            final = self.layer_dir(result.diff_id)
+            with self._writer() as db:
+                if not final.is_dir():
+                    os.rename(work / "layer", final)
+                    _fsync_dir(final.parent)
+                db.execute(
+                    "INSERT INTO layers(diff_id, blob, size) VALUES (?, ?, ?) "
+                    "ON CONFLICT(diff_id) DO NOTHING",
+                    (result.diff_id, blob_digest, result.size),
+                )
+            return LayerInfo(diff_id=result.diff_id, blob=blob_digest, size=result.size)
+        finally:
+            rmtree_forcefully(work)
+
+    # -- images -------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        config: bytes,
+        diff_ids: Sequence[str],
+        names: Sequence[str] = (),
+        manifest_digest: str | None = None,
+    ) -> Image:
+        """Register an image whose layers are already stored (`add_layer`).
+
+        ``names`` must be normalised; a name already used by another image moves to this
+        one (like ``docker tag``). Re-adding an existing image only adds names.
+        """
+        image_id = hashlib.sha256(config).hexdigest()
+        try:
+            doc = json.loads(config)
+        except ValueError as exc:
+            raise ImageError(f"image config is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ImageError("image config is not a JSON object")
+        ImageConfig.from_oci(doc)  # validate early
+        created = str(doc.get("created") or "")
+        fd, tmpname = tempfile.mkstemp(prefix="config-", dir=self.tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(config)
+            f.flush()
+            os.fsync(f.fileno())
+        with self._writer() as db:
+            final = self.blob_path(image_id)
+            if final.exists():
+                os.unlink(tmpname)
+            else:
+                os.replace(tmpname, final)
+            exists = db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone()
+            if not exists:
+                size = 0
+                for diff_id in diff_ids:
+                    row = db.execute(
+                        "SELECT size FROM layers WHERE diff_id = ?", (diff_id,)
+                    ).fetchone()
+                    if row is None or not self.layer_dir(diff_id).is_dir():
+                        raise StoreError(f"layer sha256:{diff_id} is not in the store")
+                    size += row[0]
+                db.execute(
+                    "INSERT INTO images(id, config, manifest, created, added, size) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (image_id, config.decode(), manifest_digest, created, _now(), size),
+                )
+                for pos, diff_id in enumerate(diff_ids):
+                    db.execute(
+                        "INSERT INTO image_layers(image_id, position, diff_id) VALUES (?, ?, ?)",
+                        (image_id, pos, diff_id),
+                    )
+                    db.execute(
+                        "UPDATE layers SET refcount = refcount + 1 WHERE diff_id = ?", (diff_id,)
+                    )
+            for name in names:
+                db.execute(
+                    "INSERT INTO names(name, image_id) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id",
+                    (name, image_id),
+                )
+        return self._load_image(image_id)
+
+    def _load_image(self, image_id: str) -> Image:
+        row = self._db.execute(
+            "SELECT config, created, size FROM images WHERE id = ?", (image_id,)
+        ).fetchone()
+        if row is None:
+            raise ImageNotFound(f"image {image_id} is not in the store", hint=_HINT_LIST)
+        names = tuple(
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM names WHERE image_id = ? ORDER BY name", (image_id,)
+            )
+        )
+        layers = tuple(
+            self.layer_dir(r[0])
+            for r in self._db.execute(
+                "SELECT diff_id FROM image_layers WHERE image_id = ? ORDER BY position",
+                (image_id,),
+            )
+        )
+        return Image(
+            id=image_id,
+            names=names,
+            layers=layers,
+            config=ImageConfig.from_oci(json.loads(row[0])),
+            created=row[1],
+            size=row[2],
+        )
+
+    def images(self) -> list[Image]:
+        """All images, most recently added first."""
+        ids = [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY added DESC, id")]
+        return [self._load_image(i) for i in ids]
+
+    def resolve_image(self, ref: str) -> Image:
+        """Find an image by name or id.
+
+        Order: full id (``sha256:`` optional); exact normalised name (``busybox`` ->
+        ``localhost/busybox:latest``); an unqualified name matched against every registry
+        (``busybox`` also finds ``docker.io/library/busybox:latest``; ambiguous -> error);
+        a unique id prefix of at least 4 hex digits.
+        """
+        bare = ref.removeprefix("sha256:")
+        if (
+            _HEX64.fullmatch(bare)
+            and self._db.execute("SELECT 1 FROM images WHERE id = ?", (bare,)).fetchone()
+        ):
+            return self._load_image(bare)
+        with contextlib.suppress(UsageError):
+            name = normalize_name(ref)
+            row = self._db.execute("SELECT image_id FROM names WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return self._load_image(row[0])
+        short = _short_candidates(ref)
+        if short is not None:
+            path, tag = short
+            wanted = {path, f"library/{path}"}
+            found: dict[str, str] = {}
+            for name_, image_id in self._db.execute("SELECT name, image_id FROM names"):
+                repo, t = split_name(name_)
+                if t == tag and repo.partition("/")[2] in wanted:
+                    found[name_] = image_id
+            if len(set(found.values())) == 1:
+                return self._load_image(next(iter(found.values())))
+            if len(found) > 1:
+                raise ImageError(
+                    f"image name {ref!r} is ambiguous: {', '.join(sorted(found))}",
+                    hint="use the full name",
+                )
+        if _HEXPREFIX.fullmatch(bare):
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM images WHERE substr(id, 1, ?) = ?", (len(bare), bare)
+                )
+            ]
+            if len(ids) == 1:
+                return self._load_image(ids[0])
+            if len(ids) > 1:
+                raise ImageError(f"image id prefix {ref!r} is ambiguous", hint="use more digits")
+        raise ImageNotFound(f"no such image: {ref}", hint=_HINT_LIST)
+
+    def remove_image(self, ref: str) -> list[str]:
+        """Remove an image and the layers no other image uses; refuse while a container
+        uses it. Returns the removed diff_ids."""
+        image = self.resolve_image(ref)
+        doomed: list[str] = []
+        with self._writer() as db:
+            used = db.execute(
+                "SELECT name FROM containers WHERE image_id = ?", (image.id,)
+            ).fetchall()
+            if used:
+                raise ImageError(
+                    f"image {image.id[:12]} is used by container(s) "
+                    + ", ".join(r[0] for r in used),
+                    hint="remove the containers first",
+                )
+            own = [
+                r[0]
+                for r in db.execute(
+                    "SELECT diff_id FROM image_layers WHERE image_id = ?", (image.id,)
+                )
+            ]
+            for diff_id in own:
+                db.execute(
+                    "UPDATE layers SET refcount = refcount - 1 WHERE diff_id = ?", (diff_id,)
+                )
+            db.execute("DELETE FROM image_layers WHERE image_id = ?", (image.id,))
+            db.execute("DELETE FROM names WHERE image_id = ?", (image.id,))
+            db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+            # Only this image's layers: a layer with refcount 0 may belong to an import
+            # in progress in another command (add_layer, then add_image).
+            for diff_id in dict.fromkeys(own):
+                left = db.execute(
+                    "SELECT refcount FROM layers WHERE diff_id = ?", (diff_id,)
+                ).fetchone()
+                if left is None or left[0] > 0:
+                    continue
+                db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
+                gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.layer_dir(diff_id), gone)
+                doomed.append(diff_id)
+        for path in self.tmp.glob("gone-*"):
+            rmtree_forcefully(path)
+        return doomed
+
+    # -- containers ---------------------------------------------------------------------
+
+    def create_container(
+        self, image: Image, name: str | None, config: Mapping[str, object]
+    ) -> Container:
+        """Create containers/<id>/{upper,rootfs,config.json} and its record."""
+        if name is not None and not _CONTAINER_NAME.fullmatch(name):
+            raise ContainerError(
+                f"invalid container name {name!r}",
+                hint="use letters, digits and . _ - (starting with a letter or digit)",
+            )
+        cid = secrets.token_hex(32)
+        work = self.mkdtemp("container-")
+        try:
+            (work / "upper").mkdir(mode=0o755)
+            (work / "rootfs").mkdir(mode=0o755)
+            with open(work / "config.json", "w") as f:
+                json.dump(dict(config), f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            with self._writer() as db:
+                if not db.execute("SELECT 1 FROM images WHERE id = ?", (image.id,)).fetchone():
+                    raise ImageNotFound(f"image {image.id[:12]} was removed", hint=_HINT_LIST)
+                if name is None:
+                    name = self._auto_name(db)
+                elif db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                    raise ContainerError(
+                        f"the container name {name!r} is already in use",
+                        hint=f"remove it with `rsbox rm {name}` or choose another --name",
+                    )
+                db.execute(
+                    "INSERT INTO containers(id, name, image_id, created) VALUES (?, ?, ?, ?)",
+                    (cid, name, image.id, _now()),
+                )
+                os.rename(work, self.root / "containers" / cid)
+        finally:
+            if work.exists():
+                rmtree_forcefully(work)
+        return self._container(cid, name, image.id)
+
+    def _container(self, cid: str, name: str, image_id: str) -> Container:
+        d = self.root / "containers" / cid
+        return Container(
+            id=cid, name=name, image_id=image_id, dir=d, upper=d / "upper", rootfs=d / "rootfs"
+        )
+
+    @staticmethod
+    def _auto_name(db: sqlite3.Connection) -> str:
+        for _ in range(100):
+            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            if not db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                return name
+        return f"rsbox_{secrets.token_hex(6)}"
+
+    def container(self, ref: str) -> Container:
+        """By full id, name, or unique id prefix."""
+        rows = self._db.execute(
+            "SELECT id, name, image_id FROM containers WHERE id = ? OR name = ?", (ref, ref)
+        ).fetchall()
+        if not rows and _HEXPREFIX.fullmatch(ref):
+            rows = self._db.execute(
+                "SELECT id, name, image_id FROM containers WHERE substr(id, 1, ?) = ?",
+                (len(ref), ref),
+            ).fetchall()
+            if len(rows) > 1:
+                raise ContainerError(
+                    f"container id prefix {ref!r} is ambiguous", hint="use more digits"
+                )
+        if not rows:
+            raise ContainerError(
+                f"no such container: {ref}", hint="list containers with `rsbox ps -a`"
+            )
+        cid, name, image_id = rows[0]
+        return self._container(cid, name, image_id)
+
+    def containers(self) -> list[Container]:
+        return [
+            self._container(*r)
+            for r in self._db.execute(
+                "SELECT id, name, image_id FROM containers ORDER BY created DESC"
+            )
+        ]
+
+    def remove_container(self, cid: str) -> None:
+        """Delete the container's record and directory (``cid``: id, prefix or name)."""
+        c = self.container(cid)
+        gone = self.tmp / f"gone-{c.id}"
+        with self._writer() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (c.id,))
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(c.dir, gone)
+        rmtree_forcefully(gone)
+
+
+_ADJECTIVES = (
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
+    "merry", "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty",
+)  # fmt: skip
+_NOUNS = (
+    "albatross", "badger", "cheetah", "dolphin", "eagle", "falcon", "gecko", "heron",
+    "ibis", "jaguar", "koala", "lemur", "marmot", "narwhal", "otter", "panda", "quokka",
+    "raven", "salmon", "tapir", "urchin", "vole", "walrus", "yak", "zebra",
+)  # fmt: skip

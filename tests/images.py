@@ -1,0 +1,242 @@
+"""Images built by the test suite itself (reused by tests/rootless and tests/e2e).
+
+* `make_busybox_rootfs`: a directory with the host's static busybox and applet symlinks.
+* `make_busybox_tarball`: the same as a (gzip) tarball, owners 0:0.
+* `make_layered_oci_layout`: an OCI image layout with three layers: busybox base (gzip),
+  a layer with a whiteout (``etc/removeme``) and an opaque directory (``opaque/``), a
+  plain-tar top layer. Written by hand (deterministic) and checked against umoci in
+  tests/rootless/test_oci_layout.py.
+* `make_umoci_layout`: a layered image made by umoci itself (rootless).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+BUSYBOX = Path("/bin/busybox")
+APPLETS = (
+    "sh", "ls", "cat", "echo", "true", "false", "mkdir", "rm", "touch", "id", "env",
+    "sleep", "printf", "test", "stat", "pwd", "hostname", "ps", "grep", "mount", "wc",
+    "head", "ln", "chmod", "uname", "readlink", "find", "cp", "mv", "tee", "date",
+)  # fmt: skip
+TAG = "v1"
+
+
+def make_busybox_rootfs(dest: Path) -> Path:
+    """Create (or fill) ``dest`` as a minimal busybox root filesystem; return ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in ("bin", "etc", "root", "tmp", "dev", "proc", "sys", "usr/bin", "var"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(dest / "tmp", 0o1777)
+    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    os.chmod(dest / "bin" / "busybox", 0o755)
+    for applet in APPLETS:
+        (dest / "bin" / applet).symlink_to("busybox")
+    (dest / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
+    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (dest / "etc" / "hostname").write_text("rsbox\n")
+    return dest
+
+
+def make_busybox_tarball(dest: Path, *, compress: bool = True) -> Path:
+    """A tarball (gzip unless ``compress=False``) of a busybox rootfs, owners 0:0."""
+    work = dest.parent / f".{dest.name}.rootfs"
+    make_busybox_rootfs(work)
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(dest, "w:gz" if compress else "w") as tar:
+        for name in sorted(os.listdir(work)):
+            tar.add(work / name, arcname=name, filter=as_root)
+    shutil.rmtree(work)
+    return dest
+
+
+# --- OCI layout by hand ----------------------------------------------------------------
+
+
+class TarBuilder:
+    """Small in-memory tar writer for hand-made (and hostile) layers."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 (closed by bytes())
+
+    def _info(self, name: str, kind: bytes, mode: int, **kw: object) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = mode
+        info.mtime = 1_700_000_000
+        for k, v in kw.items():
+            setattr(info, k, v)
+        return info
+
+    def dir(self, name: str, mode: int = 0o755, **kw: object) -> TarBuilder:
+        self.tar.addfile(self._info(name, tarfile.DIRTYPE, mode, **kw))
+        return self
+
+    def file(self, name: str, data: bytes = b"", mode: int = 0o644, **kw: object) -> TarBuilder:
+        info = self._info(name, tarfile.REGTYPE, mode, **kw)
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data))
+        return self
+
+    def symlink(self, name: str, target: str, **kw: object) -> TarBuilder:
+        self.tar.addfile(self._info(name, tarfile.SYMTYPE, 0o777, linkname=target, **kw))
+        return self
+
+    def hardlink(self, name: str, target: str, **kw: object) -> TarBuilder:
+        self.tar.addfile(self._info(name, tarfile.LNKTYPE, 0o644, linkname=target, **kw))
+        return self
+
+    def device(
+        self, name: str, kind: bytes, major: int, minor: int, mode: int = 0o666
+    ) -> TarBuilder:
+        self.tar.addfile(self._info(name, kind, mode, devmajor=major, devminor=minor))
+        return self
+
+    def add_tree(self, root: Path) -> TarBuilder:
+        def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            return info
+
+        for name in sorted(os.listdir(root)):
+            self.tar.add(root / name, arcname=name, filter=as_root)
+        return self
+
+    def bytes(self) -> bytes:
+        self.tar.close()
+        return self.buf.getvalue()
+
+
+def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def write_oci_layout(
+    dest: Path,
+    layers: list[tuple[bytes, bool]],
+    tag: str = TAG,
+    config_extra: dict[str, object] | None = None,
+) -> tuple[Path, str]:
+    """Write an OCI layout with the given (uncompressed tar, gzip?) layers."""
+    (dest / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    layer_descs = []
+    diff_ids = []
+    for raw, compress in layers:
+        diff_ids.append(f"sha256:{hashlib.sha256(raw).hexdigest()}")
+        data = gzip.compress(raw, mtime=0) if compress else raw
+        desc = _put_blob(dest, data)
+        desc["mediaType"] = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
+        layer_descs.append(desc)
+    config = {
+        "created": "2024-01-02T03:04:05.123456789Z",
+        "architecture": _goarch(),
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/sh"],
+            "WorkingDir": "/",
+            "Labels": {"org.example.test": "layered"},
+            **(config_extra or {}),
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    config_desc = _put_blob(dest, json.dumps(config).encode())
+    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": layer_descs,
+    }
+    manifest_desc = _put_blob(dest, json.dumps(manifest).encode())
+    manifest_desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+    manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    index_path = dest / "index.json"
+    index = (
+        json.loads(index_path.read_text())
+        if index_path.exists()
+        else {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+              "manifests": []}
+    )  # fmt: skip
+    index["manifests"].append(manifest_desc)
+    index_path.write_text(json.dumps(index))
+    return dest, tag
+
+
+def _goarch() -> str:
+    import platform
+
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def make_layered_oci_layout(dest: Path) -> tuple[Path, str]:
+    """Three layers; after stacking: busybox rootfs, ``/etc/removeme`` deleted by a
+    whiteout, ``/opaque`` holding only ``new`` (opaque dir hides ``old1``, ``old2``),
+    ``/top.txt`` from the plain top layer. Returns (layout dir, tag)."""
+    rootfs = make_busybox_rootfs(dest.parent / f".{dest.name}.rootfs")
+    base = (
+        TarBuilder()
+        .add_tree(rootfs)
+        .file("etc/removeme", b"to be removed\n")
+        .dir("opaque")
+        .file("opaque/old1", b"old\n")
+        .file("opaque/old2", b"old\n")
+        .bytes()
+    )
+    shutil.rmtree(rootfs)
+    middle = (
+        TarBuilder()
+        .dir("etc")
+        .file("etc/.wh.removeme")
+        .dir("opaque")
+        .file("opaque/.wh..wh..opq")
+        .file("opaque/new", b"new\n")
+        .bytes()
+    )
+    top = TarBuilder().file("top.txt", b"top\n").bytes()
+    return write_oci_layout(dest, [(base, True), (middle, True), (top, False)])
+
+
+def make_umoci_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
+    """A two-layer image made by umoci (rootless): busybox, then ``etc/hostname`` removed
+    (umoci writes the whiteout) and ``added.txt`` created."""
+    work = dest.parent / f".{dest.name}.umoci"
+    work.mkdir(parents=True)
+    image = f"{dest}:{tag}"
+
+    def umoci(*args: str) -> None:
+        subprocess.run(["umoci", *args], check=True, capture_output=True)
+
+    umoci("init", "--layout", str(dest))
+    umoci("new", "--image", image)
+    bundle = work / "bundle"
+    umoci("unpack", "--rootless", "--image", image, str(bundle))
+    make_busybox_rootfs(bundle / "rootfs")
+    umoci("repack", "--image", image, str(bundle))
+    shutil.rmtree(bundle)
+    umoci("unpack", "--rootless", "--image", image, str(bundle))
+    (bundle / "rootfs" / "etc" / "hostname").unlink()
+    (bundle / "rootfs" / "added.txt").write_text("added\n")
+    umoci("repack", "--image", image, str(bundle))
+    shutil.rmtree(work)
+    return dest, tag
