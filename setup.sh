@@ -1,0 +1,59 @@
+#!/bin/sh
+# Set up rsbox on Debian 12 and run a first container, no network needed.
+#
+#   ./setup.sh            Debian packages (through sudo unless you are root), a venv in
+#                         ./.venv, then the demo: import the host's busybox-static as an
+#                         image and run a command in a rootless container
+#   ./setup.sh packages   only the Debian packages (what CI does as root)
+#   ./setup.sh venv       only the venv (no root needed)
+set -eu
+cd "$(dirname "$0")"
+
+# What rsbox and its tests use. uidmap: newuidmap/newgidmap for the full id map;
+# fuse3/libfuse3-dev/pkg-config/python3-dev/gcc: pyfuse3 builds from source;
+# busybox-static: the image of the demo and the tests; umoci/skopeo: OCI layouts in tests;
+# podman/runc/bubblewrap/charliecloud-runtime/fuse-overlayfs: peers for `nox -s bench`.
+PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
+libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
+charliecloud-runtime fuse-overlayfs"
+
+packages() {
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    missing=""
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        $SUDO apt-get update -q
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+    fi
+}
+
+venv() {
+    # Debian's interpreter, not one under a home directory that other users cannot read.
+    [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,lint]' nox
+}
+
+demo() {
+    root="${RSBOX_ROOT:-${XDG_DATA_HOME:-$HOME/.local/share}/rsbox}"
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for app in sh ls cat echo id ps hostname uname mount sleep; do ln -s busybox "$rootfs/bin/$app"; done
+    echo "root:x:0:0:root:/root:/bin/sh" > "$rootfs/etc/passwd"
+    echo "root:x:0:" > "$rootfs/etc/group"
+    .venv/bin/rsbox --root "$root" import "$rootfs" busybox
+    rm -rf "$rootfs"
+    .venv/bin/rsbox --root "$root" images
+    .venv/bin/rsbox --root "$root" run --rm busybox sh -c 'echo "hello from $(hostname), pid $$, uid $(id -u)"; ps'
+}
+
+case "${1:-all}" in
+    packages) packages ;;
+    venv) venv ;;
+    demo) demo ;;
+    all) packages; venv; demo ;;
+    *) echo "usage: $0 [packages|venv|demo]" >&2; exit 2 ;;
+esac
