@@ -231,6 +231,11 @@ class UnionOps(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         parent = self.union.dir_node(fh).ino
         for next_id, name in self.union.readdir(fh, start_id):
+            if name in (".", ".."):
+                attr = self.union.dot_attr(parent, name)
+                if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+                    break
+                continue
             try:
                 attr = self.union.lookup(parent, name)  # counts one reference...
             except FileNotFoundError:

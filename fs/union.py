@@ -326,6 +326,18 @@ class Union:
 
     def lookup(self, parent_ino: int, name: str) -> Attr:
         """Find `name`, and count one kernel reference to it."""
+        node = self._find(parent_ino, name)
+        node.lookups += 1
+        return self._attr(node)
+
+    def dot_attr(self, parent_ino: int, name: str) -> Attr:
+        """Attributes of "." or ".." for readdir, which the kernel does not count."""
+        try:
+            return self._attr(self._find(parent_ino, name))
+        except FileNotFoundError:  # ".." of a directory whose parent we forgot
+            return self._attr(self._dir(parent_ino))
+
+    def _find(self, parent_ino: int, name: str) -> Node:
         parent = self._dir(parent_ino)
         if name == ".":
             node = parent
@@ -339,8 +351,7 @@ class Union:
             if found is None:
                 raise OSError(errno.ENOENT, "no such entry", path)
             node = self._node_for(path, found)
-        node.lookups += 1
-        return self._attr(node)
+        return node
 
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
         for ino, n in items:
@@ -800,7 +811,7 @@ class Union:
     def opendir(self, ino: int) -> FileHandle:
         node = self._dir(ino)
         fh = FileHandle(next(self._fh))
-        self._open[fh] = _Open(-1, node, merged_names(node.dirs, node.path))
+        self._open[fh] = _Open(-1, node, [".", "..", *merged_names(node.dirs, node.path)])
         return fh
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str]]:

@@ -1,0 +1,191 @@
+"""fs.server on a real FUSE mount, as an unprivileged user.
+
+Each test starts `unshare --user --map-root-user --mount` around tests.fs.harness, which
+mounts the union, forks the shell script below into the mountpoint and serves until it
+exits. `--map-auto` adds the user's subordinate range (newuidmap), giving the full
+0-65535 map of `rsbox run`; without it only id 0 exists (rsbox's single-id map).
+
+In CI (CI=true) missing user namespaces or /dev/fuse fail these tests; locally they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from fs.meta import EntryMeta
+from fs.union import OPAQUE_MARKER, read_override
+from tests.fs.layers import Tree, make_layer
+
+REPO = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI") == "true"
+
+
+@cache
+def _unavailable(full_map: bool) -> str | None:
+    """Why a FUSE mount in a user namespace cannot work here, or None."""
+    if shutil.which("unshare") is None:
+        return "util-linux unshare is not installed"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "/dev/fuse is missing or not read-writable (distributions ship it 0666)"
+    probe = subprocess.run(
+        [*_unshare(full_map), "true"], capture_output=True, text=True, timeout=30
+    )
+    if probe.returncode != 0:
+        what = "user namespaces with a subordinate id range (newuidmap, /etc/subuid)"
+        return f"{what if full_map else 'user namespaces'} unusable: {probe.stderr.strip()}"
+    return None
+
+
+def _unshare(full_map: bool) -> list[str]:
+    return ["unshare", "--user", "--map-root-user", *(["--map-auto"] if full_map else []),
+            "--mount", "--"]
+
+
+def _require(full_map: bool) -> None:
+    why = _unavailable(full_map)
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true and {why}")
+        pytest.skip(why)
+
+
+def run_in_mount(
+    tmp_path: Path, lowers: list[Path], script: str, *, full_map: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint."""
+    _require(full_map)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [sys.executable, "-m", "tests.fs.harness", "--upper", str(tmp_path / "upper")]
+    for lower in lowers:
+        args += ["--lower", str(lower)]
+    if not full_map:
+        args.append("--single-id")
+    args += [str(mnt), "--", "sh", "-euxc", script]
+    proc = subprocess.run(
+        [*_unshare(full_map), *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _layers(tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None
+            ) -> list[Path]:
+    return [
+        make_layer(tmp_path / f"l{i}", t, (metas or [{}] * len(trees))[i])
+        for i, t in enumerate(trees)
+    ]
+
+
+def test_mount_reads_lower_and_hides_whiteouts(tmp_path: Path) -> None:
+    lowers = _layers(tmp_path, {"etc/a": "hello", "etc/b": "b", "d/x": ""},
+                     {"etc/.wh.b": "", f"d/{OPAQUE_MARKER}": "", "d/y": ""})
+    run_in_mount(tmp_path, lowers, """
+        test "$(cat etc/a)" = hello
+        test ! -e etc/b
+        test "$(ls -a etc | tr '\\n' ' ')" = ". .. a "
+        test "$(ls d)" = y
+    """)
+
+
+def test_mount_writes_land_in_upper_never_in_lower(tmp_path: Path) -> None:
+    lowers = _layers(tmp_path, {"etc/a": "hello\n"})
+    run_in_mount(tmp_path, lowers, """
+        ino=$(stat -c %i etc/a)
+        echo more >> etc/a
+        echo new > etc/c
+        test "$(cat etc/a)" = "$(printf 'hello\\nmore')"
+        test "$(stat -c %i etc/a)" = "$ino"
+    """)
+    assert (tmp_path / "l0/fs/etc/a").read_text() == "hello\n"
+    assert not (tmp_path / "l0/fs/etc/c").exists()
+    assert (tmp_path / "upper/etc/a").read_text() == "hello\nmore\n"
+    assert (tmp_path / "upper/etc/c").read_text() == "new\n"
+
+
+def test_mount_mkdir_rmdir_rename_symlink(tmp_path: Path) -> None:
+    lowers = _layers(tmp_path, {"d/sub/f": "F", "etc/a": ""})
+    run_in_mount(tmp_path, lowers, """
+        mkdir x && rmdir x && test ! -e x
+        ! rmdir etc 2>err && grep -q 'not empty' err && rm err
+        mv d d2
+        test "$(cat d2/sub/f)" = F && test ! -e d
+        ln -s d2/sub/f s
+        test "$(readlink s)" = d2/sub/f && test "$(cat s)" = F
+        rm -rf d2 etc
+        test -z "$(ls -A)" || test "$(ls -A)" = s
+        mkdir etc
+        test -z "$(ls -A etc)"
+        ! touch .wh.evil 2>/dev/null
+    """)
+    assert (tmp_path / "l0/fs/d/sub/f").read_text() == "F"
+    assert (tmp_path / "upper/.wh.d").is_file()
+    assert (tmp_path / "upper/etc" / OPAQUE_MARKER).is_file()
+    assert not (tmp_path / "upper/.wh.etc").exists()
+
+
+def test_mount_chmod_truncate_utime(tmp_path: Path) -> None:
+    lowers = _layers(tmp_path, {"bin/tool": "0123456789"})
+    run_in_mount(tmp_path, lowers, """
+        truncate -s 3 bin/tool
+        test "$(stat -c %s bin/tool)" = 3
+        chmod 4711 bin/tool
+        test "$(stat -c %a bin/tool)" = 4711
+        touch -d @1000000000 bin/tool
+        test "$(stat -c %Y bin/tool)" = 1000000000
+        chown 1000:1000 bin/tool
+        test "$(stat -c %u:%g bin/tool)" = 1000:1000
+    """)
+    ov = read_override(tmp_path / "upper/bin/tool")
+    assert ov is not None
+    assert (ov.uid, ov.gid) == (1000, 1000)
+    assert stat.S_IMODE(ov.mode) in (0o4711, 0o711)  # chown may clear setuid (kernel's call)
+    assert (tmp_path / "l0/fs/bin/tool").read_text() == "0123456789"
+
+
+def test_mount_shows_meta_ownership_modes_and_devices(tmp_path: Path) -> None:
+    meta = {
+        "home/u": EntryMeta(uid=1000, gid=1000, mode=stat.S_IFDIR | 0o750),
+        "usr/bin/passwd": EntryMeta(uid=0, gid=0, mode=stat.S_IFREG | 0o4755),
+        "dev/null": EntryMeta(uid=0, gid=0, mode=stat.S_IFCHR | 0o666, rdev=os.makedev(1, 3)),
+    }
+    lowers = _layers(tmp_path, {"home/u/": "", "usr/bin/passwd": "", "dev/null": ""},
+                     metas=[meta])
+    run_in_mount(tmp_path, lowers, """
+        ls -ln home | grep -q '^drwxr-x--- .* 1000 1000 .* u$'
+        test "$(stat -c %A usr/bin/passwd)" = -rwsr-xr-x
+        test "$(stat -c '%F %t,%T' dev/null)" = "character special file 1,3"
+    """)
+
+
+def test_mount_new_files_belong_to_the_caller_and_permissions_apply(tmp_path: Path) -> None:
+    meta = {"tmp": EntryMeta(uid=0, gid=0, mode=stat.S_IFDIR | 0o1777)}
+    lowers = _layers(tmp_path, {"tmp/": "", "etc/shadow": "secret"}, metas=[meta])
+    run_in_mount(tmp_path, lowers, """
+        as_user() { setpriv --reuid=1000 --regid=1000 --clear-groups -- "$@"; }
+        as_user sh -c 'echo mine > tmp/mine'
+        test "$(stat -c %u:%g tmp/mine)" = 1000:1000
+        ! as_user sh -c 'echo x >> etc/shadow' 2>/dev/null
+    """)
+    ov = read_override(tmp_path / "upper/tmp/mine")
+    assert ov is not None and (ov.uid, ov.gid) == (1000, 1000)
+    assert not (tmp_path / "upper/etc/shadow").exists()
+
+
+def test_mount_single_id_map_shows_unmapped_ids_as_root(tmp_path: Path) -> None:
+    meta = {"home/u": EntryMeta(uid=1000, gid=1000, mode=stat.S_IFDIR | 0o755)}
+    lowers = _layers(tmp_path, {"home/u/f": "x"}, metas=[meta])
+    run_in_mount(tmp_path, lowers, """
+        test "$(stat -c %u:%g home/u)" = 0:0
+        echo y > home/u/f
+    """, full_map=False)
+    ov = read_override(tmp_path / "upper/home/u")
+    assert ov is not None and (ov.uid, ov.gid) == (1000, 1000)  # the truth is kept

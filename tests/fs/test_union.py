@@ -1,0 +1,299 @@
+"""fs.union without a mount: the whiteout, copy-up and metadata decisions."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fs.meta import EntryMeta
+from fs.union import (
+    OPAQUE_MARKER,
+    OVERRIDE_XATTR,
+    ROOT_INODE,
+    Attr,
+    Union,
+    UnionSpec,
+    read_override,
+)
+from tests.fs.layers import Tree, make_layer
+
+
+def _union(tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None,
+           ids: range = range(0, 65536)) -> Union:
+    lowers = tuple(
+        make_layer(tmp_path / f"l{i}", t, (metas or [{}] * len(trees))[i])
+        for i, t in enumerate(trees)
+    )
+    return Union(UnionSpec(lowers, tmp_path / "upper", ids))
+
+
+def _walk(u: Union, path: str) -> Attr:
+    attr = u.getattr(ROOT_INODE)
+    for part in path.split("/"):
+        attr = u.lookup(attr.ino, part)
+    return attr
+
+
+def _ls(u: Union, path: str = "") -> list[str]:
+    ino = _walk(u, path).ino if path else ROOT_INODE
+    fh = u.opendir(ino)
+    try:
+        return sorted(n for _, n in u.readdir(fh, 0) if n not in (".", ".."))
+    finally:
+        u.release(fh)
+
+
+def _read(u: Union, path: str) -> bytes:
+    fh, _ = u.open(_walk(u, path).ino, os.O_RDONLY)
+    try:
+        return u.read(fh, 0, 1 << 20)
+    finally:
+        u.release(fh)
+
+
+def _write(u: Union, path: str, data: bytes, off: int = 0) -> None:
+    fh, keep = u.open(_walk(u, path).ino, os.O_WRONLY)
+    assert not keep  # upper files: no stale page cache allowed
+    try:
+        assert u.write(fh, off, data) == len(data)
+    finally:
+        u.release(fh)
+
+
+def _errno(exc: pytest.ExceptionInfo[OSError]) -> int | None:
+    return exc.value.errno
+
+
+def test_lookup_prefers_the_top_layer(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/os": "old"}, {"etc/os": "new"})
+    assert _read(u, "etc/os") == b"new"
+
+
+def test_whiteout_hides_lower_file(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/a": "a", "etc/b": "b"}, {"etc/.wh.a": ""})
+    with pytest.raises(FileNotFoundError):
+        _walk(u, "etc/a")
+    assert _ls(u, "etc") == ["b"]
+
+
+def test_opaque_dir_hides_everything_below(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/old": "x", "d/sub/f": "y"}, {f"d/{OPAQUE_MARKER}": "", "d/new": "n"})
+    assert _ls(u, "d") == ["new"]
+    with pytest.raises(FileNotFoundError):
+        _walk(u, "d/sub/f")
+
+
+def test_parent_whiteout_applies_to_children(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/sub/f": "y"}, {".wh.d": ""}, {"d/other": "z"})
+    assert _ls(u, "d") == ["other"]
+    with pytest.raises(FileNotFoundError):
+        _walk(u, "d/sub")
+
+
+def test_non_directory_hides_lower_directory(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"x/inside": "1"}, {"x": "file"})
+    attr = _walk(u, "x")
+    assert stat.S_ISREG(attr.mode)
+    assert _read(u, "x") == b"file"
+
+
+def test_directories_merge_across_layers(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"usr/bin/a": "", "usr/lib/": ""}, {"usr/bin/b": ""})
+    assert _ls(u, "usr/bin") == ["a", "b"]
+    assert _ls(u) == ["usr"]
+
+
+def test_reserved_names_are_hidden_and_cannot_be_created(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/.wh.gone": "", "etc/f": ""})
+    assert _ls(u, "etc") == ["f"]
+    etc = _walk(u, "etc").ino
+    with pytest.raises(FileNotFoundError):
+        u.lookup(etc, ".wh.gone")
+    with pytest.raises(OSError) as e1:
+        u.create(etc, ".wh.x", 0o644, os.O_WRONLY, 0, 0)
+    with pytest.raises(OSError) as e2:
+        u.mkdir(etc, ".wh..wh..opq", 0o755, 0, 0)
+    assert {_errno(e1), _errno(e2)} <= {errno.EPERM, errno.EINVAL}
+
+
+def test_meta_overrides_ownership_mode_and_device(tmp_path: Path) -> None:
+    chr_mode = stat.S_IFCHR | 0o666
+    meta = {
+        "usr/bin/passwd": EntryMeta(uid=0, gid=0, mode=stat.S_IFREG | 0o4755),
+        "home/u": EntryMeta(uid=1000, gid=1000, mode=stat.S_IFDIR | 0o700),
+        "dev/null": EntryMeta(uid=0, gid=0, mode=chr_mode, rdev=os.makedev(1, 3)),
+    }
+    u = _union(tmp_path, {"usr/bin/passwd": "", "home/u/": "", "dev/null": ""}, metas=[meta])
+    passwd = _walk(u, "usr/bin/passwd")
+    assert passwd.mode == stat.S_IFREG | 0o4755
+    home = _walk(u, "home/u")
+    assert (home.uid, home.gid, home.mode) == (1000, 1000, stat.S_IFDIR | 0o700)
+    null = _walk(u, "dev/null")
+    assert (null.mode, null.rdev) == (chr_mode, os.makedev(1, 3))
+
+
+def test_ids_outside_mapped_ids_are_shown_as_0(tmp_path: Path) -> None:
+    meta = {"home/u": EntryMeta(uid=1000, gid=1001, mode=stat.S_IFDIR | 0o700)}
+    u = _union(tmp_path, {"home/u/": ""}, metas=[meta], ids=range(0, 1))
+    home = _walk(u, "home/u")
+    assert (home.uid, home.gid) == (0, 0)
+    # ...and the truth is kept: a copy-up records 1000:1001, not 0:0
+    u.setattr(home.ino, mode=0o750)
+    ov = read_override(tmp_path / "upper/home/u")
+    assert ov is not None and (ov.uid, ov.gid) == (1000, 1001)
+
+
+def test_write_copies_up_and_never_touches_lower(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/conf": "lower"})
+    _write(u, "etc/conf", b"UPPER")
+    assert _read(u, "etc/conf") == b"UPPER"
+    assert (tmp_path / "l0/fs/etc/conf").read_text() == "lower"
+    assert (tmp_path / "upper/etc/conf").read_text() == "UPPER"
+
+
+def test_copy_up_keeps_mode_owner_times_xattrs_and_inode(tmp_path: Path) -> None:
+    meta = {"bin/tool": EntryMeta(uid=7, gid=8, mode=stat.S_IFREG | 0o4711,
+                                  xattrs={"security.capability": b"\x01cap"})}
+    u = _union(tmp_path, {"bin/tool": "x"}, metas=[meta])
+    os.utime(tmp_path / "l0/fs/bin/tool", ns=(1_000_000_000, 2_000_000_000))
+    before = _walk(u, "bin/tool")
+    _write(u, "bin/tool", b"y", off=1)
+    after = u.getattr(before.ino)
+    assert after.ino == before.ino
+    assert (after.uid, after.gid, after.mode) == (7, 8, stat.S_IFREG | 0o4711)
+    assert after.size == 2
+    assert u.getxattr(before.ino, "security.capability") == b"\x01cap"
+    disk = os.lstat(tmp_path / "upper/bin/tool")
+    assert not disk.st_mode & stat.S_ISUID  # setuid lives in the override, never on disk
+    # the parent was copied up with its metadata too
+    assert read_override(tmp_path / "upper/bin") is not None
+
+
+def test_unlink_lower_file_writes_whiteout(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/a": "a"})
+    u.unlink(_walk(u, "etc").ino, "a")
+    assert (tmp_path / "upper/etc/.wh.a").is_file()
+    assert (tmp_path / "l0/fs/etc/a").exists()
+    assert _ls(u, "etc") == []
+
+
+def test_unlink_upper_only_file_leaves_no_whiteout(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"etc/": ""})
+    etc = _walk(u, "etc").ino
+    fh, _ = u.create(etc, "new", 0o644, os.O_WRONLY, 5, 6)
+    u.release(fh)
+    u.unlink(etc, "new")
+    assert sorted(os.listdir(tmp_path / "upper/etc")) == []
+
+
+def test_create_records_the_callers_ownership(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"tmp/": ""})
+    fh, attr = u.create(_walk(u, "tmp").ino, "f", 0o640, os.O_WRONLY, 1000, 100)
+    u.release(fh)
+    assert (attr.uid, attr.gid, attr.mode) == (1000, 100, stat.S_IFREG | 0o640)
+    ov = read_override(tmp_path / "upper/tmp/f")
+    assert ov is not None and (ov.uid, ov.gid) == (1000, 100)
+
+
+def test_rmdir_is_enotempty_through_lower_entries(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/f": ""})
+    with pytest.raises(OSError) as exc:
+        u.rmdir(ROOT_INODE, "d")
+    assert _errno(exc) == errno.ENOTEMPTY
+
+
+def test_rm_rf_lower_dir_then_mkdir_gives_an_empty_dir(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/f": "", "d/sub/g": ""})
+    d = _walk(u, "d").ino
+    u.unlink(d, "f")
+    u.unlink(_walk(u, "d/sub").ino, "g")
+    u.rmdir(d, "sub")
+    u.rmdir(ROOT_INODE, "d")
+    assert _ls(u) == []
+    u.mkdir(ROOT_INODE, "d", 0o755, 0, 0)
+    assert _ls(u, "d") == []
+    assert (tmp_path / "upper/d" / OPAQUE_MARKER).is_file()
+    assert not (tmp_path / "upper/.wh.d").exists()
+
+
+def test_rename_of_a_lower_directory(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"a/f": "1", "a/sub/g": "2", "a/.wh.gone": ""}, {"a/h": "3"})
+    sub_ino = _walk(u, "a/sub").ino
+    u.rename(ROOT_INODE, "a", ROOT_INODE, "b", 0)
+    assert _ls(u) == ["b"]
+    assert _ls(u, "b") == ["f", "h", "sub"]
+    assert _read(u, "b/sub/g") == b"2"
+    assert _walk(u, "b/sub").ino == sub_ino  # the kernel's inode follows the move
+    assert (tmp_path / "upper/.wh.a").is_file()
+    assert (tmp_path / "upper/b" / OPAQUE_MARKER).is_file()
+    with pytest.raises(FileNotFoundError):
+        _walk(u, "a")
+
+
+def test_rename_file_over_lower_file(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"x": "X", "y": "Y"})
+    u.rename(ROOT_INODE, "x", ROOT_INODE, "y", 0)
+    assert _ls(u) == ["y"]
+    assert _read(u, "y") == b"X"
+
+
+def test_rename_dir_over_nonempty_dir_fails(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"a/": "", "b/f": ""})
+    with pytest.raises(OSError) as exc:
+        u.rename(ROOT_INODE, "a", ROOT_INODE, "b", 0)
+    assert _errno(exc) == errno.ENOTEMPTY
+
+
+def test_setattr_chmod_chown_truncate_utime(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"f": "hello"})
+    ino = _walk(u, "f").ino
+    attr = u.setattr(ino, mode=0o600, uid=33, gid=44, size=2,
+                     atime_ns=10**9, mtime_ns=3 * 10**9)
+    assert (attr.mode, attr.uid, attr.gid, attr.size) == (stat.S_IFREG | 0o600, 33, 44, 2)
+    assert (attr.atime_ns, attr.mtime_ns) == (10**9, 3 * 10**9)
+    assert (tmp_path / "l0/fs/f").read_text() == "hello"
+
+
+def test_symlink_readlink_and_link(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"t": "target", "old": ("->", "t")})
+    assert u.readlink(_walk(u, "old").ino) == "t"
+    attr = u.symlink(ROOT_INODE, "s", "t")
+    assert stat.S_ISLNK(attr.mode)
+    assert u.readlink(attr.ino) == "t"
+    linked = u.link(_walk(u, "t").ino, ROOT_INODE, "hard")
+    assert linked.nlink == 2
+    assert _read(u, "hard") == b"target"
+
+
+def test_xattrs_from_meta_are_listed_and_override_is_private(tmp_path: Path) -> None:
+    meta = {"f": EntryMeta(uid=0, gid=0, mode=stat.S_IFREG | 0o644, xattrs={"user.a": b"1"})}
+    u = _union(tmp_path, {"f": ""}, metas=[meta])
+    ino = _walk(u, "f").ino
+    u.setxattr(ino, "user.b", b"2")
+    assert u.listxattr(ino) == ["user.a", "user.b"]
+    with pytest.raises(OSError) as exc:
+        u.getxattr(ino, OVERRIDE_XATTR)
+    assert _errno(exc) == errno.ENODATA
+
+
+def test_forget_drops_nodes_the_kernel_forgot(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"f": ""})
+    attr = u.lookup(ROOT_INODE, "f")
+    u.lookup(ROOT_INODE, "f")
+    u.forget([(attr.ino, 1)])
+    assert u.getattr(attr.ino).ino == attr.ino
+    u.forget([(attr.ino, 1)])
+    with pytest.raises(OSError):
+        u.getattr(attr.ino)
+    assert u.lookup(ROOT_INODE, "f").ino != attr.ino  # numbers are never reused
+
+
+def test_missing_meta_file_means_no_overrides(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"f": ""})
+    assert not (tmp_path / "l0/meta").exists()
+    attr = _walk(u, "f")
+    assert (attr.uid, attr.gid) == (0, 0)
