@@ -152,6 +152,13 @@ class UnionOps(pyfuse3.Operations):
         return _entry(self.union.mkdir(parent_inode, _name(name), mode, ctx.uid, ctx.gid))
 
     @_errors
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        mode &= ~ctx.umask
+        return _entry(self.union.mknod(parent_inode, _name(name), mode, rdev, ctx.uid, ctx.gid))
+
+    @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.union.unlink(parent_inode, _name(name))
 

@@ -272,11 +272,6 @@ class Union:
         for ino in under:
             self._refresh(self.nodes[ino])
 
-    def _refresh_path(self, path: str) -> None:
-        ino = self._by_path.get(path)
-        if ino is not None:
-            self._refresh(self.nodes[ino])
-
     def _refresh(self, node: Node) -> None:
         found = self._resolve_path(node.path)
         if found is None:
@@ -368,6 +363,8 @@ class Union:
 
     def _meta(self, node: Node) -> tuple[os.stat_result, EntryMeta | None]:
         """lstat of the top entry plus what overrides it."""
+        if node.unlinked:
+            return self._meta_unlinked(node)
         real = node.layer.real(node.path)
         st = os.lstat(real)
         if node.layer.meta is not None:
@@ -379,6 +376,17 @@ class Union:
             below = node.dirs[1]
             return st, below.meta.get(node.path or ".") if below.meta is not None else None
         return st, ov
+
+    def _meta_unlinked(self, node: Node) -> tuple[os.stat_result, EntryMeta | None]:
+        """fstat of a deleted file that is still open (the tmpfile pattern)."""
+        for of in self._open.values():
+            if of.node is node and of.fd >= 0:
+                try:
+                    raw = os.getxattr(of.fd, OVERRIDE_XATTR)
+                except OSError:
+                    return os.fstat(of.fd), None
+                return os.fstat(of.fd), EntryMeta.from_json(json.loads(raw))
+        raise OSError(errno.ENOENT, "deleted", node.path)
 
     def _attr(self, node: Node) -> Attr:
         st, meta = self._meta(node)
@@ -561,6 +569,26 @@ class Union:
         os.symlink(target, self.upper.real(path))
         return self._created(path)
 
+    def mknod(
+        self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int
+    ) -> Attr:
+        """Devices, fifos and sockets are empty placeholder files in the upper; the type
+        and rdev live in the override (an unprivileged server cannot mknod devices, and
+        the kernel serves fifos/sockets on a FUSE inode itself)."""
+        parent = self._dir(parent_ino)
+        if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+            raise OSError(errno.EINVAL, "mknod of a directory or symlink", name)
+        path, _ = self._prepare_new(parent, name)
+        uid, gid = self._new_owner(parent, uid, gid)
+        if stat.S_IFMT(mode) == 0:
+            mode |= stat.S_IFREG
+        real = self.upper.real(path)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _disk_mode(mode))
+        os.close(fd)
+        rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+        write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode, rdev=rdev))
+        return self._created(path)
+
     def create(
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
     ) -> tuple[FileHandle, Attr]:
@@ -683,8 +711,9 @@ class Union:
             node.path = dst_path + p[len(src_path) :]
             self._by_path[node.path] = ino
         self._refresh_subtree(dst_path)
-        self._refresh_subtree(op.path)
-        self._refresh_subtree(np_.path)
+        # the parents may have been copied up; their other children did not change
+        self._refresh(op)
+        self._refresh(np_)
 
     # ---- attributes: setattr and xattrs -----------------------------------------------
 

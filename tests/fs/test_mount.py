@@ -189,3 +189,33 @@ def test_mount_single_id_map_shows_unmapped_ids_as_root(tmp_path: Path) -> None:
     """, full_map=False)
     ov = read_override(tmp_path / "upper/home/u")
     assert ov is not None and (ov.uid, ov.gid) == (1000, 1000)  # the truth is kept
+
+
+def test_mount_fifo_and_deleted_open_file(tmp_path: Path) -> None:
+    lowers = _layers(tmp_path, {"tmp/": ""})
+    run_in_mount(tmp_path, lowers, """
+        mkfifo tmp/p
+        test -p tmp/p
+        (echo through > tmp/p &) ; test "$(cat tmp/p)" = through
+        exec 3<>tmp/scratch; echo data >&3; rm tmp/scratch
+        test "$(stat -L -c %s /proc/self/fd/3)" = 5
+    """)
+
+
+def test_cli_mounts_serves_and_unmounts_on_sigterm(tmp_path: Path) -> None:
+    _require(False)
+    make_layer(tmp_path / "l0", {"hello": "world"})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f"""
+        {sys.executable} -m fs {mnt} --lower {tmp_path / 'l0'} --upper {tmp_path / 'up'} &
+        pid=$!
+        for i in $(seq 100); do grep -q ' {mnt} fuse.rsbox ' /proc/self/mounts && break; sleep 0.1; done
+        test "$(cat {mnt}/hello)" = world
+        kill -TERM $pid
+        wait $pid
+        ! grep -q ' {mnt} ' /proc/self/mounts
+    """
+    proc = subprocess.run([*_unshare(False), "sh", "-euxc", script], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"

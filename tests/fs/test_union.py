@@ -297,3 +297,32 @@ def test_missing_meta_file_means_no_overrides(tmp_path: Path) -> None:
     assert not (tmp_path / "l0/meta").exists()
     attr = _walk(u, "f")
     assert (attr.uid, attr.gid) == (0, 0)
+
+
+def test_mknod_keeps_type_and_rdev_in_the_override(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"dev/": ""})
+    dev = _walk(u, "dev").ino
+    attr = u.mknod(dev, "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5), 0, 0)
+    assert (attr.mode, attr.rdev) == (stat.S_IFCHR | 0o666, os.makedev(1, 5))
+    fifo = u.mknod(dev, "pipe", stat.S_IFIFO | 0o600, 0, 0, 0)
+    assert stat.S_ISFIFO(fifo.mode)
+    assert stat.S_ISREG(os.lstat(tmp_path / "upper/dev/zero").st_mode)  # a placeholder
+
+
+def test_deleted_open_file_still_has_attributes(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"tmp/": ""})
+    tmp = _walk(u, "tmp").ino
+    fh, attr = u.create(tmp, "scratch", 0o600, os.O_RDWR, 1000, 1000)
+    u.write(fh, 0, b"abc")
+    u.unlink(tmp, "scratch")
+    after = u.getattr(attr.ino)
+    assert (after.size, after.uid) == (3, 1000)
+    u.release(fh)
+
+
+def test_rename_keeps_the_inode_of_a_lower_file(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"a/f": "x", "b/": ""})
+    ino = _walk(u, "a/f").ino
+    u.rename(_walk(u, "a").ino, "f", _walk(u, "b").ino, "g", 0)
+    assert _walk(u, "b/g").ino == ino
+    assert (tmp_path / "upper/a/.wh.f").is_file()
