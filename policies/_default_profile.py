@@ -1,0 +1,282 @@
+"""The source of `profiles/default.json`, rsbox's own default seccomp profile.
+
+Regenerate after editing:  python -m policies._default_profile > policies/profiles/default.json
+(a test fails while the two disagree).
+
+Design
+------
+An allowlist in Docker's JSON format, so the file also works as
+`docker run --security-opt seccomp=default.json`:
+
+- `defaultAction` is ERRNO(EPERM): a syscall the profile knows but does not allow fails
+  with EPERM. Syscalls *newer* than the profile (numbered above the highest name in it)
+  get ENOSYS from the compiler's prologue instead, so libc falls back (see compiler.py).
+- ALLOW groups cover what ordinary programs (busybox sh, python, gcc, git, package
+  managers) use: files, memory, processes and threads, signals, time, sockets, IPC.
+- `clone` is allowed only without CLONE_NEW* flags (arg 0 masked compare); `clone3` gets
+  ENOSYS because seccomp cannot look into its flags struct, and glibc then uses `clone`.
+- `ioctl` is allowed except TIOCSTI (fake terminal input) and TIOCLINUX. The kernel takes
+  the command as 32 bits, so the exception is on the low 32 bits. libseccomp cannot add a
+  rule whose action equals the default (EPERM), so the exception is written as the
+  complement: ALLOW when the low 32 bits fall in one of the aligned blocks that tile
+  [0, 2**32) minus the denied commands (one SCMP_CMP_MASKED_EQ rule per block, hi mask 0).
+- A documentary ERRNO(EPERM) group names what we deny on purpose (mount, namespaces,
+  keyrings, kexec, modules, bpf, perf, userfaultfd, io_uring, ...). The compiler skips it
+  (same action as the default), but it makes those syscalls "known" to the profile, so
+  they get EPERM rather than ENOSYS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+# Kernel constants (include/uapi/linux/sched.h, asm-generic/ioctls.h).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+# CLONE_NEWTIME (0x80) is left out on purpose: for clone() that bit is part of CSIGNAL (the
+# exit signal), and clone() rejects CLONE_NEWTIME anyway; only clone3/unshare accept it.
+CLONE_NEW_MASK = (
+    CLONE_NEWNS
+    | CLONE_NEWCGROUP
+    | CLONE_NEWUTS
+    | CLONE_NEWIPC
+    | CLONE_NEWUSER
+    | CLONE_NEWPID
+    | CLONE_NEWNET
+)
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+DENIED_IOCTLS = (TIOCSTI, TIOCLINUX)
+ENOSYS = 38
+EPERM = 1
+
+PERSONALITY_OK = (
+    0x0000,  # PER_LINUX
+    0x0008,  # PER_LINUX32
+    0x20000,  # UNAME26
+    0x20008,  # UNAME26 | PER_LINUX32
+    0xFFFFFFFF,  # query only
+)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+GROUPS: dict[str, list[str]] = {
+    "files and directories": _words("""
+        open openat openat2 creat close close_range read write readv writev pread64 pwrite64
+        preadv pwritev preadv2 pwritev2 lseek _llseek stat fstat lstat newfstatat statx
+        stat64 fstat64 lstat64 fstatat64 statfs fstatfs statfs64 fstatfs64 access faccessat
+        faccessat2 getdents getdents64 readdir getcwd chdir fchdir rename renameat renameat2
+        mkdir mkdirat rmdir link linkat unlink unlinkat symlink symlinkat readlink readlinkat
+        chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat chown32 fchown32
+        lchown32 umask utime utimes futimesat utimensat utimensat_time64 mknod mknodat
+        truncate ftruncate truncate64 ftruncate64 fallocate fadvise64 fadvise64_64 readahead
+        fsync fdatasync sync syncfs sync_file_range sync_file_range2 arm_sync_file_range
+        arm_fadvise64_64 flock fcntl fcntl64 dup dup2 dup3 pipe pipe2 sendfile sendfile64
+        splice tee vmsplice copy_file_range getxattr lgetxattr fgetxattr setxattr lsetxattr
+        fsetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr
+        inotify_init inotify_init1 inotify_add_watch inotify_rm_watch memfd_create
+        cachestat
+    """),
+    "polling, events, async I/O (not io_uring)": _words("""
+        select _newselect pselect6 pselect6_time64 poll ppoll ppoll_time64 epoll_create
+        epoll_create1 epoll_ctl epoll_ctl_old epoll_wait epoll_wait_old epoll_pwait
+        epoll_pwait2 eventfd eventfd2 signalfd signalfd4 timerfd_create timerfd_settime
+        timerfd_gettime timerfd_settime64 timerfd_gettime64 io_setup io_destroy io_submit
+        io_cancel io_getevents io_pgetevents io_pgetevents_time64
+    """),
+    "memory": _words("""
+        brk mmap mmap2 munmap mremap mprotect msync mincore madvise mlock mlock2 munlock
+        mlockall munlockall membarrier pkey_alloc pkey_free pkey_mprotect map_shadow_stack
+        get_mempolicy
+    """),
+    "processes and threads": _words("""
+        fork vfork execve execveat exit exit_group wait4 waitid waitpid getpid getppid gettid
+        getpgid setpgid getpgrp getsid setsid set_tid_address set_robust_list
+        get_robust_list futex futex_time64 futex_waitv futex_wake futex_wait futex_requeue
+        rseq restart_syscall sched_yield sched_getaffinity sched_setaffinity sched_getparam
+        sched_setparam sched_getscheduler sched_setscheduler sched_get_priority_max
+        sched_get_priority_min sched_rr_get_interval sched_rr_get_interval_time64
+        sched_getattr sched_setattr getpriority setpriority ioprio_get ioprio_set getrlimit
+        setrlimit ugetrlimit prlimit64 getrusage times uname getcpu prctl arch_prctl
+        set_thread_area get_thread_area set_tls cacheflush riscv_flush_icache pidfd_open
+        pidfd_send_signal process_vm_readv process_vm_writev landlock_create_ruleset
+        landlock_add_rule landlock_restrict_self seccomp sethostname setdomainname
+    """),
+    "credentials (inside the user namespace)": _words("""
+        getuid geteuid getgid getegid getuid32 geteuid32 getgid32 getegid32 setuid setgid
+        setuid32 setgid32 setreuid setregid setreuid32 setregid32 setresuid setresgid
+        setresuid32 setresgid32 getresuid getresgid getresuid32 getresgid32 setfsuid setfsgid
+        setfsuid32 setfsgid32 getgroups setgroups getgroups32 setgroups32 capget capset
+    """),
+    "signals": _words("""
+        kill tkill tgkill rt_sigaction rt_sigprocmask rt_sigreturn rt_sigpending
+        rt_sigtimedwait rt_sigtimedwait_time64 rt_sigqueueinfo rt_tgsigqueueinfo rt_sigsuspend
+        sigaltstack sigreturn sigaction signal sigprocmask sigpending sigsuspend pause alarm
+    """),
+    "time": _words("""
+        time gettimeofday clock_gettime clock_gettime64 clock_getres clock_getres_time64
+        clock_nanosleep clock_nanosleep_time64 nanosleep getitimer setitimer timer_create
+        timer_settime timer_settime64 timer_gettime timer_gettime64 timer_getoverrun
+        timer_delete adjtimex clock_adjtime clock_adjtime64
+    """),
+    "sockets": _words("""
+        socket socketpair socketcall bind connect listen accept accept4 getsockname
+        getpeername send recv sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg
+        recvmmsg_time64 shutdown setsockopt getsockopt
+    """),
+    "System V and POSIX IPC": _words("""
+        ipc shmget shmat shmdt shmctl semget semop semtimedop semtimedop_time64 semctl msgget
+        msgsnd msgrcv msgctl mq_open mq_unlink mq_timedsend mq_timedsend_time64
+        mq_timedreceive mq_timedreceive_time64 mq_notify mq_getsetattr
+    """),
+    "misc": _words("""
+        getrandom sysinfo
+    """),
+}
+
+DENIED: dict[str, list[str]] = {
+    "mounts and the new mount API": _words("""
+        mount umount umount2 pivot_root fsopen fsconfig fsmount fspick move_mount open_tree
+        mount_setattr quotactl quotactl_fd swapon swapoff
+    """),
+    "namespaces (clone is handled by its own rule)": ["unshare", "setns"],
+    "kernel keyrings": ["keyctl", "add_key", "request_key"],
+    "kernel replacement and modules": _words("""
+        kexec_load kexec_file_load init_module finit_module delete_module create_module
+        query_module get_kernel_syms reboot
+    """),
+    "file handles (CVE-2014-3519 class)": ["open_by_handle_at", "name_to_handle_at"],
+    "kernel attack surface": _words("""
+        bpf perf_event_open userfaultfd io_uring_setup io_uring_enter io_uring_register
+        lookup_dcookie fanotify_init kcmp process_madvise uselib _sysctl ustat sysfs
+        nfsservctl vm86 vm86old modify_ldt iopl ioperm
+    """),
+    "host-wide state": _words("""
+        settimeofday stime clock_settime clock_settime64 syslog acct vhangup set_mempolicy
+        mbind migrate_pages move_pages set_mempolicy_home_node
+    """),
+}
+
+
+def ioctl_allow_blocks(denied: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(mask, value) pairs whose MASKED_EQ matches tile [0, 2**32) minus `denied`.
+
+    Each block is aligned: [value, value + 2**k) with mask = ~(2**k - 1) & 0xffffffff.
+    The masks have no high 32 bits, so the high half of the argument is ignored, which is
+    what the kernel does with ioctl's `unsigned int cmd`.
+    """
+    out: list[tuple[int, int]] = []
+    lo = 0
+    for hole in [*sorted(denied), 2**32]:
+        hi = hole  # exclusive
+        while lo < hi:
+            k = 0
+            while k < 32 and lo % (1 << (k + 1)) == 0 and lo + (1 << (k + 1)) <= hi:
+                k += 1
+            out.append((~((1 << k) - 1) & 0xFFFFFFFF, lo))
+            lo += 1 << k
+        lo = hole + 1
+    return out
+
+
+def build() -> dict[str, Any]:
+    syscalls: list[dict[str, Any]] = []
+    for comment, names in GROUPS.items():
+        syscalls.append({"names": names, "action": "SCMP_ACT_ALLOW", "comment": comment})
+    syscalls.append(
+        {
+            "names": ["chroot"],
+            "action": "SCMP_ACT_ALLOW",
+            "includes": {"caps": ["CAP_SYS_CHROOT"]},
+            "comment": "chroot only with CAP_SYS_CHROOT (in Docker's default set)",
+        }
+    )
+    syscalls.append(
+        {
+            "names": ["ptrace"],
+            "action": "SCMP_ACT_ALLOW",
+            "includes": {"minKernel": "4.8"},
+            "comment": "before 4.8 a tracer could rewrite a syscall after seccomp ran",
+        }
+    )
+    for value in PERSONALITY_OK:
+        syscalls.append(
+            {
+                "names": ["personality"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}],
+                "comment": "personality: only harmless personas (no ADDR_NO_RANDOMIZE)",
+            }
+        )
+    syscalls.append(
+        {
+            "names": ["clone"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [
+                {"index": 0, "value": CLONE_NEW_MASK, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+            ],
+            "excludes": {"arches": ["s390", "s390x"]},
+            "comment": "clone without any CLONE_NEW* flag (s390 passes flags in arg 1)",
+        }
+    )
+    syscalls.append(
+        {
+            "names": ["clone3"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": ENOSYS,
+            "comment": "flags live in a struct seccomp cannot read: ENOSYS makes libc use clone",
+        }
+    )
+    for mask, value in ioctl_allow_blocks(DENIED_IOCTLS):
+        syscalls.append(
+            {
+                "names": ["ioctl"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [
+                    {"index": 1, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+                ],
+                "comment": "ioctl except TIOCSTI/TIOCLINUX, on the low 32 bits of cmd",
+            }
+        )
+    for comment, names in DENIED.items():
+        syscalls.append(
+            {
+                "names": names,
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": EPERM,
+                "comment": f"denied: {comment} (documentary: same as the default action)",
+            }
+        )
+    return {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": EPERM,
+        "archMap": [
+            {
+                "architecture": "SCMP_ARCH_X86_64",
+                "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            },
+            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+            {"architecture": "SCMP_ARCH_PPC64LE", "subArchitectures": []},
+            {"architecture": "SCMP_ARCH_S390X", "subArchitectures": ["SCMP_ARCH_S390"]},
+            {"architecture": "SCMP_ARCH_RISCV64", "subArchitectures": []},
+        ],
+        "syscalls": syscalls,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=1) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
