@@ -171,13 +171,15 @@ def write_oci_layout(
     manifest_desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
     manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
     index_path = dest / "index.json"
-    index = (
-        json.loads(index_path.read_text())
-        if index_path.exists()
-        else {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-              "manifests": []}
-    )  # fmt: skip
-    index["manifests"].append(manifest_desc)
+    manifests: list[object] = []
+    if index_path.exists():
+        manifests = json.loads(index_path.read_text())["manifests"]
+    manifests.append(manifest_desc)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }
     index_path.write_text(json.dumps(index))
     return dest, tag
 

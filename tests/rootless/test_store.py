@@ -1,0 +1,202 @@
+"""The store: names, round trip, shared layers, containers, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rootless.errors import ContainerError, ImageError, ImageNotFound, UsageError
+from rootless.image_import import import_rootfs
+from rootless.oci_layout import import_oci_layout
+from rootless.store import Store, default_root, normalize_name
+from tests.images import TarBuilder, make_busybox_tarball, write_oci_layout
+
+
+@pytest.fixture
+def busybox_tar(tmp_path: Path) -> Path:
+    return make_busybox_tarball(tmp_path / "busybox.tar.gz")
+
+
+def test_default_root_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RSBOX_ROOT", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    assert default_root() == tmp_path / ".local/share/rsbox"
+    monkeypatch.setenv("XDG_DATA_HOME", "/x")
+    assert default_root() == Path("/x/rsbox")
+    monkeypatch.setenv("RSBOX_ROOT", "/y")
+    assert default_root() == Path("/y")
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("busybox", "localhost/busybox:latest"),
+        ("busybox:1", "localhost/busybox:1"),
+        ("localhost/busybox:1", "localhost/busybox:1"),
+        ("my/app", "localhost/my/app:latest"),
+        ("quay.io/x/y:2.0", "quay.io/x/y:2.0"),
+        ("localhost:5000/a", "localhost:5000/a:latest"),
+    ],
+)
+def test_normalize_name(ref: str, name: str) -> None:
+    assert normalize_name(ref) == name
+
+
+@pytest.mark.parametrize("bad", ["", "Busybox", "a@sha256:00", "a:b:c", "-a", "a/:x"])
+def test_normalize_name_rejects(bad: str) -> None:
+    with pytest.raises(UsageError):
+        normalize_name(bad)
+
+
+def test_layout_and_permissions(store: Store) -> None:
+    for sub in ("blobs/sha256", "layers", "containers", "tmp", "cache"):
+        assert (store.root / sub).is_dir()
+    assert (store.root / "store.db").is_file()
+    assert store.tmp == store.root / "tmp"
+    assert store.cache_dir == store.root / "cache"
+    assert (store.root.stat().st_mode & 0o077) == 0
+
+
+def test_round_trip_across_reopen(tmp_path: Path, busybox_tar: Path) -> None:
+    with Store.open(tmp_path / "root") as s:
+        image = import_rootfs(s, busybox_tar, "busybox")
+    with Store.open(tmp_path / "root") as s:
+        again = s.resolve_image("busybox")
+        assert again == image
+        assert again.names == ("localhost/busybox:latest",)
+        assert again.config.cmd == ("/bin/sh",)
+        assert again.config.env[0].startswith("PATH=")
+        assert len(again.layers) == 1
+        assert (again.layers[0] / "fs" / "bin" / "busybox").is_file()
+        assert (again.layers[0] / "meta").is_file()
+        assert (s.root / "blobs" / "sha256" / again.id).is_file()
+        assert again.size > 1_000_000
+
+
+def test_resolve_by_name_variants_and_id(store: Store, busybox_tar: Path) -> None:
+    image = import_rootfs(store, busybox_tar, "busybox:1")
+    for ref in ("busybox:1", "localhost/busybox:1", image.id, f"sha256:{image.id}", image.id[:4]):
+        assert store.resolve_image(ref).id == image.id
+    with pytest.raises(ImageNotFound) as info:
+        store.resolve_image("busybox")  # :latest does not exist
+    assert info.value.hint is not None and "rsbox images" in info.value.hint
+    assert "rsbox import" in info.value.hint
+    with pytest.raises(ImageNotFound):
+        store.resolve_image("nothere")
+
+
+def test_unqualified_name_finds_other_registries(tmp_path: Path, store: Store) -> None:
+    layout, tag = write_oci_layout(tmp_path / "l", [(TarBuilder().file("a").bytes(), True)])
+    image = import_oci_layout(store, layout, tag, "docker.io/library/alpine:3")
+    assert store.resolve_image("alpine:3").id == image.id
+    assert store.resolve_image("library/alpine:3").id == image.id
+
+
+def test_name_moves_to_the_newer_image(store: Store, busybox_tar: Path) -> None:
+    first = import_rootfs(store, busybox_tar, "bb")
+    second = import_rootfs(store, busybox_tar, "bb")
+    assert first.id != second.id  # created differs, like `podman import`
+    assert store.resolve_image("bb").id == second.id
+    assert store.resolve_image(first.id).names == ()
+
+
+def test_images_sharing_a_layer_store_it_once(store: Store, busybox_tar: Path) -> None:
+    a = import_rootfs(store, busybox_tar, "a")
+    b = import_rootfs(store, busybox_tar, "b")
+    assert a.layers == b.layers
+    assert len(list((store.root / "layers").iterdir())) == 1
+    # Blobs: one layer blob plus two configs.
+    assert len(list((store.root / "blobs" / "sha256").iterdir())) == 3
+    assert not list(store.tmp.iterdir())
+
+
+def test_oci_images_sharing_base_layer(tmp_path: Path, store: Store) -> None:
+    base = TarBuilder().dir("etc").file("etc/os-release", b"base\n").bytes()
+    top1 = TarBuilder().file("one", b"1").bytes()
+    top2 = TarBuilder().file("two", b"2").bytes()
+    l1, t1 = write_oci_layout(tmp_path / "l1", [(base, True), (top1, True)])
+    l2, t2 = write_oci_layout(tmp_path / "l2", [(base, True), (top2, False)])
+    i1 = import_oci_layout(store, l1, t1, "one")
+    i2 = import_oci_layout(store, l2, t2, "two")
+    assert i1.layers[0] == i2.layers[0]
+    assert len(list((store.root / "layers").iterdir())) == 3
+    # Removing one image keeps the shared layer; removing the other frees it.
+    gone = store.remove_image("one")
+    assert len(gone) == 1 and i1.layers[0].is_dir() and not i1.layers[1].exists()
+    store.remove_image("two")
+    assert not list((store.root / "layers").iterdir())
+
+
+def test_containers_lifecycle(store: Store, busybox_tar: Path) -> None:
+    image = import_rootfs(store, busybox_tar, "busybox")
+    c = store.create_container(image, "web", {"process": {"args": ["sh"]}})
+    assert len(c.id) == 64 and int(c.id, 16) >= 0
+    assert c.upper.is_dir() and c.rootfs.is_dir()
+    assert json.loads((c.dir / "config.json").read_text()) == {"process": {"args": ["sh"]}}
+    assert store.container("web") == c
+    assert store.container(c.id[:8]) == c
+    assert store.container(c.id) == c
+    with pytest.raises(ContainerError, match="already in use"):
+        store.create_container(image, "web", {})
+    auto = store.create_container(image, None, {})
+    assert auto.name and auto.name != "web"
+    with pytest.raises(ImageError, match="used by container"):
+        store.remove_image("busybox")
+    # An upper dir the container made unreadable is still removed.
+    locked = c.upper / "locked"
+    locked.mkdir()
+    (locked / "f").write_text("x")
+    os.chmod(locked, 0)
+    store.remove_container(c.id)
+    assert not c.dir.exists()
+    with pytest.raises(ContainerError, match="no such container"):
+        store.container("web")
+    store.remove_container(auto.name)
+    assert store.containers() == []
+    assert not list(store.tmp.iterdir())
+
+
+def test_invalid_container_name(store: Store, busybox_tar: Path) -> None:
+    image = import_rootfs(store, busybox_tar, "busybox")
+    with pytest.raises(ContainerError):
+        store.create_container(image, "../evil", {})
+
+
+_IMPORT = """
+import sys
+from pathlib import Path
+from rootless.store import Store
+from rootless.image_import import import_rootfs
+with Store.open(Path(sys.argv[1])) as s:
+    print(import_rootfs(s, Path(sys.argv[2]), sys.argv[3]).id)
+"""
+
+
+def test_two_processes_importing_at_once(tmp_path: Path, busybox_tar: Path) -> None:
+    root = tmp_path / "root"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _IMPORT, str(root), str(busybox_tar), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("one", "two", "one", "three")
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1] for o in outs]
+    with Store.open(root) as s:
+        assert len(list((root / "layers").iterdir())) == 1
+        assert {i.names for i in s.images()} >= {
+            ("localhost/two:latest",),
+            ("localhost/three:latest",),
+        }
+        assert len(s.images()) == 4
+        assert len({i.layers for i in s.images()}) == 1
+        assert not list(s.tmp.iterdir())
