@@ -484,6 +484,9 @@ class Union:
         found = self._resolve_path(path)
         if found is None:
             raise OSError(errno.ENOENT, "vanished", path)
+        if found.dirs == (self.upper,):
+            (self.upper.real(path) / OPAQUE_MARKER).touch()
+            return  # nothing below shows through: the subtree is all in the upper already
         if not found.layer.is_upper:
             self._copy_up_path(path, Node(Inode(0), path, found.layer, found.dirs))
         for name in merged_names(found.dirs, path):
