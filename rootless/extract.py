@@ -195,6 +195,7 @@ def _walk_parent(root_fd: int, parts: tuple[str, ...], *, create: bool) -> Itera
                     raise
                 with suppress(FileExistsError):
                     os.mkdir(comp, 0o755, dir_fd=fd)
+                    _fchmod_dir(fd, comp, 0o755)  # an implicit parent: 0755, whatever the umask
                 nfd = os.open(comp, _DIR_WALK, dir_fd=fd)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -207,6 +208,16 @@ def _walk_parent(root_fd: int, parts: tuple[str, ...], *, create: bool) -> Itera
             os.close(fd)
             fd = nfd
         yield fd
+    finally:
+        os.close(fd)
+
+
+def _fchmod_dir(parent_fd: int, name: str, mode: int) -> None:
+    fd = os.open(
+        name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
+    )
+    try:
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
@@ -289,6 +300,7 @@ def extract_layer(blob: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES)
     (in the store's tmp/; the store renames it into place once complete)."""
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     (dest / "fs").mkdir(mode=0o755)
+    os.chmod(dest / "fs", 0o755)  # the image's "/", independent of the user's umask
     with open(blob, "rb") as raw:
         result = extract_stream(raw, dest / "fs", max_bytes=max_bytes)
     result.meta.save(dest / "meta")

@@ -157,7 +157,8 @@ class ImageConfig:
     entrypoint: tuple[str, ...] = ()
     workdir: str = ""
     user: str = ""
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Not hashed (a mapping is not hashable); equality still compares it.
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @classmethod
     def from_oci(cls, doc: Mapping[str, Any]) -> ImageConfig:
@@ -439,8 +440,8 @@ class Store:
     def _extract_new_layer(self, blob: Path, blob_digest: str, max_bytes: int) -> LayerInfo:
         work = self.mkdtemp("layer-")
         try:
-            self.add_blob(blob, blob_digest)
             result = extract_layer(blob, work / "layer", max_bytes=max_bytes)
+            self.add_blob(blob, blob_digest)  # only once it proved to be a sound layer
             # One syncfs-like flush instead of an fsync per file: the layer must be on
             # disk before its name is.
             os.sync()
@@ -663,8 +664,9 @@ class Store:
         cid = secrets.token_hex(32)
         work = self.mkdtemp("container-")
         try:
-            (work / "upper").mkdir(mode=0o755)
-            (work / "rootfs").mkdir(mode=0o755)
+            for sub in ("upper", "rootfs"):
+                (work / sub).mkdir()
+                os.chmod(work / sub, 0o755)  # the container's "/", whatever the umask
             with open(work / "config.json", "w") as f:
                 json.dump(dict(config), f, indent=2, sort_keys=True)
                 f.flush()

@@ -312,3 +312,30 @@ def test_tarfile_written_by_python_roundtrips(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"abc"))
     fs, _, _ = _extract(tmp_path, buf.getvalue())
     assert (fs / "dir" / "file").read_bytes() == b"abc"
+
+
+def test_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    data = TarBuilder().file("implicit/parent/file", b"x", mode=0o644).dir("d", 0o755).bytes()
+    old = os.umask(0o077)
+    try:
+        fs, meta, _ = _extract(tmp_path, data)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fs.stat().st_mode) == 0o755
+    assert stat.S_IMODE((fs / "implicit").stat().st_mode) == 0o755
+    assert stat.S_IMODE((fs / "implicit" / "parent").stat().st_mode) == 0o755
+    assert stat.S_IMODE((fs / "implicit" / "parent" / "file").stat().st_mode) == 0o644
+    assert stat.S_IMODE((fs / "d").stat().st_mode) == 0o755
+    assert len(meta) == 0
+
+
+def test_zstd_without_the_module_says_what_to_install(tmp_path: Path) -> None:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("zstandard is installed; the error path is not reachable")
+    with pytest.raises(LayerError) as info:
+        _extract(tmp_path, b"\x28\xb5\x2f\xfd" + b"\0" * 600)
+    assert info.value.hint is not None and "zstandard" in info.value.hint

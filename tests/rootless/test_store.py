@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rootless.errors import ContainerError, ImageError, ImageNotFound, UsageError
+from rootless.errors import ContainerError, ImageError, ImageNotFound, LayerError, UsageError
 from rootless.image_import import import_rootfs
 from rootless.oci_layout import import_oci_layout
 from rootless.store import Store, default_root, normalize_name
@@ -200,3 +200,14 @@ def test_two_processes_importing_at_once(tmp_path: Path, busybox_tar: Path) -> N
         assert len(s.images()) == 4
         assert len({i.layers for i in s.images()}) == 1
         assert not list(s.tmp.iterdir())
+
+
+def test_hostile_layer_leaves_nothing_behind(tmp_path: Path, store: Store) -> None:
+    blob = tmp_path / "evil.tar"
+    blob.write_bytes(TarBuilder().symlink("a", "/etc").file("a/passwd", b"x").bytes())
+    with pytest.raises(LayerError):
+        store.add_layer(blob)
+    assert not list((store.root / "layers").iterdir())
+    assert not list((store.root / "blobs" / "sha256").iterdir())
+    assert not list(store.tmp.iterdir())
+    assert store.images() == []
