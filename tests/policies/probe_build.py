@@ -35,7 +35,7 @@ DANGEROUS = (
     "ioctl_tiocsti_high",
     "ioctl_tioclinux",
 )
-ALLOWED = ("getpid", "open_devnull", "fork", "ioctl_tcgets")
+ALLOWED = ("ioctl_tcgets", "getpid", "open_devnull", "fork")
 
 
 def build_probe(outdir: Path) -> Path:
