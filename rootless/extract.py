@@ -313,6 +313,7 @@ def extract_stream(
     """Extract a (possibly compressed) tar stream into the existing directory ``fs_dir``."""
     meta = LayerMeta()
     dirs: dict[tuple[str, ...], tuple[int, float]] = {}
+    written = 0
     root_fd = os.open(fs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         try:
@@ -320,6 +321,15 @@ def extract_stream(
             reader = _HashingReader(dec, max_bytes)
             with tarfile.open(fileobj=reader, mode="r|") as tar:
                 for member in tar:
+                    if member.isreg():
+                        # member.size is the expanded size (sparse files included): a tiny
+                        # sparse entry must not fill the disk.
+                        written += member.size
+                        if written > max_bytes:
+                            raise LayerError(
+                                f"layer expands to more than the limit of {max_bytes} bytes",
+                                hint=_HINT_HOSTILE,
+                            )
                     _extract_member(tar, member, root_fd, meta, dirs)
                     tar.members = []  # type: ignore[attr-defined]  # stream mode: do not keep every header in memory
             reader.drain()

@@ -283,7 +283,7 @@ def test_later_entries_replace_earlier_ones(tmp_path: Path) -> None:
 def test_size_limit_rejects_bombs(tmp_path: Path) -> None:
     data = gzip.compress(TarBuilder().file("big", b"\0" * 1_000_000).bytes())
     assert len(data) < 10_000
-    with pytest.raises(LayerError, match="larger than the limit"):
+    with pytest.raises(LayerError, match="limit"):
         _extract(tmp_path, data, max_bytes=100_000)
 
 
@@ -339,3 +339,25 @@ def test_zstd_without_the_module_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(LayerError) as info:
         _extract(tmp_path, b"\x28\xb5\x2f\xfd" + b"\0" * 600)
     assert info.value.hint is not None and "zstandard" in info.value.hint
+
+
+def test_sparse_file_counts_its_expanded_size(tmp_path: Path) -> None:
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(5_000_000)
+        f.seek(5_000_000)
+        f.write(b"x")
+    blob = tmp_path / "sparse.tar"
+    import subprocess
+
+    subprocess.run(
+        ["tar", "--sparse", "--format=pax", "-cf", str(blob), "-C", str(tmp_path), sparse.name],
+        check=True,
+    )
+    assert blob.stat().st_size < 100_000
+    with pytest.raises(LayerError, match="limit"):
+        extract_layer(blob, tmp_path / "layer", max_bytes=1_000_000)
+    (tmp_path / "ok").mkdir()
+    fs, _, _ = _extract(tmp_path / "ok", blob.read_bytes())
+    data = (fs / "sparse.bin").read_bytes()
+    assert len(data) == 5_000_001 and data[-1:] == b"x" and not data[:-1].strip(b"\0")
