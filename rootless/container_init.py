@@ -43,6 +43,11 @@ _ST_LOCKED = (
 )
 
 
+# <asm-generic/ioctls.h>; Python's termios module lacks them.
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+
+
 @dataclass(frozen=True, slots=True)
 class InitSpec:
     rootfs: Path
@@ -104,8 +109,8 @@ def _open_pty(rootfs: str) -> tuple[int, int]:
     """A pty of the container's own devpts instance: the master goes to P1, which relays it
     to the user's terminal; the slave becomes our controlling terminal."""
     master = os.open(os.path.join(rootfs, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
-    n = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, struct.pack("I", 0)))[0]
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
     slave = os.open(os.path.join(rootfs, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY)
     return master, slave
 
@@ -167,7 +172,10 @@ def container_main(init: InitSpec) -> None:
         os.dup2(devnull, 0)
         os.close(devnull)
     steps = mount_plan(
-        etc_files=dict(init.etc_files), volumes=spec.volumes, full_idmap=init.full_idmap
+        etc_files=dict(init.etc_files),
+        volumes=spec.volumes,
+        full_idmap=init.full_idmap,
+        own_network=spec.network == "none",
     )
     apply_steps(rootfs, steps)
     slave = -1
@@ -201,9 +209,8 @@ def container_main(init: InitSpec) -> None:
     if slave >= 0:
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        # Docker: with -t the pty is stdin too, even when -i does not feed it.
         for fd in (0, 1, 2):
-            if fd == 0 and not spec.interactive:
-                continue
             os.dup2(slave, fd)
         os.close(slave)
     exe = _find_executable(plan.argv[0], env.get("PATH", ""))

@@ -7,7 +7,8 @@ order matters:
 2. /dev is a small tmpfs holding bind mounts of the host's harmless devices (a user
    namespace cannot mknod; a tmpfs it mounts is always nodev, but a bind mount of a host
    device node keeps working), a private devpts instance and /dev/shm.
-3. /sys is the host's, bound read-only: a fresh sysfs needs a network namespace of our own.
+3. /sys is the host's, bound read-only, unless the container has a network namespace of
+   its own: only then may we mount a fresh sysfs (read-only), which lists its interfaces.
 4. /etc/hosts, /etc/hostname, /etc/resolv.conf are files rsbox wrote for this container.
 5. The user's volumes, so that they may cover any of the above (as Docker allows).
 6. Masks last (Docker's list): over /proc entries that leak host state or are writable.
@@ -71,7 +72,11 @@ Step = Mount | Symlink
 
 
 def mount_plan(
-    *, etc_files: dict[str, Path], volumes: tuple[Volume, ...], full_idmap: bool
+    *,
+    etc_files: dict[str, Path],
+    volumes: tuple[Volume, ...],
+    full_idmap: bool,
+    own_network: bool = False,
 ) -> list[Step]:
     nosuid_nodev_noexec = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     steps: list[Step] = [
@@ -88,7 +93,10 @@ def mount_plan(
         Mount("/dev/mqueue", "mqueue", "mqueue", nosuid_nodev_noexec, optional=True),
     ]
     steps += [Symlink(f"/dev/{name}", to) for name, to in DEV_SYMLINKS]
-    steps.append(Mount("/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, readonly=True))
+    if own_network:  # sysfs shows the mounter's network namespace: ours, so a fresh one
+        steps.append(Mount("/sys", "sysfs", "sysfs", nosuid_nodev_noexec | sc.MS_RDONLY))
+    else:
+        steps.append(Mount("/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, readonly=True))
     for name, path in sorted(etc_files.items()):
         steps.append(Mount(f"/etc/{name}", str(path), None, sc.MS_BIND, create="file"))
     for v in volumes:

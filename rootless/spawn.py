@@ -93,8 +93,6 @@ def _report(fd: int, exc: BaseException) -> int:
             "message": f"internal error: {exc!r}",
             "hint": "please report this with the output of rsbox info",
         }
-        if os.environ.get("RSBOX_DEBUG"):
-            traceback.print_exc()
         code = 125
     with contextlib.suppress(OSError):
         os.write(fd, (json.dumps(doc)[:3900] + "\n").encode())
@@ -106,7 +104,9 @@ def _child(fd: int, body: object, *args: object) -> None:
     code = 125
     try:
         body(*args)  # type: ignore[operator]
-    except BaseException as exc:
+    except BaseException as exc:  # every failure must reach P0
+        if os.environ.get("RSBOX_DEBUG"):
+            traceback.print_exc()
         code = _report(fd, exc)
     finally:
         os._exit(code)
@@ -305,12 +305,12 @@ def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socke
         error_fd=err_w,
         pty_sock=pty_sock,
     )
-    p2 = os.getpid()
     pid3 = os.fork()
     if pid3 == 0:
+        # No getppid() check here: P2 lives outside our new pid namespace, so getppid()
+        # is 0 from the start. P2 cannot exit before reaping us but by being killed with
+        # P1, and then the whole namespace goes down with its pid 1 = us, via PDEATHSIG.
         sc.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != p2:
-            os._exit(125)
         for s in FORWARDED_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
         _child(err_w, container_main, init)

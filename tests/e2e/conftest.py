@@ -1,0 +1,116 @@
+"""End-to-end fixtures: a store per test session, images built by the suite, and a way
+to drive the real `rsbox` CLI as a subprocess (the user the suite runs as: in CI an
+unprivileged one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rootless.idmap import host_idmap
+from rootless.info import checks
+from tests.images import make_busybox_rootfs, make_layered_oci_layout
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _host_can_run_containers() -> None:
+    """In CI a missing prerequisite is a failure, never a skip."""
+    missing = [
+        f"{c.name}: {c.detail} ({c.fix})"
+        for c in checks()
+        if c.name in ("user namespaces", "/dev/fuse", "seccomp") and not c.ok
+    ]
+    if missing and IN_CI:
+        pytest.fail("host cannot run rootless containers: " + "; ".join(missing))
+    if missing:
+        pytest.skip("host cannot run rootless containers: " + "; ".join(missing))
+
+
+class Rsbox:
+    """The CLI against one store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rootless", "--root", str(self.root), *args]
+
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = 60, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            self.argv(*args), input=input, capture_output=True, text=True, timeout=timeout
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"rsbox {' '.join(args)} -> {res.returncode}: {res.stderr}")
+        return res
+
+    def run(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self("run", *args, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def rsbox(tmp_path_factory: pytest.TempPathFactory) -> Rsbox:
+    return Rsbox(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="session")
+def busybox(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
+    rootfs = make_busybox_rootfs(tmp_path_factory.mktemp("bb") / "rootfs")
+    (rootfs / "etc").mkdir(exist_ok=True)
+    (rootfs / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+    )
+    (rootfs / "etc" / "group").write_text("root:x:0:\napp:x:1000:\n")
+    (rootfs / "etc" / "lower.txt").write_text("from the image\n")
+    rsbox("import", str(rootfs), "busybox", check=True)
+    return "busybox"
+
+
+@pytest.fixture(scope="session")
+def layered(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
+    layout, tag = make_layered_oci_layout(tmp_path_factory.mktemp("oci") / "layout")
+    rsbox("import", f"oci:{layout}:{tag}", "layered", check=True)
+    return "layered"
+
+
+@pytest.fixture(params=["auto", "single"])
+def userns(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture()
+def full_map() -> bool:
+    return host_idmap("auto").full
+
+
+def layer_dirs(root: Path) -> list[Path]:
+    return sorted((root / "layers").iterdir())
+
+
+def processes_of(marker: str) -> list[str]:
+    """Host processes whose command line contains marker."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd:
+            out.append(f"{pid}: {cmd}")
+    return out
+
+
+@pytest.fixture()
+def marker() -> Iterator[str]:
+    token = f"rsbox-e2e-{os.getpid()}-{os.urandom(4).hex()}"
+    yield token
