@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -173,6 +174,15 @@ static int p_open_devnull(void) {
     return e;
 }
 static int p_fork(void) { return child_result(fork()); }
+static void *thread_main(void *arg) { return arg; }
+/* glibc >= 2.34 tries clone3 first and falls back to clone on ENOSYS. */
+static int p_pthread(void) {
+    pthread_t t;
+    int e = pthread_create(&t, NULL, thread_main, NULL);
+    if (e == 0)
+        pthread_join(t, NULL);
+    return e;
+}
 
 static const struct {
     const char *name;
@@ -206,6 +216,7 @@ static const struct {
     {"getpid", p_getpid},
     {"open_devnull", p_open_devnull},
     {"fork", p_fork},
+    {"pthread", p_pthread},
 };
 
 int main(int argc, char **argv) {

@@ -35,7 +35,7 @@ DANGEROUS = (
     "ioctl_tiocsti_high",
     "ioctl_tioclinux",
 )
-ALLOWED = ("ioctl_tcgets", "getpid", "open_devnull", "fork")
+ALLOWED = ("ioctl_tcgets", "getpid", "open_devnull", "fork", "pthread")
 
 
 def build_probe(outdir: Path) -> Path:
@@ -49,7 +49,7 @@ def build_probe(outdir: Path) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     out = outdir / "seccomp-probe"
     proc = subprocess.run(
-        [gcc, "-static", "-O2", "-Wall", "-Werror", "-o", str(out), str(PROBE_SOURCE)],
+        [gcc, "-static", "-O2", "-Wall", "-Werror", "-pthread", "-o", str(out), str(PROBE_SOURCE)],
         capture_output=True,
         text=True,
         check=False,
