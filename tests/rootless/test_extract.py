@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import lzma
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -330,11 +332,7 @@ def test_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
 
 
 def test_zstd_without_the_module_says_what_to_install(tmp_path: Path) -> None:
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("zstandard") is not None:
         pytest.skip("zstandard is installed; the error path is not reachable")
     with pytest.raises(LayerError) as info:
         _extract(tmp_path, b"\x28\xb5\x2f\xfd" + b"\0" * 600)
@@ -348,8 +346,6 @@ def test_sparse_file_counts_its_expanded_size(tmp_path: Path) -> None:
         f.seek(5_000_000)
         f.write(b"x")
     blob = tmp_path / "sparse.tar"
-    import subprocess
-
     subprocess.run(
         ["tar", "--sparse", "--format=pax", "-cf", str(blob), "-C", str(tmp_path), sparse.name],
         check=True,
