@@ -69,7 +69,7 @@ def load_builtin(name: str) -> Profile:
     return load_json_text(text, source=f"builtin:{name}")
 
 
-def load_file(path: Path) -> Profile:
+def load_file(path: Path | str) -> Profile:
     """Load a Docker seccomp profile, an OCI `linux.seccomp` object, or a whole config.json."""
     try:
         text = Path(path).read_text()
