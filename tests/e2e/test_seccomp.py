@@ -1,0 +1,76 @@
+"""The default seccomp profile, enforced inside a real container (not just compiled)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Rsbox
+from tests.policies.probe_build import ALLOWED, DANGEROUS, build_probe
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("probe")
+    build_probe(out)
+    out.chmod(0o755)
+    return out
+
+
+def _verdicts(rsbox: Rsbox, image: str, probe_dir: Path, *opts: str) -> dict[str, int]:
+    res = rsbox.run(
+        "--rm",
+        "-v",
+        f"{probe_dir}:/probe:ro",
+        *opts,
+        image,
+        "/probe/seccomp-probe",
+        *DANGEROUS,
+        *ALLOWED,
+    )
+    assert res.returncode == 0, res.stderr
+    pairs = (line.split() for line in res.stdout.splitlines())
+    return {name: int(err) for name, err in pairs}
+
+
+def test_default_profile_refuses_every_dangerous_call(
+    rsbox: Rsbox, busybox: str, probe_dir: Path, userns: str
+) -> None:
+    got = _verdicts(rsbox, busybox, probe_dir, "--userns", userns)
+    refused = {errno.EPERM} | {errno.ENOSYS}  # clone3: ENOSYS so that glibc falls back
+    assert {n: got[n] for n in DANGEROUS if got[n] not in refused} == {}
+    assert got["clone3"] == errno.ENOSYS
+    assert {n: got[n] for n in ("getpid", "open_devnull", "fork", "pthread") if got[n] != 0} == {}
+
+
+def test_unconfined_shows_the_probes_can_succeed(
+    rsbox: Rsbox, busybox: str, probe_dir: Path
+) -> None:
+    got = _verdicts(rsbox, busybox, probe_dir, "--security-opt", "seccomp=unconfined")
+    # The kernel itself allows these to root in the container's user namespace, so a
+    # refusal under `default` above is seccomp's doing.
+    assert got["unshare_user"] == 0
+    assert got["mount"] == 0
+    assert got["keyctl"] != errno.EPERM
+    assert got["ioctl_tiocsti"] != errno.EPERM
+    assert got["clone3"] != errno.ENOSYS
+
+
+def test_security_opt_accepts_a_profile_file(rsbox: Rsbox, busybox: str, probe_dir: Path) -> None:
+    docker = (
+        Path(__file__).resolve().parents[3]
+        / "shared"
+        / "testdata"
+        / "seccomp"
+        / "docker-default.json"
+    )
+    profile = docker if docker.exists() else Path("/usr/share/containers/seccomp.json")
+    got = _verdicts(rsbox, busybox, probe_dir, "--security-opt", f"seccomp={profile}")
+    assert got["keyctl"] == errno.EPERM and got["getpid"] == 0
+
+
+def test_unknown_profile_is_a_clear_error(rsbox: Rsbox, busybox: str) -> None:
+    res = rsbox.run("--rm", "--security-opt", "seccomp=/no/such.json", busybox, "true")
+    assert res.returncode == 125 and res.stderr.startswith("rsbox: error: ")
