@@ -36,6 +36,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -317,7 +318,17 @@ class Store:
         except BaseException:
             db.close()
             raise
+        store.clean_tmp()
         return store
+
+    def clean_tmp(self, max_age: float = 24 * 3600) -> None:
+        """Remove what crashed commands left in tmp/. Only entries older than ``max_age``
+        seconds: a younger one may be the work of a command running right now."""
+        now = time.time()
+        for entry in self.tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime > max_age:
+                    rmtree_forcefully(entry)
 
     def close(self) -> None:
         self._db.close()

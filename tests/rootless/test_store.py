@@ -211,3 +211,14 @@ def test_hostile_layer_leaves_nothing_behind(tmp_path: Path, store: Store) -> No
     assert not list((store.root / "blobs" / "sha256").iterdir())
     assert not list(store.tmp.iterdir())
     assert store.images() == []
+
+
+def test_stale_tmp_entries_are_cleaned_on_open(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "root") as s:
+        old = s.tmp / "layer-crashed"
+        (old / "fs").mkdir(parents=True)
+        os.utime(old, (0, 0))
+        young = s.tmp / "layer-running"
+        young.mkdir()
+    with Store.open(tmp_path / "root") as s:
+        assert sorted(p.name for p in s.tmp.iterdir()) == ["layer-running"]
