@@ -7,8 +7,12 @@
  *
  * Every probe uses syscall(2) or a thin libc wrapper that maps 1:1 onto one syscall, with
  * arguments chosen so that, if the call is allowed, it either succeeds harmlessly or fails
- * with an errno other than EPERM (EINVAL, EFAULT, EBADF, ENOKEY, ...). Calls that create
- * something (a child, an fd) clean it up. Reused by the end-to-end tests inside containers.
+ * with an errno other than EPERM (ENOENT, EINVAL, EFAULT, EBADF, ENOKEY, ...). Calls that
+ * create something (a child, an fd, a key in the process keyring) clean it up or vanish
+ * with the process. Nothing is ever mounted, unmounted or loaded, even when run as root
+ * without a filter: mount/umount2/pivot_root name a path that does not exist, kexec_load
+ * has invalid flags. Probes that change the process (unshare_*, setns) should each run in
+ * their own process. Reused by the end-to-end tests inside containers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -69,9 +73,11 @@ static int devnull(void) {
     return fd;
 }
 
-static int p_mount(void) { return result(mount("none", "/tmp", "tmpfs", 0, "size=1m")); }
-static int p_umount2(void) { return result(umount2("/", MNT_DETACH)); }
-static int p_pivot_root(void) { return result(syscall(SYS_pivot_root, ".", ".")); }
+#define ABSENT "/nonexistent-rsbox-probe"
+/* Allowed: ENOENT (the target is looked up before anything is mounted). */
+static int p_mount(void) { return result(mount("none", ABSENT, "tmpfs", 0, "size=1m")); }
+static int p_umount2(void) { return result(umount2(ABSENT, 0)); }
+static int p_pivot_root(void) { return result(syscall(SYS_pivot_root, ABSENT, ABSENT)); }
 static int p_unshare_user(void) { return result(unshare(CLONE_NEWUSER)); }
 static int p_unshare_ns(void) { return result(unshare(CLONE_NEWNS)); }
 static int p_clone_newuser(void) {
@@ -99,7 +105,10 @@ static int p_add_key(void) {
 static int p_request_key(void) {
     return result(syscall(SYS_request_key, "user", "rsbox-probe-absent", NULL, 0));
 }
-static int p_kexec_load(void) { return result(syscall(SYS_kexec_load, 0, 0, NULL, 0)); }
+/* nr_segments 0 with flags 0 would *unload* a loaded kernel: use invalid flags instead. */
+static int p_kexec_load(void) {
+    return result(syscall(SYS_kexec_load, 0, 1000, NULL, 0x8000UL));
+}
 static int p_kexec_file_load(void) {
     return result(syscall(SYS_kexec_file_load, -1, -1, 0, "", 0));
 }
