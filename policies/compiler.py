@@ -27,6 +27,7 @@ compiles to None: no filter at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -325,14 +326,15 @@ def compile_cached(profile: Profile, cache_dir: Path, host: Host | None = None) 
     """`compile_profile`, memoised on disk in `cache_dir` (created if missing).
 
     Entries are named by `cache_key` and written atomically (temp file, fsync, rename), so
-    concurrent rsbox processes can share a cache directory.
+    concurrent rsbox processes can share a cache directory. A cache that cannot be written
+    is not an error.
     """
     host = host or Host.current()
     key = cache_key(profile, host)
     path = cache_dir / f"{key}.bpf"
     try:
         cached = path.read_bytes()
-    except FileNotFoundError:
+    except OSError:
         pass
     else:
         if cached and len(cached) % 8 == 0:
@@ -340,11 +342,18 @@ def compile_cached(profile: Profile, cache_dir: Path, host: Host | None = None) 
     program = compile_profile(profile, host)
     if program is None:
         return None
+    # The cache is an optimisation: an unwritable cache_dir only costs a recompile.
+    with contextlib.suppress(OSError):
+        _write_atomically(cache_dir, path, program)
+    return program
+
+
+def _write_atomically(cache_dir: Path, path: Path, data: bytes) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(program)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -356,4 +365,3 @@ def compile_cached(profile: Profile, cache_dir: Path, host: Host | None = None) 
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return program

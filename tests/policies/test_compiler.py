@@ -219,3 +219,10 @@ def test_corrupt_cache_entry_is_replaced(tmp_path: Path) -> None:
     program = policies.compile_cached(p, tmp_path, HOST)
     assert program == policies.compile_profile(p, HOST)
     assert [e.name for e in tmp_path.iterdir() if e.name.endswith(".tmp")] == []
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    p = policies.load_builtin("default")
+    assert policies.compile_cached(p, not_a_dir, HOST) == policies.compile_profile(p, HOST)
