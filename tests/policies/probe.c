@@ -183,6 +183,9 @@ static int p_open_devnull(void) {
     return e;
 }
 static int p_fork(void) { return child_result(fork()); }
+/* A syscall newer than libseccomp 2.5.4 (Linux 6.10): ENOSYS under a profile that does not
+ * name it; allowed, flags=1 is invalid so nothing is sealed (EINVAL). */
+static int p_mseal(void) { return result(syscall(462, 0UL, 0UL, 1UL)); }
 static void *thread_main(void *arg) { return arg; }
 /* glibc >= 2.34 tries clone3 first and falls back to clone on ENOSYS. */
 static int p_pthread(void) {
@@ -226,6 +229,7 @@ static const struct {
     {"open_devnull", p_open_devnull},
     {"fork", p_fork},
     {"pthread", p_pthread},
+    {"mseal", p_mseal},
 };
 
 int main(int argc, char **argv) {

@@ -8,6 +8,7 @@ probe; the test runs unprivileged (NO_NEW_PRIVS makes that legal).
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import policies
-from tests.policies.probe_build import ALLOWED, DANGEROUS, parse_output
+from policies.profile import parse_kernel
+from tests.policies.probe_build import ALLOWED, DANGEROUS, NEWER, parse_output
 
 INSTALLER = Path(__file__).with_name("seccomp_install.py")
 
@@ -44,7 +46,7 @@ def run_probe(probe: Path, name: str, bpf: Path | None) -> int:
 
 def test_probe_knows_every_listed_name(probe: Path) -> None:
     proc = subprocess.run([str(probe), "--list"], capture_output=True, text=True, check=True)
-    assert proc.stdout.split() == [*DANGEROUS, *ALLOWED]
+    assert proc.stdout.split() == [*DANGEROUS, *ALLOWED, *NEWER]
     bad = subprocess.run([str(probe), "no_such_probe"], capture_output=True, check=False)
     assert bad.returncode == 2
 
@@ -59,6 +61,16 @@ def test_default_profile_blocks(probe: Path, default_filter: Path, name: str) ->
 @pytest.mark.parametrize("name", ALLOWED)
 def test_default_profile_allows(probe: Path, default_filter: Path, name: str) -> None:
     assert run_probe(probe, name, default_filter) == 0
+
+
+@pytest.mark.parametrize("name", NEWER)
+def test_syscalls_newer_than_the_profile_get_enosys(
+    probe: Path, default_filter: Path, name: str
+) -> None:
+    assert run_probe(probe, name, default_filter) == errno.ENOSYS
+    # ... while the kernel itself knows them (mseal: Linux 6.10).
+    if parse_kernel(os.uname().release) >= (6, 10):
+        assert run_probe(probe, name, None) != errno.ENOSYS
 
 
 @pytest.mark.parametrize("name", ["unshare_user", "keyctl", "ioctl_tiocsti", "ioctl_tiocsti_high"])
