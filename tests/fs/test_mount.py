@@ -219,3 +219,47 @@ def test_cli_mounts_serves_and_unmounts_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.run([*_unshare(False), "sh", "-euxc", script], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+
+
+_WORKLOAD = """
+    for f in $(find . -name '*.txt' | LC_ALL=C sort | head -40); do sed -i 's/a/A/g' "$f"; done
+    mv d0 moved && mv d1/s1 d2/s1b && rm -rf d3 && mkdir d3 && echo again > d3/x
+    mkdir -p new/a/b && echo hi > new/a/b/f && ln -s ../moved new/link
+    tar cf - d2 | (mkdir untar && cd untar && tar xf -)
+    cp -a d4 copied && chmod -R go-w copied && rm -rf d4/s0
+    for i in $(seq 30); do echo $i > new/f$i; mv new/f$i new/g$i; done
+    rm -f new/g1 new/g7 && touch -d @1234567890 moved/s0/f0.txt
+"""
+
+
+def _snapshot(root: Path) -> list[str]:
+    out = []
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = p.relative_to(root)
+        if stat.S_ISDIR(st.st_mode):
+            out.append(f"{rel} d {stat.S_IMODE(st.st_mode):o}")
+        elif stat.S_ISLNK(st.st_mode):
+            out.append(f"{rel} l {os.readlink(p)}")
+        else:
+            # times differ between the two runs, except the one set explicitly
+            mtime = st.st_mtime_ns if str(rel) == "moved/s0/f0.txt" else ""
+            out.append(f"{rel} f {stat.S_IMODE(st.st_mode):o} {mtime} {p.read_bytes()!r}")
+    return out
+
+
+def test_mount_behaves_like_a_plain_directory(tmp_path: Path) -> None:
+    """The same shell workload on a plain copy of the merged tree and on the mount."""
+    tree0 = {f"d{i}/s{j}/f{k}.txt": f"data {i} {j} {k}\n"
+             for i in range(5) for j in range(3) for k in range(4)}
+    tree1 = {f"d{i}/s{j}/g.txt": "layer one\n" for i in range(5) for j in range(3)}
+    lowers = _layers(tmp_path, tree0, tree1)
+    ref = tmp_path / "ref"
+    shutil.copytree(lowers[0] / "fs", ref, symlinks=True)
+    shutil.copytree(lowers[1] / "fs", ref, symlinks=True, dirs_exist_ok=True)
+    subprocess.run(["sh", "-euc", _WORKLOAD], cwd=ref, check=True, timeout=60)
+    snap = tmp_path / "snap"
+    run_in_mount(tmp_path, lowers, _WORKLOAD + f"""
+        cp -a . {snap}
+    """)
+    assert _snapshot(snap) == _snapshot(ref)
