@@ -5,6 +5,7 @@ Public API (what the launcher uses):
     fs.union.UnionSpec(lowers, upper, mapped_ids)   what to stack (pure data)
     fs.server.mount(spec, mountpoint)               mount; starts no threads
     await fs.server.serve(task_status=...)          answer requests (trio)
+    fs.server.stop()                                make serve return (or cancel it)
     fs.server.close()                               unmount, never raises
 
 `fs.union` is the pure part (no pyfuse3); `fs.server` only adapts it to pyfuse3.

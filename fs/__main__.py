@@ -12,7 +12,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from fs import server
@@ -37,7 +36,7 @@ async def _serve_until_signal() -> None:
         await nursery.start(server.serve)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                pyfuse3.terminate()
+                server.stop()
                 break
 
 

@@ -293,10 +293,15 @@ def mount(spec: UnionSpec, mountpoint: Path) -> None:
     pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
 
 
-async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Answer FUSE requests until the filesystem is unmounted or `pyfuse3.terminate()`."""
+async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Answer FUSE requests until the filesystem is unmounted, `stop()`, or cancelled."""
     task_status.started()  # mounted already: the kernel queues requests until we read
     await pyfuse3.main()
+
+
+def stop() -> None:
+    """Make `serve` return (from the trio thread). Cancelling serve's scope works too."""
+    pyfuse3.terminate()
 
 
 def close() -> None:

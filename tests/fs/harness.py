@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from fs import server
@@ -27,7 +26,8 @@ async def _serve_while(pid: int) -> int:
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
-        pyfuse3.terminate()
+        # Stop by cancellation, as a launcher's nursery would (python -m fs uses stop()).
+        nursery.cancel_scope.cancel()
     return os.waitstatus_to_exitcode(status)
 
 
@@ -43,6 +43,13 @@ def main() -> int:
     cmd = argv[sep + 1 :]
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     server.mount(UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint)
+    # The launcher forks (and may unshare) right after mount(): it must leave us with one
+    # thread. /proc counts threads started by C code too, not only Python's.
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        print(f"harness: mount() left {threads} threads running", file=sys.stderr)
+        server.close()
+        return 98
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:

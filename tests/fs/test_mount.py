@@ -263,3 +263,10 @@ def test_mount_behaves_like_a_plain_directory(tmp_path: Path) -> None:
         cp -a . {snap}
     """)
     assert _snapshot(snap) == _snapshot(ref)
+
+
+def test_harness_reports_a_failing_check(tmp_path: Path) -> None:
+    """The mount tests are not vacuous: a failing command fails the harness."""
+    lowers = _layers(tmp_path, {"f": ""})
+    with pytest.raises(AssertionError, match="rc=3"):
+        run_in_mount(tmp_path, lowers, "test -e f && exit 3")
