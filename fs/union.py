@@ -373,16 +373,20 @@ class Union:
         """lstat of the top entry plus what overrides it."""
         if node.unlinked:
             return self._meta_unlinked(node)
-        real = node.layer.at(node.path)
+        return self._layer_meta(node.layer, node.path, node.dirs)
+
+    def _layer_meta(
+        self, layer: Layer, path: str, dirs: tuple[Layer, ...]
+    ) -> tuple[os.stat_result, EntryMeta | None]:
+        real = layer.at(path)
         st = os.lstat(real)
-        if node.layer.meta is not None:
-            return st, node.layer.meta.get(node.path or ".") or node.layer.meta.get(node.path)
+        if layer.meta is not None:
+            return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
         ov = None if stat.S_ISLNK(st.st_mode) else read_override(real)
-        if ov is None and node.is_dir and len(node.dirs) > 1:
-            # An upper dir we never wrote an override for (the upper root): the image
-            # below still tells the truth about it.
-            below = node.dirs[1]
-            return st, below.meta.get(node.path or ".") if below.meta is not None else None
+        if ov is None and len(dirs) > 1 and dirs[0] is layer:
+            # An upper dir we never wrote an override for (the upper root, made by the
+            # launcher): the image below tells the truth about it.
+            return self._layer_meta(dirs[1], path, dirs[1:])
         return st, ov
 
     def _meta_unlinked(self, node: Node) -> tuple[os.stat_result, EntryMeta | None]:

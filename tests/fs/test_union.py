@@ -326,3 +326,10 @@ def test_rename_keeps_the_inode_of_a_lower_file(tmp_path: Path) -> None:
     u.rename(_walk(u, "a").ino, "f", _walk(u, "b").ino, "g", 0)
     assert _walk(u, "b/g").ino == ino
     assert (tmp_path / "upper/a/.wh.f").is_file()
+
+
+def test_root_shows_the_image_root_not_the_upper_dir(tmp_path: Path) -> None:
+    meta = {"": EntryMeta(uid=0, gid=0, mode=stat.S_IFDIR | 0o755)}
+    u = _union(tmp_path, {"f": ""}, metas=[meta])
+    os.chmod(tmp_path / "upper", 0o700)
+    assert u.getattr(ROOT_INODE).mode == stat.S_IFDIR | 0o755
