@@ -288,9 +288,20 @@ class UnionOps(pyfuse3.Operations):
 
 
 def mount(spec: UnionSpec, mountpoint: Path) -> None:
-    """Mount the union at `mountpoint` (no threads started; serve it with `serve`)."""
+    """Mount the union at `mountpoint` (no threads started; serve it with `serve`).
+
+    Raises OSError for every failure (bad layer metadata, /dev/fuse, the mount itself)."""
     ops = UnionOps(Union(spec))
-    pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
+    # libfuse reports failures as -1 plus a message on stderr; probe what we can first so
+    # the common cases carry a real errno and file name.
+    os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    if not mountpoint.is_dir():
+        raise OSError(errno.ENOTDIR, "mountpoint is not a directory", str(mountpoint))
+    try:
+        pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
+    except RuntimeError as exc:
+        raise OSError(errno.EIO, f"FUSE mount failed: {exc} (libfuse says why above)",
+                      str(mountpoint)) from exc
 
 
 async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -227,6 +227,13 @@ def write_override(p: Path, meta: EntryMeta) -> None:
     os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
 
 
+def _load_meta(path: Path) -> LayerMeta:
+    try:
+        return LayerMeta.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OSError(errno.EINVAL, f"corrupt layer metadata ({exc})", str(path)) from exc
+
+
 def _disk_mode(mode: int) -> int:
     """Permissions on disk: the host user must always reach its own upper files; the
     container's mode (setuid bits included) lives in the override only."""
@@ -242,7 +249,7 @@ class Union:
         self.spec = spec
         spec.upper.mkdir(parents=True, exist_ok=True)
         self.upper = Layer(spec.upper, None)
-        lowers = [Layer(p / "fs", LayerMeta.load(p / "meta")) for p in spec.lowers]
+        lowers = [Layer(p / "fs", _load_meta(p / "meta")) for p in spec.lowers]
         self.stack: tuple[Layer, ...] = (self.upper, *reversed(lowers))
         self._ino = itertools.count(ROOT_INODE + 1)
         self._fh = itertools.count(1)

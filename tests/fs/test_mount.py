@@ -270,3 +270,11 @@ def test_harness_reports_a_failing_check(tmp_path: Path) -> None:
     lowers = _layers(tmp_path, {"f": ""})
     with pytest.raises(AssertionError, match="rc=3"):
         run_in_mount(tmp_path, lowers, "test -e f && exit 3")
+
+
+def test_mount_failure_is_an_oserror(tmp_path: Path) -> None:
+    from fs import server
+    from fs.union import UnionSpec
+
+    with pytest.raises(OSError):
+        server.mount(UnionSpec((), tmp_path / "upper"), tmp_path / "missing")

@@ -333,3 +333,11 @@ def test_root_shows_the_image_root_not_the_upper_dir(tmp_path: Path) -> None:
     u = _union(tmp_path, {"f": ""}, metas=[meta])
     os.chmod(tmp_path / "upper", 0o700)
     assert u.getattr(ROOT_INODE).mode == stat.S_IFDIR | 0o755
+
+
+def test_corrupt_meta_is_an_oserror_naming_the_file(tmp_path: Path) -> None:
+    layer = make_layer(tmp_path / "l0", {"f": ""})
+    (layer / "meta").write_text('{"version": 99}')
+    with pytest.raises(OSError, match="corrupt layer metadata") as exc:
+        Union(UnionSpec((layer,), tmp_path / "upper"))
+    assert exc.value.filename == str(layer / "meta")
