@@ -21,11 +21,19 @@ from fs.union import UnionSpec
 def parse(argv: list[str]) -> tuple[UnionSpec, Path]:
     ap = argparse.ArgumentParser(prog="python -m fs", description=__doc__.splitlines()[0])
     ap.add_argument("mountpoint", type=Path)
-    ap.add_argument("--lower", type=Path, action="append", default=[],
-                    help="layer root (holding fs/ and meta), bottom first; repeatable")
+    ap.add_argument(
+        "--lower",
+        type=Path,
+        action="append",
+        default=[],
+        help="layer root (holding fs/ and meta), bottom first; repeatable",
+    )
     ap.add_argument("--upper", type=Path, required=True, help="writable directory")
-    ap.add_argument("--single-id", action="store_true",
-                    help="only id 0 is mapped (rsbox --userns=single): show others as 0")
+    ap.add_argument(
+        "--single-id",
+        action="store_true",
+        help="only id 0 is mapped (rsbox --userns=single): show others as 0",
+    )
     ns = ap.parse_args(argv)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     return UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint

@@ -263,8 +263,17 @@ class UnionOps(pyfuse3.Operations):
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         st = self.union.statfs()
         out = pyfuse3.StatvfsData()
-        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
-                      "f_ffree", "f_favail", "f_namemax"):
+        for field in (
+            "f_bsize",
+            "f_frsize",
+            "f_blocks",
+            "f_bfree",
+            "f_bavail",
+            "f_files",
+            "f_ffree",
+            "f_favail",
+            "f_namemax",
+        ):
             setattr(out, field, getattr(st, field))
         return out
 
@@ -300,8 +309,9 @@ def mount(spec: UnionSpec, mountpoint: Path) -> None:
     try:
         pyfuse3.init(ops, str(mountpoint), set(MOUNT_OPTIONS))
     except RuntimeError as exc:
-        raise OSError(errno.EIO, f"FUSE mount failed: {exc} (libfuse says why above)",
-                      str(mountpoint)) from exc
+        raise OSError(
+            errno.EIO, f"FUSE mount failed: {exc} (libfuse says why above)", str(mountpoint)
+        ) from exc
 
 
 async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -591,9 +591,7 @@ class Union:
         os.symlink(target, self.upper.real(path))
         return self._created(path)
 
-    def mknod(
-        self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int
-    ) -> Attr:
+    def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int) -> Attr:
         """Devices, fifos and sockets are empty placeholder files in the upper; the type
         and rdev live in the override (an unprivileged server cannot mknod devices, and
         the kernel serves fifos/sockets on a FUSE inode itself)."""
@@ -878,5 +876,3 @@ class Union:
         if of is None:
             raise OSError(errno.EBADF, "unknown directory handle")
         return of.node
-
-

@@ -12,9 +12,7 @@ from fs.meta import EntryMeta, LayerMeta
 Tree = Mapping[str, str | tuple[str, str]]
 
 
-def make_layer(
-    root: Path, tree: Tree, meta: Mapping[str, EntryMeta] | None = None
-) -> Path:
+def make_layer(root: Path, tree: Tree, meta: Mapping[str, EntryMeta] | None = None) -> Path:
     """Create layer `root` with `root/fs` holding `tree` and `root/meta` holding `meta`."""
     fs = root / "fs"
     fs.mkdir(parents=True)

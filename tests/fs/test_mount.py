@@ -45,8 +45,14 @@ def _unavailable(full_map: bool) -> str | None:
 
 
 def _unshare(full_map: bool) -> list[str]:
-    return ["unshare", "--user", "--map-root-user", *(["--map-auto"] if full_map else []),
-            "--mount", "--"]
+    return [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        *(["--map-auto"] if full_map else []),
+        "--mount",
+        "--",
+    ]
 
 
 def _require(full_map: bool) -> None:
@@ -77,8 +83,9 @@ def run_in_mount(
     return proc
 
 
-def _layers(tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None
-            ) -> list[Path]:
+def _layers(
+    tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None
+) -> list[Path]:
     return [
         make_layer(tmp_path / f"l{i}", t, (metas or [{}] * len(trees))[i])
         for i, t in enumerate(trees)
@@ -86,25 +93,36 @@ def _layers(tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | No
 
 
 def test_mount_reads_lower_and_hides_whiteouts(tmp_path: Path) -> None:
-    lowers = _layers(tmp_path, {"etc/a": "hello", "etc/b": "b", "d/x": ""},
-                     {"etc/.wh.b": "", f"d/{OPAQUE_MARKER}": "", "d/y": ""})
-    run_in_mount(tmp_path, lowers, """
+    lowers = _layers(
+        tmp_path,
+        {"etc/a": "hello", "etc/b": "b", "d/x": ""},
+        {"etc/.wh.b": "", f"d/{OPAQUE_MARKER}": "", "d/y": ""},
+    )
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         test "$(cat etc/a)" = hello
         test ! -e etc/b
         test "$(ls -a etc | tr '\\n' ' ')" = ". .. a "
         test "$(ls d)" = y
-    """)
+    """,
+    )
 
 
 def test_mount_writes_land_in_upper_never_in_lower(tmp_path: Path) -> None:
     lowers = _layers(tmp_path, {"etc/a": "hello\n"})
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         ino=$(stat -c %i etc/a)
         echo more >> etc/a
         echo new > etc/c
         test "$(cat etc/a)" = "$(printf 'hello\\nmore')"
         test "$(stat -c %i etc/a)" = "$ino"
-    """)
+    """,
+    )
     assert (tmp_path / "l0/fs/etc/a").read_text() == "hello\n"
     assert not (tmp_path / "l0/fs/etc/c").exists()
     assert (tmp_path / "upper/etc/a").read_text() == "hello\nmore\n"
@@ -113,7 +131,10 @@ def test_mount_writes_land_in_upper_never_in_lower(tmp_path: Path) -> None:
 
 def test_mount_mkdir_rmdir_rename_symlink(tmp_path: Path) -> None:
     lowers = _layers(tmp_path, {"d/sub/f": "F", "etc/a": ""})
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         mkdir x && rmdir x && test ! -e x
         ! rmdir etc 2>err && grep -q 'not empty' err && rm err
         mv d d2
@@ -125,7 +146,8 @@ def test_mount_mkdir_rmdir_rename_symlink(tmp_path: Path) -> None:
         mkdir etc
         test -z "$(ls -A etc)"
         ! touch .wh.evil 2>/dev/null
-    """)
+    """,
+    )
     assert (tmp_path / "l0/fs/d/sub/f").read_text() == "F"
     assert (tmp_path / "upper/.wh.d").is_file()
     assert (tmp_path / "upper/etc" / OPAQUE_MARKER).is_file()
@@ -134,7 +156,10 @@ def test_mount_mkdir_rmdir_rename_symlink(tmp_path: Path) -> None:
 
 def test_mount_chmod_truncate_utime(tmp_path: Path) -> None:
     lowers = _layers(tmp_path, {"bin/tool": "0123456789"})
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         truncate -s 3 bin/tool
         test "$(stat -c %s bin/tool)" = 3
         chmod 4711 bin/tool
@@ -143,7 +168,8 @@ def test_mount_chmod_truncate_utime(tmp_path: Path) -> None:
         test "$(stat -c %Y bin/tool)" = 1000000000
         chown 1000:1000 bin/tool
         test "$(stat -c %u:%g bin/tool)" = 1000:1000
-    """)
+    """,
+    )
     ov = read_override(tmp_path / "upper/bin/tool")
     assert ov is not None
     assert (ov.uid, ov.gid) == (1000, 1000)
@@ -157,24 +183,31 @@ def test_mount_shows_meta_ownership_modes_and_devices(tmp_path: Path) -> None:
         "usr/bin/passwd": EntryMeta(uid=0, gid=0, mode=stat.S_IFREG | 0o4755),
         "dev/null": EntryMeta(uid=0, gid=0, mode=stat.S_IFCHR | 0o666, rdev=os.makedev(1, 3)),
     }
-    lowers = _layers(tmp_path, {"home/u/": "", "usr/bin/passwd": "", "dev/null": ""},
-                     metas=[meta])
-    run_in_mount(tmp_path, lowers, """
+    lowers = _layers(tmp_path, {"home/u/": "", "usr/bin/passwd": "", "dev/null": ""}, metas=[meta])
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         ls -ln home | grep -q '^drwxr-x--- .* 1000 1000 .* u$'
         test "$(stat -c %A usr/bin/passwd)" = -rwsr-xr-x
         test "$(stat -c '%F %t,%T' dev/null)" = "character special file 1,3"
-    """)
+    """,
+    )
 
 
 def test_mount_new_files_belong_to_the_caller_and_permissions_apply(tmp_path: Path) -> None:
     meta = {"tmp": EntryMeta(uid=0, gid=0, mode=stat.S_IFDIR | 0o1777)}
     lowers = _layers(tmp_path, {"tmp/": "", "etc/shadow": "secret"}, metas=[meta])
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         as_user() { setpriv --reuid=1000 --regid=1000 --clear-groups -- "$@"; }
         as_user sh -c 'echo mine > tmp/mine'
         test "$(stat -c %u:%g tmp/mine)" = 1000:1000
         ! as_user sh -c 'echo x >> etc/shadow' 2>/dev/null
-    """)
+    """,
+    )
     ov = read_override(tmp_path / "upper/tmp/mine")
     assert ov is not None and (ov.uid, ov.gid) == (1000, 1000)
     assert not (tmp_path / "upper/etc/shadow").exists()
@@ -183,23 +216,32 @@ def test_mount_new_files_belong_to_the_caller_and_permissions_apply(tmp_path: Pa
 def test_mount_single_id_map_shows_unmapped_ids_as_root(tmp_path: Path) -> None:
     meta = {"home/u": EntryMeta(uid=1000, gid=1000, mode=stat.S_IFDIR | 0o755)}
     lowers = _layers(tmp_path, {"home/u/f": "x"}, metas=[meta])
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         test "$(stat -c %u:%g home/u)" = 0:0
         echo y > home/u/f
-    """, full_map=False)
+    """,
+        full_map=False,
+    )
     ov = read_override(tmp_path / "upper/home/u")
     assert ov is not None and (ov.uid, ov.gid) == (1000, 1000)  # the truth is kept
 
 
 def test_mount_fifo_and_deleted_open_file(tmp_path: Path) -> None:
     lowers = _layers(tmp_path, {"tmp/": ""})
-    run_in_mount(tmp_path, lowers, """
+    run_in_mount(
+        tmp_path,
+        lowers,
+        """
         mkfifo tmp/p
         test -p tmp/p
         (echo through > tmp/p &) ; test "$(cat tmp/p)" = through
         exec 3<>tmp/scratch; echo data >&3; rm tmp/scratch
         test "$(stat -L -c %s /proc/self/fd/3)" = 5
-    """)
+    """,
+    )
 
 
 def test_cli_mounts_serves_and_unmounts_on_sigterm(tmp_path: Path) -> None:
@@ -208,7 +250,7 @@ def test_cli_mounts_serves_and_unmounts_on_sigterm(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = f"""
-        {sys.executable} -m fs {mnt} --lower {tmp_path / 'l0'} --upper {tmp_path / 'up'} &
+        {sys.executable} -m fs {mnt} --lower {tmp_path / "l0"} --upper {tmp_path / "up"} &
         pid=$!
         for i in $(seq 100); do grep -q ' {mnt} fuse.rsbox ' /proc/self/mounts && break; sleep 0.1; done
         test "$(cat {mnt}/hello)" = world
@@ -216,8 +258,13 @@ def test_cli_mounts_serves_and_unmounts_on_sigterm(tmp_path: Path) -> None:
         wait $pid
         ! grep -q ' {mnt} ' /proc/self/mounts
     """
-    proc = subprocess.run([*_unshare(False), "sh", "-euxc", script], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*_unshare(False), "sh", "-euxc", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
 
 
@@ -250,8 +297,12 @@ def _snapshot(root: Path) -> list[str]:
 
 def test_mount_behaves_like_a_plain_directory(tmp_path: Path) -> None:
     """The same shell workload on a plain copy of the merged tree and on the mount."""
-    tree0 = {f"d{i}/s{j}/f{k}.txt": f"data {i} {j} {k}\n"
-             for i in range(5) for j in range(3) for k in range(4)}
+    tree0 = {
+        f"d{i}/s{j}/f{k}.txt": f"data {i} {j} {k}\n"
+        for i in range(5)
+        for j in range(3)
+        for k in range(4)
+    }
     tree1 = {f"d{i}/s{j}/g.txt": "layer one\n" for i in range(5) for j in range(3)}
     lowers = _layers(tmp_path, tree0, tree1)
     ref = tmp_path / "ref"
@@ -259,9 +310,14 @@ def test_mount_behaves_like_a_plain_directory(tmp_path: Path) -> None:
     shutil.copytree(lowers[1] / "fs", ref, symlinks=True, dirs_exist_ok=True)
     subprocess.run(["sh", "-euc", _WORKLOAD], cwd=ref, check=True, timeout=60)
     snap = tmp_path / "snap"
-    run_in_mount(tmp_path, lowers, _WORKLOAD + f"""
+    run_in_mount(
+        tmp_path,
+        lowers,
+        _WORKLOAD
+        + f"""
         cp -a . {snap}
-    """)
+    """,
+    )
     assert _snapshot(snap) == _snapshot(ref)
 
 

@@ -22,8 +22,12 @@ from fs.union import (
 from tests.fs.layers import Tree, make_layer
 
 
-def _union(tmp_path: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None,
-           ids: range = range(0, 65536)) -> Union:
+def _union(
+    tmp_path: Path,
+    *trees: Tree,
+    metas: list[dict[str, EntryMeta]] | None = None,
+    ids: range = range(0, 65536),
+) -> Union:
     lowers = tuple(
         make_layer(tmp_path / f"l{i}", t, (metas or [{}] * len(trees))[i])
         for i, t in enumerate(trees)
@@ -156,8 +160,11 @@ def test_write_copies_up_and_never_touches_lower(tmp_path: Path) -> None:
 
 
 def test_copy_up_keeps_mode_owner_times_xattrs_and_inode(tmp_path: Path) -> None:
-    meta = {"bin/tool": EntryMeta(uid=7, gid=8, mode=stat.S_IFREG | 0o4711,
-                                  xattrs={"security.capability": b"\x01cap"})}
+    meta = {
+        "bin/tool": EntryMeta(
+            uid=7, gid=8, mode=stat.S_IFREG | 0o4711, xattrs={"security.capability": b"\x01cap"}
+        )
+    }
     u = _union(tmp_path, {"bin/tool": "x"}, metas=[meta])
     os.utime(tmp_path / "l0/fs/bin/tool", ns=(1_000_000_000, 2_000_000_000))
     before = _walk(u, "bin/tool")
@@ -251,8 +258,7 @@ def test_rename_dir_over_nonempty_dir_fails(tmp_path: Path) -> None:
 def test_setattr_chmod_chown_truncate_utime(tmp_path: Path) -> None:
     u = _union(tmp_path, {"f": "hello"})
     ino = _walk(u, "f").ino
-    attr = u.setattr(ino, mode=0o600, uid=33, gid=44, size=2,
-                     atime_ns=10**9, mtime_ns=3 * 10**9)
+    attr = u.setattr(ino, mode=0o600, uid=33, gid=44, size=2, atime_ns=10**9, mtime_ns=3 * 10**9)
     assert (attr.mode, attr.uid, attr.gid, attr.size) == (stat.S_IFREG | 0o600, 33, 44, 2)
     assert (attr.atime_ns, attr.mtime_ns) == (10**9, 3 * 10**9)
     assert (tmp_path / "l0/fs/f").read_text() == "hello"
