@@ -11,24 +11,23 @@ Built-in profiles:
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from policies.compiler import compile_cached, compile_profile
-from policies.errors import PolicyError
-from policies.profile import (
-    DEFAULT_CAPS,
-    UNCONFINED,
-    Action,
-    Arg,
-    Condition,
-    Host,
-    Op,
-    Profile,
-    Rule,
-    from_json_dict,
-    load_json_text,
-)
+if TYPE_CHECKING:
+    from policies.compiler import compile_cached, compile_profile
+    from policies.errors import PolicyError
+    from policies.profile import (
+        DEFAULT_CAPS,
+        Action,
+        Arg,
+        Condition,
+        Host,
+        Op,
+        Profile,
+        Rule,
+        from_json_dict,
+    )
 
 __all__ = [
     "DEFAULT_CAPS",
@@ -48,29 +47,67 @@ __all__ = [
     "load_file",
 ]
 
+# Imported on first use (PEP 562): `rsbox run` with a cached filter needs none of them,
+# and the compiler pulls in pyseccomp, which forks /sbin/ldconfig to find its library.
+_LAZY = {
+    "compile_cached": "policies.compiler",
+    "compile_profile": "policies.compiler",
+    "PolicyError": "policies.errors",
+    **dict.fromkeys(
+        [
+            "DEFAULT_CAPS",
+            "Action",
+            "Arg",
+            "Condition",
+            "Host",
+            "Op",
+            "Profile",
+            "Rule",
+            "from_json_dict",
+            "load_json_text",
+        ],
+        "policies.profile",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'policies' has no attribute {name!r}")
+
+
+_PROFILES = Path(__file__).with_name("profiles")
 _UNCONFINED_NAME = "unconfined"
 
 
 def builtin_names() -> list[str]:
     """Names `load_builtin` accepts, sorted."""
-    files = resources.files("policies").joinpath("profiles")
-    names = {p.name.removesuffix(".json") for p in files.iterdir() if p.name.endswith(".json")}
+    names = {p.name.removesuffix(".json") for p in _PROFILES.iterdir() if p.name.endswith(".json")}
     return sorted(names | {_UNCONFINED_NAME})
 
 
 def load_builtin(name: str) -> Profile:
+    from policies.errors import PolicyError
+    from policies.profile import UNCONFINED, load_json_text
+
     if name == _UNCONFINED_NAME:
         return UNCONFINED
     if name not in builtin_names():
         raise PolicyError(
             "", f'no built-in seccomp profile "{name}" ({", ".join(builtin_names())})'
         )
-    text = resources.files("policies").joinpath("profiles", f"{name}.json").read_text()
+    text = (_PROFILES / f"{name}.json").read_text()
     return load_json_text(text, source=f"builtin:{name}")
 
 
 def load_file(path: Path | str) -> Profile:
     """Load a Docker seccomp profile, an OCI `linux.seccomp` object, or a whole config.json."""
+    from policies.errors import PolicyError
+    from policies.profile import load_json_text
+
     try:
         text = Path(path).read_text()
     except OSError as exc:

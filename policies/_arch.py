@@ -11,12 +11,12 @@ Three spellings of an architecture meet here:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import platform
 
 import pyseccomp
+
+from policies import _libseccomp
 
 SCMP_ARCH_TOKENS: dict[str, int] = {
     "SCMP_ARCH_X86": pyseccomp.Arch.X86,
@@ -123,16 +123,4 @@ def known_to_libseccomp(name: str) -> bool:
     return nr != -1
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-
-
-@functools.cache
-def libseccomp_version() -> str:
-    path = ctypes.util.find_library("seccomp")
-    if path is None:  # pragma: no cover - pyseccomp would not have imported
-        return "unknown"
-    lib = ctypes.CDLL(path)
-    lib.seccomp_version.restype = ctypes.POINTER(_Version)
-    v = lib.seccomp_version().contents
-    return f"{v.major}.{v.minor}.{v.micro}"
+libseccomp_version = _libseccomp.libseccomp_version

@@ -42,11 +42,11 @@ from pathlib import Path
 import pyseccomp
 
 from policies import _arch
-from policies.errors import PolicyError
-from policies.profile import Action, Arg, Host, Op, Profile, Rule
 
 # Bump when the generated program changes for the same inputs (invalidates caches).
-COMPILER_VERSION = 1
+from policies._libseccomp import COMPILER_VERSION
+from policies.errors import PolicyError
+from policies.profile import Action, Arg, Host, Op, Profile, Rule
 
 _OPS = {
     Op.NE: pyseccomp.NE,

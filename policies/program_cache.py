@@ -1,0 +1,77 @@
+"""The filter for `rsbox run --security-opt seccomp=CHOICE`, from a cache keyed by the
+profile's bytes.
+
+`compile_cached` keys its cache by the parsed profile, so every hit still pays for
+parsing the JSON and loading pyseccomp (together most of the policy's share of a
+container's start). This cache sits in front of it and is keyed by what can be read
+without either: the profile file's bytes, the host, libseccomp's version and the
+compiler's. A miss falls through to the real loader and compiler, so a malformed file
+still gets its precise PolicyError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from policies._libseccomp import COMPILER_VERSION, libseccomp_version
+
+PROFILES = Path(__file__).with_name("profiles")
+UNCONFINED = "unconfined"
+_NO_FILTER = b""  # a cached "this profile needs no filter"
+
+
+def profile_source(choice: str) -> tuple[Path, bool]:
+    """(file, is_builtin) for a built-in name or a path."""
+    builtin = PROFILES / f"{choice}.json"
+    if "/" not in choice and builtin.is_file():
+        return builtin, True
+    return Path(choice), False
+
+
+def _key(text: bytes) -> str:
+    u = os.uname()
+    facts = f"rsbox-bpf\0{COMPILER_VERSION}\0{libseccomp_version()}\0{u.machine}\0{u.release}\0"
+    return hashlib.sha256(facts.encode() + text).hexdigest()
+
+
+def _store(cache_dir: Path, path: Path, data: bytes) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def program_for(choice: str, cache_dir: Path) -> bytes | None:
+    """BPF bytes for `choice` (built-in name or profile path), None for no filter.
+    Raises PolicyError for a profile that does not load, FileNotFoundError for none."""
+    if choice == UNCONFINED:
+        return None
+    source, builtin = profile_source(choice)
+    text = source.read_bytes()
+    path = cache_dir / f"{_key(text)}.prog"
+    with contextlib.suppress(OSError):
+        cached = path.read_bytes()
+        if cached == _NO_FILTER:
+            return None
+        if len(cached) % 8 == 0:
+            return cached
+    from policies import load_builtin, load_file
+    from policies.compiler import compile_profile
+
+    profile = load_builtin(choice) if builtin else load_file(source)
+    program = compile_profile(profile)
+    # The cache is an optimisation: an unwritable cache_dir only costs a recompile.
+    with contextlib.suppress(OSError):
+        _store(cache_dir, path, program if program is not None else _NO_FILTER)
+    return program
