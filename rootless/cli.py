@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rootless.errors import RsboxError, UsageError
+from rootless.prefork import Helper, wants_helper
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,10 +75,9 @@ def _seccomp_choice(opts: Sequence[str]) -> str:
     return choice
 
 
-def _cmd_run(store_root: Path | None, ns: argparse.Namespace) -> int:
+def _cmd_run(store_root: Path | None, ns: argparse.Namespace, helper: Helper | None) -> int:
     from rootless.run import run
     from rootless.runspec import RunSpec, Volume
-    from rootless.store import Store
 
     spec = RunSpec(
         image=ns.image,
@@ -98,12 +98,12 @@ def _cmd_run(store_root: Path | None, ns: argparse.Namespace) -> int:
         host_env=dict(os.environ),
     )
     spec.validate()
-    return run(Store.open(store_root), spec)
+    return run(store_root, spec, helper)
 
 
-def _dispatch(ns: argparse.Namespace) -> int:
+def _dispatch(ns: argparse.Namespace, helper: Helper | None) -> int:
     if ns.command == "run":
-        return _cmd_run(ns.root, ns)
+        return _cmd_run(ns.root, ns, helper)
     if ns.command == "info":
         from rootless.info import render_info
 
@@ -121,9 +121,14 @@ def _dispatch(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else list(argv)
+    helper = None
+    if wants_helper(args):
+        # First thing: P1 imports the FUSE server while we do the rest (rootless.prefork).
+        helper = Helper()
     try:
-        ns = _build_parser().parse_args(argv)
-        code = _dispatch(ns)
+        ns = _build_parser().parse_args(args)
+        code = _dispatch(ns, helper)
     except RsboxError as exc:
         hint = f" (hint: {exc.hint})" if exc.hint else ""
         print(f"rsbox: error: {exc.message}{hint}", file=sys.stderr)
@@ -132,5 +137,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130
+    finally:
+        if helper is not None and not helper.used:
+            helper.abort()
     sys.stdout.flush()
     sys.exit(code)

@@ -111,12 +111,12 @@ def mount_plan(
                 readonly=v.readonly,
             )
         )
-    for path in MASKED_FILES:
-        steps.append(Mount(path, "/dev/null", None, sc.MS_BIND, create="file", optional=True))
-    for path in MASKED_DIRS:
-        steps.append(Mount(path, "tmpfs", "tmpfs", sc.MS_RDONLY, "size=0", optional=True))
-    for path in READONLY_PATHS:
-        steps.append(Mount(path, path, None, sc.MS_BIND | sc.MS_REC, readonly=True, optional=True))
+    for masked in MASKED_FILES:
+        steps.append(Mount(masked, "/dev/null", None, sc.MS_BIND, create="file", optional=True))
+    for masked in MASKED_DIRS:
+        steps.append(Mount(masked, "tmpfs", "tmpfs", sc.MS_RDONLY, "size=0", optional=True))
+    for ro in READONLY_PATHS:  # source None: the container's own path, bound onto itself
+        steps.append(Mount(ro, None, None, sc.MS_BIND | sc.MS_REC, readonly=True, optional=True))
     return steps
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rootless.errors import UsageError
 from rootless.idmap import host_idmap
+from rootless.prefork import Helper
 from rootless.runspec import ImageDefaults, RunSpec, plan_process
 from rootless.spawn import Launch
 from rootless.spawn import run as spawn_run
-from rootless.store import Image, Store
+
+if TYPE_CHECKING:
+    from rootless.store import Image, Store
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -51,23 +55,17 @@ def etc_files(cdir: Path, hostname: str) -> dict[str, Path]:
 
 def seccomp_filter(store: Store, choice: str) -> bytes | None:
     """`default`, another built-in name, `unconfined` or a path to a Docker-format JSON."""
-    import policies
     from policies.errors import PolicyError
+    from policies.program_cache import program_for
 
     try:
-        if choice == "unconfined":
-            return None
-        if choice in policies.builtin_names():
-            profile = policies.load_builtin(choice)
-        else:
-            profile = policies.load_file(Path(choice))
-        return policies.compile_cached(profile, store.cache_dir)
+        return program_for(choice, store.cache_dir)
     except PolicyError as exc:
         raise UsageError(f"seccomp profile {choice}: {exc}", hint="check the profile") from exc
-    except FileNotFoundError as exc:
+    except OSError as exc:
         raise UsageError(
-            f"seccomp profile {choice} not found",
-            hint="use --security-opt seccomp=PATH|unconfined, or a built-in name",
+            f"seccomp profile {choice}: {exc.strerror}",
+            hint="use --security-opt seccomp=PATH|unconfined, or a built-in name (default)",
         ) from exc
 
 
@@ -82,15 +80,23 @@ def _defaults(image: Image) -> ImageDefaults:
     )
 
 
-def run(store: Store, spec: RunSpec) -> int:
+def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
+    """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here."""
     spec.validate()
-    image = store.resolve_image(spec.image)
-    bpf = seccomp_filter(store, spec.seccomp)
-    idmap = host_idmap(spec.userns)
-    container = store.create_container(
-        image, spec.name, {"image": spec.image, "command": list(spec.command)}
-    )
+    helper = helper or Helper()
+    launched = False
+    container = None
+    store = None
     try:
+        from rootless.store import Store
+
+        store = Store.open(root)
+        image = store.resolve_image(spec.image)
+        bpf = seccomp_filter(store, spec.seccomp)
+        idmap = host_idmap(spec.userns)
+        container = store.create_container(
+            image, spec.name, {"image": spec.image, "command": list(spec.command)}
+        )
         plan = plan_process(spec, _defaults(image), container.id)
         launch = Launch(
             spec=spec,
@@ -102,7 +108,10 @@ def run(store: Store, spec: RunSpec) -> int:
             bpf=bpf,
             etc_files=etc_files(container.dir, plan.hostname),
         )
-        return spawn_run(launch)
+        launched = True
+        return spawn_run(helper, launch)
     finally:
-        if spec.remove:
+        if not launched:
+            helper.abort()
+        if spec.remove and container is not None and store is not None:
             store.remove_container(container.id)

@@ -31,33 +31,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
-import sys
 import termios
 import traceback
 import tty
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rootless import errors
 from rootless import syscalls as sc
 from rootless.container_init import InitSpec, container_main
 from rootless.errors import HostError, RsboxError
 from rootless.idmap import IdMap
+from rootless.prefork import FORWARDED_SIGNALS
 from rootless.runspec import ProcessPlan, RunSpec
 
-FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
+if TYPE_CHECKING:
+    from rootless.prefork import Helper
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +94,7 @@ def _report(fd: int, exc: BaseException) -> int:
     return code
 
 
-def _child(fd: int, body: object, *args: object) -> None:
+def child(fd: int, body: object, *args: object) -> None:
     """Run `body` in a forked child and never return to the caller's code."""
     code = 125
     try:
@@ -126,7 +121,7 @@ def _read_error(fd: int) -> RsboxError | None:
         cls = getattr(errors, str(doc.get("type")), RsboxError)
         if not (isinstance(cls, type) and issubclass(cls, RsboxError)):
             cls = RsboxError
-        return cls(str(doc.get("message")), doc.get("hint"))  # type: ignore[no-any-return]
+        return cls(str(doc.get("message")), doc.get("hint"))
     return None
 
 
@@ -173,50 +168,38 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
-def run(launch: Launch) -> int:
-    """P0: returns the container command's exit status, or raises the error P1..P3 sent."""
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)  # P1 -> P0: "namespace made, map me"
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)  # P0 -> P1: "maps written"
-    p0 = os.getpid()
-    sys.stdout.flush()
-    sys.stderr.flush()
+def run(helper: Helper, launch: Launch) -> int:
+    """P0 with P1 forked: hand P1 the launch, write its maps, wait. Returns the
+    container command's exit status, or raises what P1..P3 reported."""
+    helper.used = True
+    pid1 = helper.pid
     with _raw_terminal(launch.spec.tty and launch.spec.interactive):
-        pid1 = os.fork()
-        if pid1 == 0:
-            os.close(err_r)
-            os.close(ready_r)
-            os.close(go_w)
-            _child(err_w, _helper_main, launch, p0, ready_w, go_r, err_w)
-        for fd in (err_w, ready_w, go_r):
-            os.close(fd)
         # Forward signals from now on; the default disposition would kill P0 and,
         # through PDEATHSIG, the container without giving the command a say.
         previous = {
             s: signal.signal(s, lambda sig, _f: _kill(pid1, sig)) for s in FORWARDED_SIGNALS
         }
         try:
-            if os.read(ready_r, 1) == b"U":
+            with open(helper.launch_w, "wb", closefd=False) as f:
+                pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.close(helper.launch_w)
+            if os.read(helper.ready_r, 1) == b"U":
                 try:
                     _write_maps(pid1, launch.idmap)
                 except (OSError, RsboxError) as exc:
-                    _kill(pid1, signal.SIGKILL)
-                    os.waitpid(pid1, 0)
+                    helper.abort()
                     if isinstance(exc, RsboxError):
                         raise
                     raise HostError(
-                        f"cannot write the id maps: {exc.strerror}",
-                        hint="run rsbox info",
+                        f"cannot write the id maps: {exc.strerror}", hint="run rsbox info"
                     ) from exc
-                os.write(go_w, b"M")
+                os.write(helper.go_w, b"M")
             _, status = os.waitpid(pid1, 0)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-            os.close(go_w)
-            os.close(ready_r)
-    err = _read_error(err_r)
-    os.close(err_r)
+    err = _read_error(helper.err_r)
+    helper.close()
     if err is not None:
         raise err
     return _status_to_code(status)
@@ -230,12 +213,18 @@ def _kill(pid: int, sig: int) -> None:
 # --- P1 ------------------------------------------------------------------------------
 
 
-def _helper_main(launch: Launch, p0: int, ready_w: int, go_r: int, err_w: int) -> None:
-    sc.set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != p0:  # P0 died before PDEATHSIG was armed
-        os._exit(125)
-    for s in FORWARDED_SIGNALS:  # held until trio takes them over
-        signal.signal(s, signal.SIG_IGN if s != signal.SIGWINCH else signal.SIG_DFL)
+def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
+    """P1, from `rootless.prefork.Helper` (which armed PDEATHSIG and the signals)."""
+    # Importing starts no thread, so it may come before unshare(CLONE_NEWUSER).
+    from fs import server
+    from fs.union import UnionSpec
+    from rootless.supervise import serve_until_exit
+
+    with open(launch_r, "rb", closefd=True) as f:
+        data = f.read()
+    if not data:  # P0 gave up before the launch (bad image, ...): nothing to clean
+        os._exit(0)
+    launch: Launch = pickle.loads(data)
     try:
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
     except OSError as exc:
@@ -250,10 +239,6 @@ def _helper_main(launch: Launch, p0: int, ready_w: int, go_r: int, err_w: int) -
     os.close(go_r)
     # Our copy of the mount table must not propagate anything back to the host.
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-
-    from fs import server
-    from fs.union import UnionSpec
-
     union = UnionSpec(lowers=launch.layers, upper=launch.upper, mapped_ids=range(launch.idmap.size))
     try:
         server.mount(union, launch.rootfs)
@@ -271,11 +256,9 @@ def _helper_main(launch: Launch, p0: int, ready_w: int, go_r: int, err_w: int) -
     if pid2 == 0:
         if p1_sock is not None:
             p1_sock.close()
-        _child(err_w, _namespaces_main, launch, p1, err_w, p3_sock)
+        child(err_w, _namespaces_main, launch, p1, err_w, p3_sock)
     if p3_sock is not None:
         p3_sock.close()
-    from rootless.supervise import serve_until_exit
-
     code = serve_until_exit(pid2, p1_sock, launch.spec.interactive)
     with contextlib.suppress(Exception):
         server.close()
@@ -313,7 +296,7 @@ def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socke
         sc.set_pdeathsig(signal.SIGKILL)
         for s in FORWARDED_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
-        _child(err_w, container_main, init)
+        child(err_w, container_main, init)
     if pty_sock is not None:
         pty_sock.close()
     for s in FORWARDED_SIGNALS:

@@ -23,7 +23,7 @@ import termios
 import trio
 
 from fs import server
-from rootless.spawn import FORWARDED_SIGNALS
+from rootless.prefork import FORWARDED_SIGNALS
 
 _WINSZ = struct.Struct("HHHH")
 

@@ -10,11 +10,11 @@ Python 3.11 is the floor (Debian 12), so `os.unshare`/`os.setns` (3.12+) are not
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Final
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# CDLL(None): the libc already loaded; find_library() would fork /sbin/ldconfig.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # <linux/sched.h>
 CLONE_NEWNS: Final = 0x00020000

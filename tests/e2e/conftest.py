@@ -64,7 +64,9 @@ def rsbox(tmp_path_factory: pytest.TempPathFactory) -> Rsbox:
 @pytest.fixture(scope="session")
 def busybox(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
     rootfs = make_busybox_rootfs(tmp_path_factory.mktemp("bb") / "rootfs")
-    (rootfs / "etc").mkdir(exist_ok=True)
+    for d in ("etc", "tmp", "root"):
+        (rootfs / d).mkdir(exist_ok=True)
+    (rootfs / "tmp").chmod(0o1777)
     (rootfs / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
     )

@@ -1,0 +1,91 @@
+"""Fork P1 before rsbox imports anything else.
+
+P1, the FUSE server, spends most of a container's start-up importing trio and pyfuse3.
+Forking it as the very first thing `rsbox run` does lets those imports run on the other
+core while P0 parses the command line, opens the store and loads the seccomp filter. P1
+then waits for the pickled `Launch` before it creates any namespace. If P0 gives up first
+(bad flag, unknown image), P1 is killed, having done nothing but import.
+
+This module imports only what the fork needs, so that the fork comes early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+
+# The signals P0 forwards into the container (see rootless.spawn).
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+
+
+def wants_helper(argv: list[str]) -> bool:
+    """True for `rsbox [--root DIR] run ...` (the only command that needs P1)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--root":
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg == "run"
+    return False
+
+
+class Helper:
+    """P1 and the pipes between it and P0."""
+
+    def __init__(self) -> None:
+        self.used = False
+        self.err_r, err_w = os.pipe2(os.O_CLOEXEC)  # P1..P3 -> P0: one JSON error line
+        self.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)  # P1 -> P0: "namespace made, map me"
+        go_r, self.go_w = os.pipe2(os.O_CLOEXEC)  # P0 -> P1: "maps written"
+        launch_r, self.launch_w = os.pipe2(os.O_CLOEXEC)  # P0 -> P1: the Launch
+        p0 = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
+                os.close(fd)
+            _p1(p0, launch_r, ready_w, go_r, err_w)
+        for fd in (err_w, ready_w, go_r, launch_r):
+            os.close(fd)
+        self.pid = pid
+
+    def close(self) -> None:
+        for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def abort(self) -> None:
+        """P1 has done nothing but import (or is being torn down): kill and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.close()
+
+
+def _p1(p0: int, launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
+    from rootless import syscalls as sc
+
+    sc.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != p0:  # P0 died before PDEATHSIG was armed
+        os._exit(125)
+    for s in FORWARDED_SIGNALS:  # ignored until trio takes them over
+        signal.signal(s, signal.SIG_IGN if s != signal.SIGWINCH else signal.SIG_DFL)
+    from rootless import spawn
+
+    spawn.child(err_w, spawn.helper_main, launch_r, ready_w, go_r, err_w)

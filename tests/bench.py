@@ -1,0 +1,227 @@
+"""`nox -s bench`: rsbox against its peers on the same machine, in one run, as ratios.
+
+    python -m tests.bench [--runs N] [--only startup]
+
+startup  median wall time of `rsbox run --rm IMG true` next to `podman run --rm
+         --network none` (runtime runc: crun refuses this kernel's hybrid cgroups),
+         `ch-run` and `bwrap` on the same busybox rootfs. Target: rsbox <= 0.75 x podman.
+memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
+         helper) while one container runs.
+
+Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
+reported, not fatal: benchmarks measure, they do not pass or fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.images import make_busybox_rootfs
+
+TRUE = ("/bin/busybox", "true")
+
+
+def _median_time(argv: list[str], runs: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        subprocess.run(argv, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _bench_rootfs(work: Path) -> Path:
+    """busybox plus what ch-run and bwrap need to exist (mount points, /etc files)."""
+    rootfs = make_busybox_rootfs(work / "rootfs")
+    for d in ("dev", "proc", "sys", "tmp", "home", "mnt", "etc", "root"):
+        (rootfs / d).mkdir(exist_ok=True)
+    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (rootfs / "etc" / "group").write_text("root:x:0:\n")
+    for f in ("hosts", "resolv.conf"):
+        (rootfs / "etc" / f).touch()
+    return rootfs
+
+
+class Peers:
+    def __init__(self, work: Path, rootfs: Path) -> None:
+        self.work, self.rootfs = work, rootfs
+        self.rsbox_root = work / "rsbox-store"
+        self.podman_args = [
+            "podman",
+            "--root",
+            str(work / "podman-root"),
+            "--runroot",
+            str(work / "podman-run"),
+            "--cgroup-manager",
+            "cgroupfs",
+            "--runtime",
+            "runc",
+            "--events-backend",
+            "file",
+        ]
+
+    def rsbox(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rootless", "--root", str(self.rsbox_root), *args]
+
+    def setup(self) -> dict[str, list[str]]:
+        """Import the rootfs into each tool; return the startup command of each available one."""
+        cmds: dict[str, list[str]] = {}
+        subprocess.run(
+            self.rsbox("import", str(self.rootfs), "bench"), check=True, capture_output=True
+        )
+        cmds["rsbox"] = self.rsbox("run", "--rm", "bench", *TRUE)
+        if shutil.which("podman"):
+            tar = self.work / "rootfs.tar"
+            with tarfile.open(tar, "w") as tf:
+                tf.add(self.rootfs, arcname=".")
+            res = subprocess.run(
+                [*self.podman_args, "import", str(tar), "localhost/rsbox-bench"],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode == 0:
+                cmds["podman"] = [
+                    *self.podman_args,
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "localhost/rsbox-bench",
+                    *TRUE,
+                ]
+            else:
+                print(f"podman: not measured ({res.stderr.strip()[:200]})")
+        if shutil.which("ch-run"):
+            cmds["ch-run"] = ["ch-run", str(self.rootfs), "--", *TRUE]
+        if shutil.which("bwrap"):
+            cmds["bwrap"] = [
+                "bwrap",
+                "--unshare-all",
+                "--ro-bind",
+                str(self.rootfs),
+                "/",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                *TRUE,
+            ]
+        return cmds
+
+
+def bench_startup(peers: Peers, runs: int) -> None:
+    cmds = peers.setup()
+    results: dict[str, float] = {}
+    for name, argv in cmds.items():
+        try:
+            results[name] = _median_time(argv, runs)
+        except subprocess.CalledProcessError as exc:
+            print(f"{name}: failed ({(exc.stderr or b'').decode()[:200].strip()})")
+    base = results.get("rsbox")
+    print(f"\nstartup: median wall time of `run --rm IMG true`, {runs} runs each")
+    for name, t in results.items():
+        ratio = f"rsbox/{name} = {base / t:.2f}x" if base and name != "rsbox" else ""
+        print(f"  {name:8} {t * 1000:7.1f} ms   {ratio}")
+    if base and "podman" in results:
+        print(f"  target rsbox <= 0.75x podman: {base / results['podman']:.2f}x")
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for c in children:
+        out += _tree(int(c))
+    return out
+
+
+def _rollup(pid: int) -> tuple[int, int]:
+    """(rss, pss) in KiB from smaps_rollup."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def _is_rsbox(pid: int) -> bool:
+    try:
+        return "rootless" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def bench_memory(peers: Peers) -> None:
+    proc = subprocess.Popen(peers.rsbox("run", "--rm", "bench", "/bin/busybox", "sleep", "3"))
+    peak_rss = peak_pss = 0
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and proc.poll() is None:
+        pids = [p for p in _tree(proc.pid) if _is_rsbox(p)]
+        sums = [_rollup(p) for p in pids]
+        peak_rss = max(peak_rss, sum(r for r, _ in sums))
+        peak_pss = max(peak_pss, sum(p for _, p in sums))
+        time.sleep(0.05)
+    proc.wait()
+    print("\nmemory: rsbox's own processes (CLI, FUSE server, namespace helper) per container")
+    print(f"  peak RSS {peak_rss / 1024:.1f} MiB, peak PSS {peak_pss / 1024:.1f} MiB")
+
+
+BENCHES: dict[str, Callable[[Peers, int], None]] = {
+    "startup": bench_startup,
+    "memory": lambda peers, _runs: bench_memory(peers),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m tests.bench")
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--only", choices=sorted(BENCHES), action="append")
+    args = ap.parse_args()
+    if os.getuid() == 0:
+        print("warning: run benchmarks as an unprivileged user; as root the peers are not rootless")
+    with tempfile.TemporaryDirectory(prefix="rsbox-bench-") as tmp:
+        work = Path(tmp)
+        peers = Peers(work, _bench_rootfs(work))
+        ran_setup = False
+        for name in args.only or list(BENCHES):
+            if (
+                name != "startup"
+                and not ran_setup
+                and "startup" not in (args.only or list(BENCHES))
+            ):
+                subprocess.run(
+                    peers.rsbox("import", str(peers.rootfs), "bench"),
+                    check=True,
+                    capture_output=True,
+                )
+            ran_setup = True
+            BENCHES[name](peers, args.runs)
+        # podman's storage has files owned by sub-ids: let podman remove them.
+        if shutil.which("podman"):
+            subprocess.run([*peers.podman_args, "system", "reset", "-f"], capture_output=True)
+            subprocess.run(
+                ["podman", "unshare", "rm", "-rf", str(work / "podman-root")], capture_output=True
+            )
+
+
+if __name__ == "__main__":
+    main()
