@@ -33,12 +33,14 @@ packages() {
 venv() {
     # Debian's interpreter, not one under a home directory that other users cannot read.
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,lint]' nox
+    # A regular install: an editable one adds an import hook to every Python start-up.
+    .venv/bin/pip install -q --disable-pip-version-check '.[test,lint]' nox
 }
 
 demo() {
     root="${RSBOX_ROOT:-${XDG_DATA_HOME:-$HOME/.local/share}/rsbox}"
     rootfs=$(mktemp -d)
+    chmod 0755 "$rootfs"
     mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
     cp /bin/busybox "$rootfs/bin/busybox"
     for app in sh ls cat echo id ps hostname uname mount sleep; do ln -s busybox "$rootfs/bin/$app"; done

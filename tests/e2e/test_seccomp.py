@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import pytest
@@ -58,17 +59,25 @@ def test_unconfined_shows_the_probes_can_succeed(
     assert got["clone3"] != errno.ENOSYS
 
 
-def test_security_opt_accepts_a_profile_file(rsbox: Rsbox, busybox: str, probe_dir: Path) -> None:
-    docker = (
-        Path(__file__).resolve().parents[3]
-        / "shared"
-        / "testdata"
-        / "seccomp"
-        / "docker-default.json"
+def test_security_opt_accepts_a_profile_file(
+    rsbox: Rsbox, busybox: str, probe_dir: Path, tmp_path: Path
+) -> None:
+    own = tmp_path / "deny-keyctl.json"
+    own.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
+            }
+        )
     )
-    profile = docker if docker.exists() else Path("/usr/share/containers/seccomp.json")
-    got = _verdicts(rsbox, busybox, probe_dir, "--security-opt", f"seccomp={profile}")
-    assert got["keyctl"] == errno.EPERM and got["getpid"] == 0
+    got = _verdicts(rsbox, busybox, probe_dir, "--security-opt", f"seccomp={own}")
+    assert got["keyctl"] == errno.EACCES and got["add_key"] != errno.EPERM
+    # Podman's profile (Debian's containers-common): it denies kexec_load, allows getpid.
+    got = _verdicts(
+        rsbox, busybox, probe_dir, "--security-opt", "seccomp=/usr/share/containers/seccomp.json"
+    )
+    assert got["kexec_load"] == errno.EPERM and got["getpid"] == 0
 
 
 def test_unknown_profile_is_a_clear_error(rsbox: Rsbox, busybox: str) -> None:
