@@ -221,7 +221,7 @@ def make_layered_oci_layout(dest: Path) -> tuple[Path, str]:
 
 def make_umoci_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
     """A two-layer image made by umoci (rootless): busybox, then ``etc/hostname`` removed
-    (umoci writes the whiteout) and ``added.txt`` created."""
+    and ``etc/gone.txt`` removed (umoci writes the whiteouts), ``added.txt`` created."""
     work = dest.parent / f".{dest.name}.umoci"
     work.mkdir(parents=True)
     image = f"{dest}:{tag}"
@@ -234,10 +234,12 @@ def make_umoci_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
     bundle = work / "bundle"
     umoci("unpack", "--rootless", "--image", image, str(bundle))
     make_busybox_rootfs(bundle / "rootfs")
+    (bundle / "rootfs" / "etc" / "gone.txt").write_text("deleted in the next layer\n")
     umoci("repack", "--image", image, str(bundle))
     shutil.rmtree(bundle)
     umoci("unpack", "--rootless", "--image", image, str(bundle))
     (bundle / "rootfs" / "etc" / "hostname").unlink()
+    (bundle / "rootfs" / "etc" / "gone.txt").unlink()
     (bundle / "rootfs" / "added.txt").write_text("added\n")
     umoci("repack", "--image", image, str(bundle))
     shutil.rmtree(work)

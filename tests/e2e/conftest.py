@@ -14,7 +14,7 @@ import pytest
 
 from rootless.idmap import host_idmap
 from rootless.info import checks
-from tests.images import make_busybox_rootfs, make_layered_oci_layout
+from tests.images import make_busybox_rootfs, make_layered_oci_layout, make_umoci_layout
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -81,6 +81,15 @@ def layered(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
     layout, tag = make_layered_oci_layout(tmp_path_factory.mktemp("oci") / "layout")
     rsbox("import", f"oci:{layout}:{tag}", "layered", check=True)
     return "layered"
+
+
+@pytest.fixture(scope="session")
+def umoci_image(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Two layers written by umoci itself: busybox and etc/gone.txt, then etc/gone.txt
+    deleted (umoci writes the whiteout) and added.txt created."""
+    layout, tag = make_umoci_layout(tmp_path_factory.mktemp("umoci") / "layout")
+    rsbox("import", f"oci:{layout}:{tag}", "from-umoci", check=True)
+    return "from-umoci"
 
 
 @pytest.fixture(params=["auto", "single"])

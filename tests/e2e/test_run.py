@@ -40,6 +40,17 @@ def test_layers_whiteouts_and_opaque_dirs(rsbox: Rsbox, layered: str) -> None:
     assert res.stdout.split() == ["top", "new", "hidden"], res.stderr
 
 
+def test_an_image_layered_by_umoci(rsbox: Rsbox, umoci_image: str) -> None:
+    res = rsbox.run(
+        "--rm",
+        umoci_image,
+        "sh",
+        "-c",
+        "cat /added.txt; test -e /etc/gone.txt && echo present || echo hidden",
+    )
+    assert res.stdout.split() == ["added", "hidden"], res.stderr
+
+
 def test_writes_land_in_the_container_layer_only(rsbox: Rsbox, busybox: str) -> None:
     before = _tree_digest(layer_dirs(rsbox.root))
     res = rsbox.run(
