@@ -1,0 +1,18 @@
+"""`rsbox info`."""
+
+from __future__ import annotations
+
+import argparse
+
+from rootless.commands import Context
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser("info", help="what this host allows, with fixes").set_defaults(handler=_info)
+
+
+def _info(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.info import render_info
+
+    print(render_info())
+    return 0

@@ -1,0 +1,70 @@
+"""`rsbox run`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from rootless.commands import Context
+from rootless.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("run", help="run a command in a new container")
+    r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    r.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    r.add_argument("-w", "--workdir", metavar="DIR")
+    r.add_argument("-u", "--user", metavar="UID[:GID]")
+    r.add_argument("--hostname", metavar="NAME")
+    r.add_argument("--name", metavar="NAME")
+    r.add_argument("--entrypoint", metavar="CMD")
+    r.add_argument("--network", "--net", default="host", metavar="host|none")
+    r.add_argument("--userns", default="auto", metavar="auto|single")
+    r.add_argument(
+        "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
+    )
+    r.add_argument("image")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    r.set_defaults(handler=_run)
+
+
+def seccomp_choice(opts: Sequence[str]) -> str:
+    choice = "default"
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key != "seccomp" or not eq or not value:
+            raise UsageError(
+                f"unsupported --security-opt {opt!r}",
+                hint="use --security-opt seccomp=PATH|unconfined",
+            )
+        choice = value
+    return choice
+
+
+def _run(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.run import run
+    from rootless.runspec import RunSpec, Volume
+
+    spec = RunSpec(
+        image=ns.image,
+        command=tuple(ns.cmd),
+        remove=ns.rm,
+        interactive=ns.interactive,
+        tty=ns.tty,
+        env=tuple(ns.env),
+        volumes=tuple(Volume.parse(v) for v in ns.volume),
+        workdir=ns.workdir,
+        user=ns.user,
+        hostname=ns.hostname,
+        name=ns.name,
+        entrypoint=ns.entrypoint,
+        network=ns.network,
+        userns=ns.userns,
+        seccomp=seccomp_choice(ns.security_opt),
+        host_env=dict(os.environ),
+    )
+    return run(ctx.root, spec, ctx.helper)
