@@ -136,14 +136,19 @@ def _status_to_code(status: int) -> int:
 
 def _write_maps(pid: int, idmap: IdMap) -> None:
     if idmap.full:
-        for tool, args in (
-            ("newuidmap", idmap.newuidmap_args()),
-            ("newgidmap", idmap.newgidmap_args()),
-        ):
-            res = subprocess.run([tool, str(pid), *args], capture_output=True, text=True)
-            if res.returncode != 0:
+        # Both setuid helpers at once: they write independent files.
+        procs = [
+            (tool, subprocess.Popen([tool, str(pid), *args], stderr=subprocess.PIPE, text=True))
+            for tool, args in (
+                ("newuidmap", idmap.newuidmap_args()),
+                ("newgidmap", idmap.newgidmap_args()),
+            )
+        ]
+        for tool, proc in procs:
+            _, stderr = proc.communicate()
+            if proc.returncode != 0:
                 raise HostError(
-                    f"{tool} failed: {res.stderr.strip() or res.returncode}",
+                    f"{tool} failed: {stderr.strip() or proc.returncode}",
                     hint="check /etc/subuid and /etc/subgid, or use --userns single",
                 )
         return
