@@ -170,7 +170,9 @@ class UnionOps(pyfuse3.Operations):
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return _entry(self.union.symlink(parent_inode, _name(name), os.fsdecode(target)))
+        return _entry(
+            self.union.symlink(parent_inode, _name(name), os.fsdecode(target), ctx.uid, ctx.gid)
+        )
 
     @_errors
     async def rename(
@@ -290,6 +292,11 @@ class UnionOps(pyfuse3.Operations):
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         self.union.setxattr(inode, _name(name), value)
+
+    @_errors
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        self.union.access(inode)  # default_permissions: the kernel checked already
+        return True
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -1,33 +1,27 @@
 """The union of image layers and a writable upper directory, without FUSE.
 
-How the stack is read (OCI image-spec "whiteouts", the same rules overlayfs applies):
-
-- Layers are searched from the top: the upper (the container's writes), then the lowers
-  from the last (newest) to the first. The first layer holding a name decides its type.
-- `.wh.NAME` in a layer hides NAME in every layer below it. `.wh..wh..opq` inside a
-  directory hides the content of that directory in every layer below. A non-directory
-  hides whatever is below it, including a directory.
-- A directory is therefore modelled as the ordered list of layers in which it is visible as
-  a directory (`Node.dirs`), computed from its parent's list, so the parent's whiteouts and
-  opaque markers apply to everything under it.
+The read rules (whiteouts, opaque directories) are in fs.resolve, the inode table in
+fs.inodes, the byte copying of copy-up in fs.copyup; this module orders the operations.
 
 How the upper is written (so that a later commit can export it as an OCI layer as is):
 
 - The server runs as the host user and cannot chown. What the container set (owner, full
-  mode, rdev, xattrs) is stored on the upper entry in the xattr `user.rsbox.override`,
-  in fs.meta's EntryMeta JSON: the same truth as a layer's `meta`, crash safe, no db.
-  Linux refuses user.* xattrs on symlinks: upper symlinks are shown as 0:0 (known gap).
+  mode, rdev, xattrs incl. security.capability) is stored on the upper entry in the xattr
+  `user.rsbox.override`, in fs.meta's EntryMeta JSON: the same truth as a layer's `meta`,
+  crash safe, no db. Symlinks cannot carry user.* xattrs: theirs is in their parent
+  directory's `user.rsbox.links` map.
 - Deleting a name that a lower layer holds writes the whiteout `.wh.NAME` into the upper;
   a directory created over a whiteout gets `.wh..wh..opq`, so `rm -rf d; mkdir d` is empty.
-- Copy-up happens on the first change: parents first, then the file through a temporary
-  name and rename(2), keeping the merged metadata. Inode numbers are ours (a counter per
-  node), so copy-up and rename never change what stat reports.
+- Copy-up happens on the first change: parents first, then the entry (fs.copyup),
+  keeping the merged metadata and our inode number. Handles already open on the lower
+  copy are moved onto the upper one, so every reader sees the writes.
 
 Everything here is synchronous and raises OSError; fs.server turns that into FUSE replies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import json
@@ -39,28 +33,66 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NewType
 
+from fs.copyup import copy_entry
+from fs.inodes import ROOT_INODE, Inode, InodeTable, Node
 from fs.meta import EntryMeta, LayerMeta
+from fs.resolve import (
+    OPAQUE_MARKER,
+    OVERRIDE_XATTR,
+    WHITEOUT_PREFIX,
+    Found,
+    Layer,
+    check_name,
+    disk_mode,
+    join,
+    lexists,
+    lstat_or_none,
+    merged_names,
+    read_links,
+    read_override,
+    resolve_child,
+    split,
+    update_links,
+    write_override,
+)
 
-Inode = NewType("Inode", int)
+__all__ = [
+    "OPAQUE_MARKER",
+    "OVERRIDE_XATTR",
+    "ROOT_INODE",
+    "Attr",
+    "FileHandle",
+    "Inode",
+    "Union",
+    "UnionSpec",
+    "read_override",
+]
+
 FileHandle = NewType("FileHandle", int)
 
-ROOT_INODE = Inode(1)
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OVERRIDE_XATTR = "user.rsbox.override"
 RENAME_NOREPLACE = 1  # linux/fs.h; pyfuse3 passes the kernel's rename flags through
-# Copy-up temporaries live next to their target (rename(2) must stay on one filesystem);
-# the reserved prefix keeps them out of every listing even after a crash.
-_TMP_PREFIX = ".wh..wh..rsbox-tmp."
+RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _renameat2(old: str, new: str, flags: int) -> None:
+    if _libc.renameat2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD, os.fsencode(new), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), old)
 
 
 @dataclass(frozen=True)
 class UnionSpec:
-    """What to stack: lower layer roots bottom->top, the upper dir, the mappable ids."""
+    """What to stack: lower layer roots bottom->top, the upper dir, the mappable ids.
+
+    `plain_lowers`: the lowers are bare directory trees (no fs/ + meta), ownership is
+    what lstat says and overlayfs whiteouts count too (rsbox-overlayfs)."""
 
     lowers: tuple[Path, ...]
     upper: Path
     mapped_ids: range = range(0, 65536)
+    plain_lowers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,150 +113,12 @@ class Attr:
     ctime_ns: int
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Layer:
-    """One directory tree of the stack; `meta` is None for the upper."""
-
-    root: Path
-    meta: LayerMeta | None
-    _prefix: str = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", os.fspath(self.root) + "/")
-
-    @property
-    def is_upper(self) -> bool:
-        return self.meta is None
-
-    def at(self, path: str) -> str:
-        """`real` as a plain string: lookups run this a lot, pathlib costs ~10 us."""
-        return self._prefix + path
-
-    def real(self, path: str) -> Path:
-        return self.root / path if path else self.root
-
-
-@dataclass(slots=True)
-class Node:
-    """A name the kernel knows about. `layer` holds it; `dirs` is set for directories."""
-
-    ino: Inode
-    path: str  # union-relative, "/"-separated, "" for the root
-    layer: Layer
-    dirs: tuple[Layer, ...]
-    lookups: int = 0
-    unlinked: bool = False
-
-    @property
-    def is_dir(self) -> bool:
-        return bool(self.dirs)
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    layer: Layer
-    dirs: tuple[Layer, ...]
-
-
 @dataclass(slots=True)
 class _Open:
     fd: int
     node: Node
+    flags: int = 0
     names: list[str] = field(default_factory=list)  # directory snapshot for readdir
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _split(path: str) -> tuple[str, str]:
-    head, _, tail = path.rpartition("/")
-    return head, tail
-
-
-def _lexists(p: str | Path) -> bool:
-    try:
-        os.lstat(p)
-    except FileNotFoundError:
-        return False
-    except NotADirectoryError:
-        return False
-    return True
-
-
-def _lstat(p: str | Path) -> os.stat_result | None:
-    try:
-        return os.lstat(p)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def check_name(name: str) -> None:
-    """Names the container may create. `.wh.*` would be read back as a whiteout."""
-    if name.startswith(WHITEOUT_PREFIX):
-        raise OSError(errno.EPERM, "reserved name (OCI whiteout prefix)", name)
-    if not name or "/" in name or name in (".", ".."):
-        raise OSError(errno.EINVAL, "invalid name", name)
-
-
-def resolve_child(parent_dirs: Sequence[Layer], path: str) -> _Found | None:
-    """The whiteout decision for one name, given the layers its parent is visible in."""
-    parent, name = _split(path)
-    top: Layer | None = None
-    dirs: list[Layer] = []
-    for layer in parent_dirs:
-        st = _lstat(layer.at(path))
-        if st is not None:
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if top is None:
-                top = layer
-            if not is_dir:
-                break  # a non-directory hides everything below, and ends a directory
-            dirs.append(layer)
-            if _lexists(layer.at(f"{path}/{OPAQUE_MARKER}" if path else OPAQUE_MARKER)):
-                break
-        if _lexists(layer.at(_join(parent, WHITEOUT_PREFIX + name))):
-            break
-    if top is None:
-        return None
-    return _Found(top, tuple(dirs))
-
-
-def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
-    """readdir of a directory visible in `dirs` (top first), whiteouts applied."""
-    seen: set[str] = set()
-    hidden: set[str] = set()
-    out: list[str] = []
-    for layer in dirs:
-        try:
-            names = sorted(os.listdir(layer.at(path)))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for n in names:
-            if n.startswith(WHITEOUT_PREFIX) or n in seen or n in hidden:
-                continue
-            seen.add(n)
-            out.append(n)
-        hidden.update(
-            n[len(WHITEOUT_PREFIX) :]
-            for n in names
-            if n.startswith(WHITEOUT_PREFIX) and not n.startswith(".wh..wh.")
-        )
-    return out
-
-
-def read_override(p: str | Path) -> EntryMeta | None:
-    try:
-        raw = os.getxattr(p, OVERRIDE_XATTR, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
-            return None
-        raise
-    return EntryMeta.from_json(json.loads(raw))
-
-
-def write_override(p: Path, meta: EntryMeta) -> None:
-    os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
 
 
 def _load_meta(path: Path) -> LayerMeta:
@@ -234,30 +128,20 @@ def _load_meta(path: Path) -> LayerMeta:
         raise OSError(errno.EINVAL, f"corrupt layer metadata ({exc})", str(path)) from exc
 
 
-def _disk_mode(mode: int) -> int:
-    """Permissions on disk: the host user must always reach its own upper files; the
-    container's mode (setuid bits included) lives in the override only."""
-    if stat.S_ISDIR(mode):
-        return (mode & 0o777) | 0o700
-    return (mode & 0o777) | 0o600
-
-
 class Union:
     """The layer stack plus the inode table the kernel sees."""
 
     def __init__(self, spec: UnionSpec) -> None:
         self.spec = spec
         spec.upper.mkdir(parents=True, exist_ok=True)
-        self.upper = Layer(spec.upper, None)
-        lowers = [Layer(p / "fs", _load_meta(p / "meta")) for p in spec.lowers]
+        self.upper = Layer(spec.upper, None, is_upper=True, plain=spec.plain_lowers)
+        if spec.plain_lowers:
+            lowers = [Layer(p, None, plain=True, overlay_style=True) for p in spec.lowers]
+        else:
+            lowers = [Layer(p / "fs", _load_meta(p / "meta")) for p in spec.lowers]
         self.stack: tuple[Layer, ...] = (self.upper, *reversed(lowers))
-        self._ino = itertools.count(ROOT_INODE + 1)
         self._fh = itertools.count(1)
-        self.nodes: dict[Inode, Node] = {}
-        self._by_path: dict[str, Inode] = {}
-        root = Node(ROOT_INODE, "", self.upper, self._root_dirs(), lookups=1)
-        self.nodes[ROOT_INODE] = root
-        self._by_path[""] = ROOT_INODE
+        self.table = InodeTable(Node(ROOT_INODE, "", self.upper, self._root_dirs(), lookups=1))
         self._open: dict[FileHandle, _Open] = {}
 
     # ---- resolution -------------------------------------------------------------------
@@ -268,37 +152,28 @@ class Union:
             if not layer.root.is_dir():
                 continue
             dirs.append(layer)
-            if _lexists(layer.root / OPAQUE_MARKER):
+            if lexists(layer.root / OPAQUE_MARKER):
                 break
         return tuple(dirs)
 
-    def _resolve_path(self, path: str) -> _Found | None:
+    def _resolve_path(self, path: str) -> Found | None:
         if not path:
-            return _Found(self.upper, self._root_dirs())
-        parent, _ = _split(path)
+            return Found(self.upper, self._root_dirs())
+        parent, _ = split(path)
         pf = self._resolve_path(parent)
         if pf is None or not pf.dirs:
             return None
         return resolve_child(pf.dirs, path)
 
-    def _refresh_subtree(self, prefix: str) -> None:
-        """Re-resolve every known node at or under `prefix` (after a rename)."""
-        under = [i for p, i in self._by_path.items() if p == prefix or p.startswith(prefix + "/")]
-        for ino in under:
-            self._refresh(self.nodes[ino])
-
     def _refresh(self, node: Node) -> None:
         found = self._resolve_path(node.path)
         if found is None:
-            self._drop_path(node)
+            self.table.unname(node, node.path)
         else:
             node.layer, node.dirs = found.layer, found.dirs
 
     def node(self, ino: int) -> Node:
-        try:
-            return self.nodes[Inode(ino)]
-        except KeyError:
-            raise OSError(errno.ESTALE, "unknown inode") from None
+        return self.table.get(ino)
 
     def _dir(self, ino: int) -> Node:
         node = self.node(ino)
@@ -306,31 +181,29 @@ class Union:
             raise OSError(errno.ENOTDIR, "not a directory", node.path)
         return node
 
-    def _child(self, parent: Node, name: str) -> tuple[str, _Found | None]:
+    def _child(self, parent: Node, name: str) -> tuple[str, Found | None]:
+        path = join(parent.path, name)
         if name.startswith(WHITEOUT_PREFIX):
-            return _join(parent.path, name), None
-        path = _join(parent.path, name)
-        ino = self._by_path.get(path)
-        if ino is not None:
-            n = self.nodes[ino]
-            return path, _Found(n.layer, n.dirs)
+            return path, None
+        n = self.table.at(path)
+        if n is not None:
+            return path, Found(n.layer, n.dirs)
         return path, resolve_child(parent.dirs, path)
 
-    def _node_for(self, path: str, found: _Found) -> Node:
-        ino = self._by_path.get(path)
-        if ino is not None:
-            return self.nodes[ino]
-        node = Node(Inode(next(self._ino)), path, found.layer, found.dirs)
-        self.nodes[node.ino] = node
-        self._by_path[path] = node.ino
-        return node
-
-    def _drop_path(self, node: Node) -> None:
-        if self._by_path.get(node.path) == node.ino:
-            del self._by_path[node.path]
-        node.unlinked = True
-        if node.lookups <= 0 and node.ino != ROOT_INODE:
-            self.nodes.pop(node.ino, None)
+    def _node_for(self, path: str, found: Found) -> Node:
+        node = self.table.at(path)
+        if node is not None:
+            return node
+        host_ino = 0
+        if found.layer.is_upper and not found.dirs:
+            st = os.lstat(found.layer.at(path))
+            if st.st_nlink > 1:
+                other = self.table.by_host(st.st_ino)
+                if other is not None and not other.unlinked:
+                    self.table.alias(other, path)
+                    return other
+            host_ino = st.st_ino
+        return self.table.add(path, found.layer, found.dirs, host_ino)
 
     # ---- kernel bookkeeping -----------------------------------------------------------
 
@@ -350,29 +223,24 @@ class Union:
     def _find(self, parent_ino: int, name: str) -> Node:
         parent = self._dir(parent_ino)
         if name == ".":
-            node = parent
-        elif name == "..":
-            up = self._by_path.get(_split(parent.path)[0]) if parent.path else ROOT_INODE
+            return parent
+        if name == "..":
+            up = self.table.at(split(parent.path)[0]) if parent.path else parent
             if up is None:
                 raise OSError(errno.ENOENT, "parent not known", parent.path)
-            node = self.nodes[up]
-        else:
-            path, found = self._child(parent, name)
-            if found is None:
-                raise OSError(errno.ENOENT, "no such entry", path)
-            node = self._node_for(path, found)
-        return node
+            return up
+        path, found = self._child(parent, name)
+        if found is None:
+            raise OSError(errno.ENOENT, "no such entry", path)
+        return self._node_for(path, found)
 
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
         for ino, n in items:
-            node = self.nodes.get(Inode(ino))
-            if node is None or node.ino == ROOT_INODE:
-                continue
-            node.lookups -= n
-            if node.lookups <= 0:
-                del self.nodes[node.ino]
-                if self._by_path.get(node.path) == node.ino:
-                    del self._by_path[node.path]
+            self.table.forget(ino, n)
+
+    @property
+    def nodes(self) -> dict[Inode, Node]:
+        return self.table.nodes
 
     # ---- attributes -------------------------------------------------------------------
 
@@ -389,7 +257,12 @@ class Union:
         st = os.lstat(real)
         if layer.meta is not None:
             return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
-        ov = None if stat.S_ISLNK(st.st_mode) else read_override(real)
+        if not layer.is_upper:
+            return st, None
+        if stat.S_ISLNK(st.st_mode):
+            parent, name = split(path)
+            return st, read_links(layer.at(parent)).get(name)
+        ov = read_override(real)
         if ov is None and len(dirs) > 1 and dirs[0] is layer:
             # An upper dir we never wrote an override for (the upper root, made by the
             # launcher): the image below tells the truth about it.
@@ -411,6 +284,8 @@ class Union:
         st, meta = self._meta(node)
         if meta is not None:
             mode, uid, gid, rdev = meta.mode, meta.uid, meta.gid, meta.rdev
+        elif node.layer.plain:
+            mode, uid, gid, rdev = st.st_mode, st.st_uid, st.st_gid, st.st_rdev
         else:
             mode, uid, gid, rdev = st.st_mode, 0, 0, 0
         ids = self.spec.mapped_ids
@@ -437,65 +312,58 @@ class Union:
     def _entry_meta(self, node: Node) -> EntryMeta:
         """The full truth about a node (unclamped ids), for copy-up and updates."""
         st, meta = self._meta(node)
-        if meta is None:
-            return EntryMeta(uid=0, gid=0, mode=st.st_mode)
-        return meta
+        if meta is not None:
+            return meta
+        if node.layer.plain:
+            return EntryMeta(uid=st.st_uid, gid=st.st_gid, mode=st.st_mode, rdev=st.st_rdev)
+        return EntryMeta(uid=0, gid=0, mode=st.st_mode)
 
     # ---- copy-up ----------------------------------------------------------------------
 
     def _copy_up(self, node: Node) -> None:
         """Make `node` live in the upper (parents first), keeping metadata and inode."""
-        if node.layer.is_upper:
+        if node.layer.is_upper or node.unlinked:
             return
         self._copy_up_path(node.path, node)
         self._refresh(node)
+        if not node.is_dir:
+            self.table.set_host(node, os.lstat(self.upper.at(node.path)).st_ino)
+            self._reopen(node)
+
+    def _reopen(self, node: Node) -> None:
+        """Handles opened on the lower copy now read the upper one (same fd number)."""
+        real = self.upper.at(node.path)
+        for of in self._open.values():
+            if of.node is node and of.fd >= 0:
+                fd = os.open(real, of.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+                try:
+                    os.dup2(fd, of.fd)
+                finally:
+                    os.close(fd)
 
     def _ensure_upper_dir(self, path: str) -> None:
         """The directory `path` of the union exists in the upper (with its metadata)."""
-        if not path or os.path.isdir(self.upper.real(path)):
+        if not path or os.path.isdir(self.upper.at(path)):
             return
-        ino = self._by_path.get(path)
-        if ino is not None:
-            node = self.nodes[ino]
-        else:
+        node = self.table.at(path)
+        if node is None:
             found = self._resolve_path(path)
             if found is None:
                 raise OSError(errno.ENOENT, "parent vanished", path)
-            node = Node(Inode(0), path, found.layer, found.dirs)
+            self._copy_up_path(path, Node(Inode(0), path, found.layer, found.dirs))
+            return
         self._copy_up_path(path, node)
-        if ino is not None:
-            self._refresh(node)
+        self._refresh(node)
 
     def _copy_up_path(self, path: str, node: Node) -> None:
-        parent, name = _split(path)
+        parent, name = split(path)
         self._ensure_upper_dir(parent)
-        src = node.layer.real(path)
-        dst = self.upper.real(path)
         meta = self._entry_meta(node)
-        st = os.lstat(src)
-        wh = self.upper.real(_join(parent, WHITEOUT_PREFIX + name))
-        if stat.S_ISDIR(st.st_mode):
-            os.mkdir(dst, _disk_mode(meta.mode))
-            write_override(dst, meta)
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), dst)
-        else:
-            tmp = dst.with_name(f"{_TMP_PREFIX}{os.getpid()}.{next(self._fh)}")
-            try:
-                if stat.S_ISREG(st.st_mode):
-                    shutil.copyfile(src, tmp, follow_symlinks=False)
-                else:  # fifo/socket on disk: a placeholder, the override keeps the type
-                    tmp.touch()
-                os.chmod(tmp, _disk_mode(meta.mode))
-                write_override(tmp, meta)
-                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-                os.rename(tmp, dst)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        if _lexists(wh):
+        src = node.layer.at(path)
+        copy_entry(src, self.upper.real(path), meta, os.lstat(src))
+        wh = self.upper.at(join(parent, WHITEOUT_PREFIX + name))
+        if lexists(wh):
             os.unlink(wh)
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
     def _copy_up_tree(self, path: str) -> None:
         """Copy a whole merged directory into the upper and make it opaque: after this
@@ -509,34 +377,46 @@ class Union:
         if not found.layer.is_upper:
             self._copy_up_path(path, Node(Inode(0), path, found.layer, found.dirs))
         for name in merged_names(found.dirs, path):
-            child = _join(path, name)
+            child = join(path, name)
             cf = resolve_child(found.dirs, child)
             if cf is None:
                 continue
             if cf.dirs:
                 self._copy_up_tree(child)
             elif not cf.layer.is_upper:
-                self._copy_up_path(child, Node(Inode(0), child, cf.layer, cf.dirs))
+                known = self.table.at(child)
+                self._copy_up_path(child, known or Node(Inode(0), child, cf.layer, cf.dirs))
         real = self.upper.real(path)
         for n in os.listdir(real):
             if n.startswith(WHITEOUT_PREFIX) and not n.startswith(".wh..wh."):
                 os.unlink(real / n)
         (real / OPAQUE_MARKER).touch()
 
+    def _refresh_under(self, prefix: str) -> None:
+        for p in self.table.paths_under(prefix):
+            node = self.table.at(p)
+            if node is not None and node.path == p:
+                was_lower = not node.layer.is_upper
+                self._refresh(node)
+                if was_lower and node.layer.is_upper and not node.is_dir:
+                    self.table.set_host(node, os.lstat(self.upper.at(node.path)).st_ino)
+                    self._reopen(node)
+
     def _lower_has(self, parent: Node, name: str) -> bool:
         """Whether a lower layer shows `name` under `parent` (so deleting needs a whiteout)."""
         for layer in parent.dirs:
             if layer.is_upper:
                 continue
-            if _lexists(layer.at(_join(parent.path, name))):
-                return True
-            if _lexists(layer.at(_join(parent.path, WHITEOUT_PREFIX + name))):
+            st = lstat_or_none(layer.at(join(parent.path, name)))
+            if st is not None:
+                return not (layer.overlay_style and stat.S_ISCHR(st.st_mode) and not st.st_rdev)
+            if lexists(layer.at(join(parent.path, WHITEOUT_PREFIX + name))):
                 return False
         return False
 
     def _whiteout(self, parent: Node, name: str) -> None:
         self._ensure_upper_dir(parent.path)
-        (self.upper.real(_join(parent.path, WHITEOUT_PREFIX + name))).touch()
+        (self.upper.real(join(parent.path, WHITEOUT_PREFIX + name))).touch()
 
     def _prepare_new(self, parent: Node, name: str) -> tuple[str, bool]:
         """Checks before creating `name`; returns its path and whether a whiteout was
@@ -546,8 +426,8 @@ class Union:
         if found is not None:
             raise OSError(errno.EEXIST, "exists", path)
         self._ensure_upper_dir(parent.path)
-        wh = self.upper.real(_join(parent.path, WHITEOUT_PREFIX + name))
-        if _lexists(wh):
+        wh = self.upper.real(join(parent.path, WHITEOUT_PREFIX + name))
+        if lexists(wh):
             os.unlink(wh)
             return path, True
         return path, False
@@ -579,16 +459,20 @@ class Union:
         pmode = self._entry_meta(parent).mode
         mode = stat.S_IFDIR | (mode & 0o7777) | (pmode & stat.S_ISGID)
         real = self.upper.real(path)
-        os.mkdir(real, _disk_mode(mode))
+        os.mkdir(real, disk_mode(mode))
         write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
         if was_whiteout or self._lower_has(parent, name):
             (real / OPAQUE_MARKER).touch()
         return self._created(path)
 
-    def symlink(self, parent_ino: int, name: str, target: str) -> Attr:
+    def symlink(self, parent_ino: int, name: str, target: str, uid: int = 0, gid: int = 0) -> Attr:
         parent = self._dir(parent_ino)
         path, _ = self._prepare_new(parent, name)
-        os.symlink(target, self.upper.real(path))
+        uid, gid = self._new_owner(parent, uid, gid)
+        real = self.upper.real(path)
+        os.symlink(target, real)
+        meta = EntryMeta(uid=uid, gid=gid, mode=stat.S_IFLNK | 0o777)
+        update_links(real.parent, name, meta if (uid, gid) != (0, 0) else None)
         return self._created(path)
 
     def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int) -> Attr:
@@ -603,7 +487,7 @@ class Union:
         if stat.S_IFMT(mode) == 0:
             mode |= stat.S_IFREG
         real = self.upper.real(path)
-        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _disk_mode(mode))
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         os.close(fd)
         rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
         write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode, rdev=rdev))
@@ -617,7 +501,8 @@ class Union:
         uid, gid = self._new_owner(parent, uid, gid)
         mode = stat.S_IFREG | (mode & 0o7777)
         real = self.upper.real(path)
-        fd = os.open(real, (flags | os.O_CREAT | os.O_EXCL) & ~os.O_NOFOLLOW, _disk_mode(mode))
+        flags &= ~os.O_NOFOLLOW
+        fd = os.open(real, flags | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         try:
             write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
         except BaseException:
@@ -625,11 +510,11 @@ class Union:
             raise
         attr = self._created(path)
         fh = FileHandle(next(self._fh))
-        self._open[fh] = _Open(fd, self.nodes[attr.ino])
+        self._open[fh] = _Open(fd, self.nodes[attr.ino], flags)
         return fh, attr
 
     def link(self, ino: int, parent_ino: int, name: str) -> Attr:
-        """Basic hard link: same upper file, but a node (inode number) of its own."""
+        """A hard link: one more name of the same upper file and the same node."""
         node = self.node(ino)
         if node.is_dir:
             raise OSError(errno.EPERM, "hard link to a directory", node.path)
@@ -637,7 +522,14 @@ class Union:
         self._copy_up(node)
         path, _ = self._prepare_new(parent, name)
         os.link(self.upper.real(node.path), self.upper.real(path), follow_symlinks=False)
-        return self._created(path)
+        if stat.S_ISLNK(os.lstat(self.upper.at(path)).st_mode):
+            pmeta = read_links(self.upper.at(split(node.path)[0])).get(split(node.path)[1])
+            update_links(self.upper.at(parent.path), name, pmeta)
+        if node.host_ino == 0:
+            self.table.set_host(node, os.lstat(self.upper.at(path)).st_ino)
+        self.table.alias(node, path)
+        node.lookups += 1
+        return self._attr(node)
 
     def unlink(self, parent_ino: int, name: str) -> None:
         parent = self._dir(parent_ino)
@@ -659,24 +551,36 @@ class Union:
             raise OSError(errno.ENOTEMPTY, "directory not empty", path)
         self._remove(parent, name, path, found)
 
-    def _remove(self, parent: Node, name: str, path: str, found: _Found) -> None:
+    def _remove(self, parent: Node, name: str, path: str, found: Found) -> None:
         real = self.upper.real(path)
-        st = _lstat(real)
+        st = lstat_or_none(real)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(real)  # only whiteouts/markers remain: checked as empty
             else:
                 os.unlink(real)
+                if stat.S_ISLNK(st.st_mode):
+                    update_links(real.parent, name, None)
         if self._lower_has(parent, name):
             self._whiteout(parent, name)
-        ino = self._by_path.get(path)
-        if ino is not None:
-            self._drop_path(self.nodes[ino])
+        node = self.table.at(path)
+        if node is not None:
+            self.table.unname(node, path)
+
+    def _to_upper(self, path: str, found: Found) -> None:
+        """The entry at `path`, whole, in the upper (a directory becomes opaque)."""
+        if found.dirs:
+            self._copy_up_tree(path)
+        elif not found.layer.is_upper:
+            known = self.table.at(path)
+            self._copy_up_path(path, known or Node(Inode(0), path, found.layer, found.dirs))
 
     def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int
     ) -> None:
-        if flags & ~RENAME_NOREPLACE:
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
             raise OSError(errno.EINVAL, "rename flags not supported", flags)
         op, np_ = self._dir(old_parent), self._dir(new_parent)
         check_name(new_name)
@@ -688,6 +592,13 @@ class Union:
             return
         if src.dirs and (dst_path + "/").startswith(src_path + "/"):
             raise OSError(errno.EINVAL, "cannot move a directory into itself", dst_path)
+        if flags & RENAME_EXCHANGE:
+            if dst is None:
+                raise OSError(errno.ENOENT, "no such entry", dst_path)
+            if dst.dirs and (src_path + "/").startswith(dst_path + "/"):
+                raise OSError(errno.EINVAL, "cannot move a directory into itself", src_path)
+            self._exchange(op, old_name, src_path, src, np_, new_name, dst_path, dst)
+            return
         if dst is not None:
             if flags & RENAME_NOREPLACE:
                 raise OSError(errno.EEXIST, "exists", dst_path)
@@ -697,41 +608,71 @@ class Union:
                 raise OSError(errno.EISDIR, "is a directory", dst_path)
             if dst.dirs and merged_names(dst.dirs, dst_path):
                 raise OSError(errno.ENOTEMPTY, "directory not empty", dst_path)
+            if self._same_file(src_path, src, dst_path, dst):
+                return  # two links to one file: rename(2) does nothing
         # 1. the source, whole, in the upper
-        if src.dirs:
-            self._copy_up_tree(src_path)
-        elif not src.layer.is_upper:
-            self._copy_up_path(src_path, Node(Inode(0), src_path, src.layer, src.dirs))
+        self._to_upper(src_path, src)
+        src_real = self.upper.at(src_path)
+        is_link = stat.S_ISLNK(os.lstat(src_real).st_mode)
+        link_meta = read_links(self.upper.at(op.path)).get(old_name) if is_link else None
         # 2. the target's place in the upper, emptied
         self._ensure_upper_dir(np_.path)
         dst_real = self.upper.real(dst_path)
-        st = _lstat(dst_real)
+        st = lstat_or_none(dst_real)
         if st is not None and stat.S_ISDIR(st.st_mode):
             shutil.rmtree(dst_real)
-        dst_wh = self.upper.real(_join(np_.path, WHITEOUT_PREFIX + new_name))
-        if _lexists(dst_wh):
+        dst_wh = self.upper.real(join(np_.path, WHITEOUT_PREFIX + new_name))
+        if lexists(dst_wh):
             os.unlink(dst_wh)
         if src.dirs:
             (self.upper.real(src_path) / OPAQUE_MARKER).touch()
-        os.rename(self.upper.real(src_path), dst_real)
+        os.rename(src_real, dst_real)
+        if is_link:
+            update_links(self.upper.at(op.path), old_name, None)
+            update_links(self.upper.at(np_.path), new_name, link_meta)
         # 3. hide what the lowers still hold at the old name
         if self._lower_has(op, old_name):
             self._whiteout(op, old_name)
         # 4. the inode table follows the move
-        dst_ino = self._by_path.get(dst_path)
-        if dst_ino is not None:
-            self._drop_path(self.nodes[dst_ino])
-        moved = sorted(
-            (p for p in self._by_path if p == src_path or p.startswith(src_path + "/")),
-            key=len,
-        )
-        for p in moved:
-            ino = self._by_path.pop(p)
-            node = self.nodes[ino]
-            node.path = dst_path + p[len(src_path) :]
-            self._by_path[node.path] = ino
-        self._refresh_subtree(dst_path)
+        replaced = self.table.at(dst_path)
+        if replaced is not None:
+            self.table.unname(replaced, dst_path)
+        self.table.move(src_path, dst_path)
+        self._refresh_under(dst_path)
         # the parents may have been copied up; their other children did not change
+        self._refresh(op)
+        self._refresh(np_)
+
+    def _same_file(self, a: str, fa: Found, b: str, fb: Found) -> bool:
+        if not (fa.layer.is_upper and fb.layer.is_upper) or fa.dirs or fb.dirs:
+            return False
+        sa, sb = os.lstat(self.upper.at(a)), os.lstat(self.upper.at(b))
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+    def _exchange(
+        self,
+        op: Node,
+        old_name: str,
+        src_path: str,
+        src: Found,
+        np_: Node,
+        new_name: str,
+        dst_path: str,
+        dst: Found,
+    ) -> None:
+        """RENAME_EXCHANGE: both entries go to the upper whole, then swap atomically.
+        Both names keep existing, so no whiteout is needed."""
+        self._to_upper(src_path, src)
+        self._to_upper(dst_path, dst)
+        a, b = self.upper.at(src_path), self.upper.at(dst_path)
+        la = read_links(self.upper.at(op.path)).get(old_name)
+        lb = read_links(self.upper.at(np_.path)).get(new_name)
+        _renameat2(a, b, RENAME_EXCHANGE)
+        update_links(self.upper.at(op.path), old_name, lb)
+        update_links(self.upper.at(np_.path), new_name, la)
+        self.table.swap(src_path, dst_path)
+        self._refresh_under(src_path)
+        self._refresh_under(dst_path)
         self._refresh(op)
         self._refresh(np_)
 
@@ -751,39 +692,44 @@ class Union:
     ) -> Attr:
         node = self.node(ino)
         self._copy_up(node)
-        real = self.upper.real(node.path)
+        of = self._open.get(FileHandle(fh)) if fh is not None else None
+        if node.unlinked and of is None:
+            of = next((o for o in self._open.values() if o.node is node and o.fd >= 0), None)
+        target: int | str = of.fd if of is not None and of.fd >= 0 else self.upper.at(node.path)
         if size is not None:
             if node.is_dir:
                 raise OSError(errno.EISDIR, "is a directory", node.path)
-            of = self._open.get(FileHandle(fh)) if fh is not None else None
-            if of is not None:
-                os.ftruncate(of.fd, size)
-            else:
-                os.truncate(real, size)
+            os.truncate(target, size)
+        is_link = not node.unlinked and stat.S_ISLNK(os.lstat(self.upper.at(node.path)).st_mode)
         if mode is not None or uid is not None or gid is not None:
-            if stat.S_ISLNK(os.lstat(real).st_mode):
-                pass  # no xattrs on symlinks (known gap): ownership is not kept
-            else:
-                old = self._entry_meta(node)
-                new = replace(
-                    old,
-                    mode=(old.mode & ~0o7777) | (mode & 0o7777) if mode is not None else old.mode,
-                    uid=old.uid if uid is None else uid,
-                    gid=old.gid if gid is None else gid,
-                )
-                write_override(real, new)
-                if mode is not None:
-                    os.chmod(real, _disk_mode(new.mode))
-        if atime_ns is not None or mtime_ns is not None:
-            st = os.lstat(real)
-            os.utime(
-                real,
-                ns=(
-                    st.st_atime_ns if atime_ns is None else atime_ns,
-                    st.st_mtime_ns if mtime_ns is None else mtime_ns,
-                ),
-                follow_symlinks=False,
+            old = self._entry_meta(node)
+            new = replace(
+                old,
+                mode=(old.mode & ~0o7777) | (mode & 0o7777) if mode is not None else old.mode,
+                uid=old.uid if uid is None else uid,
+                gid=old.gid if gid is None else gid,
             )
+            if is_link:
+                for p in (node.path, *node.links):
+                    parent, name = split(p)
+                    update_links(self.upper.at(parent), name, new)
+            else:
+                if isinstance(target, int):
+                    os.setxattr(target, OVERRIDE_XATTR, json.dumps(new.to_json()).encode())
+                else:
+                    write_override(target, new)
+                if mode is not None:
+                    os.chmod(target, disk_mode(new.mode))
+        if atime_ns is not None or mtime_ns is not None:
+            st = os.fstat(target) if isinstance(target, int) else os.lstat(target)
+            times = (
+                st.st_atime_ns if atime_ns is None else atime_ns,
+                st.st_mtime_ns if mtime_ns is None else mtime_ns,
+            )
+            if isinstance(target, int):
+                os.utime(target, ns=times)
+            else:
+                os.utime(target, ns=times, follow_symlinks=False)
         return self._attr(node)
 
     def getxattr(self, ino: int, name: str) -> bytes:
@@ -798,26 +744,37 @@ class Union:
     def listxattr(self, ino: int) -> list[str]:
         return sorted(self._entry_meta(self.node(ino)).xattrs)
 
-    def setxattr(self, ino: int, name: str, value: bytes) -> None:
-        node = self.node(ino)
-        if name == OVERRIDE_XATTR:
-            raise OSError(errno.EPERM, "reserved attribute", name)
-        self._copy_up(node)
-        real = self.upper.real(node.path)
+    def _set_meta(self, node: Node, new: EntryMeta) -> None:
+        real = self.upper.at(node.path)
         if stat.S_ISLNK(os.lstat(real).st_mode):
-            raise OSError(errno.EPERM, "no xattrs on symlinks", node.path)
+            if not new.xattrs.keys() <= {"security.capability"} and new.xattrs:
+                # what Linux itself answers for user.* on a symlink
+                raise OSError(errno.EPERM, "no user xattrs on symlinks", node.path)
+            parent, name = split(node.path)
+            update_links(self.upper.at(parent), name, new)
+        else:
+            write_override(real, new)
+
+    def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        node = self.node(ino)
+        if name == OVERRIDE_XATTR or name.startswith("user.rsbox."):
+            raise OSError(errno.EPERM, "reserved attribute", name)
         old = self._entry_meta(node)
-        write_override(real, replace(old, xattrs={**old.xattrs, name: value}))
+        if flags & os.XATTR_CREATE and name in old.xattrs:
+            raise OSError(errno.EEXIST, "attribute exists", name)
+        if flags & os.XATTR_REPLACE and name not in old.xattrs:
+            raise OSError(errno.ENODATA, "no such attribute", name)
+        self._copy_up(node)
+        self._set_meta(node, replace(old, xattrs={**old.xattrs, name: value}))
 
     def removexattr(self, ino: int, name: str) -> None:
         node = self.node(ino)
-        if name not in self._entry_meta(node).xattrs:
+        old = self._entry_meta(node)
+        if name not in old.xattrs:
             raise OSError(errno.ENODATA, "no such attribute", name)
         self._copy_up(node)
-        real = self.upper.real(node.path)
-        old = self._entry_meta(node)
-        write_override(
-            real, replace(old, xattrs={k: v for k, v in old.xattrs.items() if k != name})
+        self._set_meta(
+            node, replace(old, xattrs={k: v for k, v in old.xattrs.items() if k != name})
         )
 
     def statfs(self) -> os.statvfs_result:
@@ -832,9 +789,10 @@ class Union:
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
         if writing:
             self._copy_up(node)
-        fd = os.open(node.layer.at(node.path), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+        flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        fd = os.open(node.layer.at(node.path), flags)
         fh = FileHandle(next(self._fh))
-        self._open[fh] = _Open(fd, node)
+        self._open[fh] = _Open(fd, node, flags)
         return fh, not node.layer.is_upper
 
     def _fd(self, fh: int) -> int:
@@ -860,14 +818,18 @@ class Union:
     def opendir(self, ino: int) -> FileHandle:
         node = self._dir(ino)
         fh = FileHandle(next(self._fh))
-        self._open[fh] = _Open(-1, node, [".", "..", *merged_names(node.dirs, node.path)])
+        self._open[fh] = _Open(-1, node)
         return fh
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str]]:
-        """(next offset, name) from `start`; the caller looks each one up."""
+        """(next offset, name) from `start`; the caller looks each one up. The listing is
+        taken at offset 0 (opendir or rewinddir) and offsets index into it, so they stay
+        stable while entries are added or removed."""
         of = self._open.get(FileHandle(fh))
         if of is None:
             raise OSError(errno.EBADF, "unknown directory handle")
+        if start == 0:
+            of.names = [".", "..", *merged_names(of.node.dirs, of.node.path)]
         for i in range(start, len(of.names)):
             yield i + 1, of.names[i]
 
@@ -876,3 +838,7 @@ class Union:
         if of is None:
             raise OSError(errno.EBADF, "unknown directory handle")
         return of.node
+
+    def access(self, ino: int) -> None:
+        """The kernel checks permissions itself (default_permissions); the node must exist."""
+        self._meta(self.node(ino))
