@@ -197,6 +197,38 @@ def from_json_dict(doc: Any) -> Profile:
     return _Loader(prefix).profile(doc)
 
 
+# The fields each object may have. Anything else is an error naming its JSON path: a typo
+# ("errnoret", "arg") would otherwise silently change what the profile means.
+_PROFILE_KEYS = frozenset(
+    {
+        "defaultAction",
+        "defaultErrnoRet",
+        "defaultErrno",  # Podman: the errno's name, informational next to defaultErrnoRet
+        "architectures",
+        "archMap",
+        "syscalls",
+        "flags",
+        "listenerPath",  # OCI: for SCMP_ACT_NOTIFY with an external agent (not used here)
+        "listenerMetadata",
+    }
+)
+_RULE_KEYS = frozenset(
+    {"names", "name", "action", "errnoRet", "errno", "args", "includes", "excludes", "comment"}
+)
+_ARG_KEYS = frozenset({"index", "value", "valueTwo", "op"})
+_CONDITION_KEYS = frozenset({"caps", "arches", "minKernel"})
+_ARCHMAP_KEYS = frozenset({"architecture", "subArchitectures"})
+# OCI runtime-spec `linux.seccomp.flags`: what seccomp(2) accepts at install time.
+SECCOMP_FLAGS = frozenset(
+    {
+        "SECCOMP_FILTER_FLAG_TSYNC",
+        "SECCOMP_FILTER_FLAG_LOG",
+        "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+    }
+)
+
+
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
@@ -229,6 +261,12 @@ class _Loader:
         for p in parts:
             out = f"{out}[{p}]" if isinstance(p, int) else _join(out, p)
         return out
+
+    def known_keys(self, doc: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+        for key in doc:
+            if key not in allowed:
+                where = _join(path, key) if isinstance(key, str) else path
+                raise PolicyError(where, f'unknown field "{key}"')
 
     # -- scalars
 
@@ -276,6 +314,7 @@ class _Loader:
 
     def profile(self, doc: Any) -> Profile:
         doc = _mapping(doc, self.prefix)
+        self.known_keys(doc, _PROFILE_KEYS, self.prefix)
         if "defaultAction" not in doc:
             raise PolicyError(self.path("defaultAction"), "missing")
         default_action = self.action(doc["defaultAction"], self.path("defaultAction"))
@@ -293,6 +332,12 @@ class _Loader:
             raise PolicyError(self.path("syscalls"), f"expected an array, got {_kind(raw_rules)}")
         rules = tuple(self.rule(r, i) for i, r in enumerate(raw_rules))
         flags = self.str_list(doc.get("flags"), self.path("flags"))
+        for i, flag in enumerate(flags):
+            if flag not in SECCOMP_FLAGS:
+                raise PolicyError(self.path("flags", i), f'unknown flag "{flag}"')
+        for key in ("listenerPath", "listenerMetadata"):
+            if doc.get(key) is not None:
+                self.str_(doc[key], self.path(key))
         return Profile(
             default_action=default_action,
             default_errno_ret=default_errno,
@@ -316,6 +361,7 @@ class _Loader:
         out = []
         for i, entry in enumerate(value):
             entry = _mapping(entry, self.path("archMap", i))
+            self.known_keys(entry, _ARCHMAP_KEYS, self.path("archMap", i))
             if "architecture" not in entry:
                 raise PolicyError(self.path("archMap", i, "architecture"), "missing")
             main = self.arch_name(
@@ -332,6 +378,7 @@ class _Loader:
 
     def rule(self, doc: Any, i: int) -> Rule:
         doc = _mapping(doc, self.path("syscalls", i))
+        self.known_keys(doc, _RULE_KEYS, self.path("syscalls", i))
         if doc.get("names") is not None:
             names = self.str_list(doc["names"], self.path("syscalls", i, "names"))
         elif doc.get("name") is not None:  # Docker's pre-1.13 single-name form
@@ -379,6 +426,7 @@ class _Loader:
     def arg(self, doc: Any, i: int, j: int) -> Arg:
         base = ("syscalls", i, "args", j)
         doc = _mapping(doc, self.path(*base))
+        self.known_keys(doc, _ARG_KEYS, self.path(*base))
         for key in ("index", "op"):
             if key not in doc:
                 raise PolicyError(self.path(*base, key), "missing")
@@ -397,6 +445,7 @@ class _Loader:
             return Condition()
         base = ("syscalls", i, which)
         doc = _mapping(doc, self.path(*base))
+        self.known_keys(doc, _CONDITION_KEYS, self.path(*base))
         caps = self.str_list(doc.get("caps"), self.path(*base, "caps"))
         arches = self.str_list(doc.get("arches"), self.path(*base, "arches"))
         min_kernel = None

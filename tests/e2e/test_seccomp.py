@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rsbox
-from tests.policies.probe_build import ALLOWED, DANGEROUS, build_probe
+import policies
+from tests.e2e.conftest import IN_CI, Rsbox
+from tests.policies.probe_build import ALLOWED, CALLS, DANGEROUS, build_probe, parse_output
+from tests.policies.reference import ALLOWED as GOES_TO_KERNEL
+from tests.policies.reference import verdict
+from tests.shared import DOCKER_SECCOMP
+
+PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +110,49 @@ def test_tmpfs_mount_is_seccomps_decision(
         assert (
             res.returncode != 0 and "permission denied" in res.stderr
         )  # EPERM, as busybox says it
+
+
+def _probe_all(rsbox: Rsbox, image: str, probe_dir: Path, policy: str) -> dict[str, int]:
+    res = rsbox.run(
+        "--rm",
+        "-v",
+        f"{probe_dir}:/probe:ro",
+        "--security-opt",
+        f"seccomp={policy}",
+        image,
+        "/probe/seccomp-probe",
+        *CALLS,
+    )
+    assert res.returncode == 0, res.stderr
+    return parse_output(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def kernel_says(rsbox: Rsbox, busybox: str, probe_dir: Path) -> dict[str, int]:
+    """What each probe gets with no filter at all: the kernel's own answer in a container."""
+    return _probe_all(rsbox, busybox, probe_dir, "unconfined")
+
+
+@pytest.mark.parametrize("which", ["docker", "podman", "default"])
+def test_compiled_filter_matches_the_profiles_meaning(
+    rsbox: Rsbox, busybox: str, probe_dir: Path, kernel_says: dict[str, int], which: str
+) -> None:
+    """For every probe: a syscall the profile allows gets the kernel's own answer (as
+    unconfined), one it denies gets the profile's errno, inside a real container."""
+    path = {"docker": DOCKER_SECCOMP, "podman": PODMAN_SECCOMP}.get(which)
+    if path is not None and not path.exists():
+        if IN_CI:
+            pytest.fail(f"{path} is missing (RSBOX_SHARED, containers-common)")
+        pytest.skip(f"{path} is missing")
+    profile = policies.load_file(path) if path else policies.load_builtin(which)
+    host = policies.Host.current()
+    expected = {}
+    for probe, (name, args) in CALLS.items():
+        v = verdict(profile, name, args, host)
+        expected[probe] = kernel_says[probe] if v == GOES_TO_KERNEL else v
+    got = _probe_all(rsbox, busybox, probe_dir, str(path) if path else which)
+    assert len(CALLS) >= 40
+    assert {p: (got[p], expected[p]) for p in CALLS if got[p] != expected[p]} == {}
+    # Not a vacuous comparison: each profile allows some probes and denies others.
+    denied = [p for p in CALLS if expected[p] != kernel_says[p]]
+    assert len(denied) >= 10 and len(CALLS) - len(denied) >= 10

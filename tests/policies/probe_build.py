@@ -38,6 +38,144 @@ DANGEROUS = (
 ALLOWED = ("ioctl_tcgets", "getpid", "open_devnull", "fork", "pthread")
 # Newer than the default profile: ENOSYS under it (x86_64 numbers).
 NEWER = ("mseal",)
+# The rest of probe.c's table, in its order.
+NAMESPACES = (
+    "unshare_pid",
+    "unshare_net",
+    "unshare_ipc",
+    "unshare_uts",
+    "unshare_cgroup",
+    "unshare_time",
+    "clone_newns",
+    "clone_newpid",
+    "clone_newnet",
+    "clone_newipc",
+    "clone_newuts",
+    "clone_newcgroup",
+)
+SYSCALLS = (
+    "socket_unix",
+    "socket_inet",
+    "socket_inet6",
+    "socket_netlink",
+    "socket_packet",
+    "socket_alg",
+    "socket_vsock",
+    "socket_vsock_high",
+    "personality_query",
+    "personality_linux",
+    "personality_linux32",
+    "personality_no_aslr",
+    "ptrace",
+    "process_vm_readv",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
+    "chroot",
+    "sethostname",
+    "syslog",
+    "acct",
+    "clock_settime",
+    "settimeofday",
+    "reboot",
+    "swapon",
+    "quotactl",
+    "name_to_handle_at",
+    "fanotify_init",
+    "set_mempolicy",
+    "mbind",
+    "modify_ldt",
+    "iopl",
+    "uname",
+    "getcwd",
+    "stat_root",
+    "setuid_self",
+    "chown_self",
+)
+# Escape checks on files and fds: the launcher's masks refuse these, not seccomp.
+FILES = (
+    "proc_sys_write",
+    "sysrq_write",
+    "self_exe_write",
+    "pid1_exe_write",
+    "tmp_write",
+    "kcore_read",
+    "leaked_fds",
+)
+# ptrace/kill of the pid in $PROBE_PID.
+TARGET = ("ptrace_target", "kill_target")
+ALL = (*DANGEROUS, *ALLOWED, *NEWER, *NAMESPACES, *SYSCALLS, *FILES, *TARGET)
+
+_CLONE = {"user": 0x10000000, "ns": 0x00020000, "pid": 0x20000000, "net": 0x40000000}
+_CLONE |= {"ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x80}
+_SIGCHLD = 17
+_SOCKETS = {"unix": (1, 1), "inet": (2, 2), "inet6": (10, 2), "netlink": (16, 3)}
+_SOCKETS |= {"packet": (17, 2), "alg": (38, 5), "vsock": (40, 1), "vsock_high": (2**32 + 40, 1)}
+_PERSONAS = {"query": 0xFFFFFFFF, "linux": 0, "linux32": 8, "no_aslr": 0x0040000}
+
+# The one syscall (and the arguments a profile may look at) whose verdict decides each
+# probe's result, for comparing a compiled filter with a profile's meaning. Probes made of
+# several filtered calls (fork, pthread, open+read, files) are not in it.
+CALLS: dict[str, tuple[str, tuple[int, ...]]] = {
+    **{f"unshare_{k}": ("unshare", (v,)) for k, v in _CLONE.items()},
+    **{f"clone_new{k}": ("clone", (v | _SIGCHLD,)) for k, v in _CLONE.items() if k != "time"},
+    **{f"socket_{k}": ("socket", (f, t, 0)) for k, (f, t) in _SOCKETS.items()},
+    **{f"personality_{k}": ("personality", (v,)) for k, v in _PERSONAS.items()},
+    "ioctl_tiocsti": ("ioctl", (3, 0x5412)),
+    "ioctl_tiocsti_high": ("ioctl", (3, 2**32 | 0x5412)),
+    "ioctl_tioclinux": ("ioctl", (3, 0x541C)),
+    "ioctl_tcgets": ("ioctl", (3, 0x5401)),
+    "stat_root": ("newfstatat", ()),
+    "setuid_self": ("setuid", ()),
+    "chown_self": ("fchown", ()),
+    "io_uring_setup": ("io_uring_setup", ()),
+    **{
+        n: (n, ())
+        for n in [
+            "mount",
+            "umount2",
+            "pivot_root",
+            "setns",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "kexec_load",
+            "kexec_file_load",
+            "open_by_handle_at",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "clone3",
+            "getpid",
+            "mseal",
+            "ptrace",
+            "process_vm_readv",
+            "kcmp",
+            "pidfd_getfd",
+            "process_madvise",
+            "chroot",
+            "sethostname",
+            "syslog",
+            "acct",
+            "clock_settime",
+            "settimeofday",
+            "reboot",
+            "swapon",
+            "quotactl",
+            "name_to_handle_at",
+            "fanotify_init",
+            "set_mempolicy",
+            "mbind",
+            "modify_ldt",
+            "iopl",
+            "uname",
+            "getcwd",
+        ]
+    },
+}
 
 
 def build_probe(outdir: Path) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 import policies
 from policies.profile import parse_kernel
-from tests.policies.probe_build import ALLOWED, DANGEROUS, NEWER, parse_output
+from tests.policies.probe_build import ALL, ALLOWED, DANGEROUS, NEWER, parse_output
 
 INSTALLER = Path(__file__).with_name("seccomp_install.py")
 
@@ -46,7 +46,7 @@ def run_probe(probe: Path, name: str, bpf: Path | None) -> int:
 
 def test_probe_knows_every_listed_name(probe: Path) -> None:
     proc = subprocess.run([str(probe), "--list"], capture_output=True, text=True, check=True)
-    assert proc.stdout.split() == [*DANGEROUS, *ALLOWED, *NEWER]
+    assert proc.stdout.split() == list(ALL)
     bad = subprocess.run([str(probe), "no_such_probe"], capture_output=True, check=False)
     assert bad.returncode == 2
 

@@ -152,6 +152,15 @@ MALFORMED = [
     (["architectures"], ["SCMP_ARCH_Z80"], 'architectures[0]: unknown architecture "SCMP_ARCH_Z80"'),
     (["archMap"], [{"subArchitectures": []}], "archMap[0].architecture: missing"),
     (["archMap"], [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["x"]}], 'archMap[0].subArchitectures[0]: unknown architecture "x"'),
+    (["archMap"], [{"architecture": "SCMP_ARCH_X86_64", "sub": []}], 'archMap[0].sub: unknown field "sub"'),
+    (["defaultErrnoret"], 1, 'defaultErrnoret: unknown field "defaultErrnoret"'),
+    (["syscalls", 1, "arg"], [], 'syscalls[1].arg: unknown field "arg"'),
+    (["syscalls", 3, "args", 0, "valuetwo"], 0, 'syscalls[3].args[0].valuetwo: unknown field "valuetwo"'),
+    (["syscalls", 0, "includes"], {"kernel": "4.8"}, 'syscalls[0].includes.kernel: unknown field "kernel"'),
+    (["syscalls", 0, "excludes"], {"minkernel": "4.8"}, 'syscalls[0].excludes.minkernel: unknown field "minkernel"'),
+    (["flags"], ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FLAG_NOPE"], 'flags[1]: unknown flag "SECCOMP_FLAG_NOPE"'),
+    (["listenerPath"], 3, "listenerPath: expected a string, got a number"),
+    (["syscalls", 0, "errno"], "ENOTANERRNO", 'syscalls[0].errno: unknown errno "ENOTANERRNO"'),
 ]  # fmt: skip
 
 
@@ -162,7 +171,16 @@ def test_malformed_profile_names_the_json_path(
     with pytest.raises(PolicyError) as info:
         policies.from_json_dict(_with(path, value))
     assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)  # one line, as the CLI prints it
     assert isinstance(info.value, ValueError)
+
+
+def test_oci_unknown_field_is_named_with_its_prefix() -> None:
+    doc = {"ociVersion": "1.0.2", "linux": {"seccomp": {**minimal(), "listener": "x"}}}
+    with pytest.raises(PolicyError, match=r'^linux\.seccomp\.listener: unknown field "listener"'):
+        policies.from_json_dict(doc)
+    ok = {"linux": {"seccomp": {**minimal(), "listenerPath": "/run/agent.sock", "flags": []}}}
+    assert policies.from_json_dict(ok).default_action is Action.ERRNO
 
 
 def test_malformed_oci_config_path_is_prefixed() -> None:
