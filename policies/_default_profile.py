@@ -1,7 +1,12 @@
-"""The source of `profiles/default.json`, rsbox's own default seccomp profile.
+"""The source of rsbox's built-in profiles: `profiles/{default,strict,fakeroot}.json`.
 
-Regenerate after editing:  python -m policies._default_profile > policies/profiles/default.json
-(a test fails while the two disagree).
+Regenerate after editing (a test fails while a file and its source disagree):
+
+    for p in default strict fakeroot; do
+        python -m policies._default_profile $p > policies/profiles/$p.json
+    done
+
+`strict` and `fakeroot` are `default` with a few rule groups swapped (see `build`).
 
 Design
 ------
@@ -51,6 +56,16 @@ CLONE_NEW_MASK = (
     | CLONE_NEWPID
     | CLONE_NEWNET
 )
+AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
+AF_ALG = 38  # the kernel's crypto API: a large attack surface, no dev tool needs it
+AF_VSOCK = 40  # talks to the hypervisor: a container has no business there
+DENIED_FAMILIES = (AF_ALG, AF_VSOCK)
+STRICT_FAMILIES = (AF_UNIX, AF_INET, AF_INET6)
+S_IFMT = 0o170000
+S_IFCHR = 0o020000
+S_IFBLK = 0o060000
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 DENIED_IOCTLS = (TIOCSTI, TIOCLINUX)
@@ -129,8 +144,8 @@ GROUPS: dict[str, list[str]] = {
         timer_settime timer_settime64 timer_gettime timer_gettime64 timer_getoverrun
         timer_delete adjtimex clock_adjtime clock_adjtime64
     """),
-    "sockets": _words("""
-        socket socketpair socketcall bind connect listen accept accept4 getsockname
+    "sockets (socket itself: by family, below)": _words("""
+        socketpair socketcall bind connect listen accept accept4 getsockname
         getpeername send recv sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg
         recvmmsg_time64 shutdown setsockopt getsockopt
     """),
@@ -189,10 +204,47 @@ def ioctl_allow_blocks(denied: tuple[int, ...]) -> list[tuple[int, int]]:
     return out
 
 
-def build() -> dict[str, Any]:
+def _masked_rules(
+    name: str, index: int, blocks: list[tuple[int, int]], comment: str, action: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "names": [name],
+            "action": action,
+            "args": [
+                {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+            ],
+            "comment": comment,
+        }
+        for mask, value in blocks
+    ]
+
+
+# What `fakeroot` turns into "success, no effect" (Charliecloud's --seccomp): package
+# managers chown files to users and switch ids, which a single-id user namespace refuses.
+FAKEROOT_NOOPS = _words("""
+    chown fchown lchown fchownat chown32 fchown32 lchown32
+    setuid setgid setuid32 setgid32 setreuid setregid setreuid32 setregid32 setresuid
+    setresgid setresuid32 setresgid32 setfsuid setfsgid setfsuid32 setfsgid32
+    setgroups setgroups32 capset
+""")
+# `strict`: for untrusted dev tools. Debugging another process is what it takes away.
+STRICT_REMOVED = _words("ptrace process_vm_readv process_vm_writev socketcall")
+
+
+def build(name: str = "default") -> dict[str, Any]:
+    """The Docker-format profile for built-in `name` (default, strict or fakeroot)."""
+    if name not in ("default", "strict", "fakeroot"):
+        raise ValueError(f"no built-in profile {name!r}")
+    removed = set()
+    if name == "fakeroot":
+        removed |= set(FAKEROOT_NOOPS) | {"mknod", "mknodat"}
+    if name == "strict":
+        removed |= set(STRICT_REMOVED)
     syscalls: list[dict[str, Any]] = []
     for comment, names in GROUPS.items():
-        syscalls.append({"names": names, "action": "SCMP_ACT_ALLOW", "comment": comment})
+        kept = [n for n in names if n not in removed]
+        syscalls.append({"names": kept, "action": "SCMP_ACT_ALLOW", "comment": comment})
     syscalls.append(
         {
             "names": ["chroot"],
@@ -201,23 +253,34 @@ def build() -> dict[str, Any]:
             "comment": "chroot only with CAP_SYS_CHROOT (in Docker's default set)",
         }
     )
-    syscalls.append(
-        {
-            "names": ["ptrace"],
-            "action": "SCMP_ACT_ALLOW",
-            "includes": {"minKernel": "4.8"},
-            "comment": "before 4.8 a tracer could rewrite a syscall after seccomp ran",
-        }
-    )
-    for value in PERSONALITY_OK:
+    if name != "strict":
+        syscalls.append(
+            {
+                "names": ["ptrace"],
+                "action": "SCMP_ACT_ALLOW",
+                "includes": {"minKernel": "4.8"},
+                "comment": "before 4.8 a tracer could rewrite a syscall after seccomp ran",
+            }
+        )
+    if name == "strict":
         syscalls.append(
             {
                 "names": ["personality"],
                 "action": "SCMP_ACT_ALLOW",
-                "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}],
-                "comment": "personality: only harmless personas (no ADDR_NO_RANDOMIZE)",
+                "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_EQ"}],
+                "comment": "personality: query only, no change of persona",
             }
         )
+    else:
+        for value in PERSONALITY_OK:
+            syscalls.append(
+                {
+                    "names": ["personality"],
+                    "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}],
+                    "comment": "personality: only harmless personas (no ADDR_NO_RANDOMIZE)",
+                }
+            )
     syscalls.append(
         {
             "names": ["clone"],
@@ -237,18 +300,69 @@ def build() -> dict[str, Any]:
             "comment": "flags live in a struct seccomp cannot read: ENOSYS makes libc use clone",
         }
     )
-    for mask, value in ioctl_allow_blocks(DENIED_IOCTLS):
+    syscalls += _masked_rules(
+        "ioctl",
+        1,
+        ioctl_allow_blocks(DENIED_IOCTLS),
+        "ioctl except TIOCSTI/TIOCLINUX, on the low 32 bits of cmd",
+        "SCMP_ACT_ALLOW",
+    )
+    # socket's family is an int: judged on the low 32 bits, as the kernel does (Docker's
+    # `value > 40` lets 0x1_0000_0028, which the kernel reads as AF_VSOCK, through).
+    if name == "strict":
+        families = [(0xFFFFFFFF, f) for f in STRICT_FAMILIES]
+        why = "socket: AF_UNIX, AF_INET, AF_INET6 only (low 32 bits of the family)"
+    else:
+        families = ioctl_allow_blocks(DENIED_FAMILIES)
+        why = "socket: every family but AF_ALG and AF_VSOCK (low 32 bits of the family)"
+    syscalls += _masked_rules("socket", 0, families, why, "SCMP_ACT_ALLOW")
+    if name == "fakeroot":
         syscalls.append(
             {
-                "names": ["ioctl"],
-                "action": "SCMP_ACT_ALLOW",
-                "args": [
-                    {"index": 1, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
-                ],
-                "comment": "ioctl except TIOCSTI/TIOCLINUX, on the low 32 bits of cmd",
+                "names": FAKEROOT_NOOPS,
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": 0,
+                "comment": "fakeroot: ownership and id changes succeed without effect",
             }
         )
-    for comment, names in DENIED.items():
+        for sysname, index in (("mknod", 1), ("mknodat", 2)):
+            for kind in (S_IFCHR, S_IFBLK):
+                syscalls.append(
+                    {
+                        "names": [sysname],
+                        "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": 0,
+                        "args": [
+                            {
+                                "index": index,
+                                "value": S_IFMT,
+                                "valueTwo": kind,
+                                "op": "SCMP_CMP_MASKED_EQ",
+                            }
+                        ],
+                        "comment": "fakeroot: device nodes are not made, and that is a success",
+                    }
+                )
+            for kind in (0, 0o010000, 0o100000, 0o140000):  # plain, FIFO, regular, socket
+                syscalls.append(
+                    {
+                        "names": [sysname],
+                        "action": "SCMP_ACT_ALLOW",
+                        "args": [
+                            {
+                                "index": index,
+                                "value": S_IFMT,
+                                "valueTwo": kind,
+                                "op": "SCMP_CMP_MASKED_EQ",
+                            }
+                        ],
+                        "comment": "fakeroot: FIFOs, sockets and regular files are made for real",
+                    }
+                )
+    denied = dict(DENIED)
+    if name == "strict":
+        denied["debugging other processes"] = STRICT_REMOVED
+    for comment, names in denied.items():
         syscalls.append(
             {
                 "names": names,
@@ -274,9 +388,9 @@ def build() -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    return json.dumps(build(), indent=1) + "\n"
+def render(name: str = "default") -> str:
+    return json.dumps(build(name), indent=1) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render(sys.argv[1] if len(sys.argv) > 1 else "default"))

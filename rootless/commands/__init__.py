@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 MODULES = (
     "rootless.commands.run",
+    "rootless.commands.containers",
     "rootless.commands.images",
     "rootless.commands.info",
+    "rootless.commands.policy",
 )
 
 

@@ -51,8 +51,9 @@ def program() -> bytes:
     return compiled
 
 
-def test_default_json_is_generated_from_its_source() -> None:
-    assert DEFAULT_JSON.read_text() == _default_profile.render()
+@pytest.mark.parametrize("name", ["default", "strict", "fakeroot"])
+def test_builtin_json_is_generated_from_its_source(name: str) -> None:
+    assert DEFAULT_JSON.with_name(f"{name}.json").read_text() == _default_profile.render(name)
 
 
 def test_default_profile_has_no_unknown_names() -> None:

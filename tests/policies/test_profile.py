@@ -218,7 +218,7 @@ def test_syscalls_newer_than_libseccomp_do_not_warn() -> None:
 
 
 def test_builtins() -> None:
-    assert policies.builtin_names() == ["default", "unconfined"]
+    assert policies.builtin_names() == ["default", "fakeroot", "strict", "unconfined"]
     assert policies.load_builtin("unconfined").default_action is Action.ALLOW
     with pytest.raises(PolicyError, match='no built-in seccomp profile "nope"'):
         policies.load_builtin("nope")
