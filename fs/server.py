@@ -95,7 +95,9 @@ class UnionOps(pyfuse3.Operations):
     """Adapts fs.union.Union to pyfuse3's Operations."""
 
     supports_dot_lookup = True
-    enable_writeback_cache = False  # correctness first; see architecture.md "Speed"
+    # The kernel buffers writes and keeps size/mtime itself (fs.union opens backing files
+    # read-write and without O_APPEND for this); page cache is kept across opens.
+    enable_writeback_cache = True
 
     def __init__(self, union: Union) -> None:
         super().__init__()
@@ -210,7 +212,7 @@ class UnionOps(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         mode &= ~ctx.umask
         fh, attr = self.union.create(parent_inode, _name(name), mode, flags, ctx.uid, ctx.gid)
-        return pyfuse3.FileInfo(fh=fh), _entry(attr)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -121,6 +121,17 @@ class _Open:
     names: list[str] = field(default_factory=list)  # directory snapshot for readdir
 
 
+def _host_flags(flags: int) -> int:
+    """Flags for our own open of the backing file. With the writeback cache the kernel
+    reads pages of write-only files and computes the end of file for O_APPEND itself, so
+    (as libfuse's passthrough_hp does) write-only becomes read-write and O_APPEND is
+    dropped: the kernel's offsets are exact. Creation flags were handled already."""
+    flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW | os.O_APPEND)
+    if flags & os.O_ACCMODE == os.O_WRONLY:
+        flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+    return flags
+
+
 def _load_meta(path: Path) -> LayerMeta:
     try:
         return LayerMeta.load(path)
@@ -335,7 +346,7 @@ class Union:
         real = self.upper.at(node.path)
         for of in self._open.values():
             if of.node is node and of.fd >= 0:
-                fd = os.open(real, of.flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+                fd = os.open(real, of.flags & ~os.O_TRUNC)
                 try:
                     os.dup2(fd, of.fd)
                 finally:
@@ -501,7 +512,7 @@ class Union:
         uid, gid = self._new_owner(parent, uid, gid)
         mode = stat.S_IFREG | (mode & 0o7777)
         real = self.upper.real(path)
-        flags &= ~os.O_NOFOLLOW
+        flags = _host_flags(flags)
         fd = os.open(real, flags | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         try:
             write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
@@ -783,17 +794,17 @@ class Union:
     # ---- files and directories --------------------------------------------------------
 
     def open(self, ino: int, flags: int) -> tuple[FileHandle, bool]:
-        """Open for I/O; returns the handle and whether the kernel may keep its cache
-        (true for lower files: layers are immutable)."""
+        """Open for I/O; returns the handle and whether the kernel may keep its page
+        cache: always, since layers are immutable and every write to the upper comes
+        through the kernel (we are its only writer)."""
         node = self.node(ino)
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
         if writing:
             self._copy_up(node)
-        flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
-        fd = os.open(node.layer.at(node.path), flags)
+        fd = os.open(node.layer.at(node.path), _host_flags(flags))
         fh = FileHandle(next(self._fh))
         self._open[fh] = _Open(fd, node, flags)
-        return fh, not node.layer.is_upper
+        return fh, True
 
     def _fd(self, fh: int) -> int:
         try:
