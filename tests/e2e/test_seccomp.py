@@ -156,3 +156,29 @@ def test_compiled_filter_matches_the_profiles_meaning(
     # Not a vacuous comparison: each profile allows some probes and denies others.
     denied = [p for p in CALLS if expected[p] != kernel_says[p]]
     assert len(denied) >= 10 and len(CALLS) - len(denied) >= 10
+
+
+@pytest.mark.parametrize(("policy", "works"), [("default", False), ("fakeroot", True)])
+def test_fakeroot_lets_package_managers_chown_under_a_single_id_map(
+    rsbox: Rsbox, busybox: str, policy: str, works: bool
+) -> None:
+    # With one id mapped, uid 1000 does not exist in the container: chown fails (EINVAL)
+    # and mknod of a device fails (EPERM), as dpkg and rpm would see them, unless
+    # `fakeroot` turns both into a success that changes nothing.
+    res = rsbox.run(
+        "--rm",
+        "--userns",
+        "single",
+        "--security-opt",
+        f"seccomp={policy}",
+        busybox,
+        "sh",
+        "-c",
+        "touch /tmp/f && chown 1000:1000 /tmp/f && mknod /tmp/null c 1 3 && mkfifo /tmp/p"
+        " && stat -c '%u %F' /tmp/f /tmp/p && ls /tmp",
+    )
+    if works:
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == "0 regular empty file\n0 fifo\nf\np\n"
+    else:
+        assert res.returncode != 0 and "chown" in res.stderr

@@ -169,7 +169,8 @@ static int p_perf_event_open(void) {
     memset(attr, 0, sizeof attr);
     return fd_result(syscall(SYS_perf_event_open, attr, 0, -1, -1, 0));
 }
-static int p_userfaultfd(void) { return fd_result(syscall(SYS_userfaultfd, O_CLOEXEC)); }
+/* UFFD_USER_MODE_ONLY (1): what the kernel lets an unprivileged user have. */
+static int p_userfaultfd(void) { return fd_result(syscall(SYS_userfaultfd, O_CLOEXEC | 1)); }
 static int p_io_uring_setup(void) {
     char params[120];
     memset(params, 0, sizeof params);
