@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from policies._libseccomp import COMPILER_VERSION, libseccomp_version
@@ -39,6 +38,8 @@ def _key(text: bytes) -> str:
 
 
 def _store(cache_dir: Path, path: Path, data: bytes) -> None:
+    import tempfile  # only on a miss: a hit should cost as little as possible
+
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
     try:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.bench_seccomp import bench_seccomp
 from tests.images import make_busybox_rootfs
 
 TRUE = ("/bin/busybox", "true")
@@ -188,6 +189,7 @@ def bench_memory(peers: Peers) -> None:
 BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "startup": bench_startup,
     "memory": lambda peers, _runs: bench_memory(peers),
+    "seccomp": bench_seccomp,
 }
 
 
