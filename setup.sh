@@ -12,10 +12,12 @@ cd "$(dirname "$0")"
 # What rsbox and its tests use. uidmap: newuidmap/newgidmap for the full id map;
 # fuse3/libfuse3-dev/pkg-config/python3-dev/gcc: pyfuse3 builds from source;
 # busybox-static: the image of the demo and the tests; umoci/skopeo: OCI layouts in tests;
-# podman/runc/bubblewrap/charliecloud-runtime/fuse-overlayfs: peers for `nox -s bench`.
+# podman/runc/bubblewrap/charliecloud-runtime/fuse-overlayfs: peers for `nox -s bench`;
+# docker-registry/apache2-utils (htpasswd)/openssl: the registry tests' real registry.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
-charliecloud-runtime fuse-overlayfs"
+charliecloud-runtime fuse-overlayfs docker-registry apache2-utils openssl
+containers-common git strace gdb nodejs"
 
 packages() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

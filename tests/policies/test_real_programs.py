@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def confined(bpf: Path, argv: list[str], cwd: Path) -> subprocess.CompletedProce
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
+        if os.environ.get("CI") == "true":  # setup.sh installs it: missing is a failure
+            pytest.fail(f"{tool} not installed (setup.sh PACKAGES)")
         pytest.skip(f"{tool} not installed")
     return path
 
@@ -87,3 +90,35 @@ def test_gcc(default_filter: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "hello"
+
+
+def test_node_and_its_test_runner(default_filter: Path, tmp_path: Path) -> None:
+    node = need("node")
+    (tmp_path / "t.test.js").write_text(
+        "const test = require('node:test'); const assert = require('node:assert');\n"
+        "const { execFileSync } = require('node:child_process');\n"
+        "test('spawn', () => assert.equal(execFileSync('/bin/echo', ['ok']).toString(), 'ok\\n'));\n"
+        "test('fs', async () => { await require('node:fs/promises').writeFile('f', 'x'); });\n"
+    )
+    proc = confined(default_filter, [node, "--test", "t.test.js"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pass 2" in proc.stdout
+
+
+def test_strace(default_filter: Path, tmp_path: Path) -> None:
+    strace = need("strace")
+    proc = confined(
+        default_filter, [strace, "-f", "-qq", "-e", "trace=mkdir", "/bin/mkdir", "d"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.split() == ['mkdir("d",', "0777)", "=", "0"]
+
+
+def test_gdb(default_filter: Path, tmp_path: Path) -> None:
+    gdb = need("gdb")
+    (tmp_path / "hello.c").write_text(HELLO_C)
+    subprocess.run(["gcc", "-g", "-o", "hello", "hello.c"], cwd=tmp_path, check=True)
+    argv = [gdb, "-q", "-batch", "-ex", "break main", "-ex", "run", "-ex", "bt", "./hello"]
+    proc = confined(default_filter, argv, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Breakpoint 1, main" in proc.stdout and "#0  main" in proc.stdout
