@@ -126,6 +126,18 @@ def open_decompressed(raw: BinaryIO) -> Readable:
     return buffered
 
 
+_CORRUPT: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _zstd_errors() -> tuple[type[Exception], ...]:
+    """zstandard.ZstdError (a damaged zstd frame), if the module is there."""
+    try:
+        zstandard: Any = importlib.import_module("zstandard")
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
+
+
 class _HashingReader(io.RawIOBase):
     """Counts and hashes every byte read through it; enforces the size cap."""
 
@@ -335,7 +347,7 @@ def extract_stream(
             reader.drain()
         except LayerError:
             raise
-        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        except _CORRUPT + _zstd_errors() as exc:
             raise LayerError(f"corrupt layer tarball: {exc}", hint=_HINT_CORRUPT) from exc
         except OSError as exc:
             if isinstance(exc, gzip.BadGzipFile) or exc.errno is None:

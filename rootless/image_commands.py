@@ -1,16 +1,24 @@
-"""`rsbox import` and `rsbox images`: argument values in, printable text out.
+"""The image commands (import, images, pull, push, tag, rmi, inspect, login, load,
+save): argument values in, printable text out.
 
 The CLI module parses argv and prints; these functions hold the behaviour.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .image_import import import_rootfs
-from .store import Image, Store, split_name
+from .store import Image, Store, normalize_name, split_name
+
+if TYPE_CHECKING:
+    from .registry.client import TransportOptions
 
 
 def cmd_import(store: Store, src: str, ref: str) -> str:
@@ -110,3 +118,162 @@ def cmd_images(store: Store, fmt: str = "table") -> str:
         for row in table
     ]
     return "\n".join(lines)
+
+
+# --- registry commands ------------------------------------------------------------------
+
+
+def transport_options(
+    tls_verify: bool = True, cert_dir: str | None = None, creds: str | None = None
+) -> TransportOptions:
+    from .registry.auth import Credentials
+    from .registry.client import TransportOptions, insecure_from_env
+
+    credentials = None
+    if creds:
+        user, sep, password = creds.partition(":")
+        if not sep:
+            raise UsageError(
+                "--creds needs USER:PASSWORD", hint="rsbox pull --creds USER:PASS IMAGE"
+            )
+        credentials = Credentials(user, password)
+    return TransportOptions(
+        tls_verify=tls_verify,
+        cert_dir=Path(cert_dir) if cert_dir else None,
+        insecure=insecure_from_env(),
+        credentials=credentials,
+    )
+
+
+def cmd_pull(
+    store: Store,
+    ref: str,
+    *,
+    opts: TransportOptions,
+    platform: str | None = None,
+    quiet: bool = False,
+) -> Image:
+    """Pull REF (a registry reference, or ``oci:DIR[:TAG]``) into the store."""
+    if ref.startswith("oci:"):
+        from .oci_layout import parse_oci_ref
+
+        path, tag = parse_oci_ref(ref)
+        return import_rootfs(store, ref, f"{path.name.lower() or 'image'}:{tag or 'latest'}")
+    from .registry.progress import make_progress
+    from .registry.pull import Platform, pull
+    from .registry.reference import parse_reference
+
+    reference = parse_reference(ref)
+    image, _ = pull(
+        store,
+        reference,
+        opts=opts,
+        platform=Platform.parse(platform) if platform else None,
+        progress=make_progress(quiet),
+    )
+    return image
+
+
+def cmd_tag(store: Store, src: str, dest: str) -> None:
+    store.tag_image(src, normalize_name(dest))
+
+
+def cmd_rmi(store: Store, refs: list[str], force: bool = False) -> list[str]:
+    """Remove images (a name that is one of several of an image only untags it, like
+    ``podman rmi``). Returns the lines to print."""
+    out: list[str] = []
+    for ref in refs:
+        image = store.resolve_image(ref)
+        with contextlib.suppress(UsageError):
+            name = normalize_name(ref)
+            if name in image.names and len(image.names) > 1:
+                store.untag(name)
+                out.append(f"Untagged: {name}")
+                continue
+        store.remove_image(image.id, force=force)
+        out.extend(f"Untagged: {n}" for n in image.names)
+        out.append(f"Deleted: {image.id}")
+    return out
+
+
+def cmd_inspect(store: Store, refs: list[str]) -> str:
+    """JSON like ``podman image inspect``."""
+    docs = []
+    for ref in refs:
+        image = store.resolve_image(ref)
+        config = json.loads(store.image_config_bytes(image.id))
+        manifest = store.image_manifest_digest(image.id)
+        repo_digests = (
+            [f"{split_name(n)[0]}@sha256:{manifest}" for n in image.names] if manifest else []
+        )
+        docs.append(
+            {
+                "Id": image.id,
+                "Digest": f"sha256:{manifest}" if manifest else "",
+                "RepoTags": list(image.names),
+                "RepoDigests": repo_digests,
+                "Created": image.created,
+                "Config": config.get("config") or {},
+                "Architecture": config.get("architecture", ""),
+                "Os": config.get("os", ""),
+                "Variant": config.get("variant", ""),
+                "Size": image.size,
+                "RootFS": {
+                    "Type": "layers",
+                    "Layers": [f"sha256:{p.name}" for p in image.layers],
+                },
+                "Labels": dict(image.config.labels),
+                "History": config.get("history") or [],
+            }
+        )
+    return json.dumps(docs, indent=4)
+
+
+def cmd_login(registry: str, username: str, password: str, opts: TransportOptions) -> str:
+    """Check the credentials against the registry, then store them (mode 0600)."""
+    from .registry.auth import Credentials, store_credentials
+    from .registry.push import check_login
+
+    creds = Credentials(username, password)
+    check_login(registry, dataclasses.replace(opts, credentials=creds))
+    store_credentials(registry, creds)
+    return "Login Succeeded!"
+
+
+def cmd_logout(registry: str) -> str:
+    from .registry.auth import remove_credentials
+
+    if not remove_credentials(registry):
+        raise UsageError(
+            f"not logged in to {registry}",
+            hint="credentials from docker/podman files are removed with their own logout",
+        )
+    return f"Removed login credentials for {registry}"
+
+
+def cmd_push(
+    store: Store, src: str, dest: str | None, *, opts: TransportOptions, quiet: bool = False
+) -> str:
+    """Push the local image SRC to DEST (default: SRC's own name); DEST may be
+    ``oci:DIR[:TAG]``. Returns the manifest digest."""
+    image = store.resolve_image(src)
+    target = dest or src
+    if target.startswith("oci:"):
+        from .oci_layout import parse_oci_ref
+        from .registry.push import save_oci_layout
+
+        path, tag = parse_oci_ref(target)
+        return save_oci_layout(store, image, path, tag or "latest")
+    from .registry.progress import make_progress
+    from .registry.push import push
+    from .registry.reference import parse_reference
+
+    if dest is None and image.names and src not in image.names:
+        with contextlib.suppress(UsageError):
+            name = normalize_name(src)
+            target = name if name in image.names else target
+    reference = parse_reference(target)
+    if reference.digest:
+        raise UsageError("cannot push to a digest", hint="push to NAME:TAG")
+    digest, _ = push(store, image, reference, opts=opts, progress=make_progress(quiet))
+    return digest

@@ -448,6 +448,83 @@ class Store:
             )
         return info
 
+    def layer_for_blob(self, blob_digest: str) -> LayerInfo | None:
+        """The stored layer extracted from blob ``blob_digest`` (hex), if any."""
+        row = self._db.execute(
+            "SELECT diff_id, size FROM layers WHERE blob = ?", (blob_digest,)
+        ).fetchone()
+        if row is not None and self.layer_dir(row[0]).is_dir():
+            return LayerInfo(diff_id=row[0], blob=blob_digest, size=row[1])
+        return None
+
+    def blob_lock(self, blob_digest: str) -> contextlib.AbstractContextManager[None]:
+        """The per-blob lock `add_layer` takes; a puller holds it while it downloads, so
+        that two commands pulling one layer download it once."""
+        if not _HEX64.fullmatch(blob_digest):
+            raise StoreError(f"invalid blob digest {blob_digest!r}")
+        return self._flock(self.root / "locks" / f"{blob_digest}.lock")
+
+    def commit_layer(
+        self, work: Path, blob_tmp: Path, blob_digest: str, diff_id: str, size: int
+    ) -> LayerInfo:
+        """Move a layer extracted elsewhere into place: ``work`` holds ``fs/`` and
+        ``meta`` (fully written), ``blob_tmp`` the verified compressed blob; both in tmp/.
+        The caller holds `blob_lock`, has verified both digests and has flushed the
+        layer's files to disk (``os.sync()``, in a worker thread)."""
+        with open(blob_tmp, "rb") as f:
+            os.fsync(f.fileno())
+        final_blob = self.blob_path(blob_digest)
+        if not final_blob.exists():
+            os.replace(blob_tmp, final_blob)
+            _fsync_dir(final_blob.parent)
+        final = self.layer_dir(diff_id)
+        with self._writer() as db:
+            if not final.is_dir():
+                os.rename(work, final)
+                _fsync_dir(final.parent)
+            db.execute(
+                "INSERT INTO layers(diff_id, blob, size) VALUES (?, ?, ?) "
+                "ON CONFLICT(diff_id) DO NOTHING",
+                (diff_id, blob_digest, size),
+            )
+        return LayerInfo(diff_id=diff_id, blob=blob_digest, size=size)
+
+    def image_layers(self, image_id: str) -> list[LayerInfo]:
+        """The layers of an image, bottom first, with the blobs they came from."""
+        return [
+            LayerInfo(diff_id=r[0], blob=r[1], size=r[2])
+            for r in self._db.execute(
+                "SELECT l.diff_id, l.blob, l.size FROM image_layers i "
+                "JOIN layers l ON l.diff_id = i.diff_id WHERE i.image_id = ? ORDER BY i.position",
+                (image_id,),
+            )
+        ]
+
+    def image_config_bytes(self, image_id: str) -> bytes:
+        row = self._db.execute("SELECT config FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise ImageNotFound(f"image {image_id} is not in the store", hint=_HINT_LIST)
+        return str(row[0]).encode()
+
+    def image_manifest_digest(self, image_id: str) -> str | None:
+        row = self._db.execute("SELECT manifest FROM images WHERE id = ?", (image_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def tag_image(self, ref: str, name: str) -> Image:
+        """Give the image ``ref`` the (normalised) name ``name`` too."""
+        image = self.resolve_image(ref)
+        with self._writer() as db:
+            db.execute(
+                "INSERT INTO names(name, image_id) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id",
+                (name, image.id),
+            )
+        return self._load_image(image.id)
+
+    def untag(self, name: str) -> bool:
+        with self._writer() as db:
+            return db.execute("DELETE FROM names WHERE name = ?", (name,)).rowcount > 0
+
     def _extract_new_layer(self, blob: Path, blob_digest: str, max_bytes: int) -> LayerInfo:
         work = self.mkdtemp("layer-")
         try:
@@ -616,11 +693,16 @@ class Store:
                 raise ImageError(f"image id prefix {ref!r} is ambiguous", hint="use more digits")
         raise ImageNotFound(f"no such image: {ref}", hint=_HINT_LIST)
 
-    def remove_image(self, ref: str) -> list[str]:
-        """Remove an image and the layers no other image uses; refuse while a container
-        uses it. Returns the removed diff_ids."""
+    def remove_image(self, ref: str, *, force: bool = False) -> list[str]:
+        """Remove an image and the layers (and their blobs) no other image uses; refuse
+        while a container uses it, unless ``force`` (which removes those containers, as
+        ``podman rmi --force``). Returns the removed diff_ids."""
         image = self.resolve_image(ref)
         doomed: list[str] = []
+        if force:
+            for c in self.containers():
+                if c.image_id == image.id:
+                    self.remove_container(c.id)
         with self._writer() as db:
             used = db.execute(
                 "SELECT name FROM containers WHERE image_id = ?", (image.id,)
@@ -629,7 +711,7 @@ class Store:
                 raise ImageError(
                     f"image {image.id[:12]} is used by container(s) "
                     + ", ".join(r[0] for r in used),
-                    hint="remove the containers first",
+                    hint="remove the containers first, or use `rsbox rmi --force`",
                 )
             own = [
                 r[0]
@@ -652,11 +734,20 @@ class Store:
                 ).fetchone()
                 if left is None or left[0] > 0:
                     continue
+                blob = db.execute(
+                    "SELECT blob FROM layers WHERE diff_id = ?", (diff_id,)
+                ).fetchone()[0]
                 db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
                 gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(self.layer_dir(diff_id), gone)
+                if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (blob,)).fetchone():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.blob_path(blob))
                 doomed.append(diff_id)
+            if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (image.id,)).fetchone():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.blob_path(image.id))  # the config blob
         for path in self.tmp.glob("gone-*"):
             rmtree_forcefully(path)
         return doomed

@@ -1,10 +1,24 @@
-"""`rsbox import`, `rsbox images`."""
+"""`rsbox import`, `images`, `pull`, `push`, `tag`, `rmi`, `inspect`, `login`, `logout`."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 
 from rootless.commands import Context
+from rootless.errors import UsageError
+
+
+def _tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tls-verify",
+        default="true",
+        choices=["true", "false"],
+        help="verify the registry's TLS certificate (false also allows plain HTTP)",
+    )
+    p.add_argument("--cert-dir", metavar="DIR", help="CA certificates (*.crt) for the registry")
+    p.add_argument("--creds", metavar="USER:PASS", help="credentials for this command only")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +35,58 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     im.add_argument("--format", default="table", choices=["table", "json"])
     im.set_defaults(handler=_images)
 
+    p = sub.add_parser("pull", help="pull an image from a registry (or oci:DIR[:TAG])")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    _tls_flags(p)
+    p.add_argument("image")
+    p.set_defaults(handler=_pull)
+
+    ps = sub.add_parser("push", help="push an image to a registry (or oci:DIR[:TAG])")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    _tls_flags(ps)
+    ps.add_argument("source")
+    ps.add_argument("destination", nargs="?")
+    ps.set_defaults(handler=_push)
+
+    t = sub.add_parser("tag", help="give an image another name")
+    t.add_argument("source")
+    t.add_argument("target", nargs="+")
+    t.set_defaults(handler=_tag)
+
+    r = sub.add_parser("rmi", help="remove images (and their layers no other image uses)")
+    r.add_argument("-f", "--force", action="store_true", help="also remove their containers")
+    r.add_argument("images", nargs="+")
+    r.set_defaults(handler=_rmi)
+
+    # `rsbox inspect` belongs to containers; images are inspected as in Podman:
+    # `rsbox image inspect`.
+    group = sub.add_parser("image", help="image commands: image inspect")
+    isub = group.add_subparsers(dest="image_command", required=True, parser_class=type(group))
+    ins = isub.add_parser("inspect", help="show images as JSON (like podman image inspect)")
+    ins.add_argument("images", nargs="+")
+    ins.set_defaults(handler=_inspect)
+
+    li = sub.add_parser("login", help="store credentials for a registry (checked first)")
+    li.add_argument("-u", "--username")
+    li.add_argument("-p", "--password")
+    li.add_argument("--password-stdin", action="store_true")
+    _tls_flags(li)
+    li.add_argument("registry")
+    li.set_defaults(handler=_login)
+
+    lo = sub.add_parser("logout", help="forget rsbox's credentials for a registry")
+    lo.add_argument("registry")
+    lo.set_defaults(handler=_logout)
+
+
+def _opts(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from rootless import image_commands
+
+    return image_commands.transport_options(
+        tls_verify=ns.tls_verify == "true", cert_dir=ns.cert_dir, creds=ns.creds
+    )
+
 
 def _import(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless import image_commands
@@ -33,4 +99,74 @@ def _images(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless import image_commands
 
     print(image_commands.cmd_images(ctx.store(), ns.format))
+    return 0
+
+
+def _pull(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    image = image_commands.cmd_pull(
+        ctx.store(), ns.image, opts=_opts(ns), platform=ns.platform, quiet=ns.quiet
+    )
+    print(image.id)
+    return 0
+
+
+def _push(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    digest = image_commands.cmd_push(
+        ctx.store(), ns.source, ns.destination, opts=_opts(ns), quiet=ns.quiet
+    )
+    if not ns.quiet:
+        print(digest)
+    return 0
+
+
+def _tag(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    store = ctx.store()
+    for target in ns.target:
+        image_commands.cmd_tag(store, ns.source, target)
+    return 0
+
+
+def _rmi(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    for line in image_commands.cmd_rmi(ctx.store(), ns.images, force=ns.force):
+        print(line)
+    return 0
+
+
+def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    print(image_commands.cmd_inspect(ctx.store(), ns.images))
+    return 0
+
+
+def _login(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    username = ns.username or input("Username: ")
+    if ns.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif ns.password is not None:
+        password = ns.password
+    else:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise UsageError(
+            "login needs a username and a password", hint="rsbox login -u USER REGISTRY"
+        )
+    print(image_commands.cmd_login(ns.registry, username, password, _opts(ns)))
+    return 0
+
+
+def _logout(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless import image_commands
+
+    print(image_commands.cmd_logout(ns.registry))
     return 0
