@@ -244,3 +244,68 @@ def make_umoci_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
     umoci("repack", "--image", image, str(bundle))
     shutil.rmtree(work)
     return dest, tag
+
+
+def make_registry_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
+    """A multi-platform OCI layout for the registry tests: the index holds the host's
+    image (busybox base gzip, a zstd layer with ``/zstd.txt``, a plain layer with
+    ``/plain.txt``) and an arm64 (or amd64 on arm64 hosts) image of one layer."""
+    import zstandard
+
+    rootfs = make_busybox_rootfs(dest.parent / f".{dest.name}.rootfs")
+    base = TarBuilder().add_tree(rootfs).bytes()
+    shutil.rmtree(rootfs)
+    zlayer = TarBuilder().file("zstd.txt", b"from a zstd layer\n").bytes()
+    plain = TarBuilder().file("plain.txt", b"from a plain layer\n").bytes()
+    (dest / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+
+    def image(arch: str, layers: list[tuple[bytes, str]]) -> dict[str, object]:
+        descs, diff_ids = [], []
+        for raw, kind in layers:
+            diff_ids.append(f"sha256:{hashlib.sha256(raw).hexdigest()}")
+            data = {
+                "gzip": lambda r: gzip.compress(r, mtime=0),
+                "zstd": lambda r: zstandard.ZstdCompressor().compress(r),
+                "none": lambda r: r,
+            }[kind](raw)
+            desc = _put_blob(dest, data)
+            suffix = {"gzip": "+gzip", "zstd": "+zstd", "none": ""}[kind]
+            desc["mediaType"] = f"application/vnd.oci.image.layer.v1.tar{suffix}"
+            descs.append(desc)
+        config = {
+            "created": "2024-01-02T03:04:05Z",
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        config_desc = _put_blob(dest, json.dumps(config).encode())
+        config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config_desc,
+            "layers": descs,
+        }
+        desc = _put_blob(dest, json.dumps(manifest).encode())
+        desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+        desc["platform"] = {"os": "linux", "architecture": arch}
+        return desc
+
+    host = _goarch()
+    other = "amd64" if host == "arm64" else "arm64"
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            image(other, [(plain, "gzip")]),
+            image(host, [(base, "gzip"), (zlayer, "zstd"), (plain, "none")]),
+        ],
+    }
+    index_desc = _put_blob(dest, json.dumps(index).encode())
+    index_desc["mediaType"] = "application/vnd.oci.image.index.v1+json"
+    index_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    top = {"schemaVersion": 2, "manifests": [index_desc]}
+    (dest / "index.json").write_text(json.dumps(top))
+    return dest, tag

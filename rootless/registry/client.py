@@ -115,6 +115,19 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error, if that is what it
+    is (with trio, httpx wraps it in a BrokenResourceError)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _retry_after(resp: httpx.Response, default: float) -> float:
     value = resp.headers.get("retry-after", "")
     if value.isdigit():
@@ -163,9 +176,9 @@ class RegistryClient:
 
     def _tls_error(self, exc: Exception) -> RegistryError:
         text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
+        if (cert := _cert_error(exc)) is not None:
             return RegistryError(
-                f"the TLS certificate of {self.registry} is not trusted: {text}",
+                f"the TLS certificate of {self.registry} is not trusted: {cert.verify_message}",
                 hint="give its CA with --cert-dir DIR (DIR/ca.crt), or --tls-verify=false",
             )
         return RegistryError(
@@ -183,7 +196,8 @@ class RegistryClient:
                 await self._http.get(f"{https}/v2/")
                 self._base = https
             except httpx.TransportError as exc:
-                if not self.opts.plain_http_allowed(self.registry):
+                # A certificate error means the server speaks TLS: never downgrade then.
+                if not self.opts.plain_http_allowed(self.registry) or _cert_error(exc):
                     raise self._tls_error(exc) from exc
                 http = f"http://{self.endpoint}"
                 try:

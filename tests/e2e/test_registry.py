@@ -1,0 +1,292 @@
+"""rsbox against the real CNCF distribution registry (Debian's docker-registry), on
+loopback: plain HTTP, and TLS (a CA made here) with htpasswd auth. Images are built by
+the suite; skopeo and umoci check interoperability both ways."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import IN_CI, Rsbox
+from tests.images import make_layered_oci_layout, make_registry_layout, write_oci_layout
+from tests.registry import PASSWORD, USER, Registry, running_registry
+
+TOOLS = ("/usr/bin/docker-registry", "skopeo", "umoci", "openssl", "htpasswd")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing and IN_CI:
+        pytest.fail(f"missing tools for the registry tests: {missing} (./setup.sh packages)")
+    if missing:
+        pytest.skip(f"missing tools: {missing}")
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running_registry(tmp_path_factory.mktemp("registry-plain")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running_registry(tmp_path_factory.mktemp("registry-tls"), tls=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def multi(plain: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The multi-platform index (zstd layer inside), pushed by skopeo."""
+    layout, tag = make_registry_layout(tmp_path_factory.mktemp("multi") / "layout")
+    ref = f"{plain.host}/suite/multi:v1"
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:{tag}", f"docker://{ref}")
+    return ref
+
+
+@pytest.fixture()
+def fresh(tmp_path: Path) -> Rsbox:
+    return Rsbox(tmp_path / "store")
+
+
+def skopeo(*args: str) -> str:
+    res = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert res.returncode == 125, (res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "(hint: " in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def test_skopeo_pushed_index_with_zstd_layer_is_pulled_and_run(multi: str, fresh: Rsbox) -> None:
+    image_id = fresh("pull", "-q", multi, check=True).stdout.strip()
+    res = fresh.run("--rm", multi, "cat", "/zstd.txt", "/plain.txt", check=True)
+    assert res.stdout == "from a zstd layer\nfrom a plain layer\n"
+    doc = json.loads(fresh("image", "inspect", multi, check=True).stdout)[0]
+    assert doc["Id"] == image_id and len(doc["RootFS"]["Layers"]) == 3
+    assert doc["Digest"].startswith("sha256:") and doc["RepoTags"] == [multi]
+
+
+def test_platform_selection(multi: str, fresh: Rsbox) -> None:
+    import platform
+
+    other = "amd64" if platform.machine() == "aarch64" else "arm64"
+    fresh("pull", "-q", "--platform", f"linux/{other}", multi, check=True)
+    doc = json.loads(fresh("image", "inspect", multi, check=True).stdout)[0]
+    assert doc["Architecture"] == other and len(doc["RootFS"]["Layers"]) == 1
+    res = fresh("pull", "--platform", "linux/ppc64le", multi)
+    one_line_error(res, "no image for linux/ppc64le", f"linux/{other}")
+
+
+def test_rsbox_push_then_fresh_store_pulls_and_runs(
+    plain: Registry, multi: str, fresh: Rsbox, tmp_path: Path
+) -> None:
+    fresh("pull", "-q", multi, check=True)
+    dest = f"{plain.host}/suite/pushed:v2"
+    fresh("push", multi, dest, check=True)
+    other = Rsbox(tmp_path / "other")
+    other("pull", "-q", dest, check=True)
+    assert other.run("--rm", dest, "cat", "/zstd.txt", check=True).stdout == "from a zstd layer\n"
+    # the same layers: the zstd blob went up as it came down
+    a = json.loads(fresh("image", "inspect", multi, check=True).stdout)[0]
+    b = json.loads(other("image", "inspect", dest, check=True).stdout)[0]
+    assert a["Id"] == b["Id"] and a["RootFS"] == b["RootFS"]
+
+
+def test_rsbox_push_is_read_by_skopeo_and_umoci(
+    plain: Registry, fresh: Rsbox, tmp_path: Path
+) -> None:
+    layout, tag = make_layered_oci_layout(tmp_path / "layout")
+    fresh("import", f"oci:{layout}:{tag}", "layered", check=True)
+    dest = f"{plain.host}/suite/layered:v1"
+    fresh("push", "layered", dest, check=True)
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{dest}"))
+    assert len(info["Layers"]) == 3
+    skopeo("copy", "--src-tls-verify=false", f"docker://{dest}", f"oci:{tmp_path / 'copy'}:t")
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{tmp_path / 'copy'}:t", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "top.txt").read_text() == "top\n"
+    assert not (rootfs / "etc" / "removeme").exists()
+    assert sorted(os.listdir(rootfs / "opaque")) == ["new"]
+
+
+def test_oci_layout_as_push_destination_and_pull_source(
+    multi: str, fresh: Rsbox, tmp_path: Path
+) -> None:
+    fresh("pull", "-q", multi, check=True)
+    fresh("push", multi, f"oci:{tmp_path / 'out'}:saved", check=True)
+    # (umoci 0.4 has no zstd support: skopeo reads this layout)
+    info = json.loads(skopeo("inspect", f"oci:{tmp_path / 'out'}:saved"))
+    assert len(info["Layers"]) == 3
+    other = Rsbox(tmp_path / "other")
+    other("pull", "-q", f"oci:{tmp_path / 'out'}:saved", check=True)
+    assert (
+        other.run("--rm", "out:saved", "cat", "/zstd.txt", check=True).stdout
+        == "from a zstd layer\n"
+    )
+
+
+def test_tls_registry_with_htpasswd(
+    secure: Registry, multi: str, fresh: Rsbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    fresh("pull", "-q", multi, check=True)
+    dest = f"{secure.host}/private/img:v1"
+    certs = str(secure.cert_dir)
+    # the CA is not trusted by default; plain HTTP is not tried against a TLS server
+    one_line_error(fresh("push", multi, dest), "not trusted", "--cert-dir")
+    one_line_error(
+        fresh("push", "--cert-dir", certs, multi, dest), "requires authentication", "rsbox login"
+    )
+    res = fresh(
+        "login", "--cert-dir", certs, "-u", USER, "--password-stdin", secure.host, input="wrong\n"
+    )
+    one_line_error(res, "rejected the credentials")
+    assert not (tmp_path / "config" / "rsbox" / "auth.json").exists()
+    res = fresh(
+        "login",
+        "--cert-dir",
+        certs,
+        "-u",
+        USER,
+        "--password-stdin",
+        secure.host,
+        input=f"{PASSWORD}\n",
+    )
+    assert res.returncode == 0, res.stderr
+    auth = tmp_path / "config" / "rsbox" / "auth.json"
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    fresh("push", "--cert-dir", certs, multi, dest, check=True)
+    other = Rsbox(tmp_path / "other")
+    other("pull", "-q", "--cert-dir", certs, dest, check=True)
+    assert other.run("--rm", dest, "cat", "/plain.txt", check=True).stdout == "from a plain layer\n"
+    # --tls-verify=false skips verification (credentials still from the file)
+    third = Rsbox(tmp_path / "third")
+    third("pull", "-q", "--tls-verify=false", dest, check=True)
+    assert fresh("logout", secure.host, check=True).returncode == 0
+    one_line_error(
+        Rsbox(tmp_path / "fourth")("pull", "--cert-dir", certs, dest), "requires authentication"
+    )
+    # credentials Podman wrote are read as well
+    run_dir = tmp_path / "run" / "containers"
+    run_dir.mkdir(parents=True)
+    import base64
+
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (run_dir / "auth.json").write_text(json.dumps({"auths": {secure.host: {"auth": token}}}))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    Rsbox(tmp_path / "fifth")("pull", "-q", "--cert-dir", certs, dest, check=True)
+
+
+def test_concurrent_pulls_download_each_layer_once(
+    plain: Registry, multi: str, fresh: Rsbox
+) -> None:
+    # a repository of its own, so that the access log shows only this test's pulls
+    repo = f"{plain.host}/suite/concurrent"
+    skopeo(
+        "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false",
+        f"docker://{multi}", f"docker://{repo}:v1",
+    )  # fmt: skip
+    multi = f"{repo}:v1"
+    procs = [
+        subprocess.Popen(
+            fresh.argv("pull", "-q", multi),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert outs[0][0] == outs[1][0]
+    doc = json.loads(fresh("image", "inspect", multi, check=True).stdout)[0]
+    manifest = json.loads(
+        skopeo(
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{multi.rpartition(':')[0]}@{doc['Digest']}",
+        )
+    )
+    for layer in manifest["layers"]:
+        gets = plain.requests(rf'"GET /v2/suite/concurrent/blobs/{layer["digest"]} ')
+        assert len(gets) == 1, gets
+
+
+def _du(path: Path) -> int:
+    return int(
+        subprocess.run(
+            ["du", "-sk", str(path)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+
+
+def test_images_sharing_a_base_layer_store_it_once(
+    plain: Registry, fresh: Rsbox, tmp_path: Path
+) -> None:
+    from tests.images import TarBuilder, make_busybox_rootfs
+
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    base = TarBuilder().add_tree(rootfs).bytes()
+    for name in ("one", "two"):
+        top = TarBuilder().file(f"{name}.txt", name.encode()).bytes()
+        layout, tag = write_oci_layout(tmp_path / name, [(base, True), (top, True)])
+        skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:{tag}",
+            f"docker://{plain.host}/share/{name}:v1",
+        )
+    fresh("pull", "-q", f"{plain.host}/share/one:v1", check=True)
+    one = _du(fresh.root / "layers")
+    fresh("pull", "-q", f"{plain.host}/share/two:v1", check=True)
+    two = _du(fresh.root / "layers")
+    assert len(os.listdir(fresh.root / "layers")) == 3
+    busybox_kb = os.stat("/bin/busybox").st_size // 1024
+    assert one > busybox_kb and two - one < busybox_kb // 10
+    # removing one image keeps the shared layer; removing both collects layers and blobs
+    fresh("rmi", f"{plain.host}/share/one:v1", check=True)
+    assert len(os.listdir(fresh.root / "layers")) == 2
+    assert (
+        fresh.run("--rm", f"{plain.host}/share/two:v1", "cat", "/two.txt", check=True).stdout
+        == "two"
+    )
+    fresh("rmi", f"{plain.host}/share/two:v1", check=True)
+    assert os.listdir(fresh.root / "layers") == []
+    assert os.listdir(fresh.root / "blobs" / "sha256") == []
+
+
+def test_rmi_refuses_while_a_container_uses_the_image(multi: str, fresh: Rsbox) -> None:
+    fresh("pull", "-q", multi, check=True)
+    fresh.run("--name", "keeper", multi, "true", check=True)
+    one_line_error(fresh("rmi", multi), "used by container", "--force")
+    assert fresh.run("--rm", multi, "true").returncode == 0  # still runnable
+    fresh("rmi", "--force", multi, check=True)
+    assert json.loads(fresh("images", "--format", "json", check=True).stdout) == []
+
+
+def test_missing_image_and_bad_reference(plain: Registry, fresh: Rsbox) -> None:
+    one_line_error(fresh("pull", f"{plain.host}/suite/nothing:here"), "not found")
+    one_line_error(fresh("pull", "UPPER/Case"), "invalid")
