@@ -29,7 +29,7 @@ FORWARDED_SIGNALS = (
 
 
 def wants_helper(argv: list[str]) -> bool:
-    """True for `rsbox [--root DIR] run ...` (the only command that needs P1)."""
+    """True for `rsbox [--root DIR] run|start ...` (the commands that need P1)."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -39,7 +39,7 @@ def wants_helper(argv: list[str]) -> bool:
         if arg.startswith("-"):
             i += 1
             continue
-        return arg == "run"
+        return arg in ("run", "start")
     return False
 
 

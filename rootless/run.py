@@ -7,14 +7,18 @@ provides in /etc, the compiled seccomp filter, the id map. The process tree live
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rootless import lifecycle
 from rootless.errors import UsageError
 from rootless.idmap import host_idmap
 from rootless.prefork import Helper
-from rootless.runspec import ImageDefaults, RunSpec, plan_process
+from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
 from rootless.spawn import Launch
 from rootless.spawn import run as spawn_run
 
@@ -81,7 +85,8 @@ def _defaults(image: Image) -> ImageDefaults:
 
 
 def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
-    """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here."""
+    """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
+    Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
     helper = helper or Helper()
     launched = False
@@ -94,10 +99,19 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         image = store.resolve_image(spec.image)
         bpf = seccomp_filter(store, spec.seccomp)
         idmap = host_idmap(spec.userns)
-        container = store.create_container(
-            image, spec.name, {"image": spec.image, "command": list(spec.command)}
-        )
+        config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
+        container = store.create_container(image, spec.name, config)
         plan = plan_process(spec, _defaults(image), container.id)
+        config.update(
+            spec=spec.to_json(),
+            plan=plan.to_json(),
+            created=lifecycle.now(),
+            image_id=image.id,
+            name=container.name,
+        )
+        lifecycle.atomic_write_json(
+            container.dir / lifecycle.CONFIG_NAME, config, durable=spec.detach
+        )
         launch = Launch(
             spec=spec,
             plan=plan,
@@ -107,11 +121,56 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             idmap=idmap,
             bpf=bpf,
             etc_files=etc_files(container.dir, plan.hostname),
+            cid=container.id,
+            cdir=container.dir,
+            store_root=store.root,
+        )
+        launched = True
+        code = spawn_run(helper, launch)
+        if spec.detach:
+            print(container.id, flush=True)
+        return code
+    finally:
+        if not launched:
+            helper.abort()
+        if spec.remove and not spec.detach and container is not None and store is not None:
+            store.remove_container(container.id)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(lifecycle.runtime_dir(container.id))
+
+
+def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = False) -> int:
+    """`rsbox start`: the same container (config, writable layer) run again, detached
+    unless `attach`. Returns the command's status when attached, else 0."""
+    container = store.container(ref)
+    config = lifecycle.read_json(container.dir / lifecycle.CONFIG_NAME)
+    if "spec" not in config:
+        raise UsageError(
+            f"container {container.name} has no saved configuration",
+            hint="it was made by an older rsbox; run a new one",
+        )
+    spec = RunSpec.from_json(config["spec"])
+    spec = replace(spec, detach=not attach, interactive=spec.interactive and attach)
+    plan = ProcessPlan.from_json(config["plan"])
+    image = store.resolve_image(str(config.get("image_id") or spec.image))
+    helper = helper or Helper()
+    launched = False
+    try:
+        launch = Launch(
+            spec=spec,
+            plan=plan,
+            layers=image.layers,
+            upper=container.upper,
+            rootfs=container.rootfs,
+            idmap=host_idmap(spec.userns),
+            bpf=seccomp_filter(store, spec.seccomp),
+            etc_files=etc_files(container.dir, plan.hostname),
+            cid=container.id,
+            cdir=container.dir,
+            store_root=store.root,
         )
         launched = True
         return spawn_run(helper, launch)
     finally:
         if not launched:
             helper.abort()
-        if spec.remove and container is not None and store is not None:
-            store.remove_container(container.id)

@@ -49,6 +49,10 @@ class Volume:
         return cls(Path(os.path.abspath(src)), os.path.normpath(parts[1]), mode == "ro")
 
 
+def _strs(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
 @dataclass(frozen=True, slots=True)
 class RunSpec:
     image: str
@@ -66,7 +70,30 @@ class RunSpec:
     network: str = "host"
     userns: str = "auto"
     seccomp: str = "default"
+    detach: bool = False
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, object]:
+        """What `start` needs to run the container again (not the host environment:
+        `-e KEY` was resolved into the plan already)."""
+        doc: dict[str, object] = {
+            f: getattr(self, f) for f in self.__dataclass_fields__ if f != "host_env"
+        }
+        doc["command"] = list(self.command)
+        doc["env"] = list(self.env)
+        doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> RunSpec:
+        kw = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        kw["command"] = _strs(doc.get("command"))
+        kw["env"] = _strs(doc.get("env"))
+        kw["volumes"] = tuple(
+            Volume(Path(s), t, bool(ro))
+            for s, t, ro in doc.get("volumes") or ()  # type: ignore[attr-defined]
+        )
+        return cls(**kw)  # type: ignore[arg-type]
 
     def validate(self) -> None:
         """Every cross-flag rule, in one place."""
@@ -94,6 +121,11 @@ class RunSpec:
         for item in self.env:
             if not item or item.startswith("="):
                 raise UsageError(f"invalid environment variable {item!r}", hint="use -e KEY=VALUE")
+        if self.detach and self.interactive:
+            raise UsageError(
+                "-d and -i cannot be combined: a detached container has no stdin",
+                hint="drop -i, and use rsbox exec -it CTR sh for a shell in it",
+            )
         if self.hostname is not None and not (0 < len(self.hostname) <= 64):
             raise UsageError("hostname must be 1 to 64 characters", hint="use --hostname NAME")
 
@@ -116,6 +148,25 @@ class ProcessPlan:
     cwd: str
     user: str  # "" means root; resolved against the container's /etc/passwd later
     hostname: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "argv": list(self.argv),
+            "env": list(self.env),
+            "cwd": self.cwd,
+            "user": self.user,
+            "hostname": self.hostname,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> ProcessPlan:
+        return cls(
+            argv=_strs(doc["argv"]),
+            env=_strs(doc["env"]),
+            cwd=str(doc["cwd"]),
+            user=str(doc["user"]),
+            hostname=str(doc["hostname"]),
+        )
 
 
 def merge_env(

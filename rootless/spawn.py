@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rootless import errors
+from rootless import errors, lifecycle
 from rootless import syscalls as sc
 from rootless.container_init import InitSpec, container_main
 from rootless.errors import HostError, RsboxError
@@ -67,6 +68,9 @@ class Launch:
     idmap: IdMap
     bpf: bytes | None
     etc_files: Mapping[str, Path]
+    cid: str = ""
+    cdir: Path | None = None  # the container's directory in the store (state, log)
+    store_root: Path | None = None  # for `run -d --rm`: the monitor removes the container
 
 
 # --- error reporting across the tree --------------------------------------------------
@@ -199,6 +203,8 @@ def run(helper: Helper, launch: Launch) -> int:
                         f"cannot write the id maps: {exc.strerror}", hint="run rsbox info"
                     ) from exc
                 os.write(helper.go_w, b"M")
+            if launch.spec.detach:
+                return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
         finally:
             for s, h in previous.items():
@@ -208,6 +214,30 @@ def run(helper: Helper, launch: Launch) -> int:
     if err is not None:
         raise err
     return _status_to_code(status)
+
+
+def _detached_started(helper: Helper) -> int:
+    """The error pipe reaches EOF when the container's command was executed (its copy is
+    close-on-exec) and P1 and P2 have let go of theirs: then P1 is the monitor, on its
+    own, and we may leave. Anything else is an error line."""
+    chunks = []
+    while chunk := os.read(helper.err_r, 65536):
+        chunks.append(chunk)
+        if b"\n" in chunk:  # one error line is all we need: the tree is going down
+            break
+    os.close(helper.err_r)
+    if chunks:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.write(w, b"".join(chunks)[:60000])
+        os.close(w)
+        err = _read_error(r)
+        os.close(r)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(helper.pid, 0)
+        helper.close()
+        raise err or RsboxError("the container failed to start", hint="see rsbox logs")
+    helper.close()
+    return 0
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -230,6 +260,14 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     if not data:  # P0 gave up before the launch (bad image, ...): nothing to clean
         os._exit(0)
     launch: Launch = pickle.loads(data)
+    detach = launch.spec.detach
+    if detach:  # the monitor outlives the CLI and its terminal
+        os.setsid()
+        sc.set_pdeathsig(0)
+    lock_fd = -1
+    if launch.cid:  # before unshare: the runtime directory is named by our host uid
+        rundir = lifecycle.runtime_dir(launch.cid)
+        lock_fd = lifecycle.take_monitor_lock(launch.cid)
     try:
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
     except OSError as exc:
@@ -256,6 +294,28 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     p3_sock: socket.socket | None = None
     if launch.spec.tty:
         p1_sock, p3_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    logs: tuple[int, int, int] | None = None
+    if detach and launch.cdir is not None:
+        # The container's stdout and stderr become pipes that we, the monitor, log.
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        errp_r, errp_w = os.pipe2(os.O_CLOEXEC)
+        log_fd = os.open(
+            launch.cdir / lifecycle.LOG_NAME,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(errp_w, 2)
+        os.close(out_w)
+        os.close(errp_w)
+        logs = (out_r, errp_r, log_fd)
+    if launch.cdir is not None:
+        started = lifecycle.now()
+        lifecycle.atomic_write_json(
+            launch.cdir / lifecycle.STATE_NAME, {"started_at": started}, durable=False
+        )
     p1 = os.getpid()
     pid2 = os.fork()
     if pid2 == 0:
@@ -264,9 +324,38 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
         child(err_w, _namespaces_main, launch, p1, err_w, p3_sock)
     if p3_sock is not None:
         p3_sock.close()
-    code = serve_until_exit(pid2, p1_sock, launch.spec.interactive)
+    if logs is not None:
+        # Let go of the terminal and of P0's error pipe: P0 returns when P3 has run
+        # execve. Our own late errors go to monitor.err in the runtime directory.
+        mon_err = os.open(
+            rundir / "monitor.err",
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+            0o600,
+        )
+        os.dup2(devnull, 1)
+        os.dup2(mon_err, 2)
+        os.close(devnull)
+        os.dup2(mon_err, err_w)
+        os.close(mon_err)
+    code = serve_until_exit(pid2, p1_sock, launch.spec.interactive, logs)
     with contextlib.suppress(Exception):
         server.close()
+    if launch.cdir is not None:
+        with contextlib.suppress(OSError):
+            lifecycle.atomic_write_json(
+                launch.cdir / lifecycle.STATE_NAME,
+                {"started_at": started, "finished_at": lifecycle.now(), "exit_code": code},
+                durable=detach,
+            )
+    if detach and launch.spec.remove and launch.store_root is not None:
+        from rootless.store import Store
+
+        with contextlib.suppress(Exception), Store.open(launch.store_root) as store:
+            store.remove_container(launch.cid)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(rundir)
+    if lock_fd >= 0:
+        os.close(lock_fd)
     os._exit(code)
 
 
@@ -283,6 +372,15 @@ def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socke
     if launch.spec.network == "none":
         flags |= sc.CLONE_NEWNET
     sc.unshare(flags)
+    # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
+    # nor the container need them, and a container that held /dev/fuse could keep its
+    # own rootfs alive after P1 died, blocked on it forever.
+    keep = sorted({err_w, pty_sock.fileno() if pty_sock is not None else err_w})
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
     init = InitSpec(
         rootfs=launch.rootfs,
         spec=launch.spec,
@@ -306,9 +404,8 @@ def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socke
         pty_sock.close()
     for s in FORWARDED_SIGNALS:
         signal.signal(s, lambda sig, _f: _kill(pid3, sig))
-    # The FUSE device and the store's files stay with P1: nothing here needs them.
-    os.closerange(3, err_w)
-    os.closerange(err_w + 1, 1 << 20)
+    # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
+    os.closerange(3, 1 << 20)
     while True:
         _, status = os.waitpid(pid3, 0)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):

@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import signal
 import socket
 import struct
 import termios
+from datetime import UTC, datetime
 
 import trio
 
@@ -81,12 +83,68 @@ async def _pump(src: int, dst: int) -> None:
             view = view[n:]
 
 
-async def _supervise(pid2: int, pty_sock: socket.socket | None, interactive: bool) -> int:
+def _log_line(log_fd: int, stream: str, line: bytes) -> None:
+    doc = {
+        "log": line.decode(errors="replace"),
+        "stream": stream,
+        "time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+    }
+    os.write(log_fd, (json.dumps(doc) + "\n").encode())
+
+
+async def _log_stream(src: int, stream: str, log_fd: int) -> None:
+    """Docker's json-file format: one JSON object per line of output, with its stream and
+    time; a last line without a newline is logged as it is at EOF."""
+    os.set_blocking(src, False)
+    pending = b""
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(src)
+            try:
+                data = os.read(src, 65536)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    break
+                raise
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                _log_line(log_fd, stream, line + b"\n")
+    finally:
+        if pending:
+            _log_line(log_fd, stream, pending)
+
+
+async def _supervise(
+    pid2: int,
+    pty_sock: socket.socket | None,
+    interactive: bool,
+    logs: tuple[int, int, int] | None,
+) -> int:
     master: list[int] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         nursery.start_soon(_relay_signals, pid2, master)
         output_done = trio.Event()
+        logs_done = trio.Event()
+        if logs is not None:
+            out_r, err_r, log_fd = logs
+
+            async def log_both() -> None:
+                try:
+                    async with trio.open_nursery() as n:
+                        n.start_soon(_log_stream, out_r, "stdout", log_fd)
+                        n.start_soon(_log_stream, err_r, "stderr", log_fd)
+                finally:
+                    logs_done.set()
+
+            nursery.start_soon(log_both)
+        else:
+            logs_done.set()
         fds: list[int] = []
         if pty_sock is not None:
             await trio.lowlevel.wait_readable(pty_sock)
@@ -99,7 +157,10 @@ async def _supervise(pid2: int, pty_sock: socket.socket | None, interactive: boo
 
             async def output() -> None:
                 try:
-                    await _pump(master[0], 1)
+                    if logs is not None:
+                        await _log_stream(master[0], "stdout", logs[2])
+                    else:
+                        await _pump(master[0], 1)
                 finally:
                     output_done.set()
 
@@ -111,9 +172,16 @@ async def _supervise(pid2: int, pty_sock: socket.socket | None, interactive: boo
         code = await _wait_exit(pid2)
         with trio.move_on_after(2):
             await output_done.wait()
+            await logs_done.wait()
         nursery.cancel_scope.cancel()
     return code
 
 
-def serve_until_exit(pid2: int, pty_sock: socket.socket | None, interactive: bool) -> int:
-    return trio.run(_supervise, pid2, pty_sock, interactive)
+def serve_until_exit(
+    pid2: int,
+    pty_sock: socket.socket | None,
+    interactive: bool,
+    logs: tuple[int, int, int] | None = None,
+) -> int:
+    """`logs`: (stdout pipe, stderr pipe, log file) of a detached container."""
+    return trio.run(_supervise, pid2, pty_sock, interactive, logs)

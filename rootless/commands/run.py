@@ -13,6 +13,9 @@ from rootless.errors import UsageError
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="run a command in a new container")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    r.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background, print the id"
+    )
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
@@ -65,6 +68,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         network=ns.network,
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
+        detach=ns.detach,
         host_env=dict(os.environ),
     )
     return run(ctx.root, spec, ctx.helper)
