@@ -277,3 +277,36 @@ def cmd_push(
         raise UsageError("cannot push to a digest", hint="push to NAME:TAG")
     digest, _ = push(store, image, reference, opts=opts, progress=make_progress(quiet))
     return digest
+
+
+PULL_POLICIES = ("missing", "always", "never")
+
+
+def ensure_image(store: Store, ref: str, policy: str = "missing") -> None:
+    """`rsbox run --pull=POLICY`: pull REF first when it is missing (like `docker run`),
+    always, or never. Local-only names (``localhost/...``) and ids are never pulled:
+    there is no registry to ask. Progress goes to stderr, the command's output is its own.
+    """
+    from .errors import ImageNotFound
+
+    if policy not in PULL_POLICIES:
+        raise UsageError(f"invalid --pull value {policy!r}", hint="use --pull=missing|always|never")
+    if policy == "never":
+        return
+    if policy == "missing":
+        try:
+            store.resolve_image(ref)
+            return
+        except ImageNotFound:
+            pass
+    from .registry.reference import parse_reference
+
+    try:
+        reference = parse_reference(ref)
+    except UsageError:
+        return  # not a registry reference (an id prefix?): let `run` report it
+    if reference.registry == "localhost":
+        return
+    from .registry.client import TransportOptions, insecure_from_env
+
+    cmd_pull(store, ref, opts=TransportOptions(insecure=insecure_from_env()), quiet=False)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from rootless.commands import Context
 from rootless.errors import UsageError
+
+if TYPE_CHECKING:
+    from rootless.registry.client import TransportOptions
 
 
 def _tls_flags(p: argparse.ArgumentParser) -> None:
@@ -80,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lo.set_defaults(handler=_logout)
 
 
-def _opts(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _opts(ns: argparse.Namespace) -> TransportOptions:
     from rootless import image_commands
 
     return image_commands.transport_options(

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
     )
+    r.add_argument(
+        "--pull", default="missing", metavar="missing|always|never", help="pull the image first"
+    )
     r.add_argument("image")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     r.set_defaults(handler=_run)
@@ -52,6 +55,11 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.run import run
     from rootless.runspec import RunSpec, Volume
 
+    if ns.pull != "never":  # pull as `docker run` does (rootless.image_commands)
+        from rootless.image_commands import ensure_image
+
+        with ctx.store() as store:
+            ensure_image(store, ns.image, ns.pull)
     spec = RunSpec(
         image=ns.image,
         command=tuple(ns.cmd),

@@ -290,3 +290,14 @@ def test_rmi_refuses_while_a_container_uses_the_image(multi: str, fresh: Rsbox) 
 def test_missing_image_and_bad_reference(plain: Registry, fresh: Rsbox) -> None:
     one_line_error(fresh("pull", f"{plain.host}/suite/nothing:here"), "not found")
     one_line_error(fresh("pull", "UPPER/Case"), "invalid")
+
+
+def test_run_pulls_a_missing_image(plain: Registry, multi: str, fresh: Rsbox) -> None:
+    one_line_error(fresh.run("--rm", "--pull=never", multi, "true"), "no such image")
+    res = fresh.run("--rm", multi, "cat", "/zstd.txt", check=True)
+    assert res.stdout == "from a zstd layer\n"  # progress went to stderr
+    manifest_gets = len(plain.requests(r'"GET /v2/suite/multi/manifests/'))
+    fresh.run("--rm", multi, "true", check=True)  # present: no registry request
+    assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) == manifest_gets
+    fresh.run("--rm", "--pull=always", multi, "true", check=True)
+    assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) > manifest_gets
