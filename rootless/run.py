@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from rootless import lifecycle
 from rootless.errors import UsageError
+from rootless.exec import save_bpf
 from rootless.idmap import host_idmap
 from rootless.prefork import Helper
 from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
@@ -125,6 +126,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             cdir=container.dir,
             store_root=store.root,
         )
+        save_bpf(container.dir, bpf)
         launched = True
         code = spawn_run(helper, launch)
         if spec.detach:
@@ -156,6 +158,8 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     helper = helper or Helper()
     launched = False
     try:
+        bpf = seccomp_filter(store, spec.seccomp)
+        save_bpf(container.dir, bpf)
         launch = Launch(
             spec=spec,
             plan=plan,
@@ -163,7 +167,7 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
             upper=container.upper,
             rootfs=container.rootfs,
             idmap=host_idmap(spec.userns),
-            bpf=seccomp_filter(store, spec.seccomp),
+            bpf=bpf,
             etc_files=etc_files(container.dir, plan.hostname),
             cid=container.id,
             cdir=container.dir,

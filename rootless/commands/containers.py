@@ -72,6 +72,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=_inspect)
 
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    p.add_argument("-u", "--user", metavar="UID[:GID]")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=_exec)
+
     p = sub.add_parser("top", help="the processes of a running container")
     p.add_argument("container")
     p.set_defaults(handler=_top)
@@ -466,3 +476,15 @@ def _top(ns: argparse.Namespace, ctx: Context) -> int:
             continue
         print(f"{p:>8}  {state:<6}  {cmd}")
     return 0
+
+
+def _exec(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.exec import exec_in
+
+    if not ns.cmd:
+        raise UsageError("exec needs a command", hint="rsbox exec CONTAINER COMMAND [ARG...]")
+    if ns.workdir is not None and not ns.workdir.startswith("/"):
+        raise UsageError(f"working directory {ns.workdir!r} is not absolute", hint="use -w /path")
+    with ctx.store() as store:
+        c = store.container(ns.container)
+    return exec_in(c.dir, c.id, ns.cmd, ns.env, ns.workdir, ns.user, ns.tty, ns.interactive)

@@ -194,3 +194,52 @@ def test_two_starts_at_once_run_one_monitor(rsbox: Rsbox, busybox: str) -> None:
     pids = {int(_state(rsbox, cid)["MonitorPid"])}  # type: ignore[call-overload]
     assert len(pids) == 1 and _state(rsbox, cid)["Running"] is True
     rsbox("rm", "-f", cid, check=True)
+
+
+def test_exec_sees_the_same_files_processes_and_hostname(
+    rsbox: Rsbox, busybox: str, userns: str
+) -> None:
+    cid = _detach(
+        rsbox,
+        "--userns",
+        userns,
+        "--hostname",
+        "webhost",
+        busybox,
+        "sh",
+        "-c",
+        "echo made > /made; echo ready; exec sleep 1000",
+    )
+    _until(lambda: rsbox("logs", cid).stdout == "ready\n", "the container to be ready")
+    assert rsbox("exec", cid, "cat", "/made", check=True).stdout == "made\n"
+    assert rsbox("exec", cid, "hostname", check=True).stdout == "webhost\n"
+    ps = rsbox("exec", cid, "ps", "-o", "pid,comm", check=True).stdout.split()
+    assert ps[2:4] == ["1", "sleep"], ps  # the container's pid 1, in its pid namespace
+    assert "ps" in ps
+    res = rsbox("exec", "-w", "/tmp", "-e", "A=b", cid, "sh", "-c", 'echo "$PWD $A"', check=True)
+    assert res.stdout == "/tmp b\n"
+    assert rsbox("exec", cid, "sh", "-c", "exit 5").returncode == 5
+    assert rsbox("exec", cid, "no-such-command").returncode == 127
+    rsbox("rm", "-f", cid, check=True)
+    assert rsbox("exec", cid, "true").returncode == 125
+
+
+def test_exec_runs_under_the_containers_seccomp_policy(rsbox: Rsbox, busybox: str) -> None:
+    """mount(2) is refused by the default policy, for pid 1 and for exec alike; the same
+    probe succeeds in a container run with seccomp=unconfined."""
+    probe = "mkdir -p /mnt/p && mount -t tmpfs none /mnt/p && echo mounted"
+    confined = _detach(rsbox, busybox, "sleep", "1000")
+    free = _detach(rsbox, "--security-opt", "seccomp=unconfined", busybox, "sleep", "1000")
+    try:
+        status = rsbox("exec", confined, "grep", "Seccomp:", "/proc/self/status", check=True)
+        assert status.stdout.split() == ["Seccomp:", "2"]
+        pid1 = rsbox("exec", confined, "grep", "Seccomp:", "/proc/1/status", check=True)
+        assert pid1.stdout == status.stdout
+        blocked = rsbox("exec", confined, "sh", "-c", probe)
+        assert blocked.returncode != 0 and "mounted" not in blocked.stdout
+        allowed = rsbox("exec", free, "sh", "-c", probe)
+        assert allowed.stdout == "mounted\n", allowed.stderr
+        unconfined = rsbox("exec", free, "grep", "Seccomp:", "/proc/self/status", check=True)
+        assert unconfined.stdout.split() == ["Seccomp:", "0"]
+    finally:
+        rsbox("rm", "-f", confined, free)
