@@ -1,4 +1,5 @@
-"""`rsbox import`, `images`, `pull`, `push`, `tag`, `rmi`, `inspect`, `login`, `logout`."""
+"""`rsbox import`, `images`, `pull`, `push`, `tag`, `rmi`, `image inspect`, `load`, `save`,
+`login`, `logout`."""
 
 from __future__ import annotations
 
@@ -70,6 +71,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ins = isub.add_parser("inspect", help="show images as JSON (like podman image inspect)")
     ins.add_argument("images", nargs="+")
     ins.set_defaults(handler=_inspect)
+
+    ld = sub.add_parser("load", help="load images from a docker-archive or oci-archive")
+    ld.add_argument("-i", "--input", required=True, metavar="FILE")
+    ld.add_argument("-q", "--quiet", action="store_true")
+    ld.set_defaults(handler=_load)
+
+    sv = sub.add_parser("save", help="save images to a docker-archive or oci-archive")
+    sv.add_argument("-o", "--output", required=True, metavar="FILE")
+    sv.add_argument("--format", default="docker-archive", choices=["docker-archive", "oci-archive"])
+    sv.add_argument("images", nargs="+")
+    sv.set_defaults(handler=_save)
 
     li = sub.add_parser("login", help="store credentials for a registry (checked first)")
     li.add_argument("-u", "--username")
@@ -148,6 +160,25 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless import image_commands
 
     print(image_commands.cmd_inspect(ctx.store(), ns.images))
+    return 0
+
+
+def _load(ns: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from rootless import image_archive
+
+    for image in image_archive.load(ctx.store(), Path(ns.input)):
+        print(f"Loaded image: {', '.join(image.names) or image.id}")
+    return 0
+
+
+def _save(ns: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path
+
+    from rootless import image_archive
+
+    image_archive.save(ctx.store(), ns.images, Path(ns.output), ns.format)
     return 0
 
 

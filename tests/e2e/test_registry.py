@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -301,3 +302,61 @@ def test_run_pulls_a_missing_image(plain: Registry, multi: str, fresh: Rsbox) ->
     assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) == manifest_gets
     fresh.run("--rm", "--pull=always", multi, "true", check=True)
     assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) > manifest_gets
+
+
+def test_podman_save_loads_and_rsbox_save_is_read_back(fresh: Rsbox, tmp_path: Path) -> None:
+    from tests.images import make_busybox_rootfs
+
+    if shutil.which("podman") is None:
+        if IN_CI:
+            pytest.fail("podman is missing (./setup.sh packages)")
+        pytest.skip("podman is missing")
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "hello.txt").write_text("made by podman\n")
+    tar = ["tar", "--owner=0", "--group=0", "--numeric-owner", "-C", str(rootfs)]
+    subprocess.run([*tar, "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
+    runroot = Path(tempfile.mkdtemp(prefix="prun-"))  # podman: at most 50 characters
+    podman = [
+        "podman", "--root", str(tmp_path / "proot"), "--runroot", str(runroot),
+        "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
+    ]  # fmt: skip
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
+    (tmp_path / "xdg").mkdir(mode=0o700)
+
+    def pod(*args: str) -> None:
+        res = subprocess.run([*podman, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+
+    try:
+        pod("import", str(tmp_path / "rootfs.tar"), "localhost/frompodman:v1")
+        pod("save", "-o", str(tmp_path / "docker.tar"), "localhost/frompodman:v1")
+        pod(
+            "save",
+            "--format",
+            "oci-archive",
+            "-o",
+            str(tmp_path / "oci.tar"),
+            "localhost/frompodman:v1",
+        )
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+    for archive in ("docker.tar", "oci.tar"):
+        store = Rsbox(tmp_path / f"store-{archive}")
+        res = store("load", "-i", str(tmp_path / archive), check=True)
+        assert "localhost/frompodman:v1" in res.stdout
+        out = store.run("--rm", "frompodman:v1", "cat", "/hello.txt", check=True).stdout
+        assert out == "made by podman\n"
+    # and back: rsbox's archives load into rsbox and are read by skopeo
+    src = Rsbox(tmp_path / "store-docker.tar")
+    for fmt, transport in (("docker-archive", "docker-archive"), ("oci-archive", "oci-archive")):
+        out = tmp_path / f"saved-{fmt}.tar"
+        src("save", "--format", fmt, "-o", str(out), "frompodman:v1", check=True)
+        info = json.loads(skopeo("inspect", f"{transport}:{out}"))
+        assert len(info["Layers"]) == 1
+        again = Rsbox(tmp_path / f"again-{fmt}")
+        again("load", "-i", str(out), check=True)
+        assert (
+            again.run("--rm", "frompodman:v1", "cat", "/hello.txt", check=True).stdout
+            == "made by podman\n"
+        )
+    one_line_error(fresh("load", "-i", str(tmp_path / "rootfs.tar")), "neither")
