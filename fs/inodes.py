@@ -32,6 +32,9 @@ class Node:
     unlinked: bool = False
     links: list[str] = field(default_factory=list)  # other names of a hard-linked file
     host_ino: int = 0  # the upper file's inode number on disk, 0 if not known
+    # Caches valid while nothing of the node is in the upper (lower layers are immutable):
+    attr: object = None  # the last fs.union.Attr
+    listing: tuple[tuple[object, ...], list[str]] | None = None  # (dirs, merged names)
 
     @property
     def is_dir(self) -> bool:

@@ -292,6 +292,24 @@ class Union:
         raise OSError(errno.ENOENT, "deleted", node.path)
 
     def _attr(self, node: Node) -> Attr:
+        cached = node.attr
+        if isinstance(cached, Attr) and not node.layer.is_upper:
+            return cached  # lower layers are immutable
+        attr = self._attr_uncached(node)
+        node.attr = attr
+        return attr
+
+    def _listing(self, node: Node) -> list[str]:
+        """merged_names, remembered for directories that no upper part can change."""
+        cached = node.listing
+        if cached is not None and cached[0] is node.dirs:
+            return cached[1]
+        names = merged_names(node.dirs, node.path)
+        if not any(layer.is_upper for layer in node.dirs):
+            node.listing = (node.dirs, names)
+        return names
+
+    def _attr_uncached(self, node: Node) -> Attr:
         st, meta = self._meta(node)
         if meta is not None:
             mode, uid, gid, rdev = meta.mode, meta.uid, meta.gid, meta.rdev
@@ -840,7 +858,7 @@ class Union:
         if of is None:
             raise OSError(errno.EBADF, "unknown directory handle")
         if start == 0:
-            of.names = [".", "..", *merged_names(of.node.dirs, of.node.path)]
+            of.names = [".", "..", *self._listing(of.node)]
         for i in range(start, len(of.names)):
             yield i + 1, of.names[i]
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.bench_fs import bench_fs
 from tests.bench_seccomp import bench_seccomp
 from tests.images import make_busybox_rootfs
 
@@ -190,6 +191,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "startup": bench_startup,
     "memory": lambda peers, _runs: bench_memory(peers),
     "seccomp": bench_seccomp,
+    "fs": lambda _peers, runs: bench_fs(runs),
 }
 
 
