@@ -133,7 +133,7 @@ def kernel_says(rsbox: Rsbox, busybox: str, probe_dir: Path) -> dict[str, int]:
     return _probe_all(rsbox, busybox, probe_dir, "unconfined")
 
 
-@pytest.mark.parametrize("which", ["docker", "podman", "default"])
+@pytest.mark.parametrize("which", ["docker", "podman", "default", "strict", "fakeroot"])
 def test_compiled_filter_matches_the_profiles_meaning(
     rsbox: Rsbox, busybox: str, probe_dir: Path, kernel_says: dict[str, int], which: str
 ) -> None:
