@@ -62,6 +62,7 @@ AF_INET6 = 10
 AF_ALG = 38  # the kernel's crypto API: a large attack surface, no dev tool needs it
 AF_VSOCK = 40  # talks to the hypervisor: a container has no business there
 DENIED_FAMILIES = (AF_ALG, AF_VSOCK)
+FAMILY_END = 64
 STRICT_FAMILIES = (AF_UNIX, AF_INET, AF_INET6)
 S_IFMT = 0o170000
 S_IFCHR = 0o020000
@@ -183,8 +184,8 @@ DENIED: dict[str, list[str]] = {
 }
 
 
-def ioctl_allow_blocks(denied: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(mask, value) pairs whose MASKED_EQ matches tile [0, 2**32) minus `denied`.
+def ioctl_allow_blocks(denied: tuple[int, ...], end: int = 2**32) -> list[tuple[int, int]]:
+    """(mask, value) pairs whose MASKED_EQ matches tile [0, end) minus `denied`.
 
     Each block is aligned: [value, value + 2**k) with mask = ~(2**k - 1) & 0xffffffff.
     The masks have no high 32 bits, so the high half of the argument is ignored, which is
@@ -192,7 +193,7 @@ def ioctl_allow_blocks(denied: tuple[int, ...]) -> list[tuple[int, int]]:
     """
     out: list[tuple[int, int]] = []
     lo = 0
-    for hole in [*sorted(denied), 2**32]:
+    for hole in [*sorted(denied), end]:
         hi = hole  # exclusive
         while lo < hi:
             k = 0
@@ -313,7 +314,9 @@ def build(name: str = "default") -> dict[str, Any]:
         families = [(0xFFFFFFFF, f) for f in STRICT_FAMILIES]
         why = "socket: AF_UNIX, AF_INET, AF_INET6 only (low 32 bits of the family)"
     else:
-        families = ioctl_allow_blocks(DENIED_FAMILIES)
+        # Families stop at AF_MAX (46 in 6.x): tiling [0, 64) rather than [0, 2**32) keeps
+        # this to 8 rules; a family >= 64 gets EPERM instead of the kernel's EAFNOSUPPORT.
+        families = ioctl_allow_blocks(DENIED_FAMILIES, end=FAMILY_END)
         why = "socket: every family but AF_ALG and AF_VSOCK (low 32 bits of the family)"
     syscalls += _masked_rules("socket", 0, families, why, "SCMP_ACT_ALLOW")
     if name == "fakeroot":
