@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.bench_fs import bench_fs
+from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
 from tests.images import make_busybox_rootfs
 
@@ -191,6 +192,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "startup": bench_startup,
     "memory": lambda peers, _runs: bench_memory(peers),
     "seccomp": bench_seccomp,
+    "pull": bench_pull,
     "fs": lambda _peers, runs: bench_fs(runs),
 }
 
