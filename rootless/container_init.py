@@ -175,7 +175,7 @@ def container_main(init: InitSpec) -> None:
         etc_files=dict(init.etc_files),
         volumes=spec.volumes,
         full_idmap=init.full_idmap,
-        own_network=spec.network == "none",
+        own_network=spec.network != "host",
     )
     apply_steps(rootfs, steps)
     slave = -1
@@ -184,7 +184,7 @@ def container_main(init: InitSpec) -> None:
         socket.send_fds(init.pty_sock, [b"m"], [master])
         os.close(master)
         init.pty_sock.close()
-    if spec.network == "none":
+    if spec.network != "host":
         _lo_up()
     sc.sethostname(plan.hostname)
 

@@ -36,20 +36,23 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def etc_files(cdir: Path, hostname: str) -> dict[str, Path]:
+def etc_files(
+    cdir: Path, hostname: str, network: str = "host", add_hosts: tuple[str, ...] = ()
+) -> dict[str, Path]:
     """/etc/hosts, /etc/hostname and /etc/resolv.conf for the container, as Docker
-    provides them (the host's resolv.conf: the network is the host's or none)."""
+    provides them (resolv.conf: the host's, or slirp4netns's forwarder; see
+    rootless.network), with --add-host entries."""
+    from rootless.network import resolv_conf
+
+    extra = "".join(f"{addr}\t{name}\n" for name, _, addr in (h.partition(":") for h in add_hosts))
     files = {
         "hostname": f"{hostname}\n",
         "hosts": (
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n"
+            f"127.0.1.1\t{hostname}\n{extra}"
         ),
+        "resolv.conf": resolv_conf(network),
     }
-    try:
-        files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        files["resolv.conf"] = ""
     out = {}
     for name, text in files.items():
         path = cdir / name
@@ -121,7 +124,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             rootfs=container.rootfs,
             idmap=idmap,
             bpf=bpf,
-            etc_files=etc_files(container.dir, plan.hostname),
+            etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
             cid=container.id,
             cdir=container.dir,
             store_root=store.root,
@@ -168,7 +171,7 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
             rootfs=container.rootfs,
             idmap=host_idmap(spec.userns),
             bpf=bpf,
-            etc_files=etc_files(container.dir, plan.hostname),
+            etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
             cid=container.id,
             cdir=container.dir,
             store_root=store.root,

@@ -15,7 +15,7 @@ from pathlib import Path
 from rootless.errors import UsageError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORKS = ("host", "none")
+NETWORKS = ("host", "none", "pasta", "slirp4netns")
 USERNS_MODES = ("auto", "single")
 
 
@@ -71,6 +71,8 @@ class RunSpec:
     userns: str = "auto"
     seccomp: str = "default"
     detach: bool = False
+    publish: tuple[str, ...] = ()  # HOSTPORT:CTRPORT[/udp], checked by rootless.network
+    add_hosts: tuple[str, ...] = ()  # NAME:IP
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, object]:
@@ -81,6 +83,8 @@ class RunSpec:
         }
         doc["command"] = list(self.command)
         doc["env"] = list(self.env)
+        doc["publish"] = list(self.publish)
+        doc["add_hosts"] = list(self.add_hosts)
         doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
         return doc
 
@@ -89,6 +93,8 @@ class RunSpec:
         kw = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
         kw["command"] = _strs(doc.get("command"))
         kw["env"] = _strs(doc.get("env"))
+        kw["publish"] = _strs(doc.get("publish"))
+        kw["add_hosts"] = _strs(doc.get("add_hosts"))
         kw["volumes"] = tuple(
             Volume(Path(s), t, bool(ro))
             for s, t, ro in doc.get("volumes") or ()  # type: ignore[attr-defined]
@@ -99,8 +105,23 @@ class RunSpec:
         """Every cross-flag rule, in one place."""
         if self.network not in NETWORKS:
             raise UsageError(
-                f"unsupported network mode {self.network!r}", hint="use --network host or none"
+                f"unsupported network mode {self.network!r}",
+                hint="use --network host, none, pasta or slirp4netns",
             )
+        if self.publish and self.network not in ("pasta", "slirp4netns"):
+            raise UsageError(
+                f"-p needs a network of the container's own, not --network {self.network}",
+                hint="use --network pasta or slirp4netns (install passt or slirp4netns)",
+            )
+        if self.publish:
+            from rootless.network import Port
+
+            for item in self.publish:
+                Port.parse(item)
+        for item in self.add_hosts:
+            name, sep, addr = item.partition(":")
+            if not sep or not name or not addr:
+                raise UsageError(f"invalid --add-host {item!r}", hint="use --add-host NAME:IP")
         if self.userns not in USERNS_MODES:
             raise UsageError(
                 f"unsupported user namespace mode {self.userns!r}",

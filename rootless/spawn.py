@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rootless import errors, lifecycle
+from rootless import errors, lifecycle, network
 from rootless import syscalls as sc
 from rootless.container_init import InitSpec, container_main
 from rootless.errors import HostError, RsboxError
@@ -203,6 +203,8 @@ def run(helper: Helper, launch: Launch) -> int:
                         f"cannot write the id maps: {exc.strerror}", hint="run rsbox info"
                     ) from exc
                 os.write(helper.go_w, b"M")
+                if launch.spec.network == "pasta":
+                    _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
@@ -214,6 +216,25 @@ def run(helper: Helper, launch: Launch) -> int:
     if err is not None:
         raise err
     return _status_to_code(status)
+
+
+def _attach_pasta(helper: Helper, launch: Launch) -> None:
+    """P1 sends "N<pid of P2>" once P2 has its network namespace; we run pasta against
+    it from the host and answer "G" (or kill the tree and raise)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(helper.ready_r, 64)
+        if not chunk:
+            return  # P1 failed before; its error is on the error pipe
+        data += chunk
+    pid2 = int(data[1:-1])
+    try:
+        ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
+        network.attach("pasta", pid2, ports, lifecycle.runtime_dir(launch.cid))
+    except RsboxError:
+        helper.abort()
+        raise
+    os.write(helper.go_w, b"G")
 
 
 def _detached_started(helper: Helper) -> int:
@@ -276,10 +297,12 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
             hint="run rsbox info: user namespaces must be enabled for unprivileged users",
         ) from exc
     os.write(ready_w, b"U")
-    os.close(ready_w)
     if os.read(go_r, 1) != b"M":
         os._exit(125)
-    os.close(go_r)
+    by_p0 = launch.spec.network == "pasta"  # see below: P0 runs pasta
+    if not by_p0:
+        os.close(ready_w)
+        os.close(go_r)
     # Our copy of the mount table must not propagate anything back to the host.
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     union = UnionSpec(lowers=launch.layers, upper=launch.upper, mapped_ids=range(launch.idmap.size))
@@ -316,14 +339,38 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
         lifecycle.atomic_write_json(
             launch.cdir / lifecycle.STATE_NAME, {"started_at": started}, durable=False
         )
+    tool = launch.spec.network if launch.spec.network in network.TOOLS else None
+    # P2 -> P1: "network namespace made"; P1 -> P2: "wired, go on".
+    sync = (*os.pipe2(os.O_CLOEXEC), *os.pipe2(os.O_CLOEXEC)) if tool else None
     p1 = os.getpid()
     pid2 = os.fork()
     if pid2 == 0:
         if p1_sock is not None:
             p1_sock.close()
-        child(err_w, _namespaces_main, launch, p1, err_w, p3_sock)
+        child(err_w, _namespaces_main, launch, p1, err_w, p3_sock, sync)
     if p3_sock is not None:
         p3_sock.close()
+    keep_net: int | None = None
+    if tool and sync is not None:
+        made_r, made_w, p2_go_r, p2_go_w = sync
+        os.close(made_w)
+        os.close(p2_go_r)
+        if os.read(made_r, 1) == b"N":
+            if by_p0:
+                # pasta cannot open the target's namespaces from inside our user
+                # namespace (it sandboxes itself first): P0, on the host, runs it.
+                os.write(ready_w, f"N{pid2}\n".encode())
+                if os.read(go_r, 1) != b"G":
+                    os._exit(125)  # P0 reports why
+            else:
+                ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
+                keep_net = network.attach(tool, pid2, ports, rundir)
+            os.write(p2_go_w, b"G")
+        os.close(made_r)
+        os.close(p2_go_w)
+        if by_p0:
+            os.close(ready_w)
+            os.close(go_r)
     if logs is not None:
         # Let go of the terminal and of P0's error pipe: P0 returns when P3 has run
         # execve. Our own late errors go to monitor.err in the runtime directory.
@@ -354,6 +401,10 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
             store.remove_container(launch.cid)
         with contextlib.suppress(OSError):
             shutil.rmtree(rundir)
+    if keep_net is not None:
+        os.close(keep_net)
+    if by_p0:
+        network.stop_pasta(rundir)
     if lock_fd >= 0:
         os.close(lock_fd)
     os._exit(code)
@@ -362,16 +413,29 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
 # --- P2 ------------------------------------------------------------------------------
 
 
-def _namespaces_main(launch: Launch, p1: int, err_w: int, pty_sock: socket.socket | None) -> None:
+def _namespaces_main(
+    launch: Launch,
+    p1: int,
+    err_w: int,
+    pty_sock: socket.socket | None,
+    sync: tuple[int, int, int, int] | None,
+) -> None:
     sc.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != p1:
         os._exit(125)
     flags = (
         sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS
     )
-    if launch.spec.network == "none":
+    if launch.spec.network != "host":
         flags |= sc.CLONE_NEWNET
     sc.unshare(flags)
+    if sync is not None:  # P1 wires our new network namespace before the container runs
+        made_r, made_w, go_r, go_w = sync
+        os.close(made_r)
+        os.close(go_w)
+        os.write(made_w, b"N")
+        if os.read(go_r, 1) != b"G":
+            os._exit(125)  # P1 reported why
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
     # nor the container need them, and a container that held /dev/fuse could keep its
     # own rootfs alive after P1 died, blocked on it forever.

@@ -387,6 +387,9 @@ def remove_container(store: Store, c: Container, force: bool) -> None:
             if attempt == 49 or not force:
                 raise
             time.sleep(0.05)
+    from rootless.network import stop_pasta
+
+    stop_pasta(runtime_dir(c.id))  # when the monitor was killed before it could
     with contextlib.suppress(OSError):
         shutil.rmtree(runtime_dir(c.id))
 

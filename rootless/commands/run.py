@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--hostname", metavar="NAME")
     r.add_argument("--name", metavar="NAME")
     r.add_argument("--entrypoint", metavar="CMD")
-    r.add_argument("--network", "--net", default="host", metavar="host|none")
+    r.add_argument("--network", "--net", default=None, metavar="host|none|pasta|slirp4netns")
+    r.add_argument("-p", "--publish", action="append", default=[], metavar="HOST:CTR[/udp]")
+    r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
@@ -36,6 +38,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("image")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     r.set_defaults(handler=_run)
+
+
+def network_choice(asked: str | None, publish: Sequence[str]) -> str:
+    """Default: the host's network, or, when ports are published, a namespace of the
+    container's own through the first tool found (pasta, then slirp4netns)."""
+    if asked is not None:
+        return asked
+    if publish:
+        from rootless.network import default_tool
+
+        return default_tool() or "pasta"
+    return "host"
 
 
 def seccomp_choice(opts: Sequence[str]) -> str:
@@ -73,7 +87,9 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         hostname=ns.hostname,
         name=ns.name,
         entrypoint=ns.entrypoint,
-        network=ns.network,
+        network=network_choice(ns.network, ns.publish),
+        publish=tuple(ns.publish),
+        add_hosts=tuple(ns.add_host),
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
         detach=ns.detach,
