@@ -327,8 +327,32 @@ class Store:
         now = time.time()
         for entry in self.tmp.iterdir():
             with contextlib.suppress(OSError):
-                if now - entry.lstat().st_mtime > max_age:
+                if now - entry.lstat().st_mtime > max_age or self._abandoned(entry):
                     rmtree_forcefully(entry)
+
+    def locked_tmpdir(self, prefix: str) -> tuple[Path, int]:
+        """A tmp/ directory that marks itself in use: (path, fd of its lock). While the
+        fd is open (closing it, or the death of the process, releases it) no `clean_tmp`
+        removes it; once released, the next command's `clean_tmp` does, whatever its age
+        (a pull killed half-way leaves nothing for longer than that)."""
+        path = self.mkdtemp(prefix)
+        fd = os.open(path / ".inuse", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return path, fd
+
+    @staticmethod
+    def _abandoned(entry: Path) -> bool:
+        try:
+            fd = os.open(entry / ".inuse", os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def close(self) -> None:
         self._db.close()

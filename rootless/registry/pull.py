@@ -290,7 +290,7 @@ class Puller:
         return self.store.layer_dir(diff_id).is_dir()
 
     async def _fetch_layer(self, hexd: str, diff_id: str, size: int | None) -> None:
-        work = self.store.mkdtemp("pull-")
+        work, inuse = self.store.locked_tmpdir("pull-")
         try:
             layer = work / "layer"
             (layer / "fs").mkdir(parents=True, mode=0o755)
@@ -316,6 +316,7 @@ class Puller:
         finally:
             with trio.CancelScope(shield=True):  # also when a sibling layer failed
                 await trio.to_thread.run_sync(rmtree_forcefully, work)
+            os.close(inuse)
 
     async def _stream(
         self, hexd: str, fs_dir: Path, blob_tmp: Path

@@ -360,3 +360,20 @@ def test_podman_save_loads_and_rsbox_save_is_read_back(fresh: Rsbox, tmp_path: P
             == "made by podman\n"
         )
     one_line_error(fresh("load", "-i", str(tmp_path / "rootfs.tar")), "neither")
+
+
+def test_large_layer_is_uploaded_in_chunks(plain: Registry, fresh: Rsbox, tmp_path: Path) -> None:
+    from tests.images import TarBuilder, make_busybox_rootfs
+
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "big.bin").write_bytes(os.urandom(20 * 1024 * 1024))  # > 2 chunks of 8 MiB
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(TarBuilder().add_tree(rootfs).bytes())
+    fresh("import", str(tarball), "big", check=True)
+    dest = f"{plain.host}/suite/big:v1"
+    fresh("push", "big", dest, check=True)
+    assert len(plain.requests(r'"PATCH /v2/suite/big/blobs/uploads/')) >= 3
+    other = Rsbox(tmp_path / "other")
+    other("pull", "-q", dest, check=True)
+    res = other.run("--rm", dest, "sh", "-c", "wc -c < /big.bin", check=True)
+    assert res.stdout.strip() == str(20 * 1024 * 1024)

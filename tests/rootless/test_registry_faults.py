@@ -105,6 +105,7 @@ class FakeRegistry:
     fault: Callable[[str, str, int], Response | str | None] | None = None
     hits: dict[str, int] = field(default_factory=dict)
     bearer: Credentials | None = None  # require a bearer token got with these
+    redirect_blobs: bool = False  # answer blob GETs with a 307 to /storage/ on another host
     tokens_issued: int = 0
     token_uses: dict[str, int] = field(default_factory=dict)
     port: int = 0
@@ -118,6 +119,9 @@ class FakeRegistry:
         self.hits[path] = n = self.hits.get(path, 0) + 1
         if self.fault is not None and (r := self.fault(method, path, n)) is not None:
             return r
+        if path.startswith("/storage/"):  # where blobs are redirected to (S3-like)
+            assert "authorization" not in headers  # another host: no registry credentials
+            return 200, {"content-type": "application/octet-stream"}, self.blobs[path[9:]]
         if path.startswith("/token"):
             auth = headers.get("authorization", "")
             assert self.bearer is not None
@@ -140,6 +144,8 @@ class FakeRegistry:
                 challenge = f'Bearer realm="http://127.0.0.1:{self.port}/token",service="fake",scope="repository:img:pull"'
                 return 401, {"www-authenticate": challenge}, b""
         parts = path.split("/")
+        if self.redirect_blobs and len(parts) >= 5 and parts[-2] == "blobs":
+            return 307, {"location": f"http://localhost:{self.port}/storage/{parts[-1]}"}, b""
         if len(parts) >= 5 and parts[-2] == "manifests":
             if (
                 m := self.manifests.get(f"{parts[2]}:{parts[-1]}") or self.manifests.get(parts[-1])
@@ -403,3 +409,16 @@ async def test_bearer_token_flow_and_refresh(store: Store, registry: FakeRegistr
     assert len(pulled.layers) == 3
     # tokens here go stale at every new token: the client refreshed on 401 and replayed
     assert registry.tokens_issued > before + 1
+
+
+async def test_blob_redirects_are_followed_without_credentials(
+    store: Store, registry: FakeRegistry
+) -> None:
+    registry.add("img:v1", make_image())
+    registry.bearer = Credentials("u", "pw")
+    registry.redirect_blobs = True
+    seen: list[str] = []
+    registry.fault = lambda m, p, n: seen.append(p) if p.startswith("/storage/") else None
+    right = TransportOptions(backoff=0.01, credentials=Credentials("u", "pw"))
+    pulled, _ = await _pull(store, registry, opts=right)
+    assert len(pulled.layers) == 3 and len(seen) == 4  # 3 layers + the config

@@ -119,3 +119,18 @@ def test_credentials_come_from_docker_and_podman_files(
     assert remove_credentials("quay.io")
     assert not remove_credentials("quay.io")
     assert find_credentials("quay.io") == Credentials("q", "p2")
+
+
+def test_a_killed_pull_leaves_nothing_after_the_next_command(tmp_path: Path) -> None:
+    from rootless.store import Store
+
+    with Store.open(tmp_path / "root") as store:
+        live, fd = store.locked_tmpdir("pull-")
+        dead, fd2 = store.locked_tmpdir("pull-")
+        os.close(fd2)  # what the kernel does when the pulling process dies
+        (dead / "blob").write_bytes(b"half a blob")
+        other = store.mkdtemp("import-")  # young and unmarked: may be in use, kept
+    with Store.open(tmp_path / "root") as store:
+        left = set(store.tmp.iterdir())
+    assert live in left and other in left and dead not in left
+    os.close(fd)
