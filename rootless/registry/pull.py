@@ -46,6 +46,13 @@ ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
 _CHUNK = 256 * 1024
 
 
+RESTARTS = 2  # extra attempts for a blob whose download broke off
+
+
+class Interrupted(RegistryError):
+    """The connection broke during a blob download."""
+
+
 @dataclass(frozen=True)
 class Platform:
     os: str
@@ -271,7 +278,18 @@ class Puller:
                     return
                 size = desc.get("size")
                 self.progress.start(short, size if isinstance(size, int) else 0)
-                await self._fetch_layer(hexd, diff_id, size if isinstance(size, int) else None)
+                # A connection broken mid-blob restarts that blob (nothing of the broken
+                # attempt is kept), a few times, before giving up.
+                for attempt in range(RESTARTS + 1):
+                    try:
+                        await self._fetch_layer(
+                            hexd, diff_id, size if isinstance(size, int) else None
+                        )
+                        break
+                    except Interrupted:
+                        if attempt == RESTARTS:
+                            raise
+                        await trio.sleep(self.client.opts.backoff * 2**attempt)
                 self.fetched.append(digest)
                 self.progress.done(short, "Pulled")
             finally:
@@ -359,7 +377,7 @@ class Puller:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the extractor stopped reading: its error is the one to report
             except httpx.TransportError as exc:
-                download_error = RegistryError(
+                download_error = Interrupted(
                     f"layer sha256:{hexd[:12]}: the connection broke during the download ({exc or type(exc).__name__})",
                     hint="nothing was stored; pull again",
                 )
