@@ -25,6 +25,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import socket
 import struct
 import termios
@@ -162,10 +163,24 @@ def _switch_user(user: ExecUser, full_idmap: bool) -> None:
     os.setresuid(user.uid, user.uid, user.uid)
 
 
+def apply_rlimits(rlimits: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...]) -> None:
+    """--pids-limit, --memory, --ulimit (see rootless.limits), last before seccomp."""
+    for res, soft, hard in rlimits:
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (ValueError, OSError) as exc:
+            raise RsboxError(
+                f"cannot set resource limit {res}: {exc}",
+                hint="a limit above your own hard limit (ulimit -H) is not allowed",
+            ) from exc
+
+
 def container_main(init: InitSpec) -> None:
     """Never returns: execve or raise (the caller reports and exits)."""
     sc.set_pdeathsig(9)
     spec, plan = init.spec, init.plan
+    # Computed while the host's / (and rootless.limits) is still there.
+    rlimits = spec.limits().rlimits() if spec.memory or spec.pids_limit or spec.ulimits else []
     rootfs = str(init.rootfs)
     if not spec.interactive:
         devnull = os.open("/dev/null", os.O_RDONLY)
@@ -217,6 +232,7 @@ def container_main(init: InitSpec) -> None:
     os.set_inheritable(init.error_fd, False)
     os.closerange(3, init.error_fd)
     os.closerange(init.error_fd + 1, 1 << 20)
+    apply_rlimits(rlimits)
     if init.bpf is not None:
         sc.install_seccomp(init.bpf)
     try:

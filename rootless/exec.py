@@ -54,6 +54,7 @@ class ExecSpec:
     bpf: bytes | None
     tty: bool
     interactive: bool
+    rlimits: tuple[tuple[int, int, int], ...] = ()
 
 
 def _open_namespaces(pid: int) -> list[tuple[int, int]]:
@@ -94,7 +95,12 @@ def _join(pid: int) -> None:
 
 
 def _child_main(spec: ExecSpec, err_w: int, slave: int) -> None:
-    from rootless.container_init import _find_executable, _read_text, _switch_user
+    from rootless.container_init import (
+        _find_executable,
+        _read_text,
+        _switch_user,
+        apply_rlimits,
+    )
     from rootless.userdb import resolve_user
 
     sc.set_pdeathsig(signal.SIGKILL)
@@ -125,6 +131,7 @@ def _child_main(spec: ExecSpec, err_w: int, slave: int) -> None:
     os.set_inheritable(err_w, False)
     os.closerange(3, err_w)
     os.closerange(err_w + 1, 1 << 20)
+    apply_rlimits(spec.rlimits)
     if spec.bpf is not None:
         sc.install_seccomp(spec.bpf)
     try:
@@ -222,7 +229,7 @@ def exec_in(
 ) -> int:
     from rootless.idmap import host_idmap
     from rootless.lifecycle import CONFIG_NAME, container_pid, monitor_pid, read_json
-    from rootless.runspec import merge_env
+    from rootless.runspec import RunSpec, merge_env
 
     mon = monitor_pid(cid)
     pid = container_pid(mon) if mon and mon > 1 else None
@@ -251,6 +258,7 @@ def exec_in(
             bpf=bpf,
             tty=tty,
             interactive=interactive,
+            rlimits=tuple(RunSpec.from_json(spec).limits().rlimits()) if spec else (),
         )
     )
 

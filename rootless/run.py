@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,6 +93,9 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
+    limits = spec.limits()
+    if limits.any:
+        print(limits.describe(), file=sys.stderr, flush=True)
     helper = helper or Helper()
     launched = False
     container = None

@@ -11,8 +11,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rootless.errors import UsageError
+
+if TYPE_CHECKING:
+    from rootless.limits import Limits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("host", "none", "pasta", "slirp4netns")
@@ -73,7 +77,16 @@ class RunSpec:
     detach: bool = False
     publish: tuple[str, ...] = ()  # HOSTPORT:CTRPORT[/udp], checked by rootless.network
     add_hosts: tuple[str, ...] = ()  # NAME:IP
+    memory: str | None = None  # see rootless.limits
+    cpus: str | None = None
+    pids_limit: int | None = None
+    ulimits: tuple[str, ...] = ()
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def limits(self) -> Limits:
+        from rootless.limits import Limits
+
+        return Limits.from_flags(self.memory, self.cpus, self.pids_limit, self.ulimits)
 
     def to_json(self) -> dict[str, object]:
         """What `start` needs to run the container again (not the host environment:
@@ -85,6 +98,7 @@ class RunSpec:
         doc["env"] = list(self.env)
         doc["publish"] = list(self.publish)
         doc["add_hosts"] = list(self.add_hosts)
+        doc["ulimits"] = list(self.ulimits)
         doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
         return doc
 
@@ -95,6 +109,7 @@ class RunSpec:
         kw["env"] = _strs(doc.get("env"))
         kw["publish"] = _strs(doc.get("publish"))
         kw["add_hosts"] = _strs(doc.get("add_hosts"))
+        kw["ulimits"] = _strs(doc.get("ulimits"))
         kw["volumes"] = tuple(
             Volume(Path(s), t, bool(ro))
             for s, t, ro in doc.get("volumes") or ()  # type: ignore[attr-defined]
@@ -113,6 +128,7 @@ class RunSpec:
                 f"-p needs a network of the container's own, not --network {self.network}",
                 hint="use --network pasta or slirp4netns (install passt or slirp4netns)",
             )
+        self.limits()
         if self.publish:
             from rootless.network import Port
 

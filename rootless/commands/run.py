@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--network", "--net", default=None, metavar="host|none|pasta|slirp4netns")
     r.add_argument("-p", "--publish", action="append", default=[], metavar="HOST:CTR[/udp]")
     r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
+    r.add_argument("--memory", "-m", metavar="SIZE", help="e.g. 64m (see rsbox info)")
+    r.add_argument("--cpus", metavar="N")
+    r.add_argument("--pids-limit", type=int, metavar="N")
+    r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
@@ -90,6 +94,10 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         network=network_choice(ns.network, ns.publish),
         publish=tuple(ns.publish),
         add_hosts=tuple(ns.add_host),
+        memory=ns.memory,
+        cpus=ns.cpus,
+        pids_limit=ns.pids_limit,
+        ulimits=tuple(ns.ulimit),
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
         detach=ns.detach,

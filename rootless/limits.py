@@ -1,0 +1,135 @@
+"""`--memory`, `--cpus`, `--pids-limit`, `--ulimit`: what this host lets us enforce.
+
+A delegated cgroup v2 subtree (systemd's user slice with `Delegate=yes`) would cap the
+whole container. Without one (cgroup v1, or v2 without delegation: this machine's
+case), rsbox uses rlimits, set in the container's pid 1 and in `exec`'d processes:
+
+* `--pids-limit N` -> RLIMIT_NPROC. Since Linux 5.14 it counts the processes of a uid
+  *in its user namespace* (ucounts), and the container has its own: the limit is the
+  container's, not the host user's. A fork bomb hits EAGAIN at N.
+* `--memory M` -> RLIMIT_AS on each process: no process may map more than M. Not a
+  total for the container (a total needs the memory controller).
+* `--cpus` needs the cpu controller: not enforced, and said so.
+
+`describe` is the one line `run` prints saying which is which.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rootless.errors import UsageError
+
+_SIZE = re.compile(r"(\d+)([bkmg]?)b?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+ULIMITS = {
+    "core": resource.RLIMIT_CORE,
+    "cpu": resource.RLIMIT_CPU,
+    "data": resource.RLIMIT_DATA,
+    "fsize": resource.RLIMIT_FSIZE,
+    "memlock": resource.RLIMIT_MEMLOCK,
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "stack": resource.RLIMIT_STACK,
+    "as": resource.RLIMIT_AS,
+}
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise UsageError(f"invalid size {text!r}", hint="use a number with b, k, m or g: 64m")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def parse_ulimit(text: str) -> tuple[int, int, int]:
+    """`NAME=SOFT[:HARD]` as Docker's --ulimit, e.g. nofile=1024:2048."""
+    name, eq, values = text.partition("=")
+    if not eq or name not in ULIMITS:
+        raise UsageError(
+            f"invalid --ulimit {text!r}",
+            hint=f"use NAME=SOFT[:HARD], NAME one of {sorted(ULIMITS)}",
+        )
+    soft_s, _, hard_s = values.partition(":")
+    try:
+        soft = -1 if soft_s == "-1" else int(soft_s)
+        hard = soft if not hard_s else (-1 if hard_s == "-1" else int(hard_s))
+    except ValueError:
+        raise UsageError(f"invalid --ulimit {text!r}", hint="values are integers") from None
+    soft = resource.RLIM_INFINITY if soft < 0 else soft
+    hard = resource.RLIM_INFINITY if hard < 0 else hard
+    if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+        raise UsageError(f"--ulimit {text!r}: soft above hard", hint="use SOFT <= HARD")
+    return ULIMITS[name], soft, hard
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    ulimits: tuple[str, ...] = ()
+
+    @classmethod
+    def from_flags(
+        cls, memory: str | None, cpus: str | None, pids: int | None, ulimits: Sequence[str]
+    ) -> Limits:
+        mem = parse_size(memory) if memory else None
+        if mem is not None and mem < 6 << 20:
+            raise UsageError("--memory must be at least 6m", hint="as Docker requires")
+        cpu = None
+        if cpus is not None:
+            try:
+                cpu = float(cpus)
+            except ValueError:
+                raise UsageError(f"invalid --cpus {cpus!r}", hint="e.g. --cpus 1.5") from None
+        if pids is not None and pids <= 0:
+            raise UsageError("--pids-limit must be positive", hint="e.g. --pids-limit 64")
+        for u in ulimits:
+            parse_ulimit(u)
+        return cls(mem, cpu, pids, tuple(ulimits))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.memory or self.cpus or self.pids or self.ulimits)
+
+    def rlimits(self) -> list[tuple[int, int, int]]:
+        out = [parse_ulimit(u) for u in self.ulimits]
+        if self.pids is not None:
+            out.append((resource.RLIMIT_NPROC, self.pids, self.pids))
+        if self.memory is not None:
+            out.append((resource.RLIMIT_AS, self.memory, self.memory))
+        return out
+
+    def describe(self) -> str:
+        done, not_done = [], []
+        if self.pids is not None:
+            done.append(f"pids {self.pids} (RLIMIT_NPROC, per container user namespace)")
+        if self.memory is not None:
+            done.append(f"memory {self.memory >> 20}m per process (RLIMIT_AS; not a total)")
+        if self.ulimits:
+            done.append("ulimits " + ",".join(self.ulimits))
+        if self.cpus is not None:
+            not_done.append(f"cpus {self.cpus:g}")
+        line = "rsbox: limits enforced: " + ("; ".join(done) or "none")
+        if not_done:
+            line += f"; NOT enforced: {', '.join(not_done)} (needs a delegated cgroup v2)"
+        return line
+
+
+def cgroup_v2_delegated() -> bool:
+    """True when our own cgroup v2 directory is writable by us (delegation)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        if line.startswith("0::"):
+            path = "/sys/fs/cgroup" + line[3:]
+            return os.path.exists("/sys/fs/cgroup/cgroup.controllers") and os.access(path, os.W_OK)
+    return False
