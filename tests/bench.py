@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.bench_fs import bench_fs
+from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
 from tests.images import make_busybox_rootfs
@@ -190,6 +191,7 @@ def bench_memory(peers: Peers) -> None:
 
 BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "startup": bench_startup,
+    "lifecycle": bench_lifecycle,
     "memory": lambda peers, _runs: bench_memory(peers),
     "seccomp": bench_seccomp,
     "pull": bench_pull,

@@ -1,0 +1,152 @@
+"""Background containers, rsbox next to Podman in one run (registered as `lifecycle`).
+
+exec     median wall time of `rsbox exec CTR true` vs `podman exec CTR true`, both
+         containers detached from the same busybox rootfs. Target: rsbox <= 0.75x podman.
+memory   PSS of what stays per container: rsbox's monitor (P1) and P2, next to Podman's
+         conmon, with 1 and then N containers (target <= 25 MiB each; linear growth).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.bench import Peers
+
+TRUE = ("/bin/busybox", "true")
+POD_RUN = (
+    "run",
+    "-d",
+    "--network",
+    "none",
+    "localhost/rsbox-bench",
+    "/bin/busybox",
+    "sleep",
+    "1000",
+)
+
+
+def _median(argv: list[str], runs: int) -> float:
+    for _ in range(2):
+        subprocess.run(argv, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _pss(pid: int) -> int:
+    """KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pids_with(word: str, also: str) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if word in cmd and also in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+def _rsbox_pss(peers: Peers, ids: list[str]) -> int:
+    """The monitors (P1) and their P2s of these containers."""
+    from rootless.lifecycle import children, monitor_pid
+
+    total = 0
+    for cid in ids:
+        mon = monitor_pid(cid)
+        if mon:
+            total += _pss(mon) + sum(_pss(p) for p in children(mon))
+    return total
+
+
+def _podman_pss(tag: str) -> int:
+    return sum(_pss(p) for p in _pids_with("conmon", tag))
+
+
+def bench_lifecycle(peers: Peers, runs: int, many: int = 10) -> None:
+    cmds = peers.setup()
+    rs_ids = [
+        subprocess.run(
+            peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000"),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    ]
+    pod_ids: list[str] = []
+    have_podman = "podman" in cmds
+    try:
+        if have_podman:
+            res = subprocess.run(
+                [*peers.podman_args, *POD_RUN],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode == 0:
+                pod_ids.append(res.stdout.strip())
+            else:
+                have_podman = False
+                print(f"podman: not measured ({res.stderr.strip()[:200]})")
+        rs = _median(peers.rsbox("exec", rs_ids[0], *TRUE), runs)
+        print(f"\nexec: median wall time of `exec CTR true`, {runs} runs each")
+        print(f"  rsbox    {rs * 1000:7.1f} ms")
+        if have_podman:
+            pod = _median([*peers.podman_args, "exec", pod_ids[0], *TRUE], runs)
+            print(f"  podman   {pod * 1000:7.1f} ms   rsbox/podman = {rs / pod:.2f}x")
+            print(f"  target rsbox <= 0.75x podman: {rs / pod:.2f}x")
+        one_rs = _rsbox_pss(peers, rs_ids)
+        one_pod = _podman_pss(pod_ids[0]) if pod_ids else 0
+        for _ in range(many - 1):
+            rs_ids.append(
+                subprocess.run(
+                    peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000"),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+            )
+            if have_podman:
+                res = subprocess.run(
+                    [*peers.podman_args, *POD_RUN],
+                    capture_output=True,
+                    text=True,
+                )
+                if res.returncode == 0:
+                    pod_ids.append(res.stdout.strip())
+        many_rs = _rsbox_pss(peers, rs_ids)
+        many_pod = sum(_podman_pss(p) for p in pod_ids)
+        print("\nmemory: PSS of the per-container processes that stay (rsbox: monitor + P2;")
+        print("podman: conmon), 1 container, then per container with", len(rs_ids))
+        print(f"  rsbox    1: {one_rs / 1024:6.1f} MiB   {len(rs_ids)}: ", end="")
+        print(f"{many_rs / 1024:6.1f} MiB total, {many_rs / len(rs_ids) / 1024:5.1f} MiB each")
+        if pod_ids:
+            print(f"  podman   1: {one_pod / 1024:6.1f} MiB   {len(pod_ids)}: ", end="")
+            print(
+                f"{many_pod / 1024:6.1f} MiB total, {many_pod / len(pod_ids) / 1024:5.1f} MiB each"
+            )
+        print("  target: <= 25 MiB each, total growing linearly")
+    finally:
+        subprocess.run(peers.rsbox("rm", "-f", *rs_ids), capture_output=True)
+        if pod_ids:
+            subprocess.run(
+                [*peers.podman_args, "rm", "-f", "-t", "0", *pod_ids], capture_output=True
+            )
