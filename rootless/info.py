@@ -173,8 +173,49 @@ def _overlay() -> Check:
     )
 
 
+def _network() -> Check:
+    from rootless.network import default_tool
+
+    tool = default_tool()
+    return Check(
+        "container networking",
+        tool is not None,
+        (
+            f"--network pasta|slirp4netns available; -p uses {tool}. Without -p a container "
+            "shares the host's network (--network host); ask for a namespace with --network"
+            if tool
+            else "neither pasta nor slirp4netns: only --network host and none"
+        ),
+        "" if tool else "install passt (pasta) or slirp4netns",
+    )
+
+
+def _limits() -> Check:
+    from rootless.limits import cgroup_v2_delegated
+
+    ok = cgroup_v2_delegated()
+    return Check(
+        "resource limits",
+        True,
+        "cgroup v2 delegated, but rsbox applies rlimits only"
+        if ok
+        else "--pids-limit (RLIMIT_NPROC per user namespace), --memory (RLIMIT_AS per "
+        "process), --ulimit enforced; --cpus not enforced (no cgroup v2 delegation)",
+        "",
+    )
+
+
 def checks() -> list[Check]:
-    return [_userns(), _fuse(), _subids(), _seccomp(), _cgroup(), _overlay()]
+    return [
+        _userns(),
+        _fuse(),
+        _subids(),
+        _seccomp(),
+        _cgroup(),
+        _overlay(),
+        _network(),
+        _limits(),
+    ]
 
 
 def render_info() -> str:
