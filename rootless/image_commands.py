@@ -256,6 +256,23 @@ def cmd_push(
 ) -> str:
     """Push the local image SRC to DEST (default: SRC's own name); DEST may be
     ``oci:DIR[:TAG]``. Returns the manifest digest."""
+    if src.startswith("oci:"):  # a layout pushed as it is (multi-platform indexes too)
+        import trio
+
+        from .oci_layout import parse_oci_ref
+        from .registry.progress import make_progress
+        from .registry.push import push_layout
+        from .registry.reference import parse_reference
+
+        if not dest or dest.startswith("oci:"):
+            raise UsageError(
+                "push oci:DIR[:TAG] needs a registry destination",
+                hint="rsbox push oci:DIR:TAG REGISTRY/NAME:TAG",
+            )
+        path, tag = parse_oci_ref(src)
+        ref = parse_reference(dest)
+        progress = make_progress(quiet)
+        return trio.run(lambda: push_layout(path, tag, ref, opts=opts, progress=progress))
     image = store.resolve_image(src)
     target = dest or src
     if target.startswith("oci:"):

@@ -189,6 +189,31 @@ class Pusher:
         self.stats["uploaded"] += 1
         self.progress.done(key, "Pushed")
 
+    async def put_manifest(self, reference: str, data: bytes, media_type: str) -> None:
+        async with self.client.request(
+            "PUT",
+            f"/v2/{self.repo}/manifests/{reference}",
+            scope=self.scope,
+            content=data,
+            headers={"Content-Type": media_type},
+        ) as resp:
+            if resp.status_code != 201:
+                raise self.client.error_for(resp, f"manifest of {self.ref}", await resp.aread())
+
+    async def push_blobs(self, blobs: Sequence[Blob]) -> None:
+        limiter = trio.CapacityLimiter(4)
+
+        async def one(blob: Blob) -> None:
+            async with limiter:
+                await self.push_blob(blob)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for blob in dict.fromkeys(blobs):
+                    nursery.start_soon(one, blob)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
     async def push(self, layers: Sequence[Blob], config: Blob) -> str:
         limiter = trio.CapacityLimiter(4)
 
@@ -305,3 +330,50 @@ def save_oci_layout(store: Store, image: Image, dest: Path, tag: str) -> str:
     tmp.write_text(json.dumps(index))
     os.replace(tmp, index_path)
     return f"sha256:{mdigest}"
+
+
+async def push_layout(
+    layout_dir: Path,
+    tag: str | None,
+    ref: Reference,
+    *,
+    opts: TransportOptions,
+    progress: Progress | None = None,
+) -> str:
+    """Push an image of an OCI layout as it is, a multi-platform index included: every
+    blob, every manifest by digest, then the top manifest (or index) under the tag."""
+    from rootless.oci_layout import INDEX_TYPES, _Layout, _select_by_tag
+
+    layout = _Layout(layout_dir)
+    top = _select_by_tag(layout, layout.index()["manifests"], tag)
+    blobs: list[Blob] = []
+    manifests: list[tuple[str, bytes, str]] = []  # (digest, bytes, media type), leaves first
+
+    def walk(desc: dict[str, Any], depth: int) -> None:
+        if depth > 4:
+            raise RegistryError(f"{layout_dir}: indexes nested too deeply")
+        data = layout.read_verified(desc)
+        doc = json.loads(data)
+        mt = str(desc.get("mediaType") or doc.get("mediaType") or OCI_MANIFEST)
+        if mt in INDEX_TYPES or "manifests" in doc:
+            for child in doc.get("manifests") or []:
+                walk(child, depth + 1)
+        else:
+            for d in [doc["config"], *doc.get("layers", [])]:
+                path, _ = layout.blob_path(d)
+                blobs.append(Blob(str(d["digest"]), int(d["size"]), str(d.get("mediaType")), path))
+        manifests.append((str(desc["digest"]), data, mt))
+
+    walk(top, 0)
+    progress = progress or Quiet()
+    async with RegistryClient(ref.registry, ref.endpoint, opts) as client:
+        pusher = Pusher(client, ref, progress, [])
+        try:
+            await pusher.push_blobs(blobs)
+            for digest, data, mt in manifests[:-1]:
+                await pusher.put_manifest(digest, data, mt)
+            digest, data, mt = manifests[-1]
+            await pusher.put_manifest(ref.reference, data, mt)
+        finally:
+            progress.close()
+    return digest

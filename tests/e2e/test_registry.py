@@ -377,3 +377,21 @@ def test_large_layer_is_uploaded_in_chunks(plain: Registry, fresh: Rsbox, tmp_pa
     other("pull", "-q", dest, check=True)
     res = other.run("--rm", dest, "sh", "-c", "wc -c < /big.bin", check=True)
     assert res.stdout.strip() == str(20 * 1024 * 1024)
+
+
+def test_rsbox_pushes_a_multi_platform_index_from_an_oci_layout(
+    plain: Registry, fresh: Rsbox, tmp_path: Path
+) -> None:
+    import platform
+
+    layout, tag = make_registry_layout(tmp_path / "layout")
+    dest = f"{plain.host}/suite/rsbox-multi:v1"
+    fresh("push", f"oci:{layout}:{tag}", dest, check=True)
+    index = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}"))
+    assert len(index["manifests"]) == 2
+    fresh("pull", "-q", dest, check=True)
+    assert fresh.run("--rm", dest, "cat", "/zstd.txt", check=True).stdout == "from a zstd layer\n"
+    other = "amd64" if platform.machine() == "aarch64" else "arm64"
+    fresh("pull", "-q", "--platform", f"linux/{other}", dest, check=True)
+    doc = json.loads(fresh("image", "inspect", dest, check=True).stdout)[0]
+    assert doc["Architecture"] == other
