@@ -175,6 +175,44 @@ def apply_rlimits(rlimits: list[tuple[int, int, int]] | tuple[tuple[int, int, in
             ) from exc
 
 
+def _init_then_exec(error_fd: int) -> None:
+    """`--init`: we stay as pid 1, the command runs as our child. Pid 1 of a namespace
+    gets no default signal actions and inherits every orphan: this loop forwards the
+    signals P2 relays to the command and reaps every child, and exits with the command's
+    status. Returns in the child, which goes on to execve."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:
+        return
+    os.close(error_fd)  # the child reports; EOF at its execve tells a detached P0
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
+        f.write("rsbox-init")
+    for s in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGWINCH,
+    ):
+        signal.signal(s, lambda sig, _f: _forward(pid, sig))
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if wpid == pid:
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            os._exit(code)
+
+
+def _forward(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
 def container_main(init: InitSpec) -> None:
     """Never returns: execve or raise (the caller reports and exits)."""
     sc.set_pdeathsig(9)
@@ -235,6 +273,8 @@ def container_main(init: InitSpec) -> None:
     apply_rlimits(rlimits)
     if init.bpf is not None:
         sc.install_seccomp(init.bpf)
+    if spec.init:
+        _init_then_exec(init.error_fd)
     try:
         os.execve(exe, list(plan.argv), env)
     except OSError as exc:

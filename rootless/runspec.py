@@ -81,6 +81,7 @@ class RunSpec:
     cpus: str | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
+    init: bool = False  # --init: a minimal pid 1 (rootless.container_init)
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def limits(self) -> Limits:

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--cpus", metavar="N")
     r.add_argument("--pids-limit", type=int, metavar="N")
     r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    r.add_argument(
+        "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
+    )
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
@@ -98,6 +101,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cpus=ns.cpus,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
+        init=ns.init,
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
         detach=ns.detach,

@@ -243,3 +243,32 @@ def test_exec_runs_under_the_containers_seccomp_policy(rsbox: Rsbox, busybox: st
         assert unconfined.stdout.split() == ["Seccomp:", "0"]
     finally:
         rsbox("rm", "-f", confined, free)
+
+
+def _has_zombie(rsbox: Rsbox, cid: str) -> bool:
+    ps = rsbox("exec", cid, "ps", "-o", "stat,comm", check=True).stdout.split("\n")[1:]
+    return any(line.strip().startswith("Z") for line in ps)
+
+
+def test_init_reaps_orphans_and_forwards_signals(rsbox: Rsbox, busybox: str) -> None:
+    script = "(sleep 0 &); echo ready; exec sleep 1000"
+    # Without --init, `sleep` is pid 1: it never reaps the orphan, which stays a zombie.
+    plain = _detach(rsbox, busybox, "sh", "-c", script)
+    # With --init, our pid 1 reaps it, and passes SIGTERM on to the command.
+    inited = _detach(rsbox, "--init", busybox, "sh", "-c", script)
+    try:
+        for cid in (plain, inited):
+            _until(lambda c=cid: rsbox("logs", c).stdout == "ready\n", "the container")
+        _until(lambda: _has_zombie(rsbox, plain), "the orphan to become a zombie")
+        assert not _has_zombie(rsbox, inited)
+        ps = rsbox("exec", inited, "ps", "-o", "pid,comm", check=True).stdout.split()
+        assert ps[2:4] == ["1", "rsbox-init"], ps
+        rsbox("stop", "-t", "60", inited, check=True)
+        assert _state(rsbox, inited)["ExitCode"] == 143  # SIGTERM reached sleep
+    finally:
+        rsbox("rm", "-f", plain, inited)
+
+
+def test_init_in_the_foreground_returns_the_commands_status(rsbox: Rsbox, busybox: str) -> None:
+    res = rsbox.run("--rm", "--init", busybox, "sh", "-c", "echo $$; exit 3")
+    assert (res.returncode, res.stdout) == (3, "2\n"), res.stderr
