@@ -82,6 +82,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(handler=_exec)
 
+    p = sub.add_parser("port", help="a container's published ports")
+    p.add_argument("container")
+    p.set_defaults(handler=_port)
+
     p = sub.add_parser("top", help="the processes of a running container")
     p.add_argument("container")
     p.set_defaults(handler=_top)
@@ -491,3 +495,16 @@ def _exec(ns: argparse.Namespace, ctx: Context) -> int:
     with ctx.store() as store:
         c = store.container(ns.container)
     return exec_in(c.dir, c.id, ns.cmd, ns.env, ns.workdir, ns.user, ns.tty, ns.interactive)
+
+
+def _port(ns: argparse.Namespace, ctx: Context) -> int:
+    """Docker's format: `80/tcp -> 0.0.0.0:8080`."""
+    from rootless.network import Port
+
+    with ctx.store() as store:
+        c = store.container(ns.container)
+    spec = _config(c).get("spec") or {}
+    for text in spec.get("publish") or []:
+        p = Port.parse(str(text))
+        print(f"{p.container}/{p.proto} -> 0.0.0.0:{p.host}")
+    return 0

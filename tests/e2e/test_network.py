@@ -64,6 +64,7 @@ def test_httpd_on_a_published_port(rsbox: Rsbox, busybox: str, tool: str, marker
     cid = res.stdout.strip()
     try:
         assert _fetch(f"http://127.0.0.1:{port}/") == f"hello {tool}\n".encode()
+        assert rsbox("port", cid, check=True).stdout == f"8080/tcp -> 0.0.0.0:{port}\n"
         hosts = rsbox("exec", cid, "cat", "/etc/hosts", check=True).stdout
         assert "10.1.2.3\tdb.example" in hosts
         # Its own network namespace: only lo and the tool's interface, not the host's.
