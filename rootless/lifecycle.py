@@ -38,6 +38,12 @@ CONFIG_NAME = "config.json"
 LOST_EXIT_CODE = 137
 
 
+def restart_limit(policy: str) -> int | None:
+    """`on-failure[:N]` -> N (None: no limit). Checked by RunSpec.validate."""
+    _, _, n = policy.partition(":")
+    return int(n) if n else None
+
+
 def runtime_base() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
@@ -108,6 +114,8 @@ def take_monitor_lock(cid: str) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    with contextlib.suppress(FileNotFoundError):  # a `stop` of an earlier run
+        (path.parent / "stopping").unlink()
     return fd
 
 

@@ -179,6 +179,7 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
             cid=container.id,
             cdir=container.dir,
             store_root=store.root,
+            restart_count=int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0),
         )
         launched = True
         return spawn_run(helper, launch)

@@ -82,6 +82,7 @@ class RunSpec:
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
     init: bool = False  # --init: a minimal pid 1 (rootless.container_init)
+    restart: str = "no"  # no | on-failure[:N] (detached only; see rootless.spawn)
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def limits(self) -> Limits:
@@ -130,6 +131,11 @@ class RunSpec:
                 hint="use --network pasta or slirp4netns (install passt or slirp4netns)",
             )
         self.limits()
+        kind, colon, count = self.restart.partition(":")
+        if kind not in ("no", "on-failure") or (colon and (kind == "no" or not count.isdigit())):
+            raise UsageError(f"invalid --restart {self.restart!r}", hint="use no or on-failure[:N]")
+        if kind != "no" and self.remove:
+            raise UsageError("--restart and --rm cannot be combined", hint="drop one of them")
         if self.publish:
             from rootless.network import Port
 

@@ -71,6 +71,7 @@ class Launch:
     cid: str = ""
     cdir: Path | None = None  # the container's directory in the store (state, log)
     store_root: Path | None = None  # for `run -d --rm`: the monitor removes the container
+    restart_count: int = 0  # --restart: how many times the monitor restarted it so far
 
 
 # --- error reporting across the tree --------------------------------------------------
@@ -289,6 +290,7 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     if launch.cid:  # before unshare: the runtime directory is named by our host uid
         rundir = lifecycle.runtime_dir(launch.cid)
         lock_fd = lifecycle.take_monitor_lock(launch.cid)
+    restarter = _fork_restarter(launch, rundir) if detach and launch.spec.restart != "no" else -1
     try:
         sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
     except OSError as exc:
@@ -337,7 +339,9 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     if launch.cdir is not None:
         started = lifecycle.now()
         lifecycle.atomic_write_json(
-            launch.cdir / lifecycle.STATE_NAME, {"started_at": started}, durable=False
+            launch.cdir / lifecycle.STATE_NAME,
+            {"started_at": started, "restart_count": launch.restart_count},
+            durable=False,
         )
     tool = launch.spec.network if launch.spec.network in network.TOOLS else None
     # P2 -> P1: "network namespace made"; P1 -> P2: "wired, go on".
@@ -391,7 +395,12 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
         with contextlib.suppress(OSError):
             lifecycle.atomic_write_json(
                 launch.cdir / lifecycle.STATE_NAME,
-                {"started_at": started, "finished_at": lifecycle.now(), "exit_code": code},
+                {
+                    "started_at": started,
+                    "finished_at": lifecycle.now(),
+                    "exit_code": code,
+                    "restart_count": launch.restart_count,
+                },
                 durable=detach,
             )
     if detach and launch.spec.remove and launch.store_root is not None:
@@ -405,9 +414,42 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
         os.close(keep_net)
     if by_p0:
         network.stop_pasta(rundir)
+    if restarter >= 0:
+        limit = lifecycle.restart_limit(launch.spec.restart)
+        stopped = (rundir / "stopping").exists()
+        if code != 0 and not stopped and (limit is None or launch.restart_count < limit):
+            os.write(restarter, b"R")
+        os.close(restarter)
     if lock_fd >= 0:
         os.close(lock_fd)
     os._exit(code)
+
+
+def _fork_restarter(launch: Launch, rundir: Path) -> int:
+    """`--restart on-failure`: a process left in the host's namespaces (we are about to
+    leave them), which runs `rsbox start` once we, the monitor, have exited, if we ask it
+    to. Returns the pipe to ask on ("R"; EOF means no)."""
+    import sys
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    if os.fork() != 0:
+        os.close(r)
+        return w
+    try:
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        keep = r
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+        if os.read(keep, 1) != b"R":
+            os._exit(0)
+        lifecycle.wait_monitor(launch.cid)
+        env = dict(os.environ, RSBOX_RESTART_COUNT=str(launch.restart_count + 1))
+        argv = [sys.executable, "-m", "rootless", "--root", str(launch.store_root)]
+        os.execve(sys.executable, [*argv, "start", launch.cid], env)
+    finally:
+        os._exit(125)
 
 
 # --- P2 ------------------------------------------------------------------------------

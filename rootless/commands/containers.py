@@ -165,6 +165,10 @@ def _wait_stopped(c: Container, timeout: float | None) -> bool:
 
 
 def stop_container(c: Container, grace: int) -> None:
+    from rootless.lifecycle import runtime_dir
+
+    with contextlib.suppress(OSError):  # tells the monitor: no --restart after this
+        (runtime_dir(c.id) / "stopping").touch()
     if not _signal_container(c, signal.SIGTERM):
         return
     if _wait_stopped(c, grace):
@@ -419,7 +423,14 @@ def _wait(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.lifecycle import LOG_NAME, container_pid, runtime_dir, state_of
+    from rootless.lifecycle import (
+        LOG_NAME,
+        STATE_NAME,
+        container_pid,
+        read_json,
+        runtime_dir,
+        state_of,
+    )
 
     docs = []
     code = 0
@@ -448,6 +459,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                     "StartedAt": st.started_at,
                     "FinishedAt": st.finished_at,
                 },
+                "RestartCount": read_json(c.dir / STATE_NAME).get("restart_count", 0),
                 "Config": {"Spec": cfg.get("spec"), "Process": cfg.get("plan")},
                 "LogPath": str(c.dir / LOG_NAME),
                 "UpperDir": str(c.upper),

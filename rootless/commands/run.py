@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument(
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
     )
+    r.add_argument("--restart", default="no", metavar="no|on-failure[:N]")
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
@@ -102,6 +103,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
         init=ns.init,
+        restart=ns.restart,
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
         detach=ns.detach,

@@ -272,3 +272,28 @@ def test_init_reaps_orphans_and_forwards_signals(rsbox: Rsbox, busybox: str) -> 
 def test_init_in_the_foreground_returns_the_commands_status(rsbox: Rsbox, busybox: str) -> None:
     res = rsbox.run("--rm", "--init", busybox, "sh", "-c", "echo $$; exit 3")
     assert (res.returncode, res.stdout) == (3, "2\n"), res.stderr
+
+
+def test_restart_on_failure_runs_it_again_up_to_n_times(rsbox: Rsbox, busybox: str) -> None:
+    cid = _detach(
+        rsbox, "--restart", "on-failure:2", busybox, "sh", "-c", "echo run >> /runs; exit 1"
+    )
+    upper = Path(str(_inspect(rsbox, cid)["UpperDir"]))
+    _until(lambda: _inspect(rsbox, cid)["RestartCount"] == 2, "two restarts")
+    _until(lambda: not _state(rsbox, cid)["Running"], "the last run to end")
+    assert (upper / "runs").read_text() == "run\n" * 3
+    assert _state(rsbox, cid)["ExitCode"] == 1
+    rsbox("rm", cid, check=True)
+
+
+def test_restart_is_not_applied_after_stop_or_success(rsbox: Rsbox, busybox: str) -> None:
+    ok = _detach(rsbox, "--restart", "on-failure", busybox, "true")
+    assert rsbox("wait", ok, check=True).stdout == "0\n"
+    stopped = _detach(rsbox, "--restart", "on-failure", busybox, "sleep", "1000")
+    rsbox("stop", "-t", "0", stopped, check=True)
+    for cid in (ok, stopped):
+        assert _inspect(rsbox, cid)["RestartCount"] == 0
+        assert _state(rsbox, cid)["Running"] is False
+    rsbox("rm", ok, stopped, check=True)
+    bad = rsbox.run("-d", "--restart", "always", busybox, "true")
+    assert bad.returncode == 125 and "--restart" in bad.stderr
