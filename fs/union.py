@@ -93,6 +93,8 @@ class UnionSpec:
     upper: Path
     mapped_ids: range = range(0, 65536)
     plain_lowers: bool = False
+    squash_uid: int | None = None  # show every entry as owned by this id (fuse-overlayfs's
+    squash_gid: int | None = None  # squash_to_uid/gid options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +320,10 @@ class Union:
         else:
             mode, uid, gid, rdev = st.st_mode, 0, 0, 0
         ids = self.spec.mapped_ids
+        if self.spec.squash_uid is not None:
+            uid = self.spec.squash_uid
+        if self.spec.squash_gid is not None:
+            gid = self.spec.squash_gid
         return Attr(
             ino=node.ino,
             mode=mode,

@@ -1,0 +1,206 @@
+"""`rsbox-overlayfs`: fuse-overlayfs's command line, served by rsbox's union filesystem.
+
+    rsbox-overlayfs [-f] [-d] -o lowerdir=A:B,upperdir=U,workdir=W[,OPTS] MOUNTPOINT
+
+So tools that drive fuse-overlayfs (containers/storage's `mount_program`, Podman) and
+benchmarks can mount our filesystem the same way as its peer:
+
+- `lowerdir` lists layers top first, as overlayfs does; they are plain directory trees:
+  ownership and modes are what lstat says, and both overlayfs whiteouts (0/0 character
+  devices, `trusted.overlay.opaque`/`user.overlay.opaque`) and OCI ones are honoured.
+- `upperdir` receives the writes (rsbox's format: OCI whiteouts, metadata in
+  `user.rsbox.override`); without one the mount gets a private, throw-away upper.
+  `workdir` is accepted and unused (copy-up temporaries live next to their target).
+- `squash_to_root`, `squash_to_uid=N`, `squash_to_gid=N` show every file as owned by
+  0 / N. `uidmapping`/`gidmapping` are accepted when they are the identity (what Podman
+  passes for a rootless user) and refused otherwise. `noacl`, `fsync=`, `volatile`,
+  `static_nlink`, `xino=`, `threaded=`, `context=`, `index=`, `redirect_dir=`, `ro` and
+  other fuse-overlayfs tuning options are accepted and ignored.
+- Once mounted it goes to the background (the command returns 0), as fuse-overlayfs
+  does, unless `-f`. The daemon exits when the filesystem is unmounted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from fs import server
+from fs.union import UnionSpec
+
+_IGNORED = {
+    "noacl",
+    "fsync",
+    "volatile",
+    "static_nlink",
+    "xino",
+    "threaded",
+    "context",
+    "fscontext",
+    "defcontext",
+    "rootcontext",
+    "index",
+    "redirect_dir",
+    "metacopy",
+    "ro",
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "userxattr",
+    "plugins",
+    "debug",
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "auto_unmount",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    mountpoint: Path
+    lowers: list[Path]  # bottom first, as UnionSpec wants
+    upper: Path | None
+    foreground: bool
+    squash_uid: int | None
+    squash_gid: int | None
+
+
+def _identity_mapping(value: str) -> bool:
+    """`A:B:N[:A:B:N...]` maps ids to themselves (containers/storage's format)."""
+    parts = value.split(":")
+    if len(parts) % 3:
+        return False
+    return all(parts[i] == parts[i + 1] for i in range(0, len(parts), 3))
+
+
+def parse(argv: list[str]) -> Options:
+    opts: list[str] = []
+    positional: list[str] = []
+    foreground = False
+    it = iter(argv)
+    for arg in it:
+        if arg == "-o":
+            opts.extend(next(it, "").split(","))
+        elif arg.startswith("-o"):
+            opts.extend(arg[2:].split(","))
+        elif arg in ("-f", "-d", "--debug"):
+            foreground = True
+        elif arg in ("-V", "--version"):
+            raise UsageError("rsbox-overlayfs: version 1 (fuse-overlayfs compatible command line)")
+        elif arg in ("-h", "--help"):
+            raise UsageError(__doc__ or "")
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg}")
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        raise UsageError("exactly one mountpoint is needed")
+    lowers: list[Path] = []
+    upper: Path | None = None
+    squash_uid = squash_gid = None
+    for opt in filter(None, opts):
+        key, _, value = opt.partition("=")
+        if key == "lowerdir":
+            lowers = [Path(p).resolve() for p in reversed(value.split(":")) if p]
+        elif key == "upperdir":
+            upper = Path(value).resolve()
+        elif key == "workdir":
+            pass
+        elif key == "squash_to_root":
+            squash_uid = squash_gid = 0
+        elif key == "squash_to_uid":
+            squash_uid = int(value)
+        elif key == "squash_to_gid":
+            squash_gid = int(value)
+        elif key in ("uidmapping", "gidmapping"):
+            if not _identity_mapping(value):
+                raise UsageError(f"{key}={value}: only the identity mapping is supported")
+        elif key not in _IGNORED:
+            raise UsageError(f"unknown mount option {key}")
+    if not lowers:
+        raise UsageError("-o lowerdir=DIR[:DIR...] is required")
+    return Options(Path(positional[0]).resolve(), lowers, upper, foreground, squash_uid, squash_gid)
+
+
+def _mapped_ids() -> range:
+    """The ids of our user namespace (0..N-1 as Podman maps them): files owned by an id
+    outside it are shown as 0, as the kernel refuses writes to unmapped owners."""
+    top = 0
+    for line in Path("/proc/self/uid_map").read_text().splitlines():
+        inside, _, count = (int(x) for x in line.split())
+        if inside == 0 or top:
+            top = max(top, inside + count)
+    return range(0, max(top, 1))
+
+
+async def _serve_until_signal() -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                server.stop()
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        o = parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        if str(exc).startswith("rsbox-overlayfs: version"):
+            print(exc)
+            return 0
+        print(f"rsbox-overlayfs: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"rsbox-overlayfs: {exc}", file=sys.stderr)
+        return 2
+    upper = o.upper or Path(tempfile.mkdtemp(prefix="rsbox-overlayfs-upper-"))
+    spec = UnionSpec(
+        tuple(o.lowers),
+        upper,
+        _mapped_ids(),
+        plain_lowers=True,
+        squash_uid=o.squash_uid,
+        squash_gid=o.squash_gid,
+    )
+    try:
+        server.mount(spec, o.mountpoint)
+    except OSError as exc:
+        print(f"rsbox-overlayfs: {exc}", file=sys.stderr)
+        return 1
+    if not o.foreground:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() > 0:
+            os._exit(0)  # mounted: the caller may use it now
+        os.setsid()
+        os.chdir("/")
+        fd = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(fd, std)
+        os.close(fd)
+    try:
+        trio.run(_serve_until_signal)
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

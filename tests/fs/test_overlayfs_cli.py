@@ -1,0 +1,144 @@
+"""rsbox-overlayfs: fuse-overlayfs's command line, overlayfs whiteouts, and Podman using it
+as its overlay `mount_program`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fs.overlayfs_cli import UsageError, parse
+from tests.fs.test_mount import IN_CI, _require, _unshare, has_subid_range
+from tests.images import make_busybox_rootfs
+
+CLI = shutil.which("rsbox-overlayfs") or str(Path(sys.executable).parent / "rsbox-overlayfs")
+
+
+def test_parse_fuse_overlayfs_command_line(tmp_path: Path) -> None:
+    o = parse(
+        [
+            "-o",
+            f"lowerdir={tmp_path}/top:{tmp_path}/bottom,upperdir=u,workdir=w",
+            "-o",
+            "fsync=0,noacl,squash_to_uid=7,uidmapping=0:0:65536",
+            str(tmp_path / "m"),
+        ]
+    )
+    assert o.lowers == [tmp_path / "bottom", tmp_path / "top"]  # UnionSpec: bottom first
+    assert o.upper == Path("u").resolve() and o.squash_uid == 7 and o.squash_gid is None
+    assert not o.foreground
+    with pytest.raises(UsageError, match="identity"):
+        parse(["-o", "lowerdir=a,uidmapping=0:1000:1", "m"])
+    with pytest.raises(UsageError, match="unknown mount option"):
+        parse(["-o", "lowerdir=a,bogus=1", "m"])
+    with pytest.raises(UsageError, match="lowerdir"):
+        parse(["m"])
+
+
+def test_overlay_whiteouts_and_daemon(tmp_path: Path) -> None:
+    """0/0 character devices and user.overlay.opaque hide lower entries; the command
+    returns once mounted and the daemon serves until unmounted."""
+    _require(False)
+    a, b = tmp_path / "A", tmp_path / "B"
+    (a / "d").mkdir(parents=True)
+    (a / "o").mkdir()
+    (b / "d").mkdir(parents=True)
+    (b / "o").mkdir()
+    (a / "d/keep").write_text("k")
+    (a / "d/gone").write_text("g")
+    (a / "o/hidden").write_text("h")
+    (b / "o/shown").write_text("s")
+    os.setxattr(b / "o", "user.overlay.opaque", b"y")
+    for d in ("U", "W", "m"):
+        (tmp_path / d).mkdir()
+    script = f"""
+        set -eu
+        mknod {b}/d/gone c 0 0
+        {CLI} -o lowerdir={b}:{a},upperdir={tmp_path}/U,workdir={tmp_path}/W {tmp_path}/m
+        cd {tmp_path}/m
+        test "$(ls d)" = keep
+        test "$(ls o)" = shown
+        echo new > d/new && test "$(cat d/new)" = new
+        rm d/keep && test -z "$(ls d | grep keep || true)"
+        cd / && umount {tmp_path}/m
+    """
+    proc = subprocess.run(
+        [*_unshare(False), "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "U/d/new").read_text() == "new\n"
+    assert (tmp_path / "U/d/.wh.keep").exists()
+
+
+def test_podman_runs_a_container_on_rsbox_overlayfs(tmp_path: Path) -> None:
+    """The user's storage.conf (overlay driver, mount_program = rsbox-overlayfs)."""
+    _require(True)
+    if shutil.which("podman") is None:
+        if IN_CI:
+            pytest.fail("CI=true and podman is not installed (setup.sh PACKAGES)")
+        pytest.skip("podman is not installed")
+    assert has_subid_range()
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    with tarfile.open(tmp_path / "rootfs.tar", "w") as t:
+        t.add(rootfs, arcname=".")
+    conf = tmp_path / "config/containers"
+    conf.mkdir(parents=True)
+    (conf / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp_path}/graph"\n'
+        f'runroot = "{tmp_path}/run"\n[storage.options.overlay]\nmount_program = "{CLI}"\n'
+    )
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "xdg"),
+    }
+    podman = [
+        "podman",
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+    ]
+    try:
+        subprocess.run(
+            [*podman, "import", str(tmp_path / "rootfs.tar"), "localhost/bb"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        run = subprocess.run(
+            [
+                *podman,
+                "run",
+                "--rm",
+                "localhost/bb",
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "echo hello > /tmp/x && cat /tmp/x && grep ' / ' /proc/mounts",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[0] == "hello"
+        assert "fuse.rsbox" in run.stdout  # the rootfs is served by rsbox-overlayfs
+    finally:
+        subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
+        subprocess.run(
+            ["podman", "unshare", "rm", "-rf", str(tmp_path / "graph")],
+            env=env,
+            capture_output=True,
+        )
