@@ -297,3 +297,16 @@ def test_restart_is_not_applied_after_stop_or_success(rsbox: Rsbox, busybox: str
     rsbox("rm", ok, stopped, check=True)
     bad = rsbox.run("-d", "--restart", "always", busybox, "true")
     assert bad.returncode == 125 and "--restart" in bad.stderr
+
+
+def test_exec_t_gets_a_pty_of_the_containers_devpts(rsbox: Rsbox, busybox: str) -> None:
+    cid = _detach(rsbox, busybox, "sleep", "1000")
+    try:
+        res = rsbox("exec", "-t", cid, "sh", "-c", "tty; echo $TERM", check=True)
+        tty, term = res.stdout.replace("\r", "").split()
+        assert tty.startswith("/dev/pts/") and term == "xterm"
+        probe = "test -t 1 && echo tty || echo no-tty"
+        assert rsbox("exec", cid, "sh", "-c", probe).stdout == "no-tty\n"
+        assert rsbox("exec", "-t", cid, "sh", "-c", probe).stdout.strip() == "tty"
+    finally:
+        rsbox("rm", "-f", cid)
