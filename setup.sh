@@ -15,10 +15,11 @@ cd "$(dirname "$0")"
 # podman/runc/bubblewrap/charliecloud-runtime/fuse-overlayfs: peers for `nox -s bench`;
 # docker-registry/apache2-utils (htpasswd)/openssl: the registry tests' real registry.
 # slirp4netns/passt (pasta): a container's own network namespace, -p (rsbox run --network).
+# mmdebstrap: the Debian image of tests/e2e/test_workloads.py (git/gcc/python3/sqlite3).
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
 charliecloud-runtime fuse-overlayfs docker-registry apache2-utils openssl
-containers-common git strace gdb nodejs slirp4netns passt"
+containers-common git strace gdb nodejs slirp4netns passt mmdebstrap"
 
 packages() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -1,8 +1,9 @@
 """The inode table: the names the kernel holds references to, and nothing more.
 
 - Inode numbers are ours (a counter), so copy-up and rename never change what stat says.
-- Hard links: every name of one upper file maps to one Node (keyed by the upper file's
-  host inode number), so the kernel sees one inode with the right st_nlink.
+- Hard links: every name of one file on disk (upper, or within one lower layer) maps to
+  one Node, keyed by the file's (st_dev, st_ino), so the kernel sees one inode with the
+  right st_nlink and tar/cp -a/git see the link.
 - Memory is bounded by the kernel: a node lives while the kernel holds lookups on it
   (FORGET drops it) or while its file is open; nothing else is cached here.
 """
@@ -31,7 +32,7 @@ class Node:
     lookups: int = 0
     unlinked: bool = False
     links: list[str] = field(default_factory=list)  # other names of a hard-linked file
-    host_ino: int = 0  # the upper file's inode number on disk, 0 if not known
+    host_ino: tuple[int, int] | None = None  # (st_dev, st_ino) of the file on disk
     # Caches valid while nothing of the node is in the upper (lower layers are immutable):
     attr: object = None  # the last fs.union.Attr
     listing: tuple[tuple[object, ...], list[str]] | None = None  # (dirs, merged names)
@@ -50,7 +51,7 @@ class InodeTable:
         self._next = itertools.count(ROOT_INODE + 1)
         self.nodes: dict[Inode, Node] = {ROOT_INODE: root}
         self.by_path: dict[str, Inode] = {"": ROOT_INODE}
-        self._by_host: dict[int, Inode] = {}
+        self._by_host: dict[tuple[int, int], Inode] = {}
 
     def get(self, ino: int) -> Node:
         try:
@@ -62,18 +63,24 @@ class InodeTable:
         ino = self.by_path.get(path)
         return None if ino is None else self.nodes[ino]
 
-    def by_host(self, host_ino: int) -> Node | None:
+    def by_host(self, host_ino: tuple[int, int]) -> Node | None:
         ino = self._by_host.get(host_ino)
         return None if ino is None else self.nodes.get(ino)
 
-    def add(self, path: str, layer: Layer, dirs: tuple[Layer, ...], host_ino: int = 0) -> Node:
+    def add(
+        self,
+        path: str,
+        layer: Layer,
+        dirs: tuple[Layer, ...],
+        host_ino: tuple[int, int] | None = None,
+    ) -> Node:
         node = Node(Inode(next(self._next)), path, layer, dirs)
         self.nodes[node.ino] = node
         self.by_path[path] = node.ino
         self.set_host(node, host_ino)
         return node
 
-    def set_host(self, node: Node, host_ino: int) -> None:
+    def set_host(self, node: Node, host_ino: tuple[int, int] | None) -> None:
         if host_ino and not node.is_dir:
             node.host_ino = host_ino
             self._by_host[host_ino] = node.ino

@@ -33,6 +33,7 @@ from fs.union import Attr, Union, UnionSpec
 
 log = logging.getLogger(__name__)
 
+THREAD_IO_BYTES = 1 << 17  # reads this big go to a worker thread (see tests/bench_fs.py)
 CACHE_TIMEOUT = 300.0  # seconds; see the module docstring for why this is safe
 MOUNT_OPTIONS = frozenset({"fsname=rsbox", "subtype=rsbox", "allow_other", "default_permissions"})
 
@@ -59,7 +60,10 @@ def _errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
     return wrapper
 
 
+@functools.lru_cache(maxsize=1 << 15)
 def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    """Attr -> the reply struct. Memoized: warm readdirplus/lookup storms ask for the same
+    attributes again and again, and pyfuse3 only copies from the object."""
     e = pyfuse3.EntryAttributes()
     e.st_ino = attr.ino
     e.generation = 0
@@ -79,6 +83,7 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     return e
 
 
+@functools.cache
 def _negative() -> pyfuse3.EntryAttributes:
     """A lookup miss the kernel may remember (inode 0 = negative dentry)."""
     e = pyfuse3.EntryAttributes()
@@ -216,6 +221,8 @@ class UnionOps(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if size >= THREAD_IO_BYTES:  # big reads overlap with the next requests
+            return await trio.to_thread.run_sync(self.union.read, fh, off, size)
         return self.union.read(fh, off, size)
 
     @_errors

@@ -123,6 +123,11 @@ class _Open:
     names: list[str] = field(default_factory=list)  # directory snapshot for readdir
 
 
+def _key(real: str) -> tuple[int, int]:
+    st = os.lstat(real)
+    return st.st_dev, st.st_ino
+
+
 def _host_flags(flags: int) -> int:
     """Flags for our own open of the backing file. With the writeback cache the kernel
     reads pages of write-only files and computes the end of file for O_APPEND itself, so
@@ -207,16 +212,16 @@ class Union:
         node = self.table.at(path)
         if node is not None:
             return node
-        host_ino = 0
-        if found.layer.is_upper and not found.dirs:
+        key = None
+        if not found.dirs:
             st = os.lstat(found.layer.at(path))
+            key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1:
-                other = self.table.by_host(st.st_ino)
+                other = self.table.by_host(key)
                 if other is not None and not other.unlinked:
                     self.table.alias(other, path)
                     return other
-            host_ino = st.st_ino
-        return self.table.add(path, found.layer, found.dirs, host_ino)
+        return self.table.add(path, found.layer, found.dirs, key)
 
     # ---- kernel bookkeeping -----------------------------------------------------------
 
@@ -362,7 +367,7 @@ class Union:
         self._copy_up_path(node.path, node)
         self._refresh(node)
         if not node.is_dir:
-            self.table.set_host(node, os.lstat(self.upper.at(node.path)).st_ino)
+            self.table.set_host(node, _key(self.upper.at(node.path)))
             self._reopen(node)
 
     def _reopen(self, node: Node) -> None:
@@ -434,7 +439,7 @@ class Union:
                 was_lower = not node.layer.is_upper
                 self._refresh(node)
                 if was_lower and node.layer.is_upper and not node.is_dir:
-                    self.table.set_host(node, os.lstat(self.upper.at(node.path)).st_ino)
+                    self.table.set_host(node, _key(self.upper.at(node.path)))
                     self._reopen(node)
 
     def _lower_has(self, parent: Node, name: str) -> bool:
@@ -560,8 +565,7 @@ class Union:
         if stat.S_ISLNK(os.lstat(self.upper.at(path)).st_mode):
             pmeta = read_links(self.upper.at(split(node.path)[0])).get(split(node.path)[1])
             update_links(self.upper.at(parent.path), name, pmeta)
-        if node.host_ino == 0:
-            self.table.set_host(node, os.lstat(self.upper.at(path)).st_ino)
+        self.table.set_host(node, _key(self.upper.at(path)))
         self.table.alias(node, path)
         node.lookups += 1
         return self._attr(node)
@@ -727,6 +731,7 @@ class Union:
     ) -> Attr:
         node = self.node(ino)
         self._copy_up(node)
+        self._own_upper_dir(node)
         of = self._open.get(FileHandle(fh)) if fh is not None else None
         if node.unlinked and of is None:
             of = next((o for o in self._open.values() if o.node is node and o.fd >= 0), None)
@@ -766,6 +771,18 @@ class Union:
             else:
                 os.utime(target, ns=times, follow_symlinks=False)
         return self._attr(node)
+
+    def _own_upper_dir(self, node: Node) -> None:
+        """An upper dir shown with the image's metadata (the upper root, made by the
+        launcher) gets that metadata written, so that changes to it stick."""
+        if not node.is_dir or node.unlinked or len(node.dirs) < 2 or node.dirs[0] is not self.upper:
+            return
+        real = self.upper.at(node.path)
+        if read_override(real) is not None:
+            return
+        st, meta = self._layer_meta(node.dirs[1], node.path, node.dirs[1:])
+        write_override(real, meta or EntryMeta(uid=0, gid=0, mode=st.st_mode))
+        os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def getxattr(self, ino: int, name: str) -> bytes:
         node = self.node(ino)
