@@ -218,7 +218,7 @@ def container_main(init: InitSpec) -> None:
     sc.set_pdeathsig(9)
     spec, plan = init.spec, init.plan
     # Computed while the host's / (and rootless.limits) is still there.
-    rlimits = spec.limits().rlimits() if spec.memory or spec.pids_limit or spec.ulimits else []
+    rlimits = spec.limits().rlimits() if spec.has_limits else []
     rootfs = str(init.rootfs)
     if not spec.interactive:
         devnull = os.open("/dev/null", os.O_RDONLY)

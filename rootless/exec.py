@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rootless import syscalls as sc
 from rootless.errors import ContainerError, RsboxError
+from rootless.lifecycle import BPF_NAME
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (
@@ -40,7 +41,6 @@ NAMESPACES = (
     ("cgroup", sc.CLONE_NEWCGROUP),
     ("pid", sc.CLONE_NEWPID),
 )
-BPF_NAME = "seccomp.bpf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,15 +261,3 @@ def exec_in(
             rlimits=tuple(RunSpec.from_json(spec).limits().rlimits()) if spec else (),
         )
     )
-
-
-def save_bpf(cdir: Path, bpf: bytes | None) -> None:
-    """What `exec` installs: the very filter the container's pid 1 got."""
-    path = cdir / BPF_NAME
-    if bpf is None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    tmp = path.with_name(f".{BPF_NAME}.tmp")
-    tmp.write_bytes(bpf)
-    os.replace(tmp, path)

@@ -34,6 +34,7 @@ from rootless.errors import ContainerError
 LOG_NAME = "ctr.log"
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.json"
+BPF_NAME = "seccomp.bpf"  # the filter pid 1 got, for `exec` (rootless.exec)
 # Exit code shown for a container whose monitor died without recording one.
 LOST_EXIT_CODE = 137
 
@@ -219,3 +220,15 @@ def container_pid(monitor: int) -> int | None:
         for p3 in children(p2):
             return p3
     return None
+
+
+def save_bpf(cdir: Path, bpf: bytes | None) -> None:
+    """What `exec` installs: the very filter the container's pid 1 got."""
+    path = cdir / BPF_NAME
+    if bpf is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    tmp = path.with_name(f".{BPF_NAME}.tmp")
+    tmp.write_bytes(bpf)
+    os.replace(tmp, path)

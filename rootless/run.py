@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from rootless import lifecycle
 from rootless.errors import UsageError
-from rootless.exec import save_bpf
 from rootless.idmap import host_idmap
 from rootless.prefork import Helper
 from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
@@ -93,9 +92,8 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
-    limits = spec.limits()
-    if limits.any:
-        print(limits.describe(), file=sys.stderr, flush=True)
+    if spec.has_limits:
+        print(spec.limits().describe(), file=sys.stderr, flush=True)
     helper = helper or Helper()
     launched = False
     container = None
@@ -133,7 +131,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             cdir=container.dir,
             store_root=store.root,
         )
-        save_bpf(container.dir, bpf)
+        lifecycle.save_bpf(container.dir, bpf)
         launched = True
         code = spawn_run(helper, launch)
         if spec.detach:
@@ -166,7 +164,7 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     launched = False
     try:
         bpf = seccomp_filter(store, spec.seccomp)
-        save_bpf(container.dir, bpf)
+        lifecycle.save_bpf(container.dir, bpf)
         launch = Launch(
             spec=spec,
             plan=plan,

@@ -85,6 +85,10 @@ class RunSpec:
     restart: str = "no"  # no | on-failure[:N] (detached only; see rootless.spawn)
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
+    @property
+    def has_limits(self) -> bool:
+        return bool(self.memory or self.cpus or self.pids_limit or self.ulimits)
+
     def limits(self) -> Limits:
         from rootless.limits import Limits
 
@@ -130,7 +134,8 @@ class RunSpec:
                 f"-p needs a network of the container's own, not --network {self.network}",
                 hint="use --network pasta or slirp4netns (install passt or slirp4netns)",
             )
-        self.limits()
+        if self.has_limits:
+            self.limits()
         kind, colon, count = self.restart.partition(":")
         if kind not in ("no", "on-failure") or (colon and (kind == "no" or not count.isdigit())):
             raise UsageError(f"invalid --restart {self.restart!r}", hint="use no or on-failure[:N]")

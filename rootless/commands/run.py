@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rootless.commands import Context
 from rootless.errors import UsageError
+
+if TYPE_CHECKING:
+    from rootless.store import Store
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,15 +77,27 @@ def seccomp_choice(opts: Sequence[str]) -> str:
     return choice
 
 
+def _present(store: Store, ref: str) -> bool:
+    from rootless.errors import ImageNotFound
+
+    try:
+        store.resolve_image(ref)
+    except ImageNotFound:
+        return False
+    return True
+
+
 def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.run import run
     from rootless.runspec import RunSpec, Volume
 
     if ns.pull != "never":  # pull as `docker run` does (rootless.image_commands)
-        from rootless.image_commands import ensure_image
-
         with ctx.store() as store:
-            ensure_image(store, ns.image, ns.pull)
+            if ns.pull != "missing" or not _present(store, ns.image):
+                # Only now: importing the pull machinery costs `run` ~60 ms.
+                from rootless.image_commands import ensure_image
+
+                ensure_image(store, ns.image, ns.pull)
     spec = RunSpec(
         image=ns.image,
         command=tuple(ns.cmd),
