@@ -193,6 +193,26 @@ def exclusive(cid: str) -> Iterator[None]:
         os.close(fd)
 
 
+def forget_runtime(cid: str) -> None:
+    """Remove the runtime directory of a container that is not running (after a
+    foreground run). Under the lock, taken without waiting: a `start` that opened the
+    old lock file fails to lock it (and says so), one that comes later makes a new one."""
+    d = runtime_dir(cid)
+    try:
+        fd = os.open(d / "monitor.lock", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for entry in d.iterdir():
+            entry.unlink()
+        d.rmdir()
+    except OSError:
+        pass  # running again already, or not ours to clean
+    finally:
+        os.close(fd)
+
+
 def wait_monitor(cid: str) -> None:
     """Block until no monitor holds the lock."""
     path = runtime_dir(cid) / "monitor.lock"

@@ -136,6 +136,8 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         code = spawn_run(helper, launch)
         if spec.detach:
             print(container.id, flush=True)
+        else:
+            lifecycle.forget_runtime(container.id)
         return code
     finally:
         if not launched:
