@@ -59,6 +59,8 @@ class InitSpec:
     bpf: bytes | None
     error_fd: int
     pty_sock: socket.socket | None
+    learn_program: bytes | None = None  # --seccomp-learn: installed with a listener
+    learn_sock: socket.socket | None = None  # ... whose fd goes to P1 over this
 
 
 def _ensure(path: str, kind: str) -> None:
@@ -213,6 +215,16 @@ def _forward(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def close_fds_except(*keep: int) -> None:
+    """Close every fd above 2 but `keep`: nothing of rsbox's may leak into the container."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
 def container_main(init: InitSpec) -> None:
     """Never returns: execve or raise (the caller reports and exits)."""
     sc.set_pdeathsig(9)
@@ -268,11 +280,16 @@ def container_main(init: InitSpec) -> None:
         os.close(slave)
     exe = _find_executable(plan.argv[0], env.get("PATH", ""))
     os.set_inheritable(init.error_fd, False)
-    os.closerange(3, init.error_fd)
-    os.closerange(init.error_fd + 1, 1 << 20)
+    learn_fd = init.learn_sock.fileno() if init.learn_sock is not None else init.error_fd
+    close_fds_except(init.error_fd, learn_fd)
     apply_rlimits(rlimits)
     if init.bpf is not None:
         sc.install_seccomp(init.bpf)
+    if init.learn_sock is not None and init.learn_program is not None:
+        from policies.learn import install_and_send  # imported by P1 before pivot_root
+
+        install_and_send(init.learn_sock, init.learn_program)
+        init.learn_sock.close()
     if spec.init:
         _init_then_exec(init.error_fd)
     try:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rootless import syscalls as sc
+from rootless.container_init import close_fds_except
 from rootless.errors import ContainerError, RsboxError
 from rootless.lifecycle import BPF_NAME
 
@@ -129,8 +130,7 @@ def _child_main(spec: ExecSpec, err_w: int, slave: int) -> None:
         os.close(devnull)
     exe = _find_executable(spec.argv[0], env.get("PATH", ""))
     os.set_inheritable(err_w, False)
-    os.closerange(3, err_w)
-    os.closerange(err_w + 1, 1 << 20)
+    close_fds_except(err_w)
     apply_rlimits(spec.rlimits)
     if spec.bpf is not None:
         sc.install_seccomp(spec.bpf)

@@ -104,6 +104,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         store = Store.open(root)
         image = store.resolve_image(spec.image)
         bpf = seccomp_filter(store, spec.seccomp)
+        learn_program = _learn_program() if spec.seccomp_learn else None
         idmap = host_idmap(spec.userns)
         config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
         container = store.create_container(image, spec.name, config)
@@ -125,11 +126,13 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             upper=container.upper,
             rootfs=container.rootfs,
             idmap=idmap,
-            bpf=bpf,
+            # Learning wants to see every syscall: no enforcing filter under it.
+            bpf=None if learn_program else bpf,
             etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
             cid=container.id,
             cdir=container.dir,
             store_root=store.root,
+            learn_program=learn_program,
         )
         lifecycle.save_bpf(container.dir, bpf)
         launched = True
@@ -146,6 +149,12 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             store.remove_container(container.id)
             with contextlib.suppress(OSError):
                 shutil.rmtree(lifecycle.runtime_dir(container.id))
+
+
+def _learn_program() -> bytes:
+    from policies.learn import learn_filter
+
+    return learn_filter()
 
 
 def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = False) -> int:

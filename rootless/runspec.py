@@ -74,6 +74,7 @@ class RunSpec:
     network: str = "host"
     userns: str = "auto"
     seccomp: str = "default"
+    seccomp_learn: Path | None = None  # --seccomp-learn OUT.json (policies.learn)
     detach: bool = False
     publish: tuple[str, ...] = ()  # HOSTPORT:CTRPORT[/udp], checked by rootless.network
     add_hosts: tuple[str, ...] = ()  # NAME:IP
@@ -96,9 +97,11 @@ class RunSpec:
 
     def to_json(self) -> dict[str, object]:
         """What `start` needs to run the container again (not the host environment:
-        `-e KEY` was resolved into the plan already)."""
+        `-e KEY` was resolved into the plan already; not --seccomp-learn: a restart
+        enforces, it does not learn again)."""
+        skip = ("host_env", "seccomp_learn")
         doc: dict[str, object] = {
-            f: getattr(self, f) for f in self.__dataclass_fields__ if f != "host_env"
+            f: getattr(self, f) for f in self.__dataclass_fields__ if f not in skip
         }
         doc["command"] = list(self.command)
         doc["env"] = list(self.env)
@@ -124,6 +127,17 @@ class RunSpec:
 
     def validate(self) -> None:
         """Every cross-flag rule, in one place."""
+        if self.seccomp_learn is not None:
+            if self.seccomp != "default":
+                raise UsageError(
+                    "--seccomp-learn replaces the seccomp policy",
+                    hint="drop --security-opt seccomp=... while learning",
+                )
+            if not self.seccomp_learn.parent.is_dir():
+                raise UsageError(
+                    f"cannot write {self.seccomp_learn}: no such directory",
+                    hint="give --seccomp-learn a path in an existing directory",
+                )
         if self.network not in NETWORKS:
             raise UsageError(
                 f"unsupported network mode {self.network!r}",

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from rootless import errors, lifecycle, network
 from rootless import syscalls as sc
-from rootless.container_init import InitSpec, container_main
+from rootless.container_init import InitSpec, close_fds_except, container_main
 from rootless.errors import HostError, RsboxError
 from rootless.idmap import IdMap
 from rootless.prefork import FORWARDED_SIGNALS
@@ -72,6 +72,7 @@ class Launch:
     cdir: Path | None = None  # the container's directory in the store (state, log)
     store_root: Path | None = None  # for `run -d --rm`: the monitor removes the container
     restart_count: int = 0  # --restart: how many times the monitor restarted it so far
+    learn_program: bytes | None = None  # --seccomp-learn: the NOTIFY filter P3 installs
 
 
 # --- error reporting across the tree --------------------------------------------------
@@ -319,6 +320,14 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     p3_sock: socket.socket | None = None
     if launch.spec.tty:
         p1_sock, p3_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # --seccomp-learn: P3 sends the filter's listener fd on learn_p3; we supervise it.
+    learn_p1: socket.socket | None = None
+    learn_p3: socket.socket | None = None
+    if launch.learn_program is not None:
+        learn_p1, learn_p3 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # P3 installs the filter after pivot_root, when our modules are out of its reach.
+        import policies.learn
+        import policies.notify  # noqa: F401
     logs: tuple[int, int, int] | None = None
     if detach and launch.cdir is not None:
         # The container's stdout and stderr become pipes that we, the monitor, log.
@@ -349,11 +358,13 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     p1 = os.getpid()
     pid2 = os.fork()
     if pid2 == 0:
-        if p1_sock is not None:
-            p1_sock.close()
-        child(err_w, _namespaces_main, launch, p1, err_w, p3_sock, sync)
-    if p3_sock is not None:
-        p3_sock.close()
+        for mine in (p1_sock, learn_p1):
+            if mine is not None:
+                mine.close()
+        child(err_w, _namespaces_main, launch, p1, err_w, p3_sock, sync, learn_p3)
+    for theirs in (p3_sock, learn_p3):
+        if theirs is not None:
+            theirs.close()
     keep_net: int | None = None
     if tool and sync is not None:
         made_r, made_w, p2_go_r, p2_go_w = sync
@@ -388,7 +399,10 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
         os.close(devnull)
         os.dup2(mon_err, err_w)
         os.close(mon_err)
-    code = serve_until_exit(pid2, p1_sock, launch.spec.interactive, logs)
+    learning = None
+    if learn_p1 is not None and launch.spec.seccomp_learn is not None:
+        learning = (learn_p1, launch.spec.seccomp_learn)
+    code = serve_until_exit(pid2, p1_sock, launch.spec.interactive, logs, learning)
     with contextlib.suppress(Exception):
         server.close()
     if launch.cdir is not None:
@@ -439,10 +453,8 @@ def _fork_restarter(launch: Launch, rundir: Path) -> int:
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        keep = r
-        os.closerange(3, keep)
-        os.closerange(keep + 1, 1 << 20)
-        if os.read(keep, 1) != b"R":
+        close_fds_except(r)
+        if os.read(r, 1) != b"R":
             os._exit(0)
         lifecycle.wait_monitor(launch.cid)
         env = dict(os.environ, RSBOX_RESTART_COUNT=str(launch.restart_count + 1))
@@ -461,6 +473,7 @@ def _namespaces_main(
     err_w: int,
     pty_sock: socket.socket | None,
     sync: tuple[int, int, int, int] | None,
+    learn_sock: socket.socket | None = None,
 ) -> None:
     sc.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != p1:
@@ -481,12 +494,7 @@ def _namespaces_main(
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
     # nor the container need them, and a container that held /dev/fuse could keep its
     # own rootfs alive after P1 died, blocked on it forever.
-    keep = sorted({err_w, pty_sock.fileno() if pty_sock is not None else err_w})
-    low = 3
-    for fd in keep:
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
+    close_fds_except(err_w, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None))
     init = InitSpec(
         rootfs=launch.rootfs,
         spec=launch.spec,
@@ -496,6 +504,8 @@ def _namespaces_main(
         bpf=launch.bpf,
         error_fd=err_w,
         pty_sock=pty_sock,
+        learn_program=launch.learn_program,
+        learn_sock=learn_sock,
     )
     pid3 = os.fork()
     if pid3 == 0:
@@ -506,8 +516,9 @@ def _namespaces_main(
         for s in FORWARDED_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
         child(err_w, container_main, init)
-    if pty_sock is not None:
-        pty_sock.close()
+    for mine in (pty_sock, learn_sock):
+        if mine is not None:
+            mine.close()
     for s in FORWARDED_SIGNALS:
         signal.signal(s, lambda sig, _f: _kill(pid3, sig))
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.

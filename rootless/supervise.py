@@ -19,13 +19,19 @@ import os
 import signal
 import socket
 import struct
+import tempfile
 import termios
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from fs import server
 from rootless.prefork import FORWARDED_SIGNALS
+
+if TYPE_CHECKING:
+    from policies.learn import Recorder
 
 _WINSZ = struct.Struct("HHHH")
 
@@ -124,10 +130,17 @@ async def _supervise(
     pty_sock: socket.socket | None,
     interactive: bool,
     logs: tuple[int, int, int] | None,
+    learn: tuple[socket.socket, Path] | None = None,
 ) -> int:
     master: list[int] = []
+    recorder = None
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
+        if learn is not None:
+            from policies.learn import Recorder
+
+            recorder = Recorder()
+            nursery.start_soon(_learn, learn[0], recorder)
         nursery.start_soon(_relay_signals, pid2, master)
         output_done = trio.Event()
         logs_done = trio.Event()
@@ -174,7 +187,39 @@ async def _supervise(
             await output_done.wait()
             await logs_done.wait()
         nursery.cancel_scope.cancel()
+    if learn is not None and recorder is not None and recorder.names:
+        _write_profile(learn[1], recorder)
     return code
+
+
+async def _learn(sock: socket.socket, recorder: Recorder) -> None:
+    """--seccomp-learn: take the listener fd P3 sends right before execve and answer every
+    notified syscall with "continue", recording it. Ends when no filtered process is left."""
+    from policies.notify import receive_listener, supervise
+
+    try:
+        listener = await receive_listener(sock)
+    except OSError:
+        return  # the container failed before it installed the filter: nothing learned
+    finally:
+        sock.close()
+    await supervise(listener, recorder)
+
+
+def _write_profile(path: Path, recorder: Recorder) -> None:
+    """OUT.json, atomically and as the user (we are uid 0 of our namespace = the user)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(recorder.to_profile(), f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def serve_until_exit(
@@ -182,6 +227,8 @@ def serve_until_exit(
     pty_sock: socket.socket | None,
     interactive: bool,
     logs: tuple[int, int, int] | None = None,
+    learn: tuple[socket.socket, Path] | None = None,
 ) -> int:
-    """`logs`: (stdout pipe, stderr pipe, log file) of a detached container."""
-    return trio.run(_supervise, pid2, pty_sock, interactive, logs)
+    """`logs`: (stdout pipe, stderr pipe, log file) of a detached container; `learn`: the
+    socket P3 sends its seccomp listener on, and where to write the learned profile."""
+    return trio.run(_supervise, pid2, pty_sock, interactive, logs, learn)

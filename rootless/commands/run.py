@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rootless.commands import Context
@@ -43,6 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
+    )
+    r.add_argument(
+        "--seccomp-learn",
+        type=Path,
+        metavar="OUT.json",
+        help="run under a filter that records every syscall; write the profile it needs",
     )
     r.add_argument(
         "--pull", default="missing", metavar="missing|always|never", help="pull the image first"
@@ -122,6 +129,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         restart=ns.restart,
         userns=ns.userns,
         seccomp=seccomp_choice(ns.security_opt),
+        seccomp_learn=ns.seccomp_learn.absolute() if ns.seccomp_learn else None,
         detach=ns.detach,
         host_env=dict(os.environ),
     )
