@@ -19,7 +19,7 @@ cd "$(dirname "$0")"
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
 charliecloud-runtime fuse-overlayfs docker-registry apache2-utils openssl
-containers-common git strace gdb nodejs slirp4netns passt mmdebstrap"
+golang-github-containers-common git strace gdb nodejs slirp4netns passt mmdebstrap"
 
 packages() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
