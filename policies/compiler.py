@@ -31,7 +31,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import os
 import struct
 import tempfile
 from collections import Counter
@@ -44,6 +43,7 @@ import pyseccomp
 from policies import _arch
 
 # Bump when the generated program changes for the same inputs (invalidates caches).
+from policies._files import write_atomically
 from policies._libseccomp import COMPILER_VERSION
 from policies.errors import PolicyError
 from policies.profile import Action, Arg, Host, Op, Profile, Rule
@@ -344,24 +344,5 @@ def compile_cached(profile: Profile, cache_dir: Path, host: Host | None = None) 
         return None
     # The cache is an optimisation: an unwritable cache_dir only costs a recompile.
     with contextlib.suppress(OSError):
-        _write_atomically(cache_dir, path, program)
+        write_atomically(path, program)
     return program
-
-
-def _write_atomically(cache_dir: Path, path: Path, data: bytes) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

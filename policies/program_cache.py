@@ -16,6 +16,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from policies._files import write_atomically
 from policies._libseccomp import COMPILER_VERSION, libseccomp_version
 
 PROFILES = Path(__file__).with_name("profiles")
@@ -35,22 +36,6 @@ def _key(text: bytes) -> str:
     u = os.uname()
     facts = f"rsbox-bpf\0{COMPILER_VERSION}\0{libseccomp_version()}\0{u.machine}\0{u.release}\0"
     return hashlib.sha256(facts.encode() + text).hexdigest()
-
-
-def _store(cache_dir: Path, path: Path, data: bytes) -> None:
-    import tempfile  # only on a miss: a hit should cost as little as possible
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def program_for(choice: str, cache_dir: Path) -> bytes | None:
@@ -74,5 +59,5 @@ def program_for(choice: str, cache_dir: Path) -> bytes | None:
     program = compile_profile(profile)
     # The cache is an optimisation: an unwritable cache_dir only costs a recompile.
     with contextlib.suppress(OSError):
-        _store(cache_dir, path, program if program is not None else _NO_FILTER)
+        write_atomically(path, program if program is not None else _NO_FILTER)
     return program

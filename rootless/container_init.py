@@ -36,6 +36,7 @@ from pathlib import Path
 from rootless import syscalls as sc
 from rootless.errors import CommandNotExecutable, CommandNotFound, HostError, RsboxError
 from rootless.mountplan import Mount, Step, Symlink, mount_plan, secure_join
+from rootless.prefork import FORWARDED_SIGNALS
 from rootless.runspec import ProcessPlan, RunSpec
 from rootless.userdb import ExecUser, resolve_user
 
@@ -190,15 +191,7 @@ def _init_then_exec(error_fd: int) -> None:
     os.close(error_fd)  # the child reports; EOF at its execve tells a detached P0
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
         f.write("rsbox-init")
-    for s in (
-        signal.SIGINT,
-        signal.SIGTERM,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-        signal.SIGWINCH,
-    ):
+    for s in FORWARDED_SIGNALS:
         signal.signal(s, lambda sig, _f: _forward(pid, sig))
     while True:
         try:

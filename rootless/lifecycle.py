@@ -79,14 +79,20 @@ def parse_time(text: str | None) -> datetime | None:
     return None
 
 
-def atomic_write_json(path: Path, doc: Any, durable: bool = True) -> None:
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never a part. `durable=False` skips the
+    fsync for files that are rewritten at every start anyway."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write(text)
         if durable:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, doc: Any, durable: bool = True) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True), durable)
 
 
 def read_json(path: Path) -> dict[str, Any]:

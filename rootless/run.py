@@ -24,16 +24,7 @@ from rootless.spawn import Launch
 from rootless.spawn import run as spawn_run
 
 if TYPE_CHECKING:
-    from rootless.store import Image, Store
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from rootless.store import Container, Image, Store
 
 
 def etc_files(
@@ -56,7 +47,7 @@ def etc_files(
     out = {}
     for name, text in files.items():
         path = cdir / name
-        _atomic_write(path, text)
+        lifecycle.atomic_write_text(path, text, durable=False)
         out[name] = path
     return out
 
@@ -105,7 +96,6 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         image = store.resolve_image(spec.image)
         bpf = seccomp_filter(store, spec.seccomp)
         learn_program = _learn_program() if spec.seccomp_learn else None
-        idmap = host_idmap(spec.userns)
         config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
         container = store.create_container(image, spec.name, config)
         plan = plan_process(spec, _defaults(image), container.id)
@@ -119,21 +109,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         lifecycle.atomic_write_json(
             container.dir / lifecycle.CONFIG_NAME, config, durable=spec.detach
         )
-        launch = Launch(
-            spec=spec,
-            plan=plan,
-            layers=image.layers,
-            upper=container.upper,
-            rootfs=container.rootfs,
-            idmap=idmap,
-            # Learning wants to see every syscall: no enforcing filter under it.
-            bpf=None if learn_program else bpf,
-            etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
-            cid=container.id,
-            cdir=container.dir,
-            store_root=store.root,
-            learn_program=learn_program,
-        )
+        launch = _launch(store, container, image, spec, plan, bpf, learn_program=learn_program)
         lifecycle.save_bpf(container.dir, bpf)
         launched = True
         code = spawn_run(helper, launch)
@@ -149,6 +125,36 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             store.remove_container(container.id)
             with contextlib.suppress(OSError):
                 shutil.rmtree(lifecycle.runtime_dir(container.id))
+
+
+def _launch(
+    store: Store,
+    container: Container,
+    image: Image,
+    spec: RunSpec,
+    plan: ProcessPlan,
+    bpf: bytes | None,
+    *,
+    learn_program: bytes | None = None,
+    restart_count: int = 0,
+) -> Launch:
+    """What the process tree needs for this container (run and start alike)."""
+    return Launch(
+        spec=spec,
+        plan=plan,
+        layers=image.layers,
+        upper=container.upper,
+        rootfs=container.rootfs,
+        idmap=host_idmap(spec.userns),
+        # Learning wants to see every syscall: no enforcing filter under it.
+        bpf=None if learn_program else bpf,
+        etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
+        cid=container.id,
+        cdir=container.dir,
+        store_root=store.root,
+        restart_count=restart_count,
+        learn_program=learn_program,
+    )
 
 
 def _learn_program() -> bytes:
@@ -176,20 +182,8 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     try:
         bpf = seccomp_filter(store, spec.seccomp)
         lifecycle.save_bpf(container.dir, bpf)
-        launch = Launch(
-            spec=spec,
-            plan=plan,
-            layers=image.layers,
-            upper=container.upper,
-            rootfs=container.rootfs,
-            idmap=host_idmap(spec.userns),
-            bpf=bpf,
-            etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
-            cid=container.id,
-            cdir=container.dir,
-            store_root=store.root,
-            restart_count=int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0),
-        )
+        restarts = int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0)
+        launch = _launch(store, container, image, spec, plan, bpf, restart_count=restarts)
         launched = True
         return spawn_run(helper, launch)
     finally:
