@@ -29,6 +29,7 @@ What the kernel forces, each seen while building this:
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import pickle
@@ -278,6 +279,10 @@ def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     from fs.union import UnionSpec
     from rootless.supervise import serve_until_exit
 
+    # Imports done (prefork disabled the collector for them): what they made lives as long
+    # as we do, so keep it out of every later collection, and collect from here on.
+    gc.freeze()
+    gc.enable()
     with open(launch_r, "rb", closefd=True) as f:
         data = f.read()
     if not data:  # P0 gave up before the launch (bad image, ...): nothing to clean
