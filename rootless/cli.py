@@ -41,4 +41,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if helper is not None and not helper.used:
             helper.abort()
     sys.stdout.flush()
+    if helper is not None:
+        # `run`: the store is closed and the container gone; skip the interpreter's
+        # teardown of every module it loaded (~10 ms of each run).
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
