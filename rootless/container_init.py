@@ -109,7 +109,7 @@ def _lo_up() -> None:
         )  # SIOCSIFFLAGS, IFF_UP
 
 
-def _open_pty(rootfs: str) -> tuple[int, int]:
+def open_pty(rootfs: str) -> tuple[int, int]:
     """A pty of the container's own devpts instance: the master goes to P1, which relays it
     to the user's terminal; the slave becomes our controlling terminal."""
     master = os.open(os.path.join(rootfs, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
@@ -119,7 +119,7 @@ def _open_pty(rootfs: str) -> tuple[int, int]:
     return master, slave
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -127,7 +127,7 @@ def _read_text(path: str) -> str:
         return ""
 
 
-def _find_executable(argv0: str, env_path: str) -> str:
+def find_executable(argv0: str, env_path: str) -> str:
     """The PATH search of runc/Docker, with their messages and exit codes."""
     if "/" in argv0:
         candidates = [argv0]
@@ -154,7 +154,7 @@ def _find_executable(argv0: str, env_path: str) -> str:
     )
 
 
-def _switch_user(user: ExecUser, full_idmap: bool) -> None:
+def switch_user(user: ExecUser, full_idmap: bool) -> None:
     if not full_idmap and (user.uid != 0 or user.gid != 0):
         raise HostError(
             f"user {user.uid}:{user.gid} is not mapped in a single-id user namespace",
@@ -208,6 +208,16 @@ def _forward(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def take_terminal(slave: int) -> None:
+    """A new session whose controlling terminal is the pty `slave`, on stdin, stdout and
+    stderr (Docker: with -t the pty is stdin too, even when -i does not feed it)."""
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+
+
 def close_fds_except(*keep: int) -> None:
     """Close every fd above 2 but `keep`: nothing of rsbox's may leak into the container."""
     low = 3
@@ -238,7 +248,7 @@ def container_main(init: InitSpec) -> None:
     apply_steps(rootfs, steps)
     slave = -1
     if init.pty_sock is not None:
-        master, slave = _open_pty(rootfs)
+        master, slave = open_pty(rootfs)
         socket.send_fds(init.pty_sock, [b"m"], [master])
         os.close(master)
         init.pty_sock.close()
@@ -251,12 +261,12 @@ def container_main(init: InitSpec) -> None:
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
 
-    user = resolve_user(plan.user, _read_text("/etc/passwd"), _read_text("/etc/group"))
+    user = resolve_user(plan.user, read_text("/etc/passwd"), read_text("/etc/group"))
     env = dict(e.partition("=")[::2] for e in plan.env)
     env.setdefault("HOME", user.home)
     with contextlib.suppress(OSError):  # chdir below says what is wrong
         os.makedirs(plan.cwd, exist_ok=True)
-    _switch_user(user, init.full_idmap)
+    switch_user(user, init.full_idmap)
     try:
         os.chdir(plan.cwd)
     except OSError as exc:
@@ -265,13 +275,8 @@ def container_main(init: InitSpec) -> None:
             hint="check -w or the image's WorkingDir",
         ) from exc
     if slave >= 0:
-        os.setsid()
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-        # Docker: with -t the pty is stdin too, even when -i does not feed it.
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        os.close(slave)
-    exe = _find_executable(plan.argv[0], env.get("PATH", ""))
+        take_terminal(slave)
+    exe = find_executable(plan.argv[0], env.get("PATH", ""))
     os.set_inheritable(init.error_fd, False)
     learn_fd = init.learn_sock.fileno() if init.learn_sock is not None else init.error_fd
     close_fds_except(init.error_fd, learn_fd)

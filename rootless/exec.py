@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rootless import syscalls as sc
-from rootless.container_init import close_fds_except
+from rootless.container_init import close_fds_except, take_terminal
 from rootless.errors import ContainerError, RsboxError
 from rootless.lifecycle import BPF_NAME
 
@@ -97,18 +97,18 @@ def _join(pid: int) -> None:
 
 def _child_main(spec: ExecSpec, err_w: int, slave: int) -> None:
     from rootless.container_init import (
-        _find_executable,
-        _read_text,
-        _switch_user,
         apply_rlimits,
+        find_executable,
+        read_text,
+        switch_user,
     )
     from rootless.userdb import resolve_user
 
     sc.set_pdeathsig(signal.SIGKILL)
-    user = resolve_user(spec.user, _read_text("/etc/passwd"), _read_text("/etc/group"))
+    user = resolve_user(spec.user, read_text("/etc/passwd"), read_text("/etc/group"))
     env = dict(e.partition("=")[::2] for e in spec.env)
     env.setdefault("HOME", user.home)
-    _switch_user(user, spec.full_idmap)
+    switch_user(user, spec.full_idmap)
     try:
         os.chdir(spec.cwd)
     except OSError as exc:
@@ -116,19 +116,12 @@ def _child_main(spec: ExecSpec, err_w: int, slave: int) -> None:
             f"cannot enter working directory {spec.cwd}: {exc.strerror}", hint="check -w"
         ) from exc
     if slave >= 0:
-        os.setsid()
-        import fcntl
-        import termios
-
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        os.close(slave)
+        take_terminal(slave)
     elif not spec.interactive:
         devnull = os.open("/dev/null", os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-    exe = _find_executable(spec.argv[0], env.get("PATH", ""))
+    exe = find_executable(spec.argv[0], env.get("PATH", ""))
     os.set_inheritable(err_w, False)
     close_fds_except(err_w)
     apply_rlimits(spec.rlimits)
@@ -178,9 +171,9 @@ def execute(spec: ExecSpec) -> int:
     _join(spec.pid)
     master = slave = -1
     if spec.tty:
-        from rootless.container_init import _open_pty
+        from rootless.container_init import open_pty
 
-        master, slave = _open_pty("/")
+        master, slave = open_pty("/")
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

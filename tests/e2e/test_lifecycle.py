@@ -251,7 +251,9 @@ def _has_zombie(rsbox: Rsbox, cid: str) -> bool:
 
 
 def test_init_reaps_orphans_and_forwards_signals(rsbox: Rsbox, busybox: str) -> None:
-    script = "(sleep 0 &); echo ready; exec sleep 1000"
+    # The orphan must outlive the subshell that made it (else the subshell reaps it):
+    # then it is pid 1's child when it exits.
+    script = "(sleep 0.5 &); echo ready; exec sleep 1000"
     # Without --init, `sleep` is pid 1: it never reaps the orphan, which stays a zombie.
     plain = _detach(rsbox, busybox, "sh", "-c", script)
     # With --init, our pid 1 reaps it, and passes SIGTERM on to the command.
