@@ -8,11 +8,8 @@ SIGINT/SIGTERM unmount cleanly.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-
-import trio
 
 from fs import server
 from fs.union import UnionSpec
@@ -39,22 +36,10 @@ def parse(argv: list[str]) -> tuple[UnionSpec, Path]:
     return UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint
 
 
-async def _serve_until_signal() -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                server.stop()
-                break
-
-
 def main(argv: list[str] | None = None) -> int:
     spec, mountpoint = parse(sys.argv[1:] if argv is None else argv)
     server.mount(spec, mountpoint)
-    try:
-        trio.run(_serve_until_signal)
-    finally:
-        server.close()
+    server.serve_until_signal()
     return 0
 
 

@@ -23,13 +23,10 @@ benchmarks can mount our filesystem the same way as its peer:
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import trio
 
 from fs import server
 from fs.union import UnionSpec
@@ -148,16 +145,6 @@ def _mapped_ids() -> range:
     return range(0, max(top, 1))
 
 
-async def _serve_until_signal() -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                server.stop()
-                break
-        nursery.cancel_scope.cancel()
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         o = parse(sys.argv[1:] if argv is None else argv)
@@ -195,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for std in (0, 1, 2):
             os.dup2(fd, std)
         os.close(fd)
-    try:
-        trio.run(_serve_until_signal)
-    finally:
-        server.close()
+    server.serve_until_signal()
     return 0
 
 

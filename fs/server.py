@@ -22,6 +22,7 @@ import errno
 import functools
 import logging
 import os
+import signal
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -348,3 +349,22 @@ def close() -> None:
         pyfuse3.close(unmount=True)
     except Exception:
         log.warning("rsbox fs: close failed", exc_info=True)
+
+
+def serve_until_signal() -> None:
+    """The stand-alone servers (`python -m fs`, `rsbox-overlayfs`): serve until SIGINT or
+    SIGTERM, then unmount."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    stop()
+                    break
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        close()
