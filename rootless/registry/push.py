@@ -215,28 +215,9 @@ class Pusher:
             raise first_error(group) from None
 
     async def push(self, layers: Sequence[Blob], config: Blob) -> str:
-        limiter = trio.CapacityLimiter(4)
-
-        async def one(blob: Blob) -> None:
-            async with limiter:
-                await self.push_blob(blob)
-
-        try:
-            async with trio.open_nursery() as nursery:
-                for blob in [*layers, config]:
-                    nursery.start_soon(one, blob)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        await self.push_blobs([*layers, config])
         manifest = manifest_for(layers, config)
-        async with self.client.request(
-            "PUT",
-            f"/v2/{self.repo}/manifests/{self.ref.reference}",
-            scope=self.scope,
-            content=manifest,
-            headers={"Content-Type": OCI_MANIFEST},
-        ) as resp:
-            if resp.status_code != 201:
-                raise self.client.error_for(resp, f"manifest of {self.ref}", await resp.aread())
+        await self.put_manifest(self.ref.reference, manifest, OCI_MANIFEST)
         return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
