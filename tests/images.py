@@ -129,6 +129,23 @@ def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
+def _put_image(
+    layout: Path, config: dict[str, object], layers: list[dict[str, object]]
+) -> dict[str, object]:
+    """Config and manifest blobs of one image; returns the manifest's descriptor."""
+    config_desc = _put_blob(layout, json.dumps(config).encode())
+    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": layers,
+    }
+    desc = _put_blob(layout, json.dumps(manifest).encode())
+    desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+    return desc
+
+
 def write_oci_layout(
     dest: Path,
     layers: list[tuple[bytes, bool]],
@@ -159,16 +176,7 @@ def write_oci_layout(
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
-    config_desc = _put_blob(dest, json.dumps(config).encode())
-    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config_desc,
-        "layers": layer_descs,
-    }
-    manifest_desc = _put_blob(dest, json.dumps(manifest).encode())
-    manifest_desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+    manifest_desc = _put_image(dest, config, layer_descs)
     manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
     index_path = dest / "index.json"
     manifests: list[object] = []
@@ -280,16 +288,7 @@ def make_registry_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
             "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }
-        config_desc = _put_blob(dest, json.dumps(config).encode())
-        config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": config_desc,
-            "layers": descs,
-        }
-        desc = _put_blob(dest, json.dumps(manifest).encode())
-        desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+        desc = _put_image(dest, config, descs)
         desc["platform"] = {"os": "linux", "architecture": arch}
         return desc
 
