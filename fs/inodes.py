@@ -36,6 +36,7 @@ class Node:
     # Caches valid while nothing of the node is in the upper (lower layers are immutable):
     attr: object = None  # the last fs.union.Attr
     listing: tuple[tuple[object, ...], list[str]] | None = None  # (dirs, merged names)
+    reply: tuple[object, object] | None = None  # (attr, the server's reply made from it)
 
     @property
     def is_dir(self) -> bool:

@@ -231,13 +231,6 @@ class Union:
         node.lookups += 1
         return self._attr(node)
 
-    def dot_attr(self, parent_ino: int, name: str) -> Attr:
-        """Attributes of "." or ".." for readdir, which the kernel does not count."""
-        try:
-            return self._attr(self._find(parent_ino, name))
-        except FileNotFoundError:  # ".." of a directory whose parent we forgot
-            return self._attr(self._dir(parent_ino))
-
     def _find(self, parent_ino: int, name: str) -> Node:
         parent = self._dir(parent_ino)
         if name == ".":
@@ -348,6 +341,9 @@ class Union:
 
     def getattr(self, ino: int) -> Attr:
         return self._attr(self.node(ino))
+
+    def node_attr(self, node: Node) -> Attr:
+        return self._attr(node)
 
     def _entry_meta(self, node: Node) -> EntryMeta:
         """The full truth about a node (unclamped ids), for copy-up and updates."""
@@ -873,17 +869,49 @@ class Union:
         self._open[fh] = _Open(-1, node)
         return fh
 
-    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str]]:
-        """(next offset, name) from `start`; the caller looks each one up. The listing is
-        taken at offset 0 (opendir or rewinddir) and offsets index into it, so they stay
-        stable while entries are added or removed."""
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
+        """(next offset, name, node, counted) from `start`. The listing is taken at offset
+        0 (opendir or rewinddir) and offsets index into it, so they stay stable while
+        entries are added or removed; an entry gone since then is skipped.
+
+        `counted` is False for "." and "..". For the others the kernel takes a reference
+        when the caller reports the entry (readdirplus): the caller then calls `took`, or
+        `forget(node.ino, 0)` for the one that did not fit, which drops a node the kernel
+        never heard of."""
         of = self._open.get(FileHandle(fh))
         if of is None:
             raise OSError(errno.EBADF, "unknown directory handle")
+        parent = of.node
         if start == 0:
-            of.names = [".", "..", *self._listing(of.node)]
-        for i in range(start, len(of.names)):
-            yield i + 1, of.names[i]
+            of.names = [".", "..", *self._listing(parent)]
+        names = of.names
+        # The warm path (`find` over a tree the kernel has seen): the child is in the
+        # table, found by its path alone; only a new child goes through resolution.
+        at = self.table.at
+        base = parent.path + "/" if parent.path else ""
+        for i in range(start, len(names)):
+            name = names[i]
+            if i < 2:
+                yield i + 1, name, self._dot(parent, name), False
+                continue
+            node = at(base + name)
+            if node is None:
+                try:
+                    node = self._find(parent.ino, name)
+                except FileNotFoundError:
+                    continue
+            yield i + 1, name, node, True
+
+    @staticmethod
+    def took(node: Node) -> None:
+        """The kernel holds one more reference to `node` (an entry of readdirplus)."""
+        node.lookups += 1
+
+    def _dot(self, parent: Node, name: str) -> Node:
+        if name == "." or not parent.path:
+            return parent
+        # ".." of a directory whose parent the kernel forgot: report the directory itself
+        return self.table.at(split(parent.path)[0]) or parent
 
     def dir_node(self, fh: int) -> Node:
         of = self._open.get(FileHandle(fh))

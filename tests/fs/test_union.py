@@ -46,7 +46,7 @@ def _ls(u: Union, path: str = "") -> list[str]:
     ino = _walk(u, path).ino if path else ROOT_INODE
     fh = u.opendir(ino)
     try:
-        return sorted(n for _, n in u.readdir(fh, 0) if n not in (".", ".."))
+        return sorted(e[1] for e in u.readdir(fh, 0) if e[1] not in (".", ".."))
     finally:
         u.release(fh)
 
