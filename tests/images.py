@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
@@ -130,7 +131,7 @@ def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
 
 
 def _put_image(
-    layout: Path, config: dict[str, object], layers: list[dict[str, object]]
+    layout: Path, config: Mapping[str, object], layers: list[dict[str, object]]
 ) -> dict[str, object]:
     """Config and manifest blobs of one image; returns the manifest's descriptor."""
     config_desc = _put_blob(layout, json.dumps(config).encode())
@@ -272,11 +273,12 @@ def make_registry_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
         descs, diff_ids = [], []
         for raw, kind in layers:
             diff_ids.append(f"sha256:{hashlib.sha256(raw).hexdigest()}")
-            data = {
+            compress: dict[str, Callable[[bytes], bytes]] = {
                 "gzip": lambda r: gzip.compress(r, mtime=0),
                 "zstd": lambda r: zstandard.ZstdCompressor().compress(r),
                 "none": lambda r: r,
-            }[kind](raw)
+            }
+            data = compress[kind](raw)
             desc = _put_blob(dest, data)
             suffix = {"gzip": "+gzip", "zstd": "+zstd", "none": ""}[kind]
             desc["mediaType"] = f"application/vnd.oci.image.layer.v1.tar{suffix}"
