@@ -31,9 +31,16 @@ def parse(argv: list[str]) -> tuple[UnionSpec, Path]:
         action="store_true",
         help="only id 0 is mapped (rsbox --userns=single): show others as 0",
     )
+    ap.add_argument(
+        "--max-nodes",
+        type=int,
+        default=UnionSpec.max_nodes,
+        help="inode table size past which the kernel is asked to drop old entries",
+    )
     ns = ap.parse_args(argv)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
-    return UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint
+    spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
+    return spec, ns.mountpoint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,15 +108,35 @@ class UnionOps(pyfuse3.Operations):
     def __init__(self, union: Union) -> None:
         super().__init__()
         self.union = union
+        self.max_nodes = union.spec.max_nodes
+        self._next_trim = self.max_nodes
+
+    def _trim(self) -> None:
+        """Bound our memory: the table holds what the kernel holds, and the kernel keeps
+        every inode it has seen while memory lasts (a walk of 500k files). Past the cap,
+        ask it to drop the oldest tenth of its entries; their FORGETs free the nodes.
+        Entries in use stay where the kernel needs them, and come back by lookup.
+        (pyfuse3's notify thread sends these: from a handler they could deadlock.)"""
+        n = len(self.union.nodes)
+        if n <= self._next_trim:
+            if n < self.max_nodes:
+                self._next_trim = self.max_nodes
+            return
+        # Not again before the table grows by another tenth: FORGETs take a while.
+        self._next_trim = n + self.max_nodes // 10
+        for parent, name in self.union.oldest_entries(n - self.max_nodes + self.max_nodes // 10):
+            pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
 
     @_errors
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         try:
-            return _entry(self.union.lookup(parent_inode, _name(name)))
+            attr = self.union.lookup(parent_inode, _name(name))
         except FileNotFoundError:
             return _negative()
+        self._trim()
+        return _entry(attr)
 
     @_errors
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -259,6 +279,7 @@ class UnionOps(pyfuse3.Operations):
                 break
             if counted:
                 union.took(node)
+        self._trim()
 
     def _reply(self, node: Node) -> pyfuse3.EntryAttributes:
         """_entry(attr), kept on the node: a warm readdirplus storm reports the same
@@ -321,10 +342,19 @@ class UnionOps(pyfuse3.Operations):
         self.union.removexattr(inode, _name(name))
 
 
+_mounted: UnionOps | None = None  # pyfuse3 allows one mount per process
+
+
+def inode_count() -> int:
+    """Nodes in the mounted union's inode table (what the kernel holds, about)."""
+    return 0 if _mounted is None else len(_mounted.union.nodes)
+
+
 def mount(spec: UnionSpec, mountpoint: Path) -> None:
     """Mount the union at `mountpoint` (no threads started; serve it with `serve`).
 
     Raises OSError for every failure (bad layer metadata, /dev/fuse, the mount itself)."""
+    global _mounted
     ops = UnionOps(Union(spec))
     # libfuse reports failures as -1 plus a message on stderr; probe what we can first so
     # the common cases carry a real errno and file name.
@@ -337,6 +367,7 @@ def mount(spec: UnionSpec, mountpoint: Path) -> None:
         raise OSError(
             errno.EIO, f"FUSE mount failed: {exc} (libfuse says why above)", str(mountpoint)
         ) from exc
+    _mounted = ops
 
 
 async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -95,6 +95,9 @@ class UnionSpec:
     plain_lowers: bool = False
     squash_uid: int | None = None  # show every entry as owned by this id (fuse-overlayfs's
     squash_gid: int | None = None  # squash_to_uid/gid options)
+    # The inode table's soft cap: beyond it the server asks the kernel to drop its oldest
+    # entries (fs.server). ~1.4 KiB of server memory per node, so ~140 MiB at the cap.
+    max_nodes: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -901,6 +904,34 @@ class Union:
                 except FileNotFoundError:
                     continue
             yield i + 1, name, node, True
+
+    def oldest_entries(self, n: int) -> Iterator[tuple[int, str]]:
+        """(parent inode, name) of the directories holding the `n` longest-known nodes
+        (nothing open, not the root): invalidating a directory's entry makes the kernel
+        drop its whole subtree with one notification, where one per file would queue
+        thousands behind pyfuse3's notify thread. A file right under the root is named
+        itself. Picked nodes go to the back of the line, so that the next call asks
+        about others while the kernel's FORGETs for these are on their way."""
+        busy = {id(of.node) for of in self._open.values()}
+        nodes = self.table.nodes
+        picked: list[Node] = []
+        for node in nodes.values():
+            if len(picked) >= n:
+                break
+            if node.ino != ROOT_INODE and id(node) not in busy:
+                picked.append(node)
+        asked: set[str] = set()
+        for node in picked:
+            nodes[node.ino] = nodes.pop(node.ino)
+            parent_path = split(node.path)[0]
+            target = parent_path or node.path  # a file under the root: itself
+            if target in asked:
+                continue
+            asked.add(target)
+            above, name = split(target)
+            parent = self.table.at(above)
+            if parent is not None:
+                yield parent.ino, name
 
     @staticmethod
     def took(node: Node) -> None:

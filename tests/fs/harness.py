@@ -6,7 +6,8 @@ thread, so a check here would wait for itself. It is forked BEFORE trio.run (nev
 inside trio) and exec'd; the parent serves until it exits, then unmounts and exits with
 the command's status.
 
-    python -m tests.fs.harness --upper U [--lower L ...] [--single-id] MNT -- CMD ...
+    python -m tests.fs.harness --upper U [--lower L ...] [--single-id] [--max-nodes N]
+        MNT -- CMD ...
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def main() -> int:
     ap.add_argument("--lower", type=Path, action="append", default=[])
     ap.add_argument("--upper", type=Path, required=True)
     ap.add_argument("--single-id", action="store_true")
+    ap.add_argument("--max-nodes", type=int, default=UnionSpec.max_nodes)
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
     ids = range(0, 1) if ns.single_id else range(0, 65536)
-    server.mount(UnionSpec(tuple(ns.lower), ns.upper, ids), ns.mountpoint)
+    spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
+    server.mount(spec, ns.mountpoint)
     # The launcher forks (and may unshare) right after mount(): it must leave us with one
     # thread. /proc counts threads started by C code too, not only Python's.
     threads = len(os.listdir("/proc/self/task"))
@@ -60,6 +63,7 @@ def main() -> int:
             os._exit(127)
     try:
         code = trio.run(_serve_while, pid)
+        print(f"harness: {server.inode_count()} inodes at the end", file=sys.stderr)
     finally:
         server.close()
     return code

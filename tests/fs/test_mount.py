@@ -80,7 +80,12 @@ def _require(full_map: bool) -> None:
 
 
 def run_in_mount(
-    tmp_path: Path, lowers: list[Path], script: str, *, full_map: bool = True
+    tmp_path: Path,
+    lowers: list[Path],
+    script: str,
+    *,
+    full_map: bool = True,
+    max_nodes: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint."""
     _require(full_map)
@@ -91,6 +96,8 @@ def run_in_mount(
         args += ["--lower", str(lower)]
     if not full_map:
         args.append("--single-id")
+    if max_nodes is not None:
+        args += ["--max-nodes", str(max_nodes)]
     args += [str(mnt), "--", "sh", "-euxc", script]
     proc = subprocess.run(
         [*_unshare(full_map), *args], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -350,3 +357,27 @@ def test_mount_failure_is_an_oserror(tmp_path: Path) -> None:
 
     with pytest.raises(OSError):
         server.mount(UnionSpec((), tmp_path / "upper"), tmp_path / "missing")
+
+
+def _inodes_at_end(proc: subprocess.CompletedProcess[str]) -> int:
+    line = next(x for x in proc.stderr.splitlines() if x.endswith("inodes at the end"))
+    return int(line.split()[1])
+
+
+def test_inode_table_stays_near_its_cap_on_a_big_walk(tmp_path: Path) -> None:
+    """Past max_nodes the server asks the kernel to drop its oldest entries and frees
+    them on FORGET: a walk of 3000 files with a cap of 300 ends near the cap, with every
+    file read correctly, and the same walk uncapped ends holding every file."""
+    tree: Tree = {f"d{i // 100}/f{i}": f"{i}\n" for i in range(3000)}
+    lowers = _layers(tmp_path, tree)
+    walk = """
+        test "$(find . -type f | wc -l)" = 3000
+        test "$(cat d*/f* | sort -n | tail -n 1)" = 2999
+        test "$(cat d7/f742)" = 742
+    """
+    for run in ("capped", "uncapped"):
+        (tmp_path / run).mkdir()
+    capped = run_in_mount(tmp_path / "capped", lowers, walk, max_nodes=300)
+    assert _inodes_at_end(capped) <= 2 * 300
+    uncapped = run_in_mount(tmp_path / "uncapped", lowers, walk)
+    assert _inodes_at_end(uncapped) >= 3000
