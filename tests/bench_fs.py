@@ -12,6 +12,10 @@ everyone alike, a user cannot drop it) and "warm" = the same workload again.
 Printed per workload: median wall time per mount kind and the ratios rsbox/fuse-overlayfs
 and rsbox/overlay. Targets (issue 4): every workload <= 1.5 x fuse-overlayfs, warm
 read-mostly workloads <= 1.2 x the kernel overlay.
+
+Then memory: the peak RSS of the rsbox server after `find` + `stat` of a one-layer tree
+of 500k files (also cached), next to the same walk over 50k files, so the cost per file
+and the effect of the inode table's cap (fs.union.UnionSpec.max_nodes) show.
 """
 
 from __future__ import annotations
@@ -84,6 +88,43 @@ def _image() -> Path:
     _c_project(img / "cproj.tar")
     (img / "done").touch()
     return img
+
+
+def _many_files(count: int) -> Path:
+    """A layer of `count` empty files, 1000 per directory."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rsbox-bench"
+    layer = cache / f"files-{count}"
+    if (layer / "done").exists():
+        return layer
+    shutil.rmtree(layer, ignore_errors=True)
+    for d in range(0, count, 1000):
+        sub = layer / "fs" / f"d{d // 1000}"
+        sub.mkdir(parents=True)
+        for i in range(d, min(d + 1000, count)):
+            (sub / f"f{i}").touch()
+    (layer / "done").touch()
+    return layer
+
+
+def _walk_rss(layer: Path) -> tuple[float, int]:
+    """(seconds, peak RSS in KiB) of the rsbox server for one find+stat of `layer`."""
+    with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
+        work = Path(tmp)
+        (work / "upper").mkdir()
+        (work / "mnt").mkdir()
+        argv = [sys.executable, "-m", "fs", str(work / "mnt"), "--upper", str(work / "upper")]
+        proc = subprocess.Popen([*argv, "--lower", str(layer)], cwd=REPO)
+        dev = os.stat(work).st_dev
+        while os.stat(work / "mnt").st_dev == dev:
+            if proc.poll() is not None:
+                raise RuntimeError("python -m fs exited")
+            time.sleep(0.02)
+        took = _timed("find . -printf '%s %m %u\\n' > /dev/null", work / "mnt")
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return took, peak
 
 
 def _c_project(tar: Path) -> None:
@@ -199,12 +240,30 @@ def bench_fs(runs: int) -> None:
             p = medians.get(peer, {}).get(w)
             ratios += f"{r / p:>15.2f}x" if r and p else f"{'-':>16}"
         print(f"  {w:22}{row}{ratios}")
+    bench_fs_memory()
+
+
+def bench_fs_memory() -> None:
+    print("\nfs memory: peak RSS of the rsbox server after one find+stat of N files")
+    for count in (50_000, 500_000):
+        layer = _many_files(count)
+        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
+        argv += [sys.executable, "-m", "tests.bench_fs", "--walk", str(layer)]
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"  {count}: failed: {proc.stderr.strip()[-400:]}")
+            continue
+        took, peak = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {count:>7} files  {took:6.2f} s  peak RSS {peak / 1024:6.1f} MiB")
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--driver"]:
         kind, img, runs = argv[1], Path(argv[2]), int(argv[3])
         print(json.dumps(_driver(kind, img, runs)))
+        return 0
+    if argv[:1] == ["--walk"]:
+        print(json.dumps(_walk_rss(Path(argv[1]))))
         return 0
     bench_fs(int(argv[0]) if argv else 3)
     return 0
