@@ -6,8 +6,9 @@ The image: four layers copied from the host (/usr/include + python3.11, /usr/sha
 ~/.cache/rsbox-bench (keyed by LAYOUT). Each mount kind runs in its own
 `unshare --user --map-root-user --mount` (this module re-executed as `--driver KIND`), and
 for every run mounts afresh over an empty upper, so "cold" = the first access after the
-mount (the kernel's caches for that mount are empty; the host's page cache is warm for
-everyone alike, a user cannot drop it) and "warm" = the same workload again.
+mount (the kernel's caches for that mount are empty; the host's caches of the layer files
+are warmed by reading them directly before each cold run, for every kind alike) and
+"warm" = the same workload again.
 
 Printed per workload: median wall time per mount kind and the ratios rsbox/fuse-overlayfs
 and rsbox/overlay. Targets (issue 4): every workload <= 1.5 x fuse-overlayfs, warm
@@ -195,10 +196,15 @@ def _driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
     cat = "cat big > /dev/null"
     with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
         work = Path(tmp)
+        lowers = " ".join(f"L{i}/fs" for i in range(len(LAYOUT)))
         for _ in range(runs):
+            # "Cold" is the mount's own caches: make sure the host's are warm for every
+            # kind alike (this machine's proactive reclaim may have dropped them since).
+            _timed(f"find {lowers} > /dev/null", img)
             with Mount(kind, img, work) as mnt:
                 times["find_stat_cold"].append(_timed(find, mnt))
                 times["find_stat_warm"].append(_timed(find, mnt))
+            _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
             with Mount(kind, img, work) as mnt:
                 times["read_1g_cold"].append(_timed(cat, mnt))
                 times["read_1g_warm"].append(_timed(cat, mnt))
