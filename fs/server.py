@@ -394,11 +394,17 @@ def close() -> None:
 
 def serve_until_signal() -> None:
     """The stand-alone servers (`python -m fs`, `rsbox-overlayfs`): serve until SIGINT or
-    SIGTERM, then unmount."""
+    SIGTERM, then unmount; or until someone else unmounts (umount, fusermount -u, Podman
+    done with a container), then exit, as fuse-overlayfs does."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve)
+
+            async def serve_then_stop() -> None:
+                await serve()
+                nursery.cancel_scope.cancel()  # unmounted: nothing left to serve
+
+            nursery.start_soon(serve_then_stop)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     stop()

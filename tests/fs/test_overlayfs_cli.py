@@ -3,8 +3,10 @@ as its overlay `mount_program`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -42,7 +44,7 @@ def test_parse_fuse_overlayfs_command_line(tmp_path: Path) -> None:
 
 def test_overlay_whiteouts_and_daemon(tmp_path: Path) -> None:
     """0/0 character devices and user.overlay.opaque hide lower entries; the command
-    returns once mounted and the daemon serves until unmounted."""
+    returns once mounted, and the daemon serves until unmounted, then exits."""
     _require(False)
     a, b = tmp_path / "A", tmp_path / "B"
     (a / "d").mkdir(parents=True)
@@ -65,7 +67,14 @@ def test_overlay_whiteouts_and_daemon(tmp_path: Path) -> None:
         test "$(ls o)" = shown
         echo new > d/new && test "$(cat d/new)" = new
         rm d/keep && test -z "$(ls d | grep keep || true)"
+        pid=$(pgrep -n -x rsbox-overlayfs)  # the newest daemon: ours
         cd / && umount {tmp_path}/m
+        for i in $(seq 100); do  # unmounted: the daemon exits by itself
+            kill -0 "$pid" 2> /dev/null || exit 0
+            sleep 0.1
+        done
+        echo "rsbox-overlayfs still running after umount" >&2
+        exit 9
     """
     proc = subprocess.run(
         [*_unshare(False), "sh", "-c", script], capture_output=True, text=True, timeout=60
@@ -142,3 +151,8 @@ def test_podman_runs_a_container_on_rsbox_overlayfs(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
         )
+        # Our XDG_RUNTIME_DIR gave podman (and `podman unshare`) a pause process of its own: leave none behind.
+        pause = tmp_path / "xdg/libpod/tmp/pause.pid"
+        if pause.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pause.read_text()), signal.SIGKILL)
