@@ -50,7 +50,7 @@ from rootless import syscalls as sc
 from rootless.container_init import InitSpec, close_fds_except, container_main
 from rootless.errors import HostError, RsboxError
 from rootless.idmap import IdMap
-from rootless.prefork import FORWARDED_SIGNALS
+from rootless.prefork import FORWARDED_SIGNALS, lean_imports
 from rootless.runspec import ProcessPlan, RunSpec
 
 if TYPE_CHECKING:
@@ -275,9 +275,10 @@ def _kill(pid: int, sig: int) -> None:
 def helper_main(launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     """P1, from `rootless.prefork.Helper` (which armed PDEATHSIG and the signals)."""
     # Importing starts no thread, so it may come before unshare(CLONE_NEWUSER).
-    from fs import server
-    from fs.union import UnionSpec
-    from rootless.supervise import serve_until_exit
+    with lean_imports():
+        from fs import server
+        from fs.union import UnionSpec
+        from rootless.supervise import serve_until_exit
 
     # Imports done (prefork disabled the collector for them): what they made lives as long
     # as we do, so keep it out of every later collection, and collect from here on.
