@@ -56,7 +56,7 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 LOCAL_DOMAIN = "localhost"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     id        TEXT PRIMARY KEY,      -- hex sha256 of the config blob
@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS image_layers (
     diff_id   TEXT NOT NULL REFERENCES layers(diff_id),
     PRIMARY KEY (image_id, position)
 );
+CREATE TABLE IF NOT EXISTS digests (
+    ref       TEXT PRIMARY KEY,      -- registry/repository@sha256:<hex>, as pulled by digest
+    image_id  TEXT NOT NULL REFERENCES images(id)
+);
 CREATE TABLE IF NOT EXISTS containers (
     id        TEXT PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE,
@@ -90,6 +94,12 @@ CREATE TABLE IF NOT EXISTS containers (
     created   TEXT NOT NULL
 );
 """
+
+# What brings a store of version N to N + 1 (new tables only, so older rows stay valid).
+_MIGRATIONS = {
+    1: """CREATE TABLE IF NOT EXISTS digests (
+        ref TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id))""",
+}
 
 _HINT_LIST = "list local images with `rsbox images`, or add one with `rsbox import`"
 
@@ -303,7 +313,7 @@ class Store:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA foreign_keys=ON")
                 version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, _SCHEMA_VERSION):
+                if version not in (0, *_MIGRATIONS, _SCHEMA_VERSION):
                     raise StoreError(
                         f"the store at {root} has schema version {version}; "
                         f"this rsbox knows {_SCHEMA_VERSION}",
@@ -312,6 +322,10 @@ class Store:
                 if version == 0:
                     db.executescript(
                         f"BEGIN; {_SCHEMA}; PRAGMA user_version={_SCHEMA_VERSION}; COMMIT;"
+                    )
+                for v in range(max(version, 1), _SCHEMA_VERSION):  # an older store
+                    db.executescript(
+                        f"BEGIN; {_MIGRATIONS[v]}; PRAGMA user_version={v + 1}; COMMIT;"
                     )
         except sqlite3.Error as exc:
             db.close()
@@ -549,6 +563,16 @@ class Store:
             )
         return self._load_image(image.id)
 
+    def add_digest_ref(self, digest_ref: str, image_id: str) -> None:
+        """Remember that ``registry/repository@sha256:...`` was pulled as this image, so
+        that ``run --pull=missing`` by digest finds it (Docker's RepoDigests)."""
+        with self._writer() as db:
+            db.execute(
+                "INSERT INTO digests(ref, image_id) VALUES (?, ?) "
+                "ON CONFLICT(ref) DO UPDATE SET image_id = excluded.image_id",
+                (digest_ref, image_id),
+            )
+
     def untag(self, name: str) -> bool:
         with self._writer() as db:
             return db.execute("DELETE FROM names WHERE name = ?", (name,)).rowcount > 0
@@ -681,6 +705,16 @@ class Store:
         (``busybox`` also finds ``docker.io/library/busybox:latest``; ambiguous -> error);
         a unique id prefix of at least 4 hex digits.
         """
+        if "@" in ref:  # NAME@sha256:DIGEST: what an earlier pull by that digest stored
+            from .registry.reference import parse_reference
+
+            with contextlib.suppress(UsageError):
+                key = parse_reference(ref).digest_ref
+                hit = self._db.execute(
+                    "SELECT image_id FROM digests WHERE ref = ?", (key,)
+                ).fetchone()
+                if hit is not None:
+                    return self._load_image(hit[0])
         bare = ref.removeprefix("sha256:")
         if (
             _HEX64.fullmatch(bare)
@@ -753,6 +787,7 @@ class Store:
                 )
             db.execute("DELETE FROM image_layers WHERE image_id = ?", (image.id,))
             db.execute("DELETE FROM names WHERE image_id = ?", (image.id,))
+            db.execute("DELETE FROM digests WHERE image_id = ?", (image.id,))
             db.execute("DELETE FROM images WHERE id = ?", (image.id,))
             # Only this image's layers: a layer with refcount 0 may belong to an import
             # in progress in another command (add_layer, then add_image).

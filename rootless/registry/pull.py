@@ -459,6 +459,8 @@ async def pull_image(
             image = await puller.pull(names)
         finally:
             progress.close()
+        if ref.digest_ref is not None:
+            store.add_digest_ref(ref.digest_ref, image.id)
         return image, puller.fetched
 
 

@@ -46,6 +46,11 @@ class Reference:
         is not invented: those get the digest's first 12 hex digits as a tag-less name)."""
         return f"{self.registry}/{self.repository}:{self.tag or 'latest'}"
 
+    @property
+    def digest_ref(self) -> str | None:
+        """registry/repository@sha256:... for a reference with a digest, else None."""
+        return f"{self.registry}/{self.repository}@{self.digest}" if self.digest else None
+
     def __str__(self) -> str:
         s = f"{self.registry}/{self.repository}"
         if self.tag:

@@ -304,6 +304,16 @@ def test_run_pulls_a_missing_image(plain: Registry, multi: str, fresh: Rsbox) ->
     assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) > manifest_gets
 
 
+def test_run_by_digest_pulls_once(plain: Registry, multi: str, fresh: Rsbox) -> None:
+    digest = skopeo("inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{multi}")
+    by_digest = f"{multi.rpartition(':')[0]}@{digest.strip()}"
+    res = fresh.run("--rm", by_digest, "cat", "/zstd.txt", check=True)
+    assert res.stdout == "from a zstd layer\n"
+    manifest_gets = len(plain.requests(r'"GET /v2/suite/multi/manifests/'))
+    fresh.run("--rm", by_digest, "true", check=True)  # --pull=missing: it is present
+    assert len(plain.requests(r'"GET /v2/suite/multi/manifests/')) == manifest_gets
+
+
 def test_podman_save_loads_and_rsbox_save_is_read_back(fresh: Rsbox, tmp_path: Path) -> None:
     from tests.images import make_busybox_rootfs
 

@@ -91,6 +91,37 @@ def test_resolve_by_name_variants_and_id(store: Store, busybox_tar: Path) -> Non
         store.resolve_image("nothere")
 
 
+def test_digest_refs_resolve_to_what_was_pulled_by_them(store: Store, busybox_tar: Path) -> None:
+    image = import_rootfs(store, busybox_tar, "busybox")
+    digest = "sha256:" + "ab" * 32
+    with pytest.raises(ImageNotFound):
+        store.resolve_image(f"example.org/tools/bb@{digest}")
+    store.add_digest_ref(f"example.org/tools/bb@{digest}", image.id)
+    assert store.resolve_image(f"example.org/tools/bb@{digest}").id == image.id
+    assert store.resolve_image(f"example.org/tools/bb:any@{digest}").id == image.id
+    with pytest.raises(ImageNotFound):  # another repository, same digest
+        store.resolve_image(f"example.org/other@{digest}")
+    store.remove_image(image.id)
+    with pytest.raises(ImageNotFound):
+        store.resolve_image(f"example.org/tools/bb@{digest}")
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path, busybox_tar: Path) -> None:
+    import sqlite3
+
+    with Store.open(tmp_path / "root") as s:
+        image = import_rootfs(s, busybox_tar, "busybox")
+    db = sqlite3.connect(tmp_path / "root" / "store.db")
+    db.executescript("DROP TABLE digests; PRAGMA user_version=1;")  # as rsbox 1 left it
+    db.close()
+    with Store.open(tmp_path / "root") as s:
+        assert s.resolve_image("busybox").id == image.id
+        s.add_digest_ref(f"example.org/bb@sha256:{'cd' * 32}", image.id)
+    db = sqlite3.connect(tmp_path / "root" / "store.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
 def test_unqualified_name_finds_other_registries(tmp_path: Path, store: Store) -> None:
     layout, tag = write_oci_layout(tmp_path / "l", [(TarBuilder().file("a").bytes(), True)])
     image = import_oci_layout(store, layout, tag, "docker.io/library/alpine:3")
