@@ -128,6 +128,10 @@ def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
+class Interrupted(RegistryError):
+    """The connection broke during a download: starting it again may work."""
+
+
 def _retry_after(resp: httpx.Response, default: float) -> float:
     value = resp.headers.get("retry-after", "")
     if value.isdigit():
@@ -375,7 +379,7 @@ class RegistryClient:
                         hint="the registry sent something that is not an image manifest",
                     )
         except httpx.TransportError as exc:
-            raise RegistryError(
+            raise Interrupted(
                 f"{what}: the connection broke during the download ({exc or type(exc).__name__})",
                 hint="nothing was stored; pull again",
             ) from exc

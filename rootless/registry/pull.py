@@ -22,9 +22,10 @@ import io
 import json
 import os
 import platform as _platform
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import httpx
 import trio
@@ -35,7 +36,7 @@ from rootless.oci_layout import INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, host_a
 from rootless.store import Image, Store, rmtree_forcefully
 
 from . import RegistryError
-from .client import RegistryClient, TransportOptions
+from .client import Interrupted, RegistryClient, TransportOptions
 from .progress import Progress, Quiet
 from .reference import DIGEST, Reference
 
@@ -46,11 +47,9 @@ ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES))
 _CHUNK = 256 * 1024
 
 
-RESTARTS = 2  # extra attempts for a blob whose download broke off
-
-
-class Interrupted(RegistryError):
-    """The connection broke during a blob download."""
+RESTARTS = 2  # extra attempts for a download that broke off
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,21 @@ class Puller:
 
     # -- manifests ----------------------------------------------------------------------
 
+    async def _again_if_cut(self, fetch: Callable[[*Ts], Awaitable[T]], *args: *Ts) -> T:
+        """A download whose connection broke off mid-body starts again from nothing (no
+        part of the broken attempt is kept), a few times, before giving up: layers,
+        manifests and configs alike."""
+        for attempt in range(RESTARTS):
+            try:
+                return await fetch(*args)
+            except Interrupted:
+                await trio.sleep(self.client.opts.backoff * 2**attempt)
+        return await fetch(*args)
+
     async def _get_manifest(self, reference: str) -> tuple[bytes, str]:
+        return await self._again_if_cut(self._get_manifest_once, reference)
+
+    async def _get_manifest_once(self, reference: str) -> tuple[bytes, str]:
         path = f"/v2/{self.ref.repository}/manifests/{reference}"
         what = f"manifest {self.ref.repository}:{reference}"
         async with self.client.request(
@@ -194,6 +207,9 @@ class Puller:
         return doc, "sha256:" + hashlib.sha256(data).hexdigest()
 
     async def _get_small_blob(self, digest: str, limit: int, what: str) -> bytes:
+        return await self._again_if_cut(self._get_small_blob_once, digest, limit, what)
+
+    async def _get_small_blob_once(self, digest: str, limit: int, what: str) -> bytes:
         hexd = _hex(digest, what)
         async with self.client.request(
             "GET", f"/v2/{self.ref.repository}/blobs/{digest}", scope=self.scope
@@ -278,18 +294,9 @@ class Puller:
                     return
                 size = desc.get("size")
                 self.progress.start(short, size if isinstance(size, int) else 0)
-                # A connection broken mid-blob restarts that blob (nothing of the broken
-                # attempt is kept), a few times, before giving up.
-                for attempt in range(RESTARTS + 1):
-                    try:
-                        await self._fetch_layer(
-                            hexd, diff_id, size if isinstance(size, int) else None
-                        )
-                        break
-                    except Interrupted:
-                        if attempt == RESTARTS:
-                            raise
-                        await trio.sleep(self.client.opts.backoff * 2**attempt)
+                await self._again_if_cut(
+                    self._fetch_layer, hexd, diff_id, size if isinstance(size, int) else None
+                )
                 self.fetched.append(digest)
                 self.progress.done(short, "Pulled")
             finally:

@@ -119,6 +119,10 @@ class FakeRegistry:
         self.hits[path] = n = self.hits.get(path, 0) + 1
         if self.fault is not None and (r := self.fault(method, path, n)) is not None:
             return r
+        return self.answer(method, path, headers)
+
+    def answer(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        """What a healthy registry sends."""
         if path.startswith("/storage/"):  # where blobs are redirected to (S3-like)
             assert "authorization" not in headers  # another host: no registry credentials
             return 200, {"content-type": "application/octet-stream"}, self.blobs[path[9:]]
@@ -175,7 +179,7 @@ class FakeRegistry:
             path = target.split("?")[0]
             r = self.route(method, path, headers)
             if r == "cut":
-                body = self.blobs[path.split("/")[-1]]
+                body = self.answer(method, path, headers)[2]
                 await stream.send_all(
                     f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                     + body[: len(body) // 2]
@@ -305,6 +309,24 @@ async def test_registry_dies_mid_blob(store: Store, registry: FakeRegistry) -> N
     # every time: one error, nothing half-stored, and the next pull (registry healed) works
     store.remove_image(pulled.id)
     registry.fault = lambda m, p, n: "cut" if p.endswith(layer) else None
+    err = await _fault_then_ok(store, registry, RegistryError, "connection broke")
+    assert "pull again" in (err.hint or "")
+
+
+@pytest.mark.parametrize("what", ["manifest", "config"])
+async def test_registry_dies_mid_manifest_or_config(
+    store: Store, registry: FakeRegistry, what: str
+) -> None:
+    """As for layers: a body cut once is fetched again; cut every time, one error."""
+    image = make_image()
+    registry.add("img:v1", image)
+    config = json.loads(image.manifest)["config"]["digest"]
+    path = "/v2/img/manifests/v1" if what == "manifest" else f"/v2/img/blobs/{config}"
+    registry.fault = lambda m, p, n: "cut" if p == path and n == 1 else None
+    pulled, _ = await _pull(store, registry)
+    assert len(pulled.layers) == 3 and registry.hits[path] == 2
+    store.remove_image(pulled.id)
+    registry.fault = lambda m, p, n: "cut" if p == path else None
     err = await _fault_then_ok(store, registry, RegistryError, "connection broke")
     assert "pull again" in (err.hint or "")
 
