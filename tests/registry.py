@@ -44,6 +44,18 @@ def make_ca_and_cert(d: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path
     return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
+def make_client_cert(d: Path) -> tuple[Path, Path]:
+    """A client certificate signed by the CA of ``make_ca_and_cert(d)``: (cert, key)."""
+    for args in (
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+         "-subj", "/CN=rsbox test client"],
+        ["x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "client.cert", "-days", "2"],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    return d / "client.cert", d / "client.key"
+
+
 @dataclass
 class Registry:
     host: str  # 127.0.0.1:PORT
@@ -67,7 +79,9 @@ class Registry:
             self.proc.wait()
 
 
-def start_registry(base: Path, *, tls: bool = False) -> Registry:
+def start_registry(base: Path, *, tls: bool = False, client_certs: bool = False) -> Registry:
+    """``client_certs`` (with ``tls``): the registry also demands a client certificate
+    signed by its CA; cert_dir then holds client.cert and client.key next to ca.crt."""
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
     host = f"127.0.0.1:{port}"
@@ -88,7 +102,15 @@ def start_registry(base: Path, *, tls: bool = False) -> Registry:
             check=True,
             capture_output=True,
         )
-        config.append(f"http: {{addr: '{host}', tls: {{certificate: {crt}, key: {key}}}}}")
+        clientcas = ""
+        if client_certs:
+            cert, ckey = make_client_cert(base / "pki")
+            shutil.copy(cert, cert_dir / "client.cert")
+            shutil.copy(ckey, cert_dir / "client.key")
+            clientcas = f", clientcas: [{ca}]"
+        config.append(
+            f"http: {{addr: '{host}', tls: {{certificate: {crt}, key: {key}{clientcas}}}}}"
+        )
         config.append(f"auth: {{htpasswd: {{realm: rsbox-test, path: {htpasswd}}}}}")
     else:
         config.append(f"http: {{addr: '{host}'}}")
@@ -109,6 +131,8 @@ def start_registry(base: Path, *, tls: bool = False) -> Registry:
         with contextlib.suppress(OSError):
             if tls:
                 ctx = ssl.create_default_context(cafile=str(ca))
+                if client_certs and cert_dir is not None:
+                    ctx.load_cert_chain(cert_dir / "client.cert", cert_dir / "client.key")
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                     "127.0.0.1", port, context=ctx, timeout=2
                 )
@@ -125,8 +149,10 @@ def start_registry(base: Path, *, tls: bool = False) -> Registry:
 
 
 @contextlib.contextmanager
-def running_registry(base: Path, *, tls: bool = False) -> Iterator[Registry]:
-    reg = start_registry(base, tls=tls)
+def running_registry(
+    base: Path, *, tls: bool = False, client_certs: bool = False
+) -> Iterator[Registry]:
+    reg = start_registry(base, tls=tls, client_certs=client_certs)
     try:
         yield reg
     finally:

@@ -115,17 +115,23 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification failure behind a transport error, if that is what it
-    is (with trio, httpx wraps it in a BrokenResourceError)."""
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind a transport error, if that is what it is (with trio, httpx
+    wraps it in a BrokenResourceError)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
-        if isinstance(cur, ssl.SSLCertVerificationError):
+        if isinstance(cur, ssl.SSLError):
             return cur
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+# The alerts a server sends when it wants a client certificate we did not give.
+_CLIENT_CERT_ALERTS = frozenset(
+    {"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
+)
 
 
 class Interrupted(RegistryError):
@@ -180,10 +186,16 @@ class RegistryClient:
 
     def _tls_error(self, exc: Exception) -> RegistryError:
         text = str(exc)
-        if (cert := _cert_error(exc)) is not None:
+        tls = _ssl_error(exc)
+        if isinstance(tls, ssl.SSLCertVerificationError):
             return RegistryError(
-                f"the TLS certificate of {self.registry} is not trusted: {cert.verify_message}",
+                f"the TLS certificate of {self.registry} is not trusted: {tls.verify_message}",
                 hint="give its CA with --cert-dir DIR (DIR/ca.crt), or --tls-verify=false",
+            )
+        if tls is not None and tls.reason in _CLIENT_CERT_ALERTS:
+            return RegistryError(
+                f"{self.registry} wants a client certificate and refused ours ({tls.reason})",
+                hint="put NAME.cert and NAME.key (signed for this registry) in --cert-dir DIR",
             )
         return RegistryError(
             f"cannot connect to {self.registry}: {text or type(exc).__name__}",
@@ -200,8 +212,14 @@ class RegistryClient:
                 await self._http.get(f"{https}/v2/")
                 self._base = https
             except httpx.TransportError as exc:
-                # A certificate error means the server speaks TLS: never downgrade then.
-                if not self.opts.plain_http_allowed(self.registry) or _cert_error(exc):
+                # An untrusted certificate, or a demand for ours, means the server speaks
+                # TLS: never downgrade then. (A plain server answers the hello with garbage,
+                # which is an SSLError too.)
+                tls = _ssl_error(exc)
+                speaks_tls = isinstance(tls, ssl.SSLCertVerificationError) or (
+                    tls is not None and tls.reason in _CLIENT_CERT_ALERTS
+                )
+                if not self.opts.plain_http_allowed(self.registry) or speaks_tls:
                     raise self._tls_error(exc) from exc
                 http = f"http://{self.endpoint}"
                 try:

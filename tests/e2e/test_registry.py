@@ -200,6 +200,33 @@ def test_tls_registry_with_htpasswd(
     Rsbox(tmp_path / "fifth")("pull", "-q", "--cert-dir", certs, dest, check=True)
 
 
+def test_registry_that_demands_a_client_certificate(
+    multi: str, fresh: Rsbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's certs.d layout: X.cert + X.key in --cert-dir is presented to the
+    registry; without it the TLS handshake is refused and rsbox says so in one line."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with running_registry(tmp_path / "mtls", tls=True, client_certs=True) as reg:
+        assert reg.cert_dir is not None
+        fresh("pull", "-q", multi, check=True)
+        dest = f"{reg.host}/private/img:v1"
+        login = ["login", "-u", USER, "--password-stdin", reg.host]
+        ca_only = tmp_path / "ca-only"
+        ca_only.mkdir()
+        shutil.copy(reg.cert_dir / "ca.crt", ca_only / "ca.crt")
+        res = fresh(login[0], "--cert-dir", str(ca_only), *login[1:], input=f"{PASSWORD}\n")
+        one_line_error(res, "wants a client certificate", "NAME.cert")
+        res = fresh(login[0], "--cert-dir", str(reg.cert_dir), *login[1:], input=f"{PASSWORD}\n")
+        assert res.returncode == 0, res.stderr
+        fresh("push", "--cert-dir", str(reg.cert_dir), multi, dest, check=True)
+        other = Rsbox(tmp_path / "other")
+        other("pull", "-q", "--cert-dir", str(reg.cert_dir), dest, check=True)
+        out = other.run("--rm", dest, "cat", "/plain.txt", check=True).stdout
+        assert out == "from a plain layer\n"
+
+
 def test_concurrent_pulls_download_each_layer_once(
     plain: Registry, multi: str, fresh: Rsbox
 ) -> None:
