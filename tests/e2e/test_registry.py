@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import IN_CI, Rsbox
 from tests.images import make_layered_oci_layout, make_registry_layout, write_oci_layout
+from tests.podman import private_runtime
 from tests.registry import PASSWORD, USER, Registry, running_registry
 
 TOOLS = ("/usr/bin/docker-registry", "skopeo", "umoci", "openssl", "htpasswd")
@@ -357,26 +358,21 @@ def test_podman_save_loads_and_rsbox_save_is_read_back(fresh: Rsbox, tmp_path: P
         "podman", "--root", str(tmp_path / "proot"), "--runroot", str(runroot),
         "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
     ]  # fmt: skip
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
-    (tmp_path / "xdg").mkdir(mode=0o700)
+    with private_runtime(tmp_path) as env:
 
-    def pod(*args: str) -> None:
-        res = subprocess.run([*podman, *args], capture_output=True, text=True, env=env, timeout=120)
-        assert res.returncode == 0, res.stderr
+        def pod(*args: str) -> None:
+            res = subprocess.run(
+                [*podman, *args], capture_output=True, text=True, env=env, timeout=120
+            )
+            assert res.returncode == 0, res.stderr
 
-    try:
-        pod("import", str(tmp_path / "rootfs.tar"), "localhost/frompodman:v1")
-        pod("save", "-o", str(tmp_path / "docker.tar"), "localhost/frompodman:v1")
-        pod(
-            "save",
-            "--format",
-            "oci-archive",
-            "-o",
-            str(tmp_path / "oci.tar"),
-            "localhost/frompodman:v1",
-        )
-    finally:
-        shutil.rmtree(runroot, ignore_errors=True)
+        try:
+            pod("import", str(tmp_path / "rootfs.tar"), "localhost/frompodman:v1")
+            pod("save", "-o", str(tmp_path / "docker.tar"), "localhost/frompodman:v1")
+            pod("save", "--format", "oci-archive", "-o", str(tmp_path / "oci.tar"),
+                "localhost/frompodman:v1")  # fmt: skip
+        finally:
+            shutil.rmtree(runroot, ignore_errors=True)
     for archive in ("docker.tar", "oci.tar"):
         store = Rsbox(tmp_path / f"store-{archive}")
         res = store("load", "-i", str(tmp_path / archive), check=True)

@@ -3,10 +3,8 @@ as its overlay `mount_program`."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -17,6 +15,7 @@ import pytest
 from fs.overlayfs_cli import UsageError, parse
 from tests.fs.test_mount import IN_CI, _require, _unshare, has_subid_range
 from tests.images import make_busybox_rootfs
+from tests.podman import private_runtime
 
 CLI = shutil.which("rsbox-overlayfs") or str(Path(sys.executable).parent / "rsbox-overlayfs")
 
@@ -93,6 +92,7 @@ def test_podman_runs_a_container_on_rsbox_overlayfs(tmp_path: Path) -> None:
         pytest.skip("podman is not installed")
     assert has_subid_range()
     rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    shutil.copy(rootfs / "bin/busybox", rootfs / "bin/busybox-gone")  # deleted below
     with tarfile.open(tmp_path / "rootfs.tar", "w") as t:
         t.add(rootfs, arcname=".")
     conf = tmp_path / "config/containers"
@@ -101,13 +101,6 @@ def test_podman_runs_a_container_on_rsbox_overlayfs(tmp_path: Path) -> None:
         f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp_path}/graph"\n'
         f'runroot = "{tmp_path}/run"\n[storage.options.overlay]\nmount_program = "{CLI}"\n'
     )
-    (tmp_path / "xdg").mkdir(mode=0o700)
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "xdg"),
-    }
     podman = [
         "podman",
         "--runtime",
@@ -117,42 +110,56 @@ def test_podman_runs_a_container_on_rsbox_overlayfs(tmp_path: Path) -> None:
         "--events-backend",
         "file",
     ]
-    try:
-        subprocess.run(
-            [*podman, "import", str(tmp_path / "rootfs.tar"), "localhost/bb"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        run = subprocess.run(
-            [
-                *podman,
-                "run",
-                "--rm",
-                "localhost/bb",
-                "/bin/busybox",
-                "sh",
-                "-c",
-                "echo hello > /tmp/x && cat /tmp/x && grep ' / ' /proc/mounts",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stderr
-        assert run.stdout.splitlines()[0] == "hello"
-        assert "fuse.rsbox" in run.stdout  # the rootfs is served by rsbox-overlayfs
-    finally:
-        subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
-        subprocess.run(
-            ["podman", "unshare", "rm", "-rf", str(tmp_path / "graph")],
-            env=env,
-            capture_output=True,
-        )
-        # Our XDG_RUNTIME_DIR gave podman (and `podman unshare`) a pause process of its own: leave none behind.
-        pause = tmp_path / "xdg/libpod/tmp/pause.pid"
-        if pause.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pause.read_text()), signal.SIGKILL)
+    config_home = str(tmp_path / "config")
+    with private_runtime(tmp_path, XDG_CONFIG_HOME=config_home) as env:
+        try:
+            subprocess.run(
+                [*podman, "import", str(tmp_path / "rootfs.tar"), "localhost/bb"],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            run = subprocess.run(
+                [
+                    *podman,
+                    "run",
+                    "--rm",
+                    "localhost/bb",
+                    "/bin/busybox",
+                    "sh",
+                    "-c",
+                    "echo hello > /tmp/x && cat /tmp/x && grep ' / ' /proc/mounts",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert run.returncode == 0, run.stderr
+            assert run.stdout.splitlines()[0] == "hello"
+            assert "fuse.rsbox" in run.stdout  # the rootfs is served by rsbox-overlayfs
+            # What a container changed (a deletion: a whiteout in our upper) becomes a layer
+            # that containers/storage reads back: `podman commit` then run the new image.
+            for args in (
+                ["run", "--name", "c", "localhost/bb", "/bin/busybox", "sh", "-c",
+                 "/bin/busybox rm /bin/busybox-gone && echo new > /newfile"],
+                ["commit", "-q", "c", "localhost/bb2"],
+            ):  # fmt: skip
+                res = subprocess.run(
+                    [*podman, *args], env=env, capture_output=True, text=True, timeout=120
+                )
+                assert res.returncode == 0, res.stderr
+            after = subprocess.run(
+                [*podman, "run", "--rm", "localhost/bb2", "/bin/busybox", "sh", "-c",
+                 "cat /newfile; test ! -e /bin/busybox-gone && echo gone"],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert after.stdout.split() == ["new", "gone"], after.stderr
+        finally:
+            subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
+            subprocess.run(
+                ["podman", "unshare", "rm", "-rf", str(tmp_path / "graph")],
+                env=env,
+                capture_output=True,
+            )
