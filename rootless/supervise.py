@@ -65,20 +65,24 @@ async def _relay_signals(pid: int, master: list[int]) -> None:
                 os.kill(pid, sig)
 
 
-async def _pump(src: int, dst: int) -> None:
-    """Copy bytes until EOF/EIO on src (EIO is how a pty master says the slave closed)."""
+async def _read_some(src: int) -> bytes:
+    """The next bytes from non-blocking `src`; b"" at EOF or EIO (how a pty master says
+    the slave closed)."""
     while True:
         await trio.lowlevel.wait_readable(src)
         try:
-            data = os.read(src, 65536)
+            return os.read(src, 65536)
         except BlockingIOError:
             continue
         except OSError as exc:
             if exc.errno == errno.EIO:
-                return
+                return b""
             raise
-        if not data:
-            return
+
+
+async def _pump(src: int, dst: int) -> None:
+    """Copy bytes until EOF/EIO on src."""
+    while data := await _read_some(src):
         view = memoryview(data)
         while view:
             try:
@@ -104,18 +108,7 @@ async def _log_stream(src: int, stream: str, log_fd: int) -> None:
     os.set_blocking(src, False)
     pending = b""
     try:
-        while True:
-            await trio.lowlevel.wait_readable(src)
-            try:
-                data = os.read(src, 65536)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EIO:
-                    break
-                raise
-            if not data:
-                break
+        while data := await _read_some(src):
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
