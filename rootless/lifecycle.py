@@ -79,16 +79,35 @@ def parse_time(text: str | None) -> datetime | None:
     return None
 
 
-def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
-    """Readers see the old file or the new one, never a part. `durable=False` skips the
-    fsync for files that are rewritten at every start anyway."""
+def atomic_write_bytes(
+    path: Path, data: bytes, *, durable: bool = True, mode: int | None = None
+) -> None:
+    """Readers see the old file or the new one, never a part: a temporary file beside
+    `path`, renamed over it, removed if anything fails. `durable=False` skips the fsync
+    for files that are rewritten at every start anyway. `mode` is the file's mode (it is
+    created with it, so a secret is never readable by others); else 0666 minus umask."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            0o666 if mode is None else mode,
+        )
+        with open(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(fd, mode)  # the umask may have taken bits `mode` asks for
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), durable=durable)
 
 
 def atomic_write_json(path: Path, doc: Any, durable: bool = True) -> None:
@@ -255,6 +274,4 @@ def save_bpf(cdir: Path, bpf: bytes | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
-    tmp = path.with_name(f".{BPF_NAME}.tmp")
-    tmp.write_bytes(bpf)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, bpf, durable=False)

@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import struct
-import tempfile
 import termios
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from fs import server
+from rootless.lifecycle import atomic_write_bytes
 from rootless.prefork import FORWARDED_SIGNALS
 
 if TYPE_CHECKING:
@@ -201,18 +201,8 @@ async def _learn(sock: socket.socket, recorder: Recorder) -> None:
 
 def _write_profile(path: Path, recorder: Recorder) -> None:
     """OUT.json, atomically and as the user (we are uid 0 of our namespace = the user)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(recorder.to_profile(), f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(recorder.to_profile(), indent=1) + "\n"
+    atomic_write_bytes(path, text.encode(), mode=0o644)
 
 
 def serve_until_exit(

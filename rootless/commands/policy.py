@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,19 +110,12 @@ def _export(ns: argparse.Namespace, ctx: Context) -> int:
             f"seccomp profile {ns.profile} filters nothing: there is no BPF to write",
             hint="unconfined means no filter is installed",
         )
+    from rootless.lifecycle import atomic_write_bytes
+
     out = Path(ns.output)
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        atomic_write_bytes(out, program, mode=0o600)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror}", hint="check -o") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(program)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     print(f"{out}: {len(program) // 8} BPF instructions")
     return 0

@@ -16,10 +16,8 @@ rsbox writes its file with tmp + fsync + rename, mode 0600 from creation.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,19 +102,11 @@ def find_credentials(registry: str, files: list[Path] | None = None) -> Credenti
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
+    from rootless.lifecycle import atomic_write_bytes
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".auth-", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode(), mode=0o600)
 
 
 def store_credentials(registry: str, creds: Credentials) -> Path:
