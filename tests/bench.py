@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -30,20 +29,10 @@ from tests.bench_fs import bench_fs
 from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
+from tests.bench_timing import median_time
 from tests.images import make_busybox_rootfs
 
 TRUE = ("/bin/busybox", "true")
-
-
-def _median_time(argv: list[str], runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        subprocess.run(argv, check=True, capture_output=True)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _bench_rootfs(work: Path) -> Path:
@@ -130,7 +119,7 @@ def bench_startup(peers: Peers, runs: int) -> None:
     results: dict[str, float] = {}
     for name, argv in cmds.items():
         try:
-            results[name] = _median_time(argv, runs)
+            results[name] = median_time(argv, runs)
         except subprocess.CalledProcessError as exc:
             print(f"{name}: failed ({(exc.stderr or b'').decode()[:200].strip()})")
     base = results.get("rsbox")

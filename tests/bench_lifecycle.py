@@ -8,11 +8,11 @@ memory   PSS of what stays per container: rsbox's monitor (P1) and P2, next to P
 
 from __future__ import annotations
 
-import statistics
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.bench_timing import median_time
 
 if TYPE_CHECKING:
     from tests.bench import Peers
@@ -28,17 +28,6 @@ POD_RUN = (
     "sleep",
     "1000",
 )
-
-
-def _median(argv: list[str], runs: int) -> float:
-    for _ in range(2):
-        subprocess.run(argv, check=True, capture_output=True)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _pss(pid: int) -> int:
@@ -82,54 +71,41 @@ def _podman_pss(tag: str) -> int:
     return sum(_pss(p) for p in _pids_with("conmon", tag))
 
 
+def _start_rsbox(peers: Peers) -> str:
+    argv = peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000")
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _start_podman(peers: Peers) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*peers.podman_args, *POD_RUN], capture_output=True, text=True)
+
+
 def bench_lifecycle(peers: Peers, runs: int, many: int = 10) -> None:
     cmds = peers.setup()
-    rs_ids = [
-        subprocess.run(
-            peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000"),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    ]
+    rs_ids = [_start_rsbox(peers)]
     pod_ids: list[str] = []
     have_podman = "podman" in cmds
     try:
         if have_podman:
-            res = subprocess.run(
-                [*peers.podman_args, *POD_RUN],
-                capture_output=True,
-                text=True,
-            )
+            res = _start_podman(peers)
             if res.returncode == 0:
                 pod_ids.append(res.stdout.strip())
             else:
                 have_podman = False
                 print(f"podman: not measured ({res.stderr.strip()[:200]})")
-        rs = _median(peers.rsbox("exec", rs_ids[0], *TRUE), runs)
+        rs = median_time(peers.rsbox("exec", rs_ids[0], *TRUE), runs)
         print(f"\nexec: median wall time of `exec CTR true`, {runs} runs each")
         print(f"  rsbox    {rs * 1000:7.1f} ms")
         if have_podman:
-            pod = _median([*peers.podman_args, "exec", pod_ids[0], *TRUE], runs)
+            pod = median_time([*peers.podman_args, "exec", pod_ids[0], *TRUE], runs)
             print(f"  podman   {pod * 1000:7.1f} ms   rsbox/podman = {rs / pod:.2f}x")
             print(f"  target rsbox <= 0.75x podman: {rs / pod:.2f}x")
         one_rs = _rsbox_pss(peers, rs_ids)
         one_pod = _podman_pss(pod_ids[0]) if pod_ids else 0
         for _ in range(many - 1):
-            rs_ids.append(
-                subprocess.run(
-                    peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000"),
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip()
-            )
+            rs_ids.append(_start_rsbox(peers))
             if have_podman:
-                res = subprocess.run(
-                    [*peers.podman_args, *POD_RUN],
-                    capture_output=True,
-                    text=True,
-                )
+                res = _start_podman(peers)
                 if res.returncode == 0:
                     pod_ids.append(res.stdout.strip())
         many_rs = _rsbox_pss(peers, rs_ids)
