@@ -30,8 +30,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         ns = build_parser().parse_args(args)
         code = int(ns.handler(ns, Context(root=ns.root, helper=helper)))
     except RsboxError as exc:
-        hint = f" (hint: {exc.hint})" if exc.hint else ""
-        print(f"rsbox: error: {exc.message}{hint}", file=sys.stderr)
+        print(exc.line(), file=sys.stderr)
         if os.environ.get("RSBOX_DEBUG"):
             raise
         code = exc.exit_code

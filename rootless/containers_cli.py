@@ -253,8 +253,7 @@ def _report(results: list[tuple[str, Container | ContainerError]], act: Any) -> 
                 raise c
             act(c)
         except ContainerError as exc:
-            hint = f" (hint: {exc.hint})" if exc.hint else ""
-            print(f"rsbox: error: {exc.message}{hint}", file=sys.stderr)
+            print(exc.line(), file=sys.stderr)
             code = 125
             continue
         print(ref, flush=True)
@@ -346,7 +345,7 @@ def _wait(ns: argparse.Namespace, ctx: Context) -> int:
     code = 0
     for _ref, c in _each(ctx, ns.containers):
         if isinstance(c, ContainerError):
-            print(f"rsbox: error: {c.message}", file=sys.stderr)
+            print(c.line(), file=sys.stderr)
             code = 125
             continue
         wait_monitor(c.id)
@@ -369,7 +368,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     code = 0
     for _ref, c in _each(ctx, ns.containers):
         if isinstance(c, ContainerError):
-            print(f"rsbox: error: {c.message}", file=sys.stderr)
+            print(c.line(), file=sys.stderr)
             code = 125
             continue
         st = state_of(c.id, c.dir)

@@ -13,7 +13,7 @@
 
 `fs` and `policies` never import this module (dependencies point one way): they raise
 OSError / policies.PolicyError, and the launcher maps those here with `raise ... from`.
-The CLI prints `rsbox: error: MESSAGE` and, on a second line, `rsbox: hint: HINT`.
+The CLI prints one line, `rsbox: error: MESSAGE (hint: HINT)` (`RsboxError.line`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ class RsboxError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    def line(self) -> str:
+        """What the user sees: one line, with the hint if there is one."""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"rsbox: error: {self.message}{hint}"
 
 
 class UsageError(RsboxError):
