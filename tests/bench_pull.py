@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.images import goarch, put_image
 from tests.registry import running_registry
 
 if TYPE_CHECKING:
@@ -81,35 +82,14 @@ def build_layout(dest: Path) -> tuple[Path, int]:
             }
         )
         diff_ids.append(f"sha256:{digest}")
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    config = json.dumps(
-        {
-            "architecture": arch,
-            "os": "linux",
-            "config": {"Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }
-    ).encode()
-
-    def put(data: bytes) -> dict[str, object]:
-        d = hashlib.sha256(data).hexdigest()
-        (blobs / d).write_bytes(data)
-        return {"digest": f"sha256:{d}", "size": len(data)}
-
-    cdesc = {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config)}
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": cdesc,
-            "layers": descs,
-        }
-    ).encode()
-    mdesc = {
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        **put(manifest),
-        "annotations": {"org.opencontainers.image.ref.name": "bench"},
+    config = {
+        "architecture": goarch(),
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
+    mdesc = put_image(dest, config, descs)
+    mdesc["annotations"] = {"org.opencontainers.image.ref.name": "bench"}
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [mdesc]}))
     return dest, total
 

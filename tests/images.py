@@ -130,7 +130,7 @@ def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def _put_image(
+def put_image(
     layout: Path, config: Mapping[str, object], layers: list[dict[str, object]]
 ) -> dict[str, object]:
     """Config and manifest blobs of one image; returns the manifest's descriptor."""
@@ -166,7 +166,7 @@ def write_oci_layout(
         layer_descs.append(desc)
     config = {
         "created": "2024-01-02T03:04:05.123456789Z",
-        "architecture": _goarch(),
+        "architecture": goarch(),
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -177,7 +177,7 @@ def write_oci_layout(
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
-    manifest_desc = _put_image(dest, config, layer_descs)
+    manifest_desc = put_image(dest, config, layer_descs)
     manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
     index_path = dest / "index.json"
     manifests: list[object] = []
@@ -193,7 +193,7 @@ def write_oci_layout(
     return dest, tag
 
 
-def _goarch() -> str:
+def goarch() -> str:
     import platform
 
     m = platform.machine()
@@ -290,11 +290,11 @@ def make_registry_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
             "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }
-        desc = _put_image(dest, config, descs)
+        desc = put_image(dest, config, descs)
         desc["platform"] = {"os": "linux", "architecture": arch}
         return desc
 
-    host = _goarch()
+    host = goarch()
     other = "amd64" if host == "arm64" else "arm64"
     index = {
         "schemaVersion": 2,
