@@ -15,6 +15,7 @@ import pytest
 from rootless.idmap import host_idmap
 from rootless.info import checks
 from tests.images import make_busybox_rootfs, make_layered_oci_layout, make_umoci_layout
+from tests.policies.probe_build import build_probe
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -90,6 +91,15 @@ def umoci_image(rsbox: Rsbox, tmp_path_factory: pytest.TempPathFactory) -> str:
     layout, tag = make_umoci_layout(tmp_path_factory.mktemp("umoci") / "layout")
     rsbox("import", f"oci:{layout}:{tag}", "from-umoci", check=True)
     return "from-umoci"
+
+
+@pytest.fixture(scope="session")
+def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The static seccomp probe (tests/policies/probe.c), built once for the e2e tests."""
+    out = tmp_path_factory.mktemp("probe")
+    build_probe(out)
+    out.chmod(0o755)
+    return out
 
 
 @pytest.fixture(params=["auto", "single"])

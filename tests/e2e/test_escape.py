@@ -30,7 +30,7 @@ import pytest
 import policies
 from policies.profile import to_json_dict
 from tests.e2e.conftest import Rsbox
-from tests.policies.probe_build import build_probe, parse_output
+from tests.policies.probe_build import parse_output
 
 SYSCALL_ESCAPES = (
     "unshare_user",
@@ -109,14 +109,6 @@ KERNEL_ALLOWS = (
     "personality_no_aslr",
 )
 MARKER = 133  # EHWPOISON: an errno no probed syscall returns by itself
-
-
-@pytest.fixture(scope="module")
-def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("probe")
-    build_probe(out)
-    out.chmod(0o755)
-    return out
 
 
 @pytest.fixture(scope="module")

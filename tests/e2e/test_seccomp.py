@@ -10,20 +10,12 @@ import pytest
 
 import policies
 from tests.e2e.conftest import IN_CI, Rsbox
-from tests.policies.probe_build import ALLOWED, CALLS, DANGEROUS, build_probe, parse_output
+from tests.policies.probe_build import ALLOWED, CALLS, DANGEROUS, parse_output
 from tests.policies.reference import ALLOWED as GOES_TO_KERNEL
 from tests.policies.reference import verdict
 from tests.shared import DOCKER_SECCOMP
 
 PODMAN_SECCOMP = Path("/usr/share/containers/seccomp.json")
-
-
-@pytest.fixture(scope="module")
-def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("probe")
-    build_probe(out)
-    out.chmod(0o755)
-    return out
 
 
 def _verdicts(rsbox: Rsbox, image: str, probe_dir: Path, *opts: str) -> dict[str, int]:
