@@ -110,21 +110,12 @@ def _many_files(count: int) -> Path:
 def _walk_rss(layer: Path) -> tuple[float, int]:
     """(seconds, peak RSS in KiB) of the rsbox server for one find+stat of `layer`."""
     with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
-        work = Path(tmp)
-        (work / "upper").mkdir()
-        (work / "mnt").mkdir()
-        argv = [sys.executable, "-m", "fs", str(work / "mnt"), "--upper", str(work / "upper")]
-        proc = subprocess.Popen([*argv, "--lower", str(layer)], cwd=REPO)
-        dev = os.stat(work).st_dev
-        while os.stat(work / "mnt").st_dev == dev:
-            if proc.poll() is not None:
-                raise RuntimeError("python -m fs exited")
-            time.sleep(0.02)
-        took = _timed("find . -printf '%s %m %u\\n' > /dev/null", work / "mnt")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
+        mount = Mount("rsbox", [layer], Path(tmp))
+        with mount as mnt:
+            took = _timed("find . -printf '%s %m %u\\n' > /dev/null", mnt)
+            assert mount.proc is not None
+            status = Path(f"/proc/{mount.proc.pid}/status").read_text()
         peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     return took, peak
 
 
@@ -148,8 +139,10 @@ def _c_project(tar: Path) -> None:
 
 
 class Mount:
-    def __init__(self, kind: str, img: Path, work: Path) -> None:
-        self.kind, self.img, self.work = kind, img, work
+    """One mount of `layers` (bottom first, each holding fs/) plus an empty upper."""
+
+    def __init__(self, kind: str, layers: list[Path], work: Path) -> None:
+        self.kind, self.layers, self.work = kind, layers, work
         self.mnt = work / "mnt"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -157,8 +150,7 @@ class Mount:
         for d in ("upper", "workdir", "mnt"):
             shutil.rmtree(self.work / d, ignore_errors=True)
             (self.work / d).mkdir()
-        layers = [self.img / f"L{i}" for i in range(len(LAYOUT))]
-        lowerdir = ":".join(str(p / "fs") for p in reversed(layers))
+        lowerdir = ":".join(str(p / "fs") for p in reversed(self.layers))
         opts = f"lowerdir={lowerdir},upperdir={self.work / 'upper'},workdir={self.work / 'workdir'}"
         if self.kind == "overlay":
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, self.mnt], check=True)
@@ -166,7 +158,7 @@ class Mount:
             subprocess.run(["fuse-overlayfs", "-o", opts, self.mnt], check=True)
         else:
             argv = [sys.executable, "-m", "fs", str(self.mnt), "--upper", str(self.work / "upper")]
-            for p in layers:
+            for p in self.layers:
                 argv += ["--lower", str(p)]
             self.proc = subprocess.Popen(argv, cwd=REPO)
             dev = os.stat(self.work).st_dev
@@ -196,16 +188,17 @@ def _driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
     cat = "cat big > /dev/null"
     with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
         work = Path(tmp)
+        layers = [img / f"L{i}" for i in range(len(LAYOUT))]
         lowers = " ".join(f"L{i}/fs" for i in range(len(LAYOUT)))
         for _ in range(runs):
             # "Cold" is the mount's own caches: make sure the host's are warm for every
             # kind alike (this machine's proactive reclaim may have dropped them since).
             _timed(f"find {lowers} > /dev/null", img)
-            with Mount(kind, img, work) as mnt:
+            with Mount(kind, layers, work) as mnt:
                 times["find_stat_cold"].append(_timed(find, mnt))
                 times["find_stat_warm"].append(_timed(find, mnt))
             _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
-            with Mount(kind, img, work) as mnt:
+            with Mount(kind, layers, work) as mnt:
                 times["read_1g_cold"].append(_timed(cat, mnt))
                 times["read_1g_warm"].append(_timed(cat, mnt))
                 times["tar_c_usr"].append(_timed("tar cf - usr | cat > /dev/null", mnt))
