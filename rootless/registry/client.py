@@ -115,23 +115,27 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS failure behind a transport error, if that is what it is (with trio, httpx
-    wraps it in a BrokenResourceError)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, ssl.SSLError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 # The alerts a server sends when it wants a client certificate we did not give.
 _CLIENT_CERT_ALERTS = frozenset(
     {"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}
 )
+
+
+def _tls_refusal(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind a transport error (with trio, httpx wraps it in a
+    BrokenResourceError) when it proves that the server speaks TLS: it sent a certificate
+    we do not trust, or wants one from us. A plain HTTP server answers our hello with
+    garbage, which is an SSLError too, and not one of these."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError) or (
+            isinstance(cur, ssl.SSLError) and cur.reason in _CLIENT_CERT_ALERTS
+        ):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 class Interrupted(RegistryError):
@@ -186,13 +190,13 @@ class RegistryClient:
 
     def _tls_error(self, exc: Exception) -> RegistryError:
         text = str(exc)
-        tls = _ssl_error(exc)
+        tls = _tls_refusal(exc)
         if isinstance(tls, ssl.SSLCertVerificationError):
             return RegistryError(
                 f"the TLS certificate of {self.registry} is not trusted: {tls.verify_message}",
                 hint="give its CA with --cert-dir DIR (DIR/ca.crt), or --tls-verify=false",
             )
-        if tls is not None and tls.reason in _CLIENT_CERT_ALERTS:
+        if tls is not None:
             return RegistryError(
                 f"{self.registry} wants a client certificate and refused ours ({tls.reason})",
                 hint="put NAME.cert and NAME.key (signed for this registry) in --cert-dir DIR",
@@ -212,14 +216,8 @@ class RegistryClient:
                 await self._http.get(f"{https}/v2/")
                 self._base = https
             except httpx.TransportError as exc:
-                # An untrusted certificate, or a demand for ours, means the server speaks
-                # TLS: never downgrade then. (A plain server answers the hello with garbage,
-                # which is an SSLError too.)
-                tls = _ssl_error(exc)
-                speaks_tls = isinstance(tls, ssl.SSLCertVerificationError) or (
-                    tls is not None and tls.reason in _CLIENT_CERT_ALERTS
-                )
-                if not self.opts.plain_http_allowed(self.registry) or speaks_tls:
+                # A server that proved it speaks TLS is never tried over plain HTTP.
+                if not self.opts.plain_http_allowed(self.registry) or _tls_refusal(exc):
                     raise self._tls_error(exc) from exc
                 http = f"http://{self.endpoint}"
                 try:
