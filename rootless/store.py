@@ -57,6 +57,11 @@ _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 LOCAL_DOMAIN = "localhost"
 _SCHEMA_VERSION = 2
+# Added in version 2: written once, for new stores and for the migration of older ones.
+_DIGESTS_TABLE = """CREATE TABLE IF NOT EXISTS digests (
+    ref       TEXT PRIMARY KEY,      -- registry/repository@sha256:<hex>, as pulled by digest
+    image_id  TEXT NOT NULL REFERENCES images(id)
+)"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     id        TEXT PRIMARY KEY,      -- hex sha256 of the config blob
@@ -83,10 +88,6 @@ CREATE TABLE IF NOT EXISTS image_layers (
     diff_id   TEXT NOT NULL REFERENCES layers(diff_id),
     PRIMARY KEY (image_id, position)
 );
-CREATE TABLE IF NOT EXISTS digests (
-    ref       TEXT PRIMARY KEY,      -- registry/repository@sha256:<hex>, as pulled by digest
-    image_id  TEXT NOT NULL REFERENCES images(id)
-);
 CREATE TABLE IF NOT EXISTS containers (
     id        TEXT PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE,
@@ -94,12 +95,10 @@ CREATE TABLE IF NOT EXISTS containers (
     created   TEXT NOT NULL
 );
 """
+_SCHEMA += _DIGESTS_TABLE + ";\n"
 
 # What brings a store of version N to N + 1 (new tables only, so older rows stay valid).
-_MIGRATIONS = {
-    1: """CREATE TABLE IF NOT EXISTS digests (
-        ref TEXT PRIMARY KEY, image_id TEXT NOT NULL REFERENCES images(id))""",
-}
+_MIGRATIONS = {1: _DIGESTS_TABLE}
 
 _HINT_LIST = "list local images with `rsbox images`, or add one with `rsbox import`"
 
