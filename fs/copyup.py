@@ -9,6 +9,7 @@ prefix keeps the temporary out of every listing, even after a crash.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import stat
@@ -32,8 +33,10 @@ def _copy_data(src: str, dst: str) -> None:
             while off < size:
                 try:
                     data = os.lseek(fi, off, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
+                except OSError as e:
+                    if e.errno != errno.ENXIO:
+                        raise  # EIO and the like: a read error, not the end of the data
+                    break  # ENXIO: only a hole is left
                 hole = os.lseek(fi, data, os.SEEK_HOLE)
                 pos = data
                 while pos < hole:

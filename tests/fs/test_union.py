@@ -180,6 +180,43 @@ def test_copy_up_keeps_mode_owner_times_xattrs_and_inode(tmp_path: Path) -> None
     assert read_override(tmp_path / "upper/bin") is not None
 
 
+def test_copy_up_read_error_fails_and_leaves_nothing_in_upper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # data, hole, data, trailing hole: the copy walks it with SEEK_DATA/SEEK_HOLE
+    u = _union(tmp_path, {"var/big": ""})
+    lower = tmp_path / "l0/fs/var/big"
+    with lower.open("r+b") as f:
+        f.write(b"head")
+        f.seek(256 << 10)
+        f.write(b"tail")
+        f.truncate(512 << 10)
+        if os.lseek(f.fileno(), 0, os.SEEK_HOLE) >= 512 << 10:
+            pytest.skip("this filesystem reports no holes")
+    expected = lower.read_bytes()
+
+    # a disk error cannot be made on demand: the second SEEK_DATA (past the first
+    # extent) fails as a failing disk would
+    real_lseek = os.lseek
+
+    def eio_after_first_extent(fd: int, pos: int, how: int) -> int:
+        if how == os.SEEK_DATA and pos > 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_lseek(fd, pos, how)
+
+    monkeypatch.setattr(os, "lseek", eio_after_first_extent)
+    with pytest.raises(OSError) as exc:
+        _write(u, "var/big", b"H")
+    assert _errno(exc) == errno.EIO  # not a copy with zeros where "tail" was
+    assert os.listdir(tmp_path / "upper/var") == []  # no temporary, no half copy
+    assert _read(u, "var/big") == expected  # still the lower file
+
+    monkeypatch.undo()  # the disk is back: the same write copies up in full
+    _write(u, "var/big", b"H")
+    assert (tmp_path / "upper/var/big").read_bytes() == b"H" + expected[1:]
+    assert _read(u, "var/big") == b"H" + expected[1:]
+
+
 def test_unlink_lower_file_writes_whiteout(tmp_path: Path) -> None:
     u = _union(tmp_path, {"etc/a": "a"})
     u.unlink(_walk(u, "etc").ino, "a")
