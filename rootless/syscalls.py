@@ -10,6 +10,7 @@ Python 3.11 is the floor (Debian 12), so `os.unshare`/`os.setns` (3.12+) are not
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from typing import Final
 
@@ -43,8 +44,23 @@ PR_SET_NO_NEW_PRIVS: Final = 38
 
 # <linux/seccomp.h>
 SECCOMP_SET_MODE_FILTER: Final = 1
-_SYS_PIVOT_ROOT: Final = 155  # x86_64
-_SYS_SECCOMP: Final = 317  # x86_64
+
+# Syscalls without a libc wrapper, by `uname -m`: x86_64 from the kernel's
+# arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from include/uapi/asm-generic/unistd.h.
+SYSCALL_NUMBERS: Final[dict[str, dict[str, int]]] = {
+    "x86_64": {"pivot_root": 155, "seccomp": 317},
+    "aarch64": {"pivot_root": 41, "seccomp": 277},
+}
+
+
+def syscall_number(name: str, machine: str | None = None) -> int:
+    """The number of syscall `name` on `machine` (default: this one); ENOSYS elsewhere."""
+    machine = os.uname().machine if machine is None else machine
+    try:
+        return SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        msg = f"no {name} syscall number for {machine}: rsbox supports x86_64 and aarch64"
+        raise OSError(errno.ENOSYS, msg, name) from None
 
 
 def _check(ret: int, what: str) -> int:
@@ -83,7 +99,9 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(
-        _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()),
+        _libc.syscall(
+            ctypes.c_long(syscall_number("pivot_root")), new_root.encode(), put_old.encode()
+        ),
         "pivot_root",
     )
 
@@ -93,7 +111,7 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
 
 
-def prctl(option: int, arg2: int = 0) -> None:
+def prctl(option: int, arg2: int = 0, what: str = "prctl") -> None:
     _check(
         _libc.prctl(
             ctypes.c_int(option),
@@ -102,7 +120,7 @@ def prctl(option: int, arg2: int = 0) -> None:
             ctypes.c_ulong(0),
             ctypes.c_ulong(0),
         ),
-        "prctl",
+        what,
     )
 
 
@@ -119,15 +137,73 @@ def install_seccomp(bpf: bytes) -> None:
     task without no_new_privs. The caller does this as the very last step before execve."""
     if len(bpf) % 8:
         raise ValueError("BPF program length is not a multiple of 8")
+    nr = syscall_number("seccomp")  # before no_new_privs: an unknown arch changes nothing
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
     _check(
         _libc.syscall(
-            ctypes.c_long(_SYS_SECCOMP),
+            ctypes.c_long(nr),
             ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
             ctypes.c_uint(0),
             ctypes.byref(prog),
         ),
         "seccomp",
     )
+
+
+# --- capabilities and process attributes (policy and order: rootless/launch/caps.py) ---
+
+# <linux/prctl.h>
+PR_SET_DUMPABLE: Final = 4
+PR_CAPBSET_DROP: Final = 24
+PR_CAP_AMBIENT: Final = 47
+PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
+
+# <linux/capability.h>: version 3 takes two data structs, for caps 0-31 and 32-63.
+_LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1, "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def set_dumpable(flag: bool) -> None:
+    prctl(PR_SET_DUMPABLE, int(flag), "prctl(PR_SET_DUMPABLE)")
+
+
+def capbset_drop(cap: int) -> None:
+    """Remove `cap` from this thread's bounding set (needs CAP_SETPCAP)."""
+    prctl(PR_CAPBSET_DROP, cap, f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def cap_ambient_clear_all() -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """This thread's capability sets, each a mask with bit N for capability N."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)  # pid 0: the calling thread
+    data = (_CapData * 2)(
+        *(
+            _CapData(
+                effective >> s & 0xFFFFFFFF,
+                permitted >> s & 0xFFFFFFFF,
+                inheritable >> s & 0xFFFFFFFF,
+            )
+            for s in (0, 32)
+        )
+    )
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
