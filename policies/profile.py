@@ -36,8 +36,12 @@ from typing import Any
 from policies import _arch
 from policies.errors import PolicyError
 
-# What a rootless rsbox container holds: Docker's default capability set. rsbox adds none
-# (there is no --cap-add that could mean anything without root).
+# Docker's default capability set: what a container holds unless --cap-add, --cap-drop or
+# --privileged say otherwise, and what `Host.current()` assumes when given no set. The
+# launcher computes the set really in force and passes it (canonical names) to
+# `program_cache.program_for(..., caps=)` / `Host.current(caps)`, so that includes.caps
+# and excludes.caps see it. The launcher's copy (rootless/launch/caps.py) is kept equal to
+# this one by a test.
 DEFAULT_CAPS: frozenset[str] = frozenset(
     {
         "CAP_CHOWN",

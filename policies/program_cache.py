@@ -5,7 +5,8 @@ profile's bytes.
 parsing the JSON and loading pyseccomp (together most of the policy's share of a
 container's start). This cache sits in front of it and is keyed by what can be read
 without either: the profile file's bytes, the host, libseccomp's version and the
-compiler's. A miss falls through to the real loader and compiler, so a malformed file
+compiler's, and the container's capabilities (rules with `includes.caps`/`excludes.caps`
+depend on them). A miss falls through to the real loader and compiler, so a malformed file
 still gets its precise PolicyError.
 """
 
@@ -32,20 +33,29 @@ def profile_source(choice: str) -> tuple[Path, bool]:
     return Path(choice), False
 
 
-def _key(text: bytes) -> str:
+def _key(text: bytes, caps: frozenset[str] | None) -> str:
     u = os.uname()
     facts = f"rsbox-bpf\0{COMPILER_VERSION}\0{libseccomp_version()}\0{u.machine}\0{u.release}\0"
-    return hashlib.sha256(facts.encode() + text).hexdigest()
+    # None (DEFAULT_CAPS) is its own word: naming the set would mean importing profile.py,
+    # hence pyseccomp, on the hit path. Canonical cap names contain no comma.
+    held = "default" if caps is None else ",".join(sorted(caps))
+    return hashlib.sha256(f"{facts}{held}\0".encode() + text).hexdigest()
 
 
-def program_for(choice: str, cache_dir: Path) -> bytes | None:
+def program_for(
+    choice: str, cache_dir: Path, *, caps: frozenset[str] | None = None
+) -> bytes | None:
     """BPF bytes for `choice` (built-in name or profile path), None for no filter.
+
+    `caps`: the canonical names (`CAP_SYS_ADMIN`) the container holds, which the profile's
+    `includes.caps`/`excludes.caps` are evaluated against; None means
+    `policies.DEFAULT_CAPS` (Docker's default set).
     Raises PolicyError for a profile that does not load, FileNotFoundError for none."""
     if choice == UNCONFINED:
         return None
     source, builtin = profile_source(choice)
     text = source.read_bytes()
-    path = cache_dir / f"{_key(text)}.prog"
+    path = cache_dir / f"{_key(text, caps)}.prog"
     with contextlib.suppress(OSError):
         cached = path.read_bytes()
         if cached == _NO_FILTER:
@@ -54,9 +64,10 @@ def program_for(choice: str, cache_dir: Path) -> bytes | None:
             return cached
     from policies import load_builtin, load_file
     from policies.compiler import compile_profile
+    from policies.profile import Host
 
     profile = load_builtin(choice) if builtin else load_file(source)
-    program = compile_profile(profile)
+    program = compile_profile(profile, Host.current() if caps is None else Host.current(caps))
     # The cache is an optimisation: an unwritable cache_dir only costs a recompile.
     with contextlib.suppress(OSError):
         write_atomically(path, program if program is not None else _NO_FILTER)
