@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rootless import syscalls as sc
+from rootless.errors import HostError
 from rootless.idmap import host_idmap
+from rootless.launch.initbin import init_binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,14 @@ def _limits() -> Check:
     )
 
 
+def _init() -> Check:
+    try:
+        path = init_binary()
+    except HostError as exc:
+        return Check("init", False, exc.message, exc.hint or "")
+    return Check("init", True, f"rsbox-init at {path} (pid 1 of --init)")
+
+
 def checks() -> list[Check]:
     return [
         _userns(),
@@ -215,6 +225,7 @@ def checks() -> list[Check]:
         _overlay(),
         _network(),
         _limits(),
+        _init(),
     ]
 
 
