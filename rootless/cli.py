@@ -12,14 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from rootless.prefork import Helper, wants_helper
+from rootless.launch.prefork import Helper, wants_helper
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else list(argv)
     helper = None
     if wants_helper(args):
-        # First thing: P1 imports the FUSE server while we do the rest (rootless.prefork).
+        # First thing: P1 imports the FUSE server while we do the rest (rootless.launch.prefork).
         helper = Helper()
     import os
 

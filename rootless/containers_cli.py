@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.commands import Context
 from rootless.errors import ContainerError, UsageError
+from rootless.launch.protocol import kill_quietly
 
 if TYPE_CHECKING:
     from rootless.lifecycle import State
@@ -79,8 +79,7 @@ def _signal_container(c: Container, sig: int) -> bool:
     pid = container_pid(mon) if mon > 1 else None
     target = pid if pid is not None else mon  # the monitor forwards what it can
     if target > 1:  # never 0 or -1: kill(2) would take a whole group, or everything
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, sig)
+        kill_quietly(target, sig)
     return True
 
 
@@ -113,8 +112,7 @@ def stop_container(c: Container, grace: int) -> None:
 
         mon = monitor_pid(c.id)
         if mon is not None and mon > 1:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(mon, signal.SIGKILL)
+            kill_quietly(mon, signal.SIGKILL)
         _wait_stopped(c, None)
 
 
@@ -275,8 +273,8 @@ def _kill(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def _start(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.launch.gather import start
     from rootless.lifecycle import monitor_pid
-    from rootless.run import start
 
     if ns.attach and len(ns.containers) != 1:
         raise UsageError("start -a takes one container", hint="start them one by one")
@@ -300,7 +298,7 @@ def _start_running(c: Container) -> int:
 
 
 def _restart(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.run import start
+    from rootless.launch.gather import start
 
     with ctx.store() as store:
         for ref in ns.containers:
@@ -363,6 +361,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
         runtime_dir,
         state_of,
     )
+    from rootless.runspec import RunSpec
 
     docs = []
     code = 0
@@ -374,6 +373,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
         st = state_of(c.id, c.dir)
         cfg = _config(c)
         pid = container_pid(st.monitor_pid) if st.monitor_pid else None
+        spec = cfg.get("spec") or {}
         docs.append(
             {
                 "Id": c.id,
@@ -393,6 +393,13 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                 },
                 "RestartCount": read_json(c.dir / STATE_NAME).get("restart_count", 0),
                 "Config": {"Spec": cfg.get("spec"), "Process": cfg.get("plan")},
+                "HostConfig": {
+                    "CapAdd": spec.get("cap_add") or [],
+                    "CapDrop": spec.get("cap_drop") or [],
+                    "Privileged": bool(spec.get("privileged")),
+                },
+                # What pid 1 and every exec run with (root; a non-root user has none).
+                "EffectiveCaps": sorted(RunSpec.from_json(spec).capabilities()) if spec else [],
                 "LogPath": str(c.dir / LOG_NAME),
                 "UpperDir": str(c.upper),
                 "RuntimeDir": str(runtime_dir(c.id)),
@@ -430,7 +437,7 @@ def _top(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def _exec(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.exec import exec_in
+    from rootless.launch.exec import exec_in
 
     if not ns.cmd:
         raise UsageError("exec needs a command", hint="rsbox exec CONTAINER COMMAND [ARG...]")

@@ -34,7 +34,7 @@ from rootless.errors import ContainerError
 LOG_NAME = "ctr.log"
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.json"
-BPF_NAME = "seccomp.bpf"  # the filter pid 1 got, for `exec` (rootless.exec)
+BPF_NAME = "seccomp.bpf"  # the filter pid 1 got, for `exec` (rootless.launch.exec)
 # Exit code shown for a container whose monitor died without recording one.
 LOST_EXIT_CODE = 137
 

@@ -82,8 +82,11 @@ class RunSpec:
     cpus: str | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
-    init: bool = False  # --init: a minimal pid 1 (rootless.container_init)
-    restart: str = "no"  # no | on-failure[:N] (detached only; see rootless.spawn)
+    init: bool = False  # --init: rsbox-init as pid 1 (rootless.launch.become)
+    cap_add: tuple[str, ...] = ()  # --cap-add, canonical names (rootless.launch.caps)
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False  # every capability, no masked paths, seccomp unconfined
+    restart: str = "no"  # no | on-failure[:N] (detached only; see rootless.launch.p1)
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -94,6 +97,14 @@ class RunSpec:
         from rootless.limits import Limits
 
         return Limits.from_flags(self.memory, self.cpus, self.pids_limit, self.ulimits)
+
+    def capabilities(self) -> frozenset[str]:
+        """The set pid 1 and every exec run with (Docker's rules, rootless.launch.caps)."""
+        from rootless.launch import caps
+
+        return caps.capability_set(
+            self.cap_add, self.cap_drop, privileged=self.privileged, last_cap=caps.last_cap()
+        )
 
     def to_json(self) -> dict[str, object]:
         """What `start` needs to run the container again (not the host environment:
@@ -108,6 +119,8 @@ class RunSpec:
         doc["publish"] = list(self.publish)
         doc["add_hosts"] = list(self.add_hosts)
         doc["ulimits"] = list(self.ulimits)
+        doc["cap_add"] = list(self.cap_add)
+        doc["cap_drop"] = list(self.cap_drop)
         doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
         return doc
 
@@ -119,6 +132,8 @@ class RunSpec:
         kw["publish"] = _strs(doc.get("publish"))
         kw["add_hosts"] = _strs(doc.get("add_hosts"))
         kw["ulimits"] = _strs(doc.get("ulimits"))
+        kw["cap_add"] = _strs(doc.get("cap_add"))
+        kw["cap_drop"] = _strs(doc.get("cap_drop"))
         kw["volumes"] = tuple(
             Volume(Path(s), t, bool(ro))
             for s, t, ro in doc.get("volumes") or ()  # type: ignore[attr-defined]
@@ -127,6 +142,12 @@ class RunSpec:
 
     def validate(self) -> None:
         """Every cross-flag rule, in one place."""
+        self.capabilities()  # unknown names, or caps this kernel lacks
+        if self.privileged and self.seccomp != "unconfined":
+            raise UsageError(
+                "--privileged runs without a seccomp filter",
+                hint="drop --security-opt seccomp=... or --privileged",
+            )
         if self.seccomp_learn is not None:
             if self.seccomp != "default":
                 raise UsageError(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
-    from rootless.prefork import Helper
+    from rootless.launch.prefork import Helper
     from rootless.store import Store
 
 MODULES = (
@@ -33,7 +33,7 @@ MODULES = (
 @dataclass
 class Context:
     """What every handler may need: the store root (--root) and, for `run`, the P1 that
-    the CLI forked first thing (see rootless.prefork)."""
+    the CLI forked first thing (see rootless.launch.prefork)."""
 
     root: Path | None
     helper: Helper | None = None

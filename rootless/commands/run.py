@@ -41,6 +41,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
     )
     r.add_argument("--restart", default="no", metavar="no|on-failure[:N]")
+    r.add_argument(
+        "--cap-add", action="append", default=[], metavar="CAP", help="e.g. NET_ADMIN, ALL"
+    )
+    r.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="e.g. CHOWN, ALL")
+    r.add_argument(
+        "--privileged",
+        action="store_true",
+        help="every capability of the user namespace, no masked paths, no seccomp filter",
+    )
     r.add_argument("--userns", default="auto", metavar="auto|single")
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
@@ -71,8 +80,8 @@ def network_choice(asked: str | None, publish: Sequence[str]) -> str:
     return "host"
 
 
-def seccomp_choice(opts: Sequence[str]) -> str:
-    choice = "default"
+def seccomp_choice(opts: Sequence[str], default: str = "default") -> str:
+    choice = default
     for opt in opts:
         key, eq, value = opt.partition("=")
         if key != "seccomp" or not eq or not value:
@@ -95,7 +104,7 @@ def _present(store: Store, ref: str) -> bool:
 
 
 def _run(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.run import run
+    from rootless.launch.caps import parse_cap
     from rootless.runspec import RunSpec, Volume
 
     if ns.pull != "never":  # pull as `docker run` does (rootless.image_commands)
@@ -128,9 +137,15 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         init=ns.init,
         restart=ns.restart,
         userns=ns.userns,
-        seccomp=seccomp_choice(ns.security_opt),
+        cap_add=tuple(parse_cap(c) for c in ns.cap_add),
+        cap_drop=tuple(parse_cap(c) for c in ns.cap_drop),
+        privileged=ns.privileged,
+        # Docker's --privileged: no filter, unless one is asked for by name (refused).
+        seccomp=seccomp_choice(ns.security_opt, "unconfined" if ns.privileged else "default"),
         seccomp_learn=ns.seccomp_learn.absolute() if ns.seccomp_learn else None,
         detach=ns.detach,
         host_env=dict(os.environ),
     )
+    from rootless.launch.gather import run
+
     return run(ctx.root, spec, ctx.helper)

@@ -226,10 +226,14 @@ def test_exec_sees_the_same_files_processes_and_hostname(
 
 def test_exec_runs_under_the_containers_seccomp_policy(rsbox: Rsbox, busybox: str) -> None:
     """mount(2) is refused by the default policy, for pid 1 and for exec alike; the same
-    probe succeeds in a container run with seccomp=unconfined."""
+    probe succeeds in a container run with seccomp=unconfined. Both hold CAP_SYS_ADMIN,
+    so that the filter is the only difference."""
     probe = "mkdir -p /mnt/p && mount -t tmpfs none /mnt/p && echo mounted"
-    confined = _detach(rsbox, busybox, "sleep", "1000")
-    free = _detach(rsbox, "--security-opt", "seccomp=unconfined", busybox, "sleep", "1000")
+    sys_admin = ("--cap-add", "SYS_ADMIN")
+    confined = _detach(rsbox, *sys_admin, busybox, "sleep", "1000")
+    free = _detach(
+        rsbox, *sys_admin, "--security-opt", "seccomp=unconfined", busybox, "sleep", "1000"
+    )
     try:
         status = rsbox("exec", confined, "grep", "Seccomp:", "/proc/self/status", check=True)
         assert status.stdout.split() == ["Seccomp:", "2"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rootless.mountplan import Mount, Symlink, mount_plan, secure_join
+from rootless.launch.mountplan import Mount, Symlink, mount_plan, secure_join
 from rootless.runspec import Volume
 
 

@@ -1,11 +1,14 @@
 """P1's life after the fork: serve the FUSE rootfs on trio until the container is gone.
 
-Three tasks share one nursery, whose lifetime is the container's:
+Tasks share one nursery, whose lifetime is the container's:
 * the FUSE server (`fs.server.serve`);
 * a signal relay: P0 forwards what the user sends to rsbox, we pass it to P2, which hands
   it to the container's pid 1;
 * with `-t`, the pty relay: the master of the container's own pty (sent by P3 over a
-  socketpair) is copied to and from our stdin/stdout, which are the user's terminal.
+  socketpair) is copied to and from our stdin/stdout, which are the user's terminal;
+* without `-t`, the stdio relay: where the user's stdin/stdout/stderr is a terminal the
+  container gets a pipe instead (no container process ever holds the user's terminal:
+  TIOCSTI, termios and escape-sequence replies stay out of reach) and we copy.
 The exit of P2 (watched through a pidfd, so no thread blocks in waitpid) ends them all.
 """
 
@@ -20,6 +23,8 @@ import signal
 import socket
 import struct
 import termios
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +32,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from fs import server
+from rootless.launch.protocol import FORWARDED_SIGNALS, exit_code, kill_quietly
 from rootless.lifecycle import atomic_write_bytes
-from rootless.prefork import FORWARDED_SIGNALS
 
 if TYPE_CHECKING:
     from policies.learn import Recorder
@@ -49,11 +54,7 @@ async def _wait_exit(pid: int) -> int:
     finally:
         os.close(pidfd)
     _, status = os.waitpid(pid, 0)
-    return (
-        os.waitstatus_to_exitcode(status)
-        if not os.WIFSIGNALED(status)
-        else 128 + os.WTERMSIG(status)
-    )
+    return exit_code(status)
 
 
 async def _relay_signals(pid: int, master: list[int]) -> None:
@@ -61,8 +62,7 @@ async def _relay_signals(pid: int, master: list[int]) -> None:
         async for sig in signals:
             if sig == signal.SIGWINCH and master:
                 _copy_winsize(master[0])
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            kill_quietly(pid, sig)
 
 
 async def _read_some(src: int) -> bytes:
@@ -80,8 +80,16 @@ async def _read_some(src: int) -> bytes:
             raise
 
 
-async def _pump(src: int, dst: int) -> None:
-    """Copy bytes until EOF/EIO on src."""
+async def _pump(src: int, dst: int, close_dst: bool = False) -> None:
+    """Copy bytes until EOF/EIO on src (then close dst if asked: a relayed stdin)."""
+    try:
+        await _copy(src, dst)
+    finally:
+        if close_dst:
+            os.close(dst)
+
+
+async def _copy(src: int, dst: int) -> None:
     while data := await _read_some(src):
         view = memoryview(data)
         while view:
@@ -118,70 +126,80 @@ async def _log_stream(src: int, stream: str, log_fd: int) -> None:
             _log_line(log_fd, stream, pending)
 
 
-async def _supervise(
-    pid2: int,
-    pty_sock: socket.socket | None,
-    interactive: bool,
-    logs: tuple[int, int, int] | None,
-    learn: tuple[socket.socket, Path] | None = None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What P1 watches over while it serves the rootfs."""
+
+    pid2: int
+    pty_sock: socket.socket | None  # -t: P3 sends the master of its pty on this
+    interactive: bool
+    logs: tuple[int, int, int] | None  # detached: (stdout pipe, stderr pipe, log file)
+    learn: tuple[socket.socket, Path] | None  # --seccomp-learn: listener socket, OUT.json
+    inputs: tuple[tuple[int, int], ...]  # (user's terminal, pipe to the container)
+    outputs: tuple[tuple[int, int], ...]  # (pipe from the container, user's terminal)
+
+
+async def _supervise(w: Watch) -> int:
     master: list[int] = []
     recorder = None
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
-        if learn is not None:
+        if w.learn is not None:
             from policies.learn import Recorder
 
             recorder = Recorder()
-            nursery.start_soon(_learn, learn[0], recorder)
-        nursery.start_soon(_relay_signals, pid2, master)
-        output_done = trio.Event()
-        logs_done = trio.Event()
-        if logs is not None:
-            out_r, err_r, log_fd = logs
+            nursery.start_soon(_learn, w.learn[0], recorder)
+        nursery.start_soon(_relay_signals, w.pid2, master)
+        # Every copy of the container's output should reach its end before we return.
+        done = trio.Event()
+        pending = [0]
 
-            async def log_both() -> None:
+        def track(fn: Callable[..., Awaitable[None]], *args: object) -> None:
+            pending[0] += 1
+
+            async def run() -> None:
                 try:
-                    async with trio.open_nursery() as n:
-                        n.start_soon(_log_stream, out_r, "stdout", log_fd)
-                        n.start_soon(_log_stream, err_r, "stderr", log_fd)
+                    await fn(*args)
                 finally:
-                    logs_done.set()
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        done.set()
 
-            nursery.start_soon(log_both)
-        else:
-            logs_done.set()
+            nursery.start_soon(run)
+
+        if w.logs is not None:
+            out_r, err_r, log_fd = w.logs
+            track(_log_stream, out_r, "stdout", log_fd)
+            track(_log_stream, err_r, "stderr", log_fd)
+        for src, dst in w.outputs:
+            os.set_blocking(src, False)
+            track(_pump, src, dst)
+        for src, dst in w.inputs:
+            os.set_blocking(dst, False)  # our pipe; never the user's terminal
+            nursery.start_soon(_pump, src, dst, True)
         fds: list[int] = []
-        if pty_sock is not None:
-            await trio.lowlevel.wait_readable(pty_sock)
-            _, fds, _, _ = socket.recv_fds(pty_sock, 16, 1)
-            pty_sock.close()
+        if w.pty_sock is not None:
+            await trio.lowlevel.wait_readable(w.pty_sock)
+            _, fds, _, _ = socket.recv_fds(w.pty_sock, 16, 1)
+            w.pty_sock.close()
         if fds:  # none when the container failed before it made its pty
             master.append(fds[0])
             os.set_blocking(master[0], False)
             _copy_winsize(master[0])
-
-            async def output() -> None:
-                try:
-                    if logs is not None:
-                        await _log_stream(master[0], "stdout", logs[2])
-                    else:
-                        await _pump(master[0], 1)
-                finally:
-                    output_done.set()
-
-            nursery.start_soon(output)
-            if interactive:
+            if w.logs is not None:
+                track(_log_stream, master[0], "stdout", w.logs[2])
+            else:
+                track(_pump, master[0], 1)
+            if w.interactive:
                 nursery.start_soon(_pump, 0, master[0])
-        else:
-            output_done.set()
-        code = await _wait_exit(pid2)
+        if pending[0] == 0:
+            done.set()
+        code = await _wait_exit(w.pid2)
         with trio.move_on_after(2):
-            await output_done.wait()
-            await logs_done.wait()
+            await done.wait()
         nursery.cancel_scope.cancel()
-    if learn is not None and recorder is not None and recorder.names:
-        _write_profile(learn[1], recorder)
+    if w.learn is not None and recorder is not None and recorder.names:
+        _write_profile(w.learn[1], recorder)
     return code
 
 
@@ -205,13 +223,6 @@ def _write_profile(path: Path, recorder: Recorder) -> None:
     atomic_write_bytes(path, text.encode(), mode=0o644)
 
 
-def serve_until_exit(
-    pid2: int,
-    pty_sock: socket.socket | None,
-    interactive: bool,
-    logs: tuple[int, int, int] | None = None,
-    learn: tuple[socket.socket, Path] | None = None,
-) -> int:
-    """`logs`: (stdout pipe, stderr pipe, log file) of a detached container; `learn`: the
-    socket P3 sends its seccomp listener on, and where to write the learned profile."""
-    return trio.run(_supervise, pid2, pty_sock, interactive, logs, learn)
+def serve_until_exit(watch: Watch) -> int:
+    """Serve and relay until P2 is gone; P2's exit code."""
+    return trio.run(_supervise, watch)

@@ -1,8 +1,9 @@
-"""`rsbox run`: fill a `Launch` from the spec, the store and the policy, then spawn.
+"""`rsbox run` and `rsbox start`: fill a `Launch` from the spec, the store and the policy,
+then hand it to P0.
 
 Like crun's run.c this only gathers: the image, a container record, the files rsbox
-provides in /etc, the compiled seccomp filter, the id map. The process tree lives in
-`rootless.spawn`, the container's own setup in `rootless.container_init`.
+provides in /etc, the capability set and the seccomp filter compiled for it, the id map.
+The process tree is the rest of this package, one module per process.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING
 from rootless import lifecycle
 from rootless.errors import UsageError
 from rootless.idmap import host_idmap
-from rootless.prefork import Helper
+from rootless.launch.p0 import run as spawn_run
+from rootless.launch.prefork import Helper
+from rootless.launch.protocol import Launch
 from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
-from rootless.spawn import Launch
-from rootless.spawn import run as spawn_run
 
 if TYPE_CHECKING:
     from rootless.store import Container, Image, Store
@@ -52,13 +53,14 @@ def etc_files(
     return out
 
 
-def seccomp_filter(store: Store, choice: str) -> bytes | None:
-    """`default`, another built-in name, `unconfined` or a path to a Docker-format JSON."""
+def seccomp_filter(store: Store, choice: str, caps: frozenset[str]) -> bytes | None:
+    """`default`, another built-in name, `unconfined` or a path to a Docker-format JSON,
+    compiled for the capabilities the container will hold (Docker's `includes.caps`)."""
     from policies.errors import PolicyError
     from policies.program_cache import program_for
 
     try:
-        return program_for(choice, store.cache_dir)
+        return program_for(choice, store.cache_dir, caps=caps)
     except PolicyError as exc:
         raise UsageError(f"seccomp profile {choice}: {exc}", hint="check the profile") from exc
     except OSError as exc:
@@ -94,7 +96,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
 
         store = Store.open(root)
         image = store.resolve_image(spec.image)
-        bpf = seccomp_filter(store, spec.seccomp)
+        bpf = seccomp_filter(store, spec.seccomp, spec.capabilities())
         learn_program = _learn_program() if spec.seccomp_learn else None
         config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
         container = store.create_container(image, spec.name, config)
@@ -139,6 +141,8 @@ def _launch(
     restart_count: int = 0,
 ) -> Launch:
     """What the process tree needs for this container (run and start alike)."""
+    from rootless.launch.initbin import init_binary
+
     return Launch(
         spec=spec,
         plan=plan,
@@ -148,12 +152,14 @@ def _launch(
         idmap=host_idmap(spec.userns),
         # Learning wants to see every syscall: no enforcing filter under it.
         bpf=None if learn_program else bpf,
+        caps=spec.capabilities(),
         etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
         cid=container.id,
         cdir=container.dir,
         store_root=store.root,
         restart_count=restart_count,
         learn_program=learn_program,
+        init_binary=init_binary() if spec.init else None,
     )
 
 
@@ -180,7 +186,7 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     helper = helper or Helper()
     launched = False
     try:
-        bpf = seccomp_filter(store, spec.seccomp)
+        bpf = seccomp_filter(store, spec.seccomp, spec.capabilities())
         lifecycle.save_bpf(container.dir, bpf)
         restarts = int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0)
         launch = _launch(store, container, image, spec, plan, bpf, restart_count=restarts)

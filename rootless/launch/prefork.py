@@ -19,16 +19,7 @@ import sys
 import types
 from collections.abc import Iterator
 
-# The signals P0 forwards into the container (see rootless.spawn).
-FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
+from rootless.launch.protocol import FORWARDED_SIGNALS, kill_quietly
 
 
 def wants_helper(argv: list[str]) -> bool:
@@ -113,8 +104,7 @@ class Helper:
 
     def abort(self) -> None:
         """P1 has done nothing but import (or is being torn down): kill and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        kill_quietly(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
         self.close()
@@ -129,8 +119,9 @@ def _p1(p0: int, launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
     for s in FORWARDED_SIGNALS:  # ignored until trio takes them over
         signal.signal(s, signal.SIG_IGN if s != signal.SIGWINCH else signal.SIG_DFL)
     # The imports ahead allocate much and free little: collecting during them is wasted
-    # work (~15 ms of a container's start). spawn.helper_main turns it back on.
+    # work (~15 ms of a container's start). p1.main turns it back on.
     gc.disable()
-    from rootless import spawn
+    from rootless.launch import p1
+    from rootless.launch.protocol import child
 
-    spawn.child(err_w, spawn.helper_main, launch_r, ready_w, go_r, err_w)
+    child(err_w, p1.main, p1.Pipes(launch_r, ready_w, go_r, err_w))

@@ -1,6 +1,6 @@
 """What the container's pid 1 mounts over the union rootfs, as data (pure).
 
-The plan is a list of typed steps that `rootless.container_init` executes in order. The
+The plan is a list of typed steps that `rootless.launch.p3` executes in order. The
 order matters:
 
 1. /proc first: the masks below are mounts inside it.
@@ -11,7 +11,10 @@ order matters:
    its own: only then may we mount a fresh sysfs (read-only), which lists its interfaces.
 4. /etc/hosts, /etc/hostname, /etc/resolv.conf are files rsbox wrote for this container.
 5. The user's volumes, so that they may cover any of the above (as Docker allows).
-6. Masks last (Docker's list): over /proc entries that leak host state or are writable.
+6. Masks last (Docker's list): over /proc entries that leak host state or are writable;
+   none with --privileged (Docker's rule).
+7. --init: rsbox-init, bound read-only at /dev/init (our own tmpfs: nothing is created in
+   the image's tree, and /proc/1/exe names a path of the container, not of the host).
 
 A remount that adds MS_RDONLY to a bind mount must repeat the flags the kernel locked on
 it when our user namespace inherited it (nosuid, nodev, noexec, atime flags), else EPERM:
@@ -77,6 +80,8 @@ def mount_plan(
     volumes: tuple[Volume, ...],
     full_idmap: bool,
     own_network: bool = False,
+    privileged: bool = False,
+    init_binary: Path | None = None,
 ) -> list[Step]:
     nosuid_nodev_noexec = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     steps: list[Step] = [
@@ -111,6 +116,12 @@ def mount_plan(
                 readonly=v.readonly,
             )
         )
+    if init_binary is not None:
+        steps.append(
+            Mount("/dev/init", str(init_binary), None, sc.MS_BIND, create="file", readonly=True)
+        )
+    if privileged:
+        return steps
     for masked in MASKED_FILES:
         steps.append(Mount(masked, "/dev/null", None, sc.MS_BIND, create="file", optional=True))
     for masked in MASKED_DIRS:

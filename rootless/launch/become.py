@@ -1,0 +1,264 @@
+"""The one sealed path from rsbox's code into a container's process.
+
+Every process that will run container code goes through `become`: the container's pid 1
+(p3.py), each `rsbox exec` (exec.py), and later build steps and environment shims. What a
+process of rsbox holds until it executes the container's command is the user's: the
+caller's environment and terminal, rsbox's memory, and, before the steps below, every
+capability of the container's user namespace. Container root holds CAP_KILL and, with
+--cap-add, CAP_SYS_PTRACE in that namespace, and shares the uid; so the order is:
+
+1. PR_SET_DUMPABLE 0, first. A non-dumpable process cannot be ptraced, nor its
+   /proc/PID/{environ,mem,exe,fd} read, by anyone lacking CAP_SYS_PTRACE in the user
+   namespace its memory was created in, which is the host's (rsbox was executed there).
+   execve() resets the flag for the container's command, whose memory is its own.
+2. setsid(): a new session has no controlling terminal, so the caller's terminal is out
+   of reach (TIOCSTI needs it to be the caller's controlling terminal); with -t the
+   container's own pty becomes the controlling terminal, at the end.
+3. The user, from the container's /etc/passwd (read bounded: it is the image's file).
+4. Capabilities, part one: the bounding set is cut to the container's set and the
+   ambient set cleared while we still hold CAP_SETPCAP.
+5. Groups, gid, uid, in that order (setuid drops what setgroups/setgid need). A non-root
+   uid loses its permitted and effective capabilities here (the kernel's rule).
+6. Capabilities, part two: capset() to the container's set (root) or to none.
+7. The working directory, as the user; the executable, found on the container's PATH as
+   the user (Docker's 126/127 decided here, before anything is executed).
+8. Every fd but 0-2, the terminal and the error pipe closed; rlimits.
+9. no_new_privs and the seccomp filter, last: nothing after it is rsbox's own work but
+   (for exec) fork, wait and execve.
+10. With `outside=True` (exec) we are not in the container's pid namespace (setns(pid)
+   only moves our children): only now do we fork the process the container can see. It
+   starts its own session, takes the pty, and executes; we stay outside, invisible to
+   the container, and relay its exit status. Without (pid 1): we execute ourselves.
+
+Each failure raises; the caller reports it on the error pipe (protocol.child).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import resource
+import signal
+import socket
+import stat
+import termios
+from dataclasses import dataclass
+from typing import NoReturn
+
+from rootless import syscalls as sc
+from rootless.errors import CommandNotExecutable, CommandNotFound, HostError, RsboxError
+from rootless.launch import caps as capabilities
+from rootless.launch.protocol import FORWARDED_SIGNALS, GUARD_SIGNAL, exit_code, kill_quietly
+from rootless.userdb import ExecUser, resolve_user
+
+# An /etc/passwd or /etc/group larger than this is not one (it may be a symlink to
+# /dev/zero in a hostile image): read no more.
+MAX_USERDB_BYTES = 4 << 20
+INIT_PATH = "/dev/init"  # where p3 binds rsbox-init for --init (mountplan)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """The container process to become: what `run`'s plan or `exec`'s flags asked."""
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...]  # the container's environment: image, -e, container; never ours
+    cwd: str
+    user: str  # "" is root; resolved against the container's /etc/passwd
+    full_idmap: bool
+    caps: frozenset[str]
+    rlimits: tuple[tuple[int, int, int], ...]
+    bpf: bytes | None  # None: unconfined (no_new_privs all the same)
+    init: bool = False  # --init: execute rsbox-init (INIT_PATH), which runs argv
+
+
+@dataclass(frozen=True, slots=True)
+class Learning:
+    """--seccomp-learn: the NOTIFY filter to install and where its listener goes."""
+
+    program: bytes
+    sock: socket.socket
+
+
+def read_userdb(path: str) -> str:
+    """The container's /etc/passwd or /etc/group: a regular file, bounded, or ""."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        data = os.read(fd, MAX_USERDB_BYTES)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
+
+
+def find_executable(argv0: str, env_path: str) -> str:
+    """The PATH search of runc/Docker, with their messages and exit codes."""
+    if "/" in argv0:
+        candidates = [argv0]
+    else:
+        candidates = [os.path.join(d or ".", argv0) for d in env_path.split(":")]
+    denied = None
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except OSError:
+            continue
+        if not os.path.isfile(c) or not (st.st_mode & 0o111):
+            denied = c
+            continue
+        return c
+    if denied is not None:
+        raise CommandNotExecutable(
+            f"{denied}: permission denied", hint="the file is not executable in the image"
+        )
+    where = "" if "/" in argv0 else " in $PATH"
+    raise CommandNotFound(
+        f"{argv0}: executable file not found{where}",
+        hint="check the command name, or run a shell: rsbox run -it IMAGE sh",
+    )
+
+
+def exec_failure(argv0: str, exc: OSError) -> RsboxError:
+    """Docker's code for an execve that failed after the PATH search succeeded."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return CommandNotFound(f"{argv0}: {exc.strerror}", hint="check the command")
+    return CommandNotExecutable(f"{argv0}: {exc.strerror}", hint="the file cannot be executed here")
+
+
+def close_fds_except(*keep: int) -> None:
+    """Close every fd above 2 but `keep`: nothing of rsbox's may leak into the container."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _switch_ids(user: ExecUser, full_idmap: bool) -> None:
+    if not full_idmap and (user.uid != 0 or user.gid != 0):
+        raise HostError(
+            f"user {user.uid}:{user.gid} is not mapped in a single-id user namespace",
+            hint="add a range for your user to /etc/subuid and /etc/subgid (see rsbox info)",
+        )
+    if full_idmap:
+        os.setgroups(list(user.groups))
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+
+
+def apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
+    """--pids-limit, --memory, --ulimit (see rootless.limits)."""
+    for res, soft, hard in rlimits:
+        try:
+            resource.setrlimit(res, (soft, hard))
+        except (ValueError, OSError) as exc:
+            raise RsboxError(
+                f"cannot set resource limit {res}: {exc}",
+                hint="a limit above your own hard limit (ulimit -H) is not allowed",
+            ) from exc
+
+
+def _take_terminal(slave: int) -> None:
+    """The pty `slave` becomes our controlling terminal (we lead a session without one)
+    and stdin, stdout, stderr (Docker: with -t the pty is stdin too, even without -i)."""
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _seal(
+    proc: Process, error_fd: int, terminal: int, learning: Learning | None
+) -> tuple[str, dict[str, str]]:
+    """Steps 1-9 of the module's essay. Returns the path to execute and the env."""
+    sc.set_dumpable(False)
+    os.setsid()
+    user = resolve_user(proc.user, read_userdb("/etc/passwd"), read_userdb("/etc/group"))
+    env = dict(e.partition("=")[::2] for e in proc.env)
+    env.setdefault("HOME", user.home)
+    with contextlib.suppress(OSError):  # as root, as Docker does; chdir says what failed
+        os.makedirs(proc.cwd, exist_ok=True)
+    capabilities.limit_bounding(proc.caps)
+    _switch_ids(user, proc.full_idmap)
+    capabilities.set_current(proc.caps if user.uid == 0 else frozenset())
+    try:
+        os.chdir(proc.cwd)
+    except OSError as exc:
+        raise RsboxError(
+            f"cannot enter working directory {proc.cwd}: {exc.strerror}",
+            hint="check -w or the image's WorkingDir",
+        ) from exc
+    exe = find_executable(proc.argv[0], env.get("PATH", ""))
+    os.set_inheritable(error_fd, False)
+    keep = [error_fd, terminal] + ([learning.sock.fileno()] if learning else [])
+    close_fds_except(*keep)
+    apply_rlimits(proc.rlimits)
+    if proc.bpf is not None:
+        sc.install_seccomp(proc.bpf)
+    else:
+        sc.set_no_new_privs()
+    if learning is not None:
+        from policies.learn import install_and_send  # imported by P1 before pivot_root
+
+        install_and_send(learning.sock, learning.program)
+        learning.sock.close()
+    return exe, env
+
+
+def _execute(proc: Process, exe: str, env: dict[str, str]) -> NoReturn:
+    argv = list(proc.argv)
+    try:
+        if proc.init:  # rsbox-init EXE ARGV0 ARG...: it runs the command as its child
+            os.execve(INIT_PATH, ["rsbox-init", exe, *argv], env)
+        os.execve(exe, argv, env)
+    except OSError as exc:
+        raise exec_failure(argv[0], exc) from exc
+
+
+def become(
+    proc: Process,
+    *,
+    error_fd: int,
+    terminal: int = -1,
+    learning: Learning | None = None,
+    outside: bool = False,
+) -> NoReturn:
+    """Turn this process into `proc` (see the module's essay). `terminal` is the slave of
+    the container's own pty (-t) or -1; `outside`: we are exec's helper outside the
+    container's pid namespace, so fork the visible process last and wait for it."""
+    exe, env = _seal(proc, error_fd, terminal, learning)
+    if not outside:
+        if terminal >= 0:
+            _take_terminal(terminal)
+        _execute(proc, exe, env)
+    # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
+    # are held until their handlers know the child's pid; the child gets the mask back.
+    held = {GUARD_SIGNAL, *FORWARDED_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pid = os.fork()
+    if pid == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.setsid()  # its own session, in the container's pid namespace
+        if terminal >= 0:
+            _take_terminal(terminal)
+        _execute(proc, exe, env)
+    if terminal >= 0:
+        os.close(terminal)
+    for s in FORWARDED_SIGNALS:
+        signal.signal(s, lambda sig, _f: kill_quietly(pid, sig))
+    signal.signal(GUARD_SIGNAL, lambda _s, _f: kill_quietly(pid, signal.SIGKILL))
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    while True:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(exit_code(status))

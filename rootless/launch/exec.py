@@ -1,0 +1,312 @@
+"""`rsbox exec`: a new process in a running container, that nothing in it can hijack.
+
+Two processes, as runc's exec has (its `runc init` plays E1):
+
+    P0  the CLI (host namespaces): relays the terminal or the pipes, forwards signals,
+     │   reports the exit status; never joins anything, so it stays out of reach
+     └─ E1  joins the container's namespaces from /proc/PID/ns of its pid 1: user first
+         │   (we are the euid that owns it, so the kernel lets us in, with every
+         │   capability inside it; the others belong to it and may only be joined from
+         │   within), then mnt (our root and cwd move to the container's root), uts, ipc,
+         │   net, cgroup, and pid last. setns(pid) moves only our future children: E1
+         │   itself stays invisible to the container. With -t it opens a pty of the
+         │   container's devpts and sends the master to P0. Then `become(outside=True)`:
+         │   not dumpable, own session, user, capabilities, no_new_privs, seccomp, and
+         │   only then the fork of
+         └─ E2  the process the container can see, which executes the command at once.
+
+Lifetime: E1 arms GUARD_SIGNAL as its parent-death signal, so a `kill -9` of P0 makes E1
+SIGKILL E2 from outside, whatever E2 did to its own signals. Processes that the command
+started and left behind (daemons) belong to the container, as in Docker: they die with
+it (the container's pid namespace goes down with its pid 1), not with this `exec`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rootless import syscalls as sc
+from rootless.errors import ContainerError
+from rootless.launch.become import Process, become
+from rootless.launch.p0 import raw_terminal
+from rootless.launch.p3 import open_pty
+from rootless.launch.protocol import (
+    FORWARDED_SIGNALS,
+    GUARD_SIGNAL,
+    PTY_MASTER,
+    child,
+    exit_code,
+    kill_quietly,
+    read_error,
+)
+
+# Order matters: user first (see above), pid last (it is for our child).
+NAMESPACES = (
+    ("user", sc.CLONE_NEWUSER),
+    ("mnt", sc.CLONE_NEWNS),
+    ("uts", sc.CLONE_NEWUTS),
+    ("ipc", sc.CLONE_NEWIPC),
+    ("net", sc.CLONE_NEWNET),
+    ("cgroup", sc.CLONE_NEWCGROUP),
+    ("pid", sc.CLONE_NEWPID),
+)
+DRAIN_SECONDS = 2.0  # output still flowing after the command exited (daemons may hold it)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    pid: int  # host pid of the container's pid 1
+    process: Process
+    tty: bool
+    interactive: bool
+
+
+def _open_namespaces(pid: int) -> list[tuple[int, int]]:
+    fds = []
+    try:
+        for name, flag in NAMESPACES:
+            path = f"/proc/{pid}/ns/{name}"
+            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                # Shared with the host (--network host): we are in it already, and could
+                # not re-enter it from the container's user namespace anyway.
+                continue
+            fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+    except OSError as exc:
+        for fd, _ in fds:
+            os.close(fd)
+        raise ContainerError(
+            f"cannot open the namespaces of the container: {exc.strerror}",
+            hint="is it still running? (rsbox ps)",
+        ) from exc
+    return fds
+
+
+def _join(fds: list[tuple[int, int]]) -> None:
+    for fd, flag in fds:
+        try:
+            sc.setns(fd, flag)
+        except OSError as exc:
+            raise ContainerError(
+                f"cannot join the container's namespaces: {exc.strerror}",
+                hint="is it still running? (rsbox ps)",
+            ) from exc
+        os.close(fd)
+    os.chdir("/")
+
+
+def _e1(
+    spec: ExecSpec,
+    p0: int,
+    ns_fds: list[tuple[int, int]],
+    stdio: tuple[int, int, int],
+    err_w: int,
+    pty_sock: socket.socket | None,
+) -> None:
+    sc.set_dumpable(False)
+    sc.set_pdeathsig(GUARD_SIGNAL)  # default action until become() handles it: we die
+    if os.getppid() != p0:
+        os._exit(125)
+    for fd, target in zip(stdio, (0, 1, 2), strict=True):
+        os.dup2(fd, target)
+    _join(ns_fds)
+    slave = -1
+    if pty_sock is not None:
+        master, slave = open_pty("/")
+        socket.send_fds(pty_sock, [PTY_MASTER], [master])
+        os.close(master)
+        pty_sock.close()
+    become(spec.process, error_fd=err_w, terminal=slave, outside=True)
+
+
+@dataclass(slots=True)
+class _Relay:
+    """P0's copies: (src, dst) pairs; inputs end with the user, outputs with the child."""
+
+    inputs: list[tuple[int, int]]
+    outputs: list[tuple[int, int]]
+    theirs: list[int]
+
+
+def _stdio(tty: bool, interactive: bool) -> tuple[tuple[int, int, int], _Relay]:
+    """As for `run` (p1._stdio): the user's fds as they are, but never a terminal."""
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    relay = _Relay([], [], [devnull])
+    if tty:
+        return (devnull, devnull, devnull), relay
+    fds: list[int] = []
+    for fd in (0, 1, 2):
+        if fd == 0 and not interactive:
+            fds.append(devnull)
+        elif not os.isatty(fd):
+            fds.append(fd)
+        elif fd == 0:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            relay.inputs.append((0, w))
+            relay.theirs.append(r)
+            fds.append(r)
+        else:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            relay.outputs.append((r, fd))
+            relay.theirs.append(w)
+            fds.append(w)
+    return (fds[0], fds[1], fds[2]), relay
+
+
+def _copy_loop(e1: int, relay: _Relay) -> None:
+    """Copy until E1 is gone and the outputs are drained (or DRAIN_SECONDS later: a
+    daemon the command left behind may hold them open for ever)."""
+    inputs = dict(relay.inputs)
+    outputs = dict(relay.outputs)
+    pidfd = os.pidfd_open(e1)
+    deadline: float | None = None
+    try:
+        while True:
+            if deadline is None:
+                timeout = None
+            else:
+                timeout = deadline - time.monotonic()
+                if not outputs or timeout <= 0:
+                    return
+            try:
+                watch = [*inputs, *outputs] + ([pidfd] if pidfd >= 0 else [])
+                ready, _, _ = select.select(watch, [], [], timeout)
+            except InterruptedError:
+                continue
+            if pidfd >= 0 and pidfd in ready:
+                os.close(pidfd)
+                pidfd = -1
+                deadline = time.monotonic() + DRAIN_SECONDS
+                _drop_inputs(inputs, outputs)
+            for src in ready:
+                if src in outputs:
+                    if not _copy_some(src, outputs[src]):
+                        del outputs[src]
+                elif src in inputs and not _copy_some(src, inputs[src]):
+                    _drop_inputs(inputs, outputs)
+            if pidfd < 0 and not outputs:
+                return
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def _copy_some(src: int, dst: int) -> bool:
+    """One read from src written to dst; False at EOF (or EIO: a pty whose slave closed)."""
+    try:
+        data = os.read(src, 65536)
+    except OSError:
+        return False
+    if not data:
+        return False
+    with contextlib.suppress(OSError):
+        os.write(dst, data)
+    return True
+
+
+def _drop_inputs(inputs: dict[int, int], outputs: dict[int, int]) -> None:
+    """No more input: a pipe to the command is closed (its EOF); a pty master is not."""
+    for dst in inputs.values():
+        if dst not in outputs:
+            os.close(dst)
+    inputs.clear()
+
+
+def execute(spec: ExecSpec) -> int:
+    """Fork E1, relay, wait: the command's exit status (or raise what E1/E2 reported)."""
+    ns_fds = _open_namespaces(spec.pid)
+    stdio, relay = _stdio(spec.tty, spec.interactive)
+    p0_sock, e1_sock = (None, None)
+    if spec.tty:
+        p0_sock, e1_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    p0 = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        if p0_sock is not None:
+            p0_sock.close()
+        child(err_w, _e1, spec, p0, ns_fds, stdio, err_w, e1_sock)
+    os.close(err_w)
+    for fd, _ in ns_fds:
+        os.close(fd)
+    for fd in relay.theirs:
+        os.close(fd)
+    if e1_sock is not None:
+        e1_sock.close()
+    previous = {
+        s: signal.signal(s, lambda sig, _f: kill_quietly(pid, sig)) for s in FORWARDED_SIGNALS
+    }
+    try:
+        if p0_sock is not None:
+            fds: list[int] = []
+            with contextlib.suppress(OSError):
+                _, fds, _, _ = socket.recv_fds(p0_sock, 16, 1)
+            p0_sock.close()
+            if fds:
+                master = fds[0]
+                relay.outputs.append((master, 1))
+                if spec.interactive:
+                    relay.inputs.append((0, master))
+        with raw_terminal(spec.tty and spec.interactive), contextlib.suppress(OSError):
+            _copy_loop(pid, relay)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    err = read_error(err_r)
+    os.close(err_r)
+    if err is not None:
+        raise err
+    return exit_code(status)
+
+
+def exec_in(
+    store_dir: Path,
+    cid: str,
+    argv: Sequence[str],
+    env: Sequence[str],
+    workdir: str | None,
+    user: str | None,
+    tty: bool,
+    interactive: bool,
+) -> int:
+    from rootless.idmap import host_idmap
+    from rootless.lifecycle import BPF_NAME, CONFIG_NAME, container_pid, monitor_pid, read_json
+    from rootless.runspec import RunSpec, merge_env
+
+    mon = monitor_pid(cid)
+    pid = container_pid(mon) if mon and mon > 1 else None
+    if pid is None:
+        raise ContainerError(
+            f"container {cid[:12]} is not running", hint=f"start it: rsbox start {cid[:12]}"
+        )
+    config = read_json(store_dir / CONFIG_NAME)
+    plan = config.get("plan") or {}
+    run_spec = RunSpec.from_json(config.get("spec") or {"image": ""})
+    try:
+        bpf: bytes | None = (store_dir / BPF_NAME).read_bytes()
+    except FileNotFoundError:
+        bpf = None
+    base_env = list(plan.get("env") or [])
+    if tty and not any(e.startswith("TERM=") for e in base_env):
+        base_env.append("TERM=xterm")
+    # `-e KEY` copies KEY from the caller, as Docker does: the one way in for our env.
+    process = Process(
+        argv=tuple(argv),
+        env=tuple(merge_env(base_env, list(env), dict(os.environ))),
+        cwd=workdir or str(plan.get("cwd") or "/"),
+        user=user if user is not None else str(plan.get("user") or ""),
+        full_idmap=host_idmap(run_spec.userns).full,
+        caps=run_spec.capabilities(),
+        rlimits=tuple(run_spec.limits().rlimits()) if run_spec.has_limits else (),
+        bpf=bpf,
+    )
+    return execute(ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive))

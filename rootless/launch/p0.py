@@ -1,0 +1,166 @@
+"""P0: the launch side of the CLI (`rsbox run`, `rsbox start`).
+
+P1 was forked first thing (prefork.py). Here P0 hands it the pickled `Launch`, writes its
+id maps when it has made its user namespace, runs pasta against P2's network namespace
+when asked, forwards the user's signals, and relays the exit status or the error line.
+
+* An unprivileged P0 can write a single-id map for its child itself (after "deny" to
+  setgroups); a full 0-65535 map needs the setuid newuidmap/newgidmap. Both run while P1
+  waits on a pipe, because a map written after P1 used its ids would be too late.
+* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork), and P2 kills
+  the container's pid 1 when P1 dies (p2.py): a `kill -9` of this process ends the
+  container. Detached, P1 leaves our session and becomes the container's owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import termios
+import tty
+from collections.abc import Iterator
+
+from rootless import lifecycle, network
+from rootless.errors import HostError, RsboxError
+from rootless.idmap import IdMap
+from rootless.launch.prefork import Helper
+from rootless.launch.protocol import (
+    FORWARDED_SIGNALS,
+    MAPPED,
+    NETNS_MADE,
+    USERNS_MADE,
+    WIRED,
+    Launch,
+    exit_code,
+    kill_quietly,
+    parse_error,
+    read_error,
+)
+
+
+def write_maps(pid: int, idmap: IdMap) -> None:
+    if idmap.full:
+        # Both setuid helpers at once: they write independent files.
+        procs = [
+            (tool, subprocess.Popen([tool, str(pid), *args], stderr=subprocess.PIPE, text=True))
+            for tool, args in (
+                ("newuidmap", idmap.newuidmap_args()),
+                ("newgidmap", idmap.newgidmap_args()),
+            )
+        ]
+        for tool, proc in procs:
+            _, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise HostError(
+                    f"{tool} failed: {stderr.strip() or proc.returncode}",
+                    hint="check /etc/subuid and /etc/subgid, or use --userns single",
+                )
+        return
+    # uid_map, then "deny" to setgroups (required before an unprivileged gid_map), then
+    # gid_map: the order the kernel accepts from an unprivileged writer.
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(f"0 {idmap.uid} 1\n")
+    with open(f"/proc/{pid}/setgroups", "w") as f:
+        f.write("deny\n")
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(f"0 {idmap.gid} 1\n")
+
+
+@contextlib.contextmanager
+def raw_terminal(enabled: bool) -> Iterator[None]:
+    if not enabled or not os.isatty(0):
+        yield
+        return
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def run(helper: Helper, launch: Launch) -> int:
+    """P0 with P1 forked: hand P1 the launch, write its maps, wait. Returns the
+    container command's exit status, or raises what P1..P3 reported."""
+    helper.used = True
+    pid1 = helper.pid
+    with raw_terminal(launch.spec.tty and launch.spec.interactive):
+        # Forward signals from now on; the default disposition would kill P0 and,
+        # through PDEATHSIG, the container without giving the command a say.
+        previous = {
+            s: signal.signal(s, lambda sig, _f: kill_quietly(pid1, sig)) for s in FORWARDED_SIGNALS
+        }
+        try:
+            with open(helper.launch_w, "wb", closefd=False) as f:
+                pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.close(helper.launch_w)
+            if os.read(helper.ready_r, 1) == USERNS_MADE:
+                _map(helper, launch.idmap)
+                if launch.spec.network == "pasta":
+                    _attach_pasta(helper, launch)
+            if launch.spec.detach:
+                return _detached_started(helper)
+            _, status = os.waitpid(pid1, 0)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    err = read_error(helper.err_r)
+    helper.close()
+    if err is not None:
+        raise err
+    return exit_code(status)
+
+
+def _map(helper: Helper, idmap: IdMap) -> None:
+    try:
+        write_maps(helper.pid, idmap)
+    except (OSError, RsboxError) as exc:
+        helper.abort()
+        if isinstance(exc, RsboxError):
+            raise
+        raise HostError(f"cannot write the id maps: {exc.strerror}", hint="run rsbox info") from exc
+    os.write(helper.go_w, MAPPED)
+
+
+def _attach_pasta(helper: Helper, launch: Launch) -> None:
+    """P1 sends NETNS_MADE + "<pid of P2>\\n" once P2 has its network namespace; we run
+    pasta against it from the host and answer WIRED (or kill the tree and raise)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(helper.ready_r, 64)
+        if not chunk:
+            return  # P1 failed before; its error is on the error pipe
+        data += chunk
+    if not data.startswith(NETNS_MADE):
+        return
+    pid2 = int(data[1:-1])
+    try:
+        ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
+        network.attach("pasta", pid2, ports, lifecycle.runtime_dir(launch.cid))
+    except RsboxError:
+        helper.abort()
+        raise
+    os.write(helper.go_w, WIRED)
+
+
+def _detached_started(helper: Helper) -> int:
+    """The error pipe reaches EOF when the container's command was executed (its copy is
+    close-on-exec) and P1 and P2 have let go of theirs: then P1 is the monitor, on its
+    own, and we may leave. Anything else is an error line."""
+    chunks = []
+    while chunk := os.read(helper.err_r, 65536):
+        chunks.append(chunk)
+        if b"\n" in chunk:  # one error line is all we need: the tree is going down
+            break
+    os.close(helper.err_r)
+    if chunks:
+        err = parse_error(b"".join(chunks)[:60000])
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(helper.pid, 0)
+        helper.close()
+        raise err or RsboxError("the container failed to start", hint="see rsbox logs")
+    helper.close()
+    return 0

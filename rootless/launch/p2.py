@@ -1,0 +1,108 @@
+"""P2: the container's namespaces, and the guard of its lifetime.
+
+Forked by P1 (which stays outside, serving the rootfs): unshare(NEWPID|NEWUTS|NEWIPC|
+NEWCGROUP|NEWNS[|NEWNET]), then fork P3, the first process of the new pid namespace and
+so its pid 1. P2 itself stays in P1's pid namespace, where nothing of the container can
+see or signal it.
+
+The kernel facts that decide the lifetime:
+
+* When pid 1 of a pid namespace dies, the kernel SIGKILLs every other process in it
+  (zap_pid_ns_processes): double forks, new sessions and ignored signals do not help.
+* A parent-death signal set *inside* the container is the container's to clear
+  (prctl(PR_SET_PDEATHSIG, 0)); one set here, outside, is not.
+
+So P2 arms GUARD_SIGNAL as its own parent-death signal: when P1 dies (and P1 dies with
+the CLI through its own SIGKILL parent-death signal, or is the detached monitor), the
+kernel sends it to P2, whose handler SIGKILLs P3; the namespace goes down with it. P2
+also forwards the signals P1 relays and reports P3's status as its own exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from rootless import syscalls as sc
+from rootless.launch import p3
+from rootless.launch.become import close_fds_except
+from rootless.launch.protocol import (
+    FORWARDED_SIGNALS,
+    GUARD_SIGNAL,
+    NETNS_MADE,
+    WIRED,
+    Launch,
+    child,
+    exit_code,
+    kill_quietly,
+)
+
+# P2 -> P1 "network namespace made", P1 -> P2 "wired": (made_r, made_w, go_r, go_w).
+NetSync = tuple[int, int, int, int]
+
+
+def _unshare(launch: Launch) -> None:
+    flags = (
+        sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS
+    )
+    if launch.spec.network != "host":
+        flags |= sc.CLONE_NEWNET
+    sc.unshare(flags)
+
+
+def _wait_for_network(sync: NetSync) -> None:
+    """P1 wires our new network namespace (pasta, slirp4netns) before the container runs."""
+    made_r, made_w, go_r, go_w = sync
+    os.close(made_r)
+    os.close(go_w)
+    os.write(made_w, NETNS_MADE)
+    if os.read(go_r, 1) != WIRED:
+        os._exit(125)  # P1 reported why
+    os.close(made_w)
+    os.close(go_r)
+
+
+def main(
+    launch: Launch,
+    p1: int,
+    err_w: int,
+    pty_sock: socket.socket | None,
+    sync: NetSync | None,
+    learn_sock: socket.socket | None,
+) -> None:
+    # Held until the handlers below know P3's pid; P3 gets the mask back.
+    held = {GUARD_SIGNAL, *FORWARDED_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    sc.set_pdeathsig(GUARD_SIGNAL)
+    if os.getppid() != p1:  # P1 died before the signal was armed
+        os._exit(125)
+    _unshare(launch)
+    if sync is not None:
+        _wait_for_network(sync)
+    # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
+    # nor the container need them, and a container that held /dev/fuse could keep its
+    # own rootfs alive after P1 died, blocked on it forever.
+    keep = [err_w, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
+    close_fds_except(*keep)
+    pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock)
+    pid3 = os.fork()
+    if pid3 == 0:
+        sc.set_pdeathsig(0)  # P2's guard is not the container's to see
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s in (*FORWARDED_SIGNALS, GUARD_SIGNAL):
+            signal.signal(s, signal.SIG_DFL)
+        child(err_w, p3.main, pid1)
+    for mine in (pty_sock, learn_sock):
+        if mine is not None:
+            mine.close()
+    for s in FORWARDED_SIGNALS:
+        signal.signal(s, lambda sig, _f: kill_quietly(pid3, sig))
+    signal.signal(GUARD_SIGNAL, lambda _s, _f: kill_quietly(pid3, signal.SIGKILL))
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
+    os.closerange(3, 1 << 20)
+    while True:
+        _, status = os.waitpid(pid3, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(exit_code(status))

@@ -1,0 +1,165 @@
+"""P3: the container's pid 1, from the union rootfs to `become`.
+
+It runs right after P2's unshare(NEWPID|NEWUTS|NEWIPC|NEWCGROUP|NEWNS[|NEWNET]) and
+fork, so it is pid 1 of a fresh pid namespace, in its own copy of the mount namespace
+(which already holds P1's FUSE mount of the rootfs: pivot_root below moves the root of
+every process in *this* mount namespace only, never P1's).
+
+Order, and why:
+1. not dumpable, first: until execve this is rsbox's Python with the host's memory;
+2. mounts over the rootfs (see `mountplan`), while the host's / is still reachable for the
+   bind sources; every target is resolved with `secure_join` so that an image's symlink
+   cannot send a mount outside the rootfs;
+3. the pty (-t), from the container's own devpts instance: its master goes to P1;
+4. lo up when the network namespace is our own, then the hostname (our uts namespace);
+5. pivot_root(".", ".") then a lazy unmount of the old root: the host disappears;
+6. `become`: session, user, capabilities, fds, rlimits, no_new_privs + seccomp, execve.
+Every failure is reported to P0 on the error pipe and ends this process with Docker's code.
+
+No parent-death signal here: the container could clear it (prctl) and outlive rsbox. P2,
+outside the container's pid namespace, kills us when it loses its parent (p2.py); the
+kernel then kills every process of the namespace.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from rootless import syscalls as sc
+from rootless.launch.become import Learning, Process, become
+from rootless.launch.mountplan import Mount, Step, Symlink, mount_plan, secure_join
+from rootless.launch.protocol import PTY_MASTER, Launch
+
+_ST_LOCKED = (
+    os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
+)
+# <asm-generic/ioctls.h>; Python's termios module lacks them.
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pid1:
+    """What P2 hands us: the launch and the ends of P1's sockets."""
+
+    launch: Launch
+    error_fd: int
+    pty_sock: socket.socket | None  # -t: the pty master goes to P1 over this
+    learn_sock: socket.socket | None  # --seccomp-learn: the listener fd goes to P1
+
+
+def _ensure(path: str, kind: str) -> None:
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if kind == "dir":
+        os.mkdir(path, 0o755)
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def _do_mount(rootfs: str, m: Mount) -> None:
+    target = secure_join(rootfs, m.target)
+    source = m.source if m.source is not None else target
+    if m.optional and (
+        not os.path.lexists(target) or (m.flags & sc.MS_BIND and not os.path.exists(source))
+    ):
+        return
+    _ensure(target, m.create)
+    sc.mount(source, target, m.fstype, m.flags, m.data)
+    if m.readonly:
+        # Repeat the flags the kernel locked on this mount, or the remount fails (EPERM).
+        locked = os.statvfs(target).f_flag & _ST_LOCKED
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | locked)
+
+
+def apply_steps(rootfs: str, steps: list[Step]) -> None:
+    for step in steps:
+        if isinstance(step, Symlink):
+            link = secure_join(rootfs, step.target)
+            if not os.path.lexists(link):
+                os.symlink(step.points_to, link)
+        else:
+            _do_mount(rootfs, step)
+
+
+def _lo_up() -> None:
+    """`ip link set lo up` with two ioctls: a new network namespace starts with lo down."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def open_pty(root: str) -> tuple[int, int]:
+    """A pty of the container's own devpts instance (under `root`): the master is relayed
+    to the user's terminal by rsbox; the slave becomes the command's terminal."""
+    master = os.open(os.path.join(root, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
+    slave = os.open(os.path.join(root, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    return master, slave
+
+
+def process_of(launch: Launch) -> Process:
+    spec, plan = launch.spec, launch.plan
+    return Process(
+        argv=plan.argv,
+        env=plan.env,
+        cwd=plan.cwd,
+        user=plan.user,
+        full_idmap=launch.idmap.full,
+        caps=launch.caps,
+        # Computed while the host's / (and rootless.limits) is still there.
+        rlimits=tuple(spec.limits().rlimits()) if spec.has_limits else (),
+        bpf=launch.bpf,
+        init=spec.init,
+    )
+
+
+def main(pid1: Pid1) -> None:
+    """Never returns: execve or raise (the caller reports and exits)."""
+    sc.set_dumpable(False)
+    launch = pid1.launch
+    spec = launch.spec
+    proc = process_of(launch)
+    rootfs = str(launch.rootfs)
+    if not spec.interactive:
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    steps = mount_plan(
+        etc_files=dict(launch.etc_files),
+        volumes=spec.volumes,
+        full_idmap=launch.idmap.full,
+        own_network=spec.network != "host",
+        privileged=spec.privileged,
+        init_binary=launch.init_binary,
+    )
+    apply_steps(rootfs, steps)
+    slave = -1
+    if pid1.pty_sock is not None:
+        master, slave = open_pty(rootfs)
+        socket.send_fds(pid1.pty_sock, [PTY_MASTER], [master])
+        os.close(master)
+        pid1.pty_sock.close()
+    if spec.network != "host":
+        _lo_up()
+    sc.sethostname(launch.plan.hostname)
+
+    os.chdir(rootfs)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+    learning = None
+    if pid1.learn_sock is not None and launch.learn_program is not None:
+        learning = Learning(launch.learn_program, pid1.learn_sock)
+    become(proc, error_fd=pid1.error_fd, terminal=slave, learning=learning)

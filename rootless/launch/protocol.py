@@ -1,0 +1,163 @@
+"""What crosses the pipes between P0, P1, P2 and P3 (and `exec`'s two processes).
+
+* The `Launch`: everything the tree needs, computed by P0 before the first fork and
+  pickled to P1 over a pipe. Every field is required: a launch without a container
+  record, a store or a capability set is not a launch.
+* One-byte messages on the sync pipes, named below, never written as literals.
+* The error line: a child that fails writes one JSON object on the error pipe (close-on-
+  exec, so its EOF also tells a detached P0 that the command was executed); P0 turns it
+  back into the `RsboxError` it was, and exits with Docker's code for it.
+* Wait status to exit code: Docker's rule, 128 + signal for a killed command.
+* The signals P0 forwards to the container, and `GUARD_SIGNAL`, the parent-death signal
+  P2 arms to kill pid 1 from outside (see p2.py).
+
+This module is imported by prefork before the early fork: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, NoReturn
+
+if TYPE_CHECKING:
+    from rootless.errors import RsboxError
+    from rootless.idmap import IdMap
+    from rootless.runspec import ProcessPlan, RunSpec
+
+# The signals P0 (and exec's P0) forward into the container.
+FORWARDED_SIGNALS: Final = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+# P2's parent-death signal: not one the container's user can send us through P0 (those
+# are forwarded), and catchable, unlike SIGKILL, so that P2 can act on it.
+GUARD_SIGNAL: Final = signal.SIGRTMIN
+
+# One-byte messages.
+USERNS_MADE: Final = b"U"  # P1 -> P0: my user namespace exists, write my id maps
+MAPPED: Final = b"M"  # P0 -> P1: the maps are written
+NETNS_MADE: Final = b"N"  # P2 -> P1 (and P1 -> P0 with pasta): wire my network namespace
+WIRED: Final = b"G"  # P1 -> P2, P0 -> P1: the network is attached, go on
+RESTART: Final = b"R"  # P1 -> its restarter: run `rsbox start` once I am gone
+PTY_MASTER: Final = b"m"  # P3 -> P1, exec -> P0: here is the pty master (SCM_RIGHTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Everything the tree needs for one container, `run` and `start` alike."""
+
+    spec: RunSpec
+    plan: ProcessPlan
+    layers: tuple[Path, ...]
+    upper: Path
+    rootfs: Path
+    idmap: IdMap
+    bpf: bytes | None  # the enforcing filter; None: unconfined (or learning)
+    caps: frozenset[str]  # the capability set pid 1 runs with (rootless.launch.caps)
+    etc_files: Mapping[str, Path]
+    cid: str
+    cdir: Path  # the container's directory in the store (config, state, log)
+    store_root: Path  # for `run -d --rm`: the monitor removes the container
+    restart_count: int  # --restart: how many times the monitor restarted it so far
+    learn_program: bytes | None  # --seccomp-learn: the NOTIFY filter P3 installs
+    init_binary: Path | None  # --init: rsbox-init, bound at /dev/init
+
+
+# --- errors across the tree -------------------------------------------------------------
+
+
+def report(fd: int, exc: BaseException) -> int:
+    """Write one JSON line for P0 and return the exit code to use. Pipe writes under
+    PIPE_BUF bytes are atomic and never block on an empty pipe."""
+    import json
+
+    from rootless.errors import RsboxError
+
+    if isinstance(exc, RsboxError):
+        doc = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        code = exc.exit_code
+    elif isinstance(exc, OSError):
+        what = f" ({exc.filename})" if exc.filename else ""
+        doc = {"type": "RsboxError", "message": f"{exc.strerror}{what}", "hint": None}
+        code = 125
+    else:
+        doc = {
+            "type": "RsboxError",
+            "message": f"internal error: {exc!r}",
+            "hint": "please report this with the output of rsbox info",
+        }
+        code = 125
+    with contextlib.suppress(OSError):
+        os.write(fd, (json.dumps(doc)[:3900] + "\n").encode())
+    return code
+
+
+def child(fd: int, body: Callable[..., object], *args: object) -> NoReturn:
+    """Run `body` in a forked child and never return to the caller's code: a failure is
+    reported on `fd` and becomes the child's exit code."""
+    code = 125
+    try:
+        body(*args)
+    except BaseException as exc:  # every failure must reach P0
+        if os.environ.get("RSBOX_DEBUG"):
+            traceback.print_exc()
+        code = report(fd, exc)
+    finally:
+        os._exit(code)
+
+
+def parse_error(data: bytes) -> RsboxError | None:
+    """The first error line in `data`, as the exception it was."""
+    import json
+
+    from rootless import errors
+
+    for line in data.decode(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        cls = getattr(errors, str(doc.get("type")), errors.RsboxError)
+        if not (isinstance(cls, type) and issubclass(cls, errors.RsboxError)):
+            cls = errors.RsboxError
+        hint = doc.get("hint")
+        return cls(str(doc.get("message")), str(hint) if hint is not None else None)
+    return None
+
+
+def read_error(fd: int) -> RsboxError | None:
+    """What a child reported on the error pipe `fd`, without blocking."""
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+    return parse_error(data)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as Docker reports it: the exit code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def kill_quietly(pid: int, sig: int) -> None:
+    """kill(2) that ignores a process already gone. Never 0 or -1: those are groups."""
+    if pid <= 0:
+        raise ValueError(f"refusing to signal pid {pid}")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
