@@ -12,6 +12,7 @@
     become.py    the one sealed path from rsbox's code into the container's process
     protocol.py  what crosses the pipes between the processes
     caps.py      capability sets (Docker's default, --cap-add/--cap-drop, --privileged)
+    terminal.py  the container's pty, the user's terminal in raw mode
     init.c       rsbox-init, pid 1 of --init (initbin.py finds it)
 
 This package's __init__ imports nothing: prefork.py must fork before anything is loaded.

@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import resource
 import signal
 import socket
 import stat
-import termios
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -51,6 +49,7 @@ from rootless import syscalls as sc
 from rootless.errors import CommandNotExecutable, CommandNotFound, HostError, RsboxError
 from rootless.launch import caps as capabilities
 from rootless.launch.protocol import FORWARDED_SIGNALS, GUARD_SIGNAL, exit_code, kill_quietly
+from rootless.launch.terminal import take_terminal
 from rootless.userdb import ExecUser, resolve_user
 
 # An /etc/passwd or /etc/group larger than this is not one (it may be a symlink to
@@ -167,16 +166,6 @@ def apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
             ) from exc
 
 
-def _take_terminal(slave: int) -> None:
-    """The pty `slave` becomes our controlling terminal (we lead a session without one)
-    and stdin, stdout, stderr (Docker: with -t the pty is stdin too, even without -i)."""
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-
-
 def _seal(
     proc: Process, error_fd: int, terminal: int, learning: Learning | None
 ) -> tuple[str, dict[str, str]]:
@@ -239,7 +228,7 @@ def become(
     exe, env = _seal(proc, error_fd, terminal, learning)
     if not outside:
         if terminal >= 0:
-            _take_terminal(terminal)
+            take_terminal(terminal)
         _execute(proc, exe, env)
     # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
     # are held until their handlers know the child's pid; the child gets the mask back.
@@ -250,7 +239,7 @@ def become(
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.setsid()  # its own session, in the container's pid namespace
         if terminal >= 0:
-            _take_terminal(terminal)
+            take_terminal(terminal)
         _execute(proc, exe, env)
     if terminal >= 0:
         os.close(terminal)

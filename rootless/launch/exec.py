@@ -36,8 +36,6 @@ from pathlib import Path
 from rootless import syscalls as sc
 from rootless.errors import ContainerError
 from rootless.launch.become import Process, become
-from rootless.launch.p0 import raw_terminal
-from rootless.launch.p3 import open_pty
 from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     GUARD_SIGNAL,
@@ -47,6 +45,7 @@ from rootless.launch.protocol import (
     kill_quietly,
     read_error,
 )
+from rootless.launch.terminal import open_pty, raw_terminal
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (

@@ -19,9 +19,6 @@ import os
 import pickle
 import signal
 import subprocess
-import termios
-import tty
-from collections.abc import Iterator
 
 from rootless import lifecycle, network
 from rootless.errors import HostError, RsboxError
@@ -39,6 +36,7 @@ from rootless.launch.protocol import (
     parse_error,
     read_error,
 )
+from rootless.launch.terminal import raw_terminal
 
 
 def write_maps(pid: int, idmap: IdMap) -> None:
@@ -67,19 +65,6 @@ def write_maps(pid: int, idmap: IdMap) -> None:
         f.write("deny\n")
     with open(f"/proc/{pid}/gid_map", "w") as f:
         f.write(f"0 {idmap.gid} 1\n")
-
-
-@contextlib.contextmanager
-def raw_terminal(enabled: bool) -> Iterator[None]:
-    if not enabled or not os.isatty(0):
-        yield
-        return
-    saved = termios.tcgetattr(0)
-    tty.setraw(0)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def run(helper: Helper, launch: Launch) -> int:

@@ -33,13 +33,11 @@ from rootless import syscalls as sc
 from rootless.launch.become import Learning, Process, become
 from rootless.launch.mountplan import Mount, Step, Symlink, mount_plan, secure_join
 from rootless.launch.protocol import PTY_MASTER, Launch
+from rootless.launch.terminal import open_pty
 
 _ST_LOCKED = (
     os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME | os.ST_RELATIME
 )
-# <asm-generic/ioctls.h>; Python's termios module lacks them.
-_TIOCGPTN = 0x80045430
-_TIOCSPTLCK = 0x40045431
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 1
@@ -96,16 +94,6 @@ def _lo_up() -> None:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
-
-
-def open_pty(root: str) -> tuple[int, int]:
-    """A pty of the container's own devpts instance (under `root`): the master is relayed
-    to the user's terminal by rsbox; the slave becomes the command's terminal."""
-    master = os.open(os.path.join(root, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
-    slave = os.open(os.path.join(root, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    return master, slave
 
 
 def process_of(launch: Launch) -> Process:

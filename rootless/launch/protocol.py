@@ -11,7 +11,8 @@
 * The signals P0 forwards to the container, and `GUARD_SIGNAL`, the parent-death signal
   P2 arms to kill pid 1 from outside (see p2.py).
 
-This module is imported by prefork before the early fork: it imports nothing heavy.
+This module is imported by prefork before the early fork: it imports nothing heavy, at
+import time.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
     from rootless.errors import RsboxError
     from rootless.idmap import IdMap
     from rootless.runspec import ProcessPlan, RunSpec
@@ -53,9 +53,10 @@ RESTART: Final = b"R"  # P1 -> its restarter: run `rsbox start` once I am gone
 PTY_MASTER: Final = b"m"  # P3 -> P1, exec -> P0: here is the pty master (SCM_RIGHTS)
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
-    """Everything the tree needs for one container, `run` and `start` alike."""
+class Launch(NamedTuple):
+    """Everything the tree needs for one container, `run` and `start` alike. (A NamedTuple,
+    not a dataclass: prefork imports this module before its fork, and dataclasses costs
+    ~8 ms of import on the start path.)"""
 
     spec: RunSpec
     plan: ProcessPlan
@@ -111,6 +112,8 @@ def child(fd: int, body: Callable[..., object], *args: object) -> NoReturn:
         body(*args)
     except BaseException as exc:  # every failure must reach P0
         if os.environ.get("RSBOX_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         code = report(fd, exc)
     finally:
