@@ -104,7 +104,33 @@ FILES = (
 )
 # ptrace/kill of the pid in $PROBE_PID.
 TARGET = ("ptrace_target", "kill_target")
-ALL = (*DANGEROUS, *ALLOWED, *NEWER, *NAMESPACES, *SYSCALLS, *FILES, *TARGET)
+# Sealing the process tree (tests/e2e/test_seal.py): terminals, capabilities, --init.
+# Not a battery to run blindly: `pause` never returns (it waits to be killed).
+SEAL = (
+    "pause",
+    "dev_tty_open",
+    "isatty_fd0",
+    "isatty_fd1",
+    "isatty_fd2",
+    "tty_raw",
+    "bridge_add",
+    "net_admin_mtu",
+    "ptrace_sibling",
+    "orphan_zombies",
+)
+# Probes that take arguments (probe.c's second table): name -> how many follow it;
+# clear_pdeathsig and daemon/new_session's children sleep until killed.
+COMMANDS = {
+    "tiocsti": 1,  # TEXT
+    "tty_readback": 1,  # TEXT
+    "clear_pdeathsig": 1,  # TAG
+    "daemon": 1,  # TAG
+    "new_session": 1,  # TAG
+    "proc_leaks": 2,  # PID HEX[,HEX...] (hex-encoded needles)
+    "ptrace_pid": 1,  # PID
+    "watch_pids": 3,  # SECONDS SECRET CONTROL
+}
+ALL = (*DANGEROUS, *ALLOWED, *NEWER, *NAMESPACES, *SYSCALLS, *FILES, *TARGET, *SEAL, *COMMANDS)
 
 _CLONE = {"user": 0x10000000, "ns": 0x00020000, "pid": 0x20000000, "net": 0x40000000}
 _CLONE |= {"ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000, "time": 0x80}
