@@ -29,6 +29,42 @@ An allowlist in Docker's JSON format, so the file also works as
   keyrings, kexec, modules, bpf, perf, userfaultfd, io_uring, ...). The compiler skips it
   (same action as the default), but it makes those syscalls "known" to the profile, so
   they get EPERM rather than ENOSYS.
+- One ABI: the native one (see `NATIVE_ONLY` below).
+
+One ABI per machine
+-------------------
+An x86_64 kernel also runs i386 syscalls (`int $0x80`, also from a 64-bit program) and,
+when built with it, x32 syscalls (the x86_64 entry with bit 0x40000000 in the number).
+The built-in profiles list no sub-architecture in their archMap, so the compiler only
+filters the native ABI and every syscall of another ABI gets ENOSYS (compiler rule 7),
+as on a kernel without that ABI. Docker-format profiles given by the user are compiled
+for the ABIs *they* list (Docker's lists i386 and x32), so nothing changes for them.
+
+Why not filter the i386 ABI with the same rules instead: its argument rules cannot hold.
+i386 reaches the socket calls through socketcall(call, args) and System V IPC through
+ipc(call, ...), and the arguments of socketcall live in user memory behind a pointer that
+a BPF filter cannot read: socketcall(SYS_SOCKET, {AF_VSOCK, ...}) carries a family no
+rule can see. It is worse than a blind spot: libseccomp rewrites each rule on a socket
+call into a rule on socketcall with the same arguments, but socketcall's first argument
+is the sub-call, not the family. strict's `family == AF_UNIX` (1) became `sub-call ==
+SYS_SOCKET` (1): socket() through socketcall with any family, although strict does not
+allow socketcall itself; default allows socketcall outright. That was the hole: vsock
+sockets from a 64-bit container under default, vsock and netlink ones under strict.
+Refusing socketcall's SYS_SOCKET alone would not do: i386 glibc, unless configured for
+kernels from 4.3 on (Debian's is not), makes every socket() through socketcall and does
+not fall back to the direct syscall, so 32-bit programs would lose sockets anyway. x32's
+argument rules would hold, but x32 is off in most kernels and nothing in a container
+needs it; it would be a second syscall table to audit. The compat entry points have also
+been a steady source of kernel bugs of their own (compat_alloc_user_space, CVE-2010-3081;
+x32 recvmmsg, CVE-2014-0038). The same rule holds on every machine, so that "the
+profile" means one syscall table: aarch64 drops arm, s390x drops s390 (which multiplexes
+like i386).
+
+The price: 32-bit programs (an i386 image, wine, `gcc -m32` output) do not run under
+`default`, `strict` or `fakeroot`; they get ENOSYS from their first syscall. Run them
+with a profile that lists the ABI (Docker's, or a copy of one of ours with
+`"subArchitectures": ["SCMP_ARCH_X86"]`, which brings the socketcall hole back) or
+`unconfined`.
 """
 
 from __future__ import annotations
@@ -229,6 +265,15 @@ FAKEROOT_NOOPS = _words("""
     setresgid setresuid32 setresgid32 setfsuid setfsgid setfsuid32 setfsgid32
     setgroups setgroups32 capset
 """)
+# The architectures the built-in profiles name, each without its companion ABIs (i386 and
+# x32 on x86_64, arm on aarch64, s390 on s390x): those get ENOSYS (see the docstring).
+NATIVE_ONLY = (
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_RISCV64",
+)
 # `strict`: for untrusted dev tools. Debugging another process is what it takes away.
 STRICT_REMOVED = _words("ptrace process_vm_readv process_vm_writev socketcall")
 
@@ -377,16 +422,8 @@ def build(name: str = "default") -> dict[str, Any]:
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
-        "archMap": [
-            {
-                "architecture": "SCMP_ARCH_X86_64",
-                "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-            },
-            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
-            {"architecture": "SCMP_ARCH_PPC64LE", "subArchitectures": []},
-            {"architecture": "SCMP_ARCH_S390X", "subArchitectures": ["SCMP_ARCH_S390"]},
-            {"architecture": "SCMP_ARCH_RISCV64", "subArchitectures": []},
-        ],
+        # The native ABI only: no subArchitectures (see "One ABI per machine" above).
+        "archMap": [{"architecture": a, "subArchitectures": []} for a in NATIVE_ONLY],
         "syscalls": syscalls,
     }
 

@@ -11,7 +11,7 @@ import ctypes
 import functools
 
 # Bump when the BPF the compiler emits for the same profile changes.
-COMPILER_VERSION = 1
+COMPILER_VERSION = 2  # 2: ENOSYS for ABIs a profile does not list (compiler rule 7)
 
 
 class _Version(ctypes.Structure):

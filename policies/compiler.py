@@ -19,6 +19,17 @@ What runc and crun learned, and what this module therefore does:
 6. libseccomp 2.5.4 names syscalls up to 456 and refuses rules for numbers it cannot name
    once a second arch is in the filter (EFAULT). Argument-free rules for the newer ones in
    `_arch.NEWER_SYSCALLS` (mseal, listmount, ...) are emitted in the same prologue.
+7. A syscall of an ABI the profile does not list (`target_arches`) gets ERRNO(ENOSYS),
+   libseccomp's "bad arch" action; runc leaves libseccomp's default there, which kills
+   the thread with SIGSYS. Which ABIs are filtered, and so every allow/deny verdict, is
+   the profile's; only the form of the refusal differs. ENOSYS is what a kernel without
+   that ABI answers (x32 is off in most kernels, i386 can be switched off with
+   ia32_emulation=0), and a stray number with bit 30 set is an x32 syscall: it deserves
+   an error, not a kill (libseccomp itself passes -1 on to the rules). On x86_64
+   libseccomp tells x32 apart by that 0x40000000 bit (x32 arrives as AUDIT_ARCH_X86_64),
+   so a filter without x32 refuses those numbers too. The built-in profiles use this to
+   cover the native ABI only (why: `_default_profile.py`); Docker's profile lists i386
+   and x32 and keeps its verdicts.
 
 The result of installing the bytes is the launcher's business (prctl NO_NEW_PRIVS, then
 seccomp(SECCOMP_SET_MODE_FILTER) right before execve). A profile that filters nothing
@@ -59,6 +70,8 @@ _OPS = {
 }
 
 SECCOMP_RET_ERRNO = 0x00050000
+# What a syscall of an ABI the profile does not list gets (rule 7).
+FOREIGN_ABI_ACTION = SECCOMP_RET_ERRNO | errno.ENOSYS
 
 
 def action_value(action: Action, errno_ret: int | None) -> int:
@@ -265,6 +278,9 @@ def compile_profile(profile: Profile, host: Host | None = None) -> bytes | None:
         token = _arch.SCMP_ARCH_TOKENS[arch]
         if not filt.exist_arch(token):
             filt.add_arch(token)
+    # Rule 7: an ABI left out of `arches` (for x86_64's x32: a number with bit 30 set) gets
+    # ENOSYS rather than libseccomp's default, a SIGSYS kill.
+    filt.set_attr(pyseccomp.Attr.ACT_BADARCH, FOREIGN_ABI_ACTION)
 
     by_number: dict[int, int] = {}
     for rule in live:

@@ -64,10 +64,10 @@ M32 = 0xFFFFFFFF
 
 def learn_filter() -> bytes:
     """BPF: NOTIFY for every syscall of the native arch and its companions, but BOOTSTRAP
-    (ALLOW). Other architectures are killed, as in every rsbox filter."""
+    (ALLOW). Other architectures get ENOSYS, as in every rsbox filter (compiler rule 7)."""
     import pyseccomp
 
-    from policies.compiler import target_arches
+    from policies.compiler import FOREIGN_ABI_ACTION, target_arches
     from policies.profile import UNCONFINED
 
     filt = pyseccomp.SyscallFilter(pyseccomp.NOTIFY)
@@ -75,6 +75,7 @@ def learn_filter() -> bytes:
         token = _arch.SCMP_ARCH_TOKENS[arch]
         if not filt.exist_arch(token):
             filt.add_arch(token)
+    filt.set_attr(pyseccomp.Attr.ACT_BADARCH, FOREIGN_ABI_ACTION)
     for name in BOOTSTRAP:
         filt.add_rule(pyseccomp.ALLOW, name)
     with tempfile.TemporaryFile() as f:
