@@ -7,7 +7,9 @@
      |    +-- ImageNotFound
      +-- LayerError            a layer tarball is hostile or corrupt
      +-- StoreError            the store is locked, damaged or unwritable
+     |    +-- StoreFull         a write would leave less than the reserve free
      +-- ContainerError        unknown container, name in use, ...
+     +-- BuildError            a Containerfile or .dockerignore rsbox cannot build from
      +-- CommandNotFound       exit 127 (Docker's "command not found")
      +-- CommandNotExecutable  exit 126 (Docker's "cannot invoke")
 
@@ -57,7 +59,15 @@ class StoreError(RsboxError):
     pass
 
 
+class StoreFull(StoreError):
+    pass
+
+
 class ContainerError(RsboxError):
+    pass
+
+
+class BuildError(RsboxError):
     pass
 
 

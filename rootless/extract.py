@@ -30,7 +30,28 @@ A layer tarball is untrusted input. The rules this module follows, and why:
                                  be served twice); kept in ``meta``
   entry replaces an earlier one  later entry wins, like tar; a dir over a dir merges
   uncompressed size > limit      rejected (decompression bombs)
+  sparse member (GNU, PAX 0.x/1) written sparse: only its data regions are written
+  all-zero blocks of any member  left as holes (a gzip bomb of zeros costs no disk)
+  store filesystem near full     rejected before it drops below the reserve (StoreFull)
   =============================  =====================================================
+
+* What reaches the disk is bounded by what the data really holds, not by what it
+  expands to. A file is created empty (``O_EXCL``), its non-zero 4 KiB blocks are written
+  with ``pwrite`` at their offsets, and ``ftruncate`` gives it its full length at the end:
+  the kernel reads the blocks never written as zeros and allocates nothing for them
+  (ext4, xfs, btrfs, tmpfs all keep holes; ``st_blocks`` shows what is allocated). A
+  sparse member's map (``TarInfo.sparse``) says where its data regions go; only those
+  bytes are read from the archive, so a 10 KiB tar describing 2 GiB costs 10 KiB of
+  reading too. Runs of zeros inside data (and any member of a bomb) are skipped the same
+  way, block by block.
+
+* Every byte written is charged to a `SpaceGuard` first (one block more per entry, for
+  its inode and directory slot). It looks at ``statvfs`` again after every
+  `RECHECK_BYTES` charged, or sooner when that would eat into the reserve. ext4 and xfs
+  count written-but-not-yet-allocated (delalloc) blocks as used in ``f_bavail`` at once
+  (tmpfs has nothing to delay), so each look sees what this and every other process
+  really wrote. Several writers at once can overshoot the reserve by at most
+  `RECHECK_BYTES` each.
 
 * OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``) are ordinary empty files in the tarball
   and stay ordinary empty files on disk: interpreting them is the union filesystem's job.
@@ -57,7 +78,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +86,17 @@ from typing import Any, BinaryIO, Protocol, cast
 
 from fs.meta import EntryMeta, LayerMeta
 
-from .errors import LayerError
+from .errors import LayerError, StoreFull
 
 #: Default cap on the uncompressed size of one layer (decompression bombs, absurd sizes).
 DEFAULT_MAX_BYTES = 256 * 1024**3
 
+#: How many bytes a `SpaceGuard` lets through between two looks at ``statvfs``.
+RECHECK_BYTES = 8 * 1024 * 1024
+
 _CHUNK = 1024 * 1024
+_BLOCK = 4096  # the unit of holes: a file system block (4 KiB nearly everywhere)
+_ZERO_BLOCK = bytes(_BLOCK)
 _DIR_WALK = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _HINT_HOSTILE = "the image is malformed or hostile; rsbox will not extract it"
 _HINT_CORRUPT = "the blob is damaged or not a layer tarball; re-import or re-pull the image"
@@ -166,6 +192,153 @@ class _HashingReader(io.RawIOBase):
     def drain(self) -> None:
         while self.read(_CHUNK):
             pass
+
+
+# --- writing: bounded by the store's free space, zeros left as holes -------------------
+
+
+def _gib(n: int) -> str:
+    """``2 GiB``, ``1.5 GiB``, ``512 MiB``: a size for a one-line message."""
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+class SpaceGuard:
+    """Refuses, before they happen, writes that would leave less than ``reserve`` bytes
+    free (to an unprivileged user: ``f_bavail``) on the filesystem of ``where``.
+
+    ``charge(n)`` comes before n bytes are written; it raises `StoreFull` naming ``what``
+    (``layer sha256:...``). ``statvfs`` is a parameter so that tests can give a fake
+    filesystem of any size."""
+
+    def __init__(
+        self,
+        where: Path,
+        reserve: int,
+        what: str,
+        *,
+        hint: str | None = None,
+        statvfs: Callable[[Path], os.statvfs_result] = os.statvfs,
+    ) -> None:
+        self.where = where
+        self.reserve = reserve
+        self.what = what
+        self.hint = hint
+        self._statvfs = statvfs
+        self._unchecked = 0  # charged since the last look
+        self._margin = -1  # what may be charged before the next look (-1: look first)
+
+    def charge(self, nbytes: int) -> None:
+        self._unchecked += nbytes
+        if self._unchecked > self._margin:
+            self._look(nbytes)
+
+    def _look(self, pending: int) -> None:
+        # Everything charged before this call is written and counted in f_bavail;
+        # `pending` is about to be.
+        st = self._statvfs(self.where)
+        room = st.f_bavail * st.f_frsize - self.reserve - pending
+        if room < 0:
+            raise StoreFull(
+                f"{self.what} would leave less than {_gib(self.reserve)} free on {self.where}",
+                hint=self.hint,
+            )
+        self._margin = min(room, RECHECK_BYTES)
+        self._unchecked = 0
+
+
+def _data_runs(data: bytes, offset: int) -> list[tuple[int, int]]:
+    """The (start, end) slices of ``data`` (to go at file ``offset``) that must be
+    written: all but the all-zero pieces of 4 KiB-aligned blocks."""
+    n = len(data)
+    if _ZERO_BLOCK not in data:  # no aligned zero block can hide in it: one write
+        return [(0, n)] if n else []
+    if data == bytes(n):
+        return []
+    runs: list[tuple[int, int]] = []
+    start: int | None = None
+    i = 0
+    while i < n:
+        end = min(n, i + _BLOCK - (offset + i) % _BLOCK)
+        if data[i:end] == _ZERO_BLOCK[: end - i]:
+            if start is not None:
+                runs.append((start, i))
+                start = None
+        elif start is None:
+            start = i
+        i = end
+    if start is not None:
+        runs.append((start, n))
+    return runs
+
+
+def write_sparse(fd: int, offset: int, data: bytes, guard: SpaceGuard | None) -> None:
+    """Write ``data`` at ``offset`` of the new (all-hole) file ``fd``, leaving its
+    all-zero blocks unwritten. The caller gives the file its length (``ftruncate``)."""
+    for start, end in _data_runs(data, offset):
+        if guard is not None:
+            guard.charge(end - start)
+        view = memoryview(data)[start:end]
+        pos = offset + start
+        while view:
+            written = os.pwrite(fd, view, pos)
+            view = view[written:]
+            pos += written
+
+
+def copy_stream_sparse(src: Readable, fd: int, guard: SpaceGuard | None) -> tuple[str, int]:
+    """Copy ``src`` to the new file ``fd`` (zeros as holes, full length); return its
+    sha256 (hex) and size."""
+    sha = hashlib.sha256()
+    pos = 0
+    while chunk := src.read(_CHUNK):
+        sha.update(chunk)
+        write_sparse(fd, pos, chunk, guard)
+        pos += len(chunk)
+    os.ftruncate(fd, pos)
+    return sha.hexdigest(), pos
+
+
+def _data_regions(member: tarfile.TarInfo) -> list[tuple[int, int]]:
+    """(offset, size) of the data a regular member stores, in archive order: the whole
+    file, or a sparse member's map (checked: in order, inside the file)."""
+    sparse = cast("list[tuple[int, int]] | None", member.sparse)  # typeshed says int
+    if not sparse:
+        return [(0, member.size)]
+    regions = []
+    end = 0
+    for offset, size in sparse:
+        if size == 0:
+            continue  # GNU writes a (0, 0) terminator; PAX an empty last region
+        if offset < end or size < 0 or offset + size > member.size:
+            raise LayerError(
+                f"layer entry {member.name!r} has a malformed sparse map", hint=_HINT_HOSTILE
+            )
+        regions.append((offset, size))
+        end = offset + size
+    return regions
+
+
+def copy_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, guard: SpaceGuard | None
+) -> None:
+    """Copy the regular member's data into the new file ``fd``: a sparse member stays
+    sparse, zero blocks become holes, the file gets its full length. Reads the archive
+    directly from the member's data offset (forward only: works on a stream too)."""
+    fileobj = cast(Any, tar.fileobj)
+    fileobj.seek(member.offset_data)
+    for offset, size in _data_regions(member):
+        pos, left = offset, size
+        while left:
+            chunk = fileobj.read(min(_CHUNK, left))
+            if not chunk:
+                raise tarfile.ReadError(f"unexpected end of data in {member.name!r}")
+            write_sparse(fd, pos, chunk, guard)
+            pos += len(chunk)
+            left -= len(chunk)
+    os.ftruncate(fd, member.size)
 
 
 # --- path handling ---------------------------------------------------------------------
@@ -306,7 +479,13 @@ def _entry_meta(member: tarfile.TarInfo, disk_mode: int) -> EntryMeta | None:
 # --- extraction ------------------------------------------------------------------------
 
 
-def extract_layer(blob: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExtractResult:
+def extract_layer(
+    blob: Path,
+    dest: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    guard: SpaceGuard | None = None,
+) -> ExtractResult:
     """Extract the layer tarball ``blob`` (plain, gzip, xz, bzip2, zstd if available) into
     ``dest/fs`` and write ``dest/meta``. ``dest`` must be an empty or missing directory
     (in the store's tmp/; the store renames it into place once complete)."""
@@ -314,15 +493,20 @@ def extract_layer(blob: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_BYTES)
     (dest / "fs").mkdir(mode=0o755)
     os.chmod(dest / "fs", 0o755)  # the image's "/", independent of the user's umask
     with open(blob, "rb") as raw:
-        result = extract_stream(raw, dest / "fs", max_bytes=max_bytes)
+        result = extract_stream(raw, dest / "fs", max_bytes=max_bytes, guard=guard)
     result.meta.save(dest / "meta")
     return result
 
 
 def extract_stream(
-    raw: BinaryIO, fs_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+    raw: BinaryIO,
+    fs_dir: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    guard: SpaceGuard | None = None,
 ) -> ExtractResult:
-    """Extract a (possibly compressed) tar stream into the existing directory ``fs_dir``."""
+    """Extract a (possibly compressed) tar stream into the existing directory ``fs_dir``,
+    every write charged to ``guard`` first."""
     meta = LayerMeta()
     dirs: dict[tuple[str, ...], tuple[int, float]] = {}
     written = 0
@@ -342,7 +526,9 @@ def extract_stream(
                                 f"layer expands to more than the limit of {max_bytes} bytes",
                                 hint=_HINT_HOSTILE,
                             )
-                    _extract_member(tar, member, root_fd, meta, dirs)
+                    if guard is not None:
+                        guard.charge(_BLOCK)  # its inode and directory slot, roughly
+                    _extract_member(tar, member, root_fd, meta, dirs, guard)
                     tar.members = []  # type: ignore[attr-defined]  # stream mode: do not keep every header in memory
             reader.drain()
         except LayerError:
@@ -368,6 +554,7 @@ def _extract_member(
     root_fd: int,
     meta: LayerMeta,
     dirs: dict[tuple[str, ...], tuple[int, float]],
+    guard: SpaceGuard | None,
 ) -> None:
     parts = clean_member_path(member.name)
     if not parts:
@@ -402,7 +589,7 @@ def _extract_member(
             _record(meta, rel, _entry_meta(member, stat.S_IFREG | 0o600))
         elif member.isreg():
             disk = _disk_mode(member)
-            _write_file(tar, member, pfd, name, disk)
+            _write_file(tar, member, pfd, name, disk, guard)
             _record(meta, rel, _entry_meta(member, stat.S_IFREG | disk))
         else:
             raise LayerError(
@@ -422,18 +609,17 @@ def _utime(pfd: int, name: str, mtime: float) -> None:
 
 
 def _write_file(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, name: str, mode: int
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    pfd: int,
+    name: str,
+    mode: int,
+    guard: SpaceGuard | None,
 ) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(name, flags, 0o600, dir_fd=pfd)
     try:
-        src = tar.extractfile(member)
-        if src is not None:
-            with src:
-                while chunk := src.read(_CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+        copy_member(tar, member, fd, guard)
         os.fchmod(fd, mode)
         os.utime(fd, (member.mtime, member.mtime))
     finally:

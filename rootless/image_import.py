@@ -15,8 +15,10 @@ import tarfile
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, cast
 
 from .errors import ImageError, ImageNotFound
+from .extract import SpaceGuard, write_sparse
 from .oci_layout import host_arch, import_oci_layout, parse_oci_ref
 from .store import Image, Store, normalize_name
 
@@ -29,12 +31,36 @@ def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def tar_directory(src: Path, dest: Path) -> None:
+class _SparseOut:
+    """The file object tarfile writes the archive to: zeros stay holes, every write is
+    charged to the store's guard first."""
+
+    def __init__(self, fd: int, guard: SpaceGuard | None) -> None:
+        self.fd = fd
+        self.guard = guard
+        self.pos = 0
+
+    def write(self, data: bytes) -> int:
+        write_sparse(self.fd, self.pos, bytes(data), self.guard)
+        self.pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+
+def tar_directory(src: Path, dest: Path, guard: SpaceGuard | None = None) -> None:
     """Write an uncompressed tar of the contents of ``src`` (names relative, no ``./``),
     owners 0:0, symlinks kept as symlinks, hardlinks kept."""
-    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(os.listdir(src)):
-            tar.add(src / name, arcname=name, recursive=True, filter=_as_root)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        out = _SparseOut(fd, guard)
+        with tarfile.open(fileobj=cast(IO[bytes], out), mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(os.listdir(src)):
+                tar.add(src / name, arcname=name, recursive=True, filter=_as_root)
+        os.ftruncate(fd, out.pos)
+    finally:
+        os.close(fd)
 
 
 def minimal_config(diff_id: str, created: str | None = None) -> bytes:
@@ -61,7 +87,7 @@ def import_rootfs(store: Store, src: Path | str, ref: str) -> Image:
         with tempfile.TemporaryDirectory(prefix="import-", dir=store.tmp) as work:
             tarball = Path(work) / "layer.tar"
             try:
-                tar_directory(src, tarball)
+                tar_directory(src, tarball, store.space_guard(f"layer of {src}"))
             except OSError as exc:
                 raise ImageError(
                     f"cannot archive {src}: {exc}",

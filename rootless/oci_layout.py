@@ -198,8 +198,26 @@ def _manifest(layout: _Layout, desc: dict[str, Any]) -> tuple[dict[str, Any], st
     raise ImageError(f"{layout.path}: image indexes nested too deeply")
 
 
-def import_oci_layout(store: Store, path: Path, tag: str | None, name: str) -> Image:
-    """Import the image ``tag`` (or the only one) of the layout at ``path`` as ``name``."""
+def import_oci_layout(
+    store: Store, path: Path, tag: str | None, name: str, *, created: list[str] | None = None
+) -> Image:
+    """Import the image ``tag`` (or the only one) of the layout at ``path`` as ``name``.
+
+    All or nothing: the layers it added are taken back when a later one fails (a blob
+    or diff_id that does not match). A caller passing ``created`` gets their diff_ids
+    appended there and takes them back itself."""
+    if created is not None:
+        return _import(store, path, tag, name, created)
+    own: list[str] = []
+    try:
+        return _import(store, path, tag, name, own)
+    except BaseException:
+        if own:
+            store.discard_layers(own)
+        raise
+
+
+def _import(store: Store, path: Path, tag: str | None, name: str, created: list[str]) -> Image:
     normalized = normalize_name(name)
     layout = _Layout(Path(path))
     desc = _select_by_tag(layout, layout.index()["manifests"], tag)
@@ -231,7 +249,7 @@ def import_oci_layout(store: Store, path: Path, tag: str | None, name: str) -> I
         blob, hexdigest = layout.blob_path(layer_desc)
         if not blob.is_file():
             raise ImageError(f"{layout.path}: missing layer blob {layer_desc.get('digest')}")
-        info = store.add_layer(blob, digest=hexdigest, diff_id=m.group(1))
+        info = store.add_layer(blob, digest=hexdigest, diff_id=m.group(1), created=created)
         stored.append(info.diff_id)
     return store.add_image(
         config_bytes, stored, [normalized], manifest_digest.removeprefix("sha256:")

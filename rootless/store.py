@@ -45,7 +45,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
-from .extract import DEFAULT_MAX_BYTES, extract_layer
+from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEXPREFIX = re.compile(r"[0-9a-f]{4,64}")
@@ -102,6 +102,12 @@ _MIGRATIONS = {1: _DIGESTS_TABLE}
 
 _HINT_LIST = "list local images with `rsbox images`, or add one with `rsbox import`"
 
+#: What to keep free on the store's filesystem while layers and blobs are written.
+RESERVE_ENV = "RSBOX_STORE_RESERVE"
+_GIB = 1024**3
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
 
 # --- names -----------------------------------------------------------------------------
 
@@ -155,6 +161,38 @@ def _short_candidates(ref: str) -> tuple[str, str] | None:
     if ":" in path.rsplit("/", 1)[-1]:
         path, _, tag = path.rpartition(":")
     return path, tag
+
+
+# --- the reserve of free space --------------------------------------------------------
+
+
+def store_reserve(total: int, setting: str | None = None) -> int:
+    """Bytes that writing layers and blobs must leave free on a filesystem of ``total``
+    bytes.
+
+    Default: 2% of the filesystem, at least 2 GiB, but never more than a fifth of it
+    (a 5 GiB filesystem keeps 1 GiB, 100 GiB keeps 2 GiB, 1 TiB keeps 20 GiB): enough
+    that a bomb or a runaway pull cannot take the last space other users and processes
+    of a shared machine need, small enough that a small filesystem stays usable.
+    ``setting`` (`RESERVE_ENV`) replaces it: bytes with an optional K, M, G or T suffix
+    (powers of 1024: ``512M``, ``10G``, ``1.5GiB``), a percentage of the filesystem
+    (``5%``), or ``0`` to keep nothing back. Raises UsageError for anything else.
+    """
+    if setting is None or not setting.strip():
+        return min(max(2 * _GIB, total * 2 // 100), total // 5)
+    text = setting.strip()
+    if m := _PERCENT.fullmatch(text):
+        percent = float(m.group(1))
+        if percent <= 100:
+            return int(total * percent / 100)
+    elif m := _SIZE.fullmatch(text):
+        unit = 1024 ** " kmgt".index(m.group(2).lower() or " ")
+        return int(float(m.group(1)) * unit)
+    raise UsageError(
+        f"{RESERVE_ENV}={setting!r} is not a size",
+        hint="use bytes with an optional K, M, G or T suffix (10G), a percentage of the "
+        "filesystem (5%), or 0 to keep nothing free",
+    )
 
 
 # --- records ---------------------------------------------------------------------------
@@ -272,6 +310,15 @@ def rmtree_forcefully(path: Path) -> None:
     shutil.rmtree(path, onerror=onerror)
     if path.exists():
         shutil.rmtree(path, onerror=onerror)
+
+
+def _check_diff_id(info: LayerInfo, diff_id: str | None) -> None:
+    if diff_id is not None and info.diff_id != diff_id:
+        raise LayerError(
+            f"layer sha256:{info.blob} uncompresses to sha256:{info.diff_id}, "
+            f"the image config says sha256:{diff_id}",
+            hint="the image is damaged or was tampered with; nothing was stored",
+        )
 
 
 # --- the store -------------------------------------------------------------------------
@@ -425,21 +472,40 @@ class Store:
     def mkdtemp(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
 
+    def space_guard(self, what: str) -> SpaceGuard:
+        """What every write of a layer or blob into this store is charged to: it refuses
+        (`StoreFull`, naming ``what``) before the store's filesystem would have less than
+        `store_reserve` free."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot read the free space of {self.root}: {exc}") from exc
+        reserve = store_reserve(st.f_blocks * st.f_frsize, os.environ.get(RESERVE_ENV))
+        hint = (
+            f"free some space there, or lower the reserve with {RESERVE_ENV}=SIZE "
+            "(such as 1G; 0 keeps nothing free)"
+        )
+        return SpaceGuard(self.root, reserve, what, hint=hint)
+
     # -- blobs and layers ---------------------------------------------------------------
 
-    def add_blob(self, src: Path, digest: str | None = None) -> str:
-        """Copy ``src`` into blobs/ (verifying ``digest`` if given); return its hex digest."""
+    def add_blob(
+        self, src: Path, digest: str | None = None, guard: SpaceGuard | None = None
+    ) -> str:
+        """Copy ``src`` into blobs/ (verifying ``digest`` if given); return its hex digest.
+        Runs of zeros stay holes; the copy is charged to ``guard`` (default: one for
+        ``blob sha256:...``)."""
+        if guard is None:
+            guard = self.space_guard(f"blob sha256:{(digest or '?')[:12]}")
         fd, tmpname = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         tmp = Path(tmpname)
         try:
-            h = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-                while chunk := f.read(1024 * 1024):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            actual = h.hexdigest()
+            try:
+                with open(src, "rb") as f:
+                    actual, _ = copy_stream_sparse(f, fd, guard)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             if digest is not None and actual != digest:
                 raise ImageError(
                     f"blob {src} has digest sha256:{actual}, expected sha256:{digest}",
@@ -460,12 +526,15 @@ class Store:
         digest: str | None = None,
         diff_id: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        created: list[str] | None = None,
     ) -> LayerInfo:
         """Store the layer tarball ``blob`` once: verify, keep the blob, extract.
 
         ``digest`` (the blob's) and ``diff_id`` (the uncompressed stream's) are verified
-        when given. Two commands adding the same blob serialise on a per-blob lock; the
-        second finds the layer ready. The layer's refcount is left to `add_image`.
+        when given, before anything gets its final name: a mismatch leaves nothing. Two
+        commands adding the same blob serialise on a per-blob lock; the second finds the
+        layer ready. The layer's refcount is left to `add_image`. The diff_id of a layer
+        this call put into the store is appended to ``created`` (see `discard_layers`).
         """
         actual = sha256_file(blob)
         if digest is not None and actual != digest:
@@ -479,14 +548,11 @@ class Store:
             ).fetchone()
             if row is not None and self.layer_dir(row[0]).is_dir():
                 info = LayerInfo(diff_id=row[0], blob=actual, size=row[1])
+                _check_diff_id(info, diff_id)
             else:
-                info = self._extract_new_layer(blob, actual, max_bytes)
-        if diff_id is not None and info.diff_id != diff_id:
-            raise LayerError(
-                f"layer sha256:{actual} uncompresses to sha256:{info.diff_id}, "
-                f"the image config says sha256:{diff_id}",
-                hint="the image is damaged or was tampered with",
-            )
+                info, new = self._extract_new_layer(blob, actual, max_bytes, diff_id)
+                if new and created is not None:
+                    created.append(info.diff_id)
         return info
 
     def layer_for_blob(self, blob_digest: str) -> LayerInfo | None:
@@ -576,27 +642,71 @@ class Store:
         with self._writer() as db:
             return db.execute("DELETE FROM names WHERE name = ?", (name,)).rowcount > 0
 
-    def _extract_new_layer(self, blob: Path, blob_digest: str, max_bytes: int) -> LayerInfo:
+    def _extract_new_layer(
+        self, blob: Path, blob_digest: str, max_bytes: int, diff_id: str | None
+    ) -> tuple[LayerInfo, bool]:
+        """Extract, verify, then move into place. Returns the layer and whether this call
+        created it (False: another command stored the same diff_id meanwhile)."""
         work = self.mkdtemp("layer-")
         try:
-            result = extract_layer(blob, work / "layer", max_bytes=max_bytes)
-            self.add_blob(blob, blob_digest)  # only once it proved to be a sound layer
+            guard = self.space_guard(f"layer sha256:{blob_digest[:12]}")
+            result = extract_layer(blob, work / "layer", max_bytes=max_bytes, guard=guard)
+            info = LayerInfo(diff_id=result.diff_id, blob=blob_digest, size=result.size)
+            _check_diff_id(info, diff_id)
+            self.add_blob(blob, blob_digest, guard)  # only once it proved to be a sound layer
             # One syncfs-like flush instead of an fsync per file: the layer must be on
             # disk before its name is.
             os.sync()
             final = self.layer_dir(result.diff_id)
             with self._writer() as db:
-                if not final.is_dir():
+                new = not final.is_dir()
+                if new:
                     os.rename(work / "layer", final)
                     _fsync_dir(final.parent)
-                db.execute(
-                    "INSERT INTO layers(diff_id, blob, size) VALUES (?, ?, ?) "
-                    "ON CONFLICT(diff_id) DO NOTHING",
-                    (result.diff_id, blob_digest, result.size),
+                new = new and (
+                    db.execute(
+                        "INSERT INTO layers(diff_id, blob, size) VALUES (?, ?, ?) "
+                        "ON CONFLICT(diff_id) DO NOTHING",
+                        (result.diff_id, blob_digest, result.size),
+                    ).rowcount
+                    == 1
                 )
-            return LayerInfo(diff_id=result.diff_id, blob=blob_digest, size=result.size)
+            return info, new
         finally:
             rmtree_forcefully(work)
+
+    def discard_layers(self, diff_ids: Sequence[str]) -> None:
+        """Take back layers an import put into the store (`add_layer`'s ``created``) when
+        the import fails later: those no image uses are removed with their blobs.
+
+        A concurrent command that found one of them in the store and has not yet added
+        its image (refcount still 0) will fail to add it and can simply be run again.
+        """
+        with self._writer() as db:
+            for diff_id in dict.fromkeys(diff_ids):
+                self._drop_unused_layer(db, diff_id)
+        for path in self.tmp.glob("gone-*"):
+            rmtree_forcefully(path)
+
+    def _drop_unused_layer(self, db: sqlite3.Connection, diff_id: str) -> bool:
+        """Under the writer lock: remove the layer (row, directory, and its blob unless
+        another layer came from it) if no image uses it. Its directory goes to
+        tmp/gone-*, for the caller to delete after the transaction."""
+        row = db.execute("SELECT refcount, blob FROM layers WHERE diff_id = ?", (diff_id,))
+        found = row.fetchone()
+        if found is None or found[0] > 0:
+            return False
+        if db.execute("SELECT 1 FROM image_layers WHERE diff_id = ?", (diff_id,)).fetchone():
+            return False
+        blob = found[1]
+        db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
+        gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.layer_dir(diff_id), gone)
+        if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (blob,)).fetchone():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.blob_path(blob))
+        return True
 
     # -- images -------------------------------------------------------------------------
 
@@ -791,22 +901,8 @@ class Store:
             # Only this image's layers: a layer with refcount 0 may belong to an import
             # in progress in another command (add_layer, then add_image).
             for diff_id in dict.fromkeys(own):
-                left = db.execute(
-                    "SELECT refcount FROM layers WHERE diff_id = ?", (diff_id,)
-                ).fetchone()
-                if left is None or left[0] > 0:
-                    continue
-                blob = db.execute(
-                    "SELECT blob FROM layers WHERE diff_id = ?", (diff_id,)
-                ).fetchone()[0]
-                db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
-                gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(self.layer_dir(diff_id), gone)
-                if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (blob,)).fetchone():
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.blob_path(blob))
-                doomed.append(diff_id)
+                if self._drop_unused_layer(db, diff_id):
+                    doomed.append(diff_id)
             if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (image.id,)).fetchone():
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.blob_path(image.id))  # the config blob

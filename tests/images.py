@@ -7,10 +7,14 @@
   plain-tar top layer. Written by hand (deterministic) and checked against umoci in
   tests/rootless/test_oci_layout.py.
 * `make_umoci_layout`: a layered image made by umoci itself (rootless).
+* Bombs: `sparse_tar` (GNU tar --sparse: a few KiB describing GiBs), `gzip_bomb` (a few
+  MB of gzip inflating to GiBs of zeros), and `docker_archive` / `write_oci_layout_blobs`
+  to wrap such layers as they are (never decompressed in memory).
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -310,3 +314,119 @@ def make_registry_layout(dest: Path, tag: str = TAG) -> tuple[Path, str]:
     top = {"schemaVersion": 2, "manifests": [index_desc]}
     (dest / "index.json").write_text(json.dumps(top))
     return dest, tag
+
+
+# --- bombs -------------------------------------------------------------------------------
+
+GIB = 1024**3
+SPARSE_FORMATS = {  # what `tar --sparse` writes, by name
+    "pax-0.0": ["--format=pax", "--sparse-version=0.0"],
+    "pax-0.1": ["--format=pax", "--sparse-version=0.1"],
+    "pax-1.0": ["--format=pax", "--sparse-version=1.0"],
+    "gnu": ["--format=gnu"],
+}
+SPARSE_DATA = {0: b"start", GIB: b"middle", None: b"end"}  # offset (None: the last bytes)
+
+
+def sparse_tar(workdir: Path, size: int = 2 * GIB, fmt: str = "pax-1.0") -> bytes:
+    """A layer tarball written by GNU ``tar --sparse``: ``sparse.bin`` of ``size`` bytes,
+    holes but for `SPARSE_DATA` (at 0, at 1 GiB if inside, and at the end)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / "sparse.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+        for offset, data in SPARSE_DATA.items():
+            if offset is None:
+                f.seek(size - len(data))
+            elif offset + len(data) <= size - 3:
+                f.seek(offset)
+            else:
+                continue
+            f.write(data)
+    out = workdir / f"sparse-{fmt}.tar"
+    subprocess.run(
+        ["tar", "--sparse", *SPARSE_FORMATS[fmt], "--owner=0", "--group=0", "--numeric-owner",
+         "-cf", str(out), "-C", str(workdir), src.name],
+        check=True,
+    )  # fmt: skip
+    src.unlink()
+    data = out.read_bytes()
+    out.unlink()
+    return data
+
+
+@functools.cache
+def gzip_bomb(size: int = 2 * GIB) -> tuple[bytes, str]:
+    """(gzip blob, diff_id hex) of a layer holding ``zeros.bin``, ``size`` bytes of zeros
+    (a plain member, not sparse), then ``after.txt``. Written as concatenated gzip
+    members (RFC 1952 allows it; every gzip reader reads them as one stream): about
+    1 KiB of gzip per MiB of zeros, so 2 GiB take about 2 MB, built in a moment."""
+    assert size % (1024 * 1024) == 0
+    zeros = tarfile.TarInfo("zeros.bin")
+    zeros.size, zeros.mode, zeros.mtime = size, 0o644, 1_700_000_000
+    after = tarfile.TarInfo("after.txt")
+    after.size, after.mode, after.mtime = 6, 0o644, 1_700_000_000
+    head = zeros.tobuf(tarfile.USTAR_FORMAT)
+    tail = after.tobuf(tarfile.USTAR_FORMAT) + b"after\n".ljust(512, b"\0") + bytes(1024)
+    mib = bytes(1024 * 1024)
+    sha = hashlib.sha256(head)
+    for _ in range(size // len(mib)):
+        sha.update(mib)
+    sha.update(tail)
+    one = gzip.compress(mib, 9, mtime=0)
+    blob = gzip.compress(head, mtime=0) + one * (size // len(mib)) + gzip.compress(tail, mtime=0)
+    return blob, sha.hexdigest()
+
+
+def docker_archive(
+    dest: Path, layers: list[tuple[bytes, str]], tag: str = "localhost/bomb:v1"
+) -> Path:
+    """A docker-archive (as ``docker save`` writes it) of one image whose layers are
+    the given (blob, diff_id hex) as they are: plain tars or, like newer Docker, gzip."""
+    config = {
+        "architecture": goarch(),
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for _, d in layers]},
+    }
+    members = {"config.json": json.dumps(config).encode()}
+    for i, (blob, _) in enumerate(layers):
+        members[f"l{i}/layer.tar"] = blob
+    manifest = [{"Config": "config.json", "RepoTags": [tag], "Layers": list(members)[1:]}]
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with tarfile.open(dest, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return dest
+
+
+def write_oci_layout_blobs(
+    dest: Path, layers: list[tuple[bytes, str, str]], tag: str = TAG
+) -> tuple[Path, str]:
+    """An OCI layout of one image whose layers are (blob, media type, diff_id hex) as
+    they are (a bomb is never inflated here)."""
+    (dest / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    descs = []
+    for blob, media_type, _ in layers:
+        desc = _put_blob(dest, blob)
+        desc["mediaType"] = media_type
+        descs.append(desc)
+    config = {
+        "architecture": goarch(),
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for _, _, d in layers]},
+    }
+    desc = put_image(dest, config, descs)
+    desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    index = {"schemaVersion": 2, "manifests": [desc]}
+    (dest / "index.json").write_text(json.dumps(index))
+    return dest, tag
+
+
+def allocated(path: Path) -> int:
+    """Bytes the filesystem really allocated for ``path`` (holes cost nothing)."""
+    return path.stat().st_blocks * 512

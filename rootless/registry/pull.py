@@ -10,28 +10,36 @@
    Each blob is streamed once: the HTTP body goes through a pipe to a worker thread that
    hashes it, writes it to tmp/, decompresses (gzip, zstd, none by magic bytes) and
    extracts it (rootless.extract); the blob digest and the diff_id are both verified
-   before anything is renamed into place. A failure leaves only tmp/ entries, removed
-   at once.
+   before anything is renamed into place. The blob and the extracted files are charged
+   to one `SpaceGuard` of the store (refused before the store's filesystem drops below
+   its reserve) and written sparse. A failure leaves only tmp/ entries, removed at once.
 4. The image row and its name, in one transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import platform as _platform
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 import httpx
 import trio
 
 from rootless.errors import LayerError, RsboxError
-from rootless.extract import DEFAULT_MAX_BYTES, ExtractResult, extract_stream
+from rootless.extract import (
+    DEFAULT_MAX_BYTES,
+    ExtractResult,
+    SpaceGuard,
+    extract_stream,
+    write_sparse,
+)
 from rootless.oci_layout import INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, host_arch
 from rootless.store import Image, Store, rmtree_forcefully
 
@@ -348,6 +356,7 @@ class Puller:
     ) -> tuple[str, int, ExtractResult]:
         """Download the blob into a pipe; a worker thread tees it to ``blob_tmp``, hashes
         and extracts it. Returns (blob sha256, bytes, extraction result)."""
+        guard = self.store.space_guard(f"layer sha256:{hexd[:12]}")
         rfd, wfd = os.pipe()
         tee_box: list[_Tee] = []
         outcome: list[ExtractResult | BaseException] = []
@@ -355,14 +364,19 @@ class Puller:
 
         def extract() -> None:
             try:
-                with open(rfd, "rb", buffering=0) as pipe, open(blob_tmp, "wb") as out:
-                    tee = _Tee(pipe, out)
-                    tee_box.append(tee)
-                    res = extract_stream(
-                        io.BufferedReader(tee, _CHUNK), fs_dir, max_bytes=max_bytes
-                    )
-                    tee.drain()
-                    out.flush()
+                with open(rfd, "rb", buffering=0) as pipe:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                    out = os.open(blob_tmp, flags, 0o644)
+                    try:
+                        tee = _Tee(pipe, out, guard)
+                        tee_box.append(tee)
+                        res = extract_stream(
+                            io.BufferedReader(tee, _CHUNK), fs_dir, max_bytes=max_bytes, guard=guard
+                        )
+                        tee.drain()
+                        os.ftruncate(out, tee.count)
+                    finally:
+                        os.close(out)
                 outcome.append(res)
             except BaseException as exc:  # reported by the trio side
                 outcome.append(exc)
@@ -378,9 +392,12 @@ class Puller:
                     if resp.status_code != 200:
                         body = await self.client.read_limited(resp, 65536, "blob")
                         raise self.client.error_for(resp, f"layer sha256:{hexd[:12]}", body)
-                    async for chunk in resp.aiter_raw(_CHUNK):
-                        self.progress.advance(hexd[:12], len(chunk))
-                        await stream.send_all(chunk)
+                    # aclosing: the extractor may stop reading mid-body (a refused layer)
+                    raw = cast("AsyncGenerator[bytes, None]", resp.aiter_raw(_CHUNK))
+                    async with contextlib.aclosing(raw) as body_chunks:
+                        async for chunk in body_chunks:
+                            self.progress.advance(hexd[:12], len(chunk))
+                            await stream.send_all(chunk)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the extractor stopped reading: its error is the one to report
             except httpx.TransportError as exc:
@@ -421,11 +438,13 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 class _Tee(io.RawIOBase):
-    """Reads from the pipe; every byte is hashed and written to the blob file."""
+    """Reads from the pipe; every byte is hashed and written (sparse, charged to
+    ``guard``) to the new blob file ``out``, which the caller truncates to `count`."""
 
-    def __init__(self, inner: io.RawIOBase | io.FileIO, out: io.BufferedWriter) -> None:
+    def __init__(self, inner: io.RawIOBase | io.FileIO, out: int, guard: SpaceGuard) -> None:
         self._inner = inner
         self._out = out
+        self._guard = guard
         self.sha = hashlib.sha256()
         self.count = 0
 
@@ -435,9 +454,9 @@ class _Tee(io.RawIOBase):
     def readinto(self, buf: Any) -> int:
         n = self._inner.readinto(buf) or 0
         if n:
-            view = memoryview(buf)[:n]
-            self.sha.update(view)
-            self._out.write(view)
+            data = bytes(memoryview(buf)[:n])
+            self.sha.update(data)
+            write_sparse(self._out, self.count, data, self._guard)
             self.count += n
         return n
 

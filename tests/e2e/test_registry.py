@@ -4,21 +4,34 @@ the suite; skopeo and umoci check interoperability both ways."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import IN_CI, Rsbox
-from tests.images import make_layered_oci_layout, make_registry_layout, write_oci_layout
+from tests.images import (
+    GIB,
+    docker_archive,
+    gzip_bomb,
+    make_layered_oci_layout,
+    make_registry_layout,
+    sparse_tar,
+    write_oci_layout,
+    write_oci_layout_blobs,
+)
 from tests.podman import private_runtime
 from tests.registry import PASSWORD, USER, Registry, running_registry
+from tests.rootless.leftovers import leftovers, nothing_stored
 
 TOOLS = ("/usr/bin/docker-registry", "skopeo", "umoci", "openssl", "htpasswd")
 
@@ -428,3 +441,138 @@ def test_rsbox_pushes_a_multi_platform_index_from_an_oci_layout(
     fresh("pull", "-q", "--platform", f"linux/{other}", dest, check=True)
     doc = json.loads(fresh("image", "inspect", dest, check=True).stdout)[0]
     assert doc["Architecture"] == other
+
+
+# --- bombs and bad input ------------------------------------------------------------------
+
+TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+@dataclass(frozen=True)
+class Bombs:
+    """The same two layers (a 20 KiB `tar --sparse` of a 2 GiB file, a 2 MB gzip of
+    2 GiB of zeros) as tarballs for `import`, a docker-archive for `load`, and an image
+    in the registry for `pull`; and a sparse-only variant of each."""
+
+    sparse: Path
+    bomb: Path
+    archive: Path
+    ref: str
+    sparse_archive: Path
+    sparse_ref: str
+
+
+@pytest.fixture(scope="module")
+def bombs(plain: Registry, tmp_path_factory: pytest.TempPathFactory) -> Bombs:
+    d = tmp_path_factory.mktemp("bombs")
+    sparse_blob = sparse_tar(d / "src", 2 * GIB)
+    sparse = (sparse_blob, hashlib.sha256(sparse_blob).hexdigest())
+    bomb = gzip_bomb(2 * GIB)
+    (d / "sparse.tar").write_bytes(sparse_blob)
+    (d / "bomb.tar.gz").write_bytes(bomb[0])
+    refs = {}
+    for name, layers in (("bombs", [sparse, bomb]), ("sparse", [sparse])):
+        docker_archive(d / f"{name}-archive.tar", layers)
+        media = [
+            (blob, TAR if blob is sparse_blob else f"{TAR}+gzip", diff_id)
+            for blob, diff_id in layers
+        ]
+        layout, tag = write_oci_layout_blobs(d / f"{name}-layout", media)
+        refs[name] = f"{plain.host}/suite/{name}:v1"
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:{tag}", f"docker://{refs[name]}")
+    return Bombs(d / "sparse.tar", d / "bomb.tar.gz", d / "bombs-archive.tar", refs["bombs"],
+                 d / "sparse-archive.tar", refs["sparse"])  # fmt: skip
+
+
+def _stored_files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every regular file of the store's layers: name -> (size, bytes allocated)."""
+    out = {}
+    for path in (root / "layers").glob("*/fs/*"):
+        st = path.lstat()
+        out[path.name] = (st.st_size, st.st_blocks * 512)
+    return out
+
+
+def _allocated(root: Path) -> int:
+    return sum(
+        os.lstat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(root) for f in files
+    )
+
+
+def test_sparse_and_bomb_layers_stay_sparse_through_import_load_and_pull(
+    bombs: Bombs, tmp_path: Path
+) -> None:
+    cases = {
+        "import": [("import", str(bombs.sparse), "sparse"), ("import", str(bombs.bomb), "bomb")],
+        "load": [("load", "-i", str(bombs.archive))],
+        "pull": [("pull", "-q", bombs.ref)],
+    }
+    for how, commands in cases.items():
+        store = Rsbox(tmp_path / how)
+        for args in commands:
+            store(*args, timeout=300, check=True)
+        files = _stored_files(store.root)
+        assert files["sparse.bin"][0] == 2 * GIB and files["zeros.bin"][0] == 2 * GIB, how
+        assert files["after.txt"][0] == 6, how  # what follows the 2 GiB of zeros
+        # 4 GiB of files, 2 layers, 2 blobs and a database in a few MB at most
+        assert _allocated(store.root) < 16 * 1024 * 1024, (how, files)
+
+
+def test_a_store_reserve_larger_than_the_free_space_refuses_with_one_line(
+    bombs: Bombs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = {
+        "import": ("import", str(bombs.sparse), "sparse"),
+        "load": ("load", "-i", str(bombs.sparse_archive)),
+        "pull": ("pull", "-q", bombs.sparse_ref),
+    }
+    for how, args in commands.items():
+        store = Rsbox(tmp_path / how)
+        monkeypatch.setenv("RSBOX_STORE_RESERVE", "100%")
+        line = one_line_error(store(*args), "would leave less than", "RSBOX_STORE_RESERVE")
+        assert re.search(r"error: layer sha256:[0-9a-f]{12} would leave less than ", line), line
+        assert nothing_stored(store.root), (how, leftovers(store.root))
+        monkeypatch.setenv("RSBOX_STORE_RESERVE", "64M")  # control: a small reserve
+        store(*args, check=True)
+        assert _stored_files(store.root)["sparse.bin"][0] == 2 * GIB
+    monkeypatch.setenv("RSBOX_STORE_RESERVE", "plenty")
+    one_line_error(Rsbox(tmp_path / "bad")(*commands["import"]), "RSBOX_STORE_RESERVE")
+
+
+def test_bad_input_to_save_and_load_is_one_line_and_stores_nothing(
+    bombs: Bombs, fresh: Rsbox, tmp_path: Path
+) -> None:
+    fresh("load", "-i", str(bombs.sparse_archive), check=True)
+    fresh("save", "-o", str(tmp_path / "good.tar"), "localhost/bomb:v1", check=True)
+    before = leftovers(fresh.root)
+    one_line_error(
+        fresh("save", "-o", "/no/such/dir/x.tar", "localhost/bomb:v1"),
+        "cannot write /no/such/dir/x.tar",
+        "does not exist",
+    )
+    assert not Path("/no/such").exists()
+    one_line_error(fresh("save", "-o", str(tmp_path), "localhost/bomb:v1"), "is a directory")
+    good = (tmp_path / "good.tar").read_bytes()
+    inputs = {
+        "not-a-tar": (b"#!/bin/sh\necho this is a script\n", "is not a tar archive"),
+        "empty": (b"", "is empty"),
+        "truncated": (good[: len(good) // 2], "truncated"),
+    }
+    for name, (content, words) in inputs.items():
+        (tmp_path / name).write_bytes(content)
+        one_line_error(fresh("load", "-i", str(tmp_path / name)), words)
+        assert leftovers(fresh.root) == before, name
+
+
+def test_load_of_a_layer_not_matching_its_digest_stores_nothing(
+    fresh: Rsbox, tmp_path: Path
+) -> None:
+    from tests.images import TarBuilder
+
+    good = TarBuilder().file("good.txt", b"good\n").bytes()
+    bad = TarBuilder().file("bad.txt", b"bad\n").bytes()
+    archive = docker_archive(
+        tmp_path / "bad.tar", [(good, hashlib.sha256(good).hexdigest()), (bad, "ab" * 32)]
+    )
+    one_line_error(fresh("load", "-i", str(archive)), "the image config says sha256:" + "ab" * 32)
+    assert nothing_stored(fresh.root), leftovers(fresh.root)

@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 
 from fs.meta import LayerMeta
-from rootless.errors import LayerError
-from rootless.extract import clean_member_path, detect_compression, extract_layer
-from tests.images import TarBuilder
+from rootless.errors import LayerError, StoreFull
+from rootless.extract import SpaceGuard, clean_member_path, detect_compression, extract_layer
+from tests.images import (
+    GIB,
+    SPARSE_FORMATS,
+    TarBuilder,
+    allocated,
+    gzip_bomb,
+    sparse_tar,
+)
 
 
 @pytest.fixture
@@ -362,3 +369,169 @@ def test_sparse_file_counts_its_expanded_size(tmp_path: Path) -> None:
     fs, _, _ = _extract(tmp_path / "ok", blob.read_bytes())
     data = (fs / "sparse.bin").read_bytes()
     assert len(data) == 5_000_001 and data[-1:] == b"x" and not data[:-1].strip(b"\0")
+
+
+# --- bounded extraction: sparse members, zeros as holes, the store's free space ----------
+
+
+@pytest.mark.parametrize("fmt", SPARSE_FORMATS)
+def test_sparse_member_stays_sparse_on_disk(tmp_path: Path, fmt: str) -> None:
+    blob = sparse_tar(tmp_path / "src", 2 * GIB, fmt)
+    assert len(blob) <= 20480  # a few KiB describing 2 GiB
+    fs, _, diff_id = _extract(tmp_path, blob)
+    out = fs / "sparse.bin"
+    assert out.stat().st_size == 2 * GIB
+    assert allocated(out) < 1024 * 1024  # not 2 GiB of zeros
+    assert diff_id == hashlib.sha256(blob).hexdigest()
+    fd = os.open(out, os.O_RDONLY)
+    try:  # the data where tar put it, zeros around it
+        assert os.pread(fd, 6, 0) == b"start\0"
+        assert os.pread(fd, 8, GIB - 1) == b"\0middle\0"
+        assert os.pread(fd, 5, 2 * GIB - 4) == b"\0end"
+        assert os.pread(fd, 4096, GIB // 2) == bytes(4096)
+    finally:
+        os.close(fd)
+
+
+def test_allocated_blocks_show_what_was_really_written(tmp_path: Path) -> None:
+    """Control for the sparse tests: data that is not zeros is all on disk."""
+    data = os.urandom(4 * 1024 * 1024)
+    fs, _, _ = _extract(tmp_path, TarBuilder().file("random.bin", data).bytes())
+    assert (fs / "random.bin").read_bytes() == data
+    assert allocated(fs / "random.bin") >= len(data)
+
+
+def test_zero_blocks_become_holes_and_the_content_is_exact(tmp_path: Path) -> None:
+    rnd = os.urandom
+    data = (
+        rnd(100)  # unaligned data, then zeros across block boundaries
+        + bytes(3 * 1024 * 1024 + 17)
+        + rnd(5000)
+        + bytes(4095)  # less than a block of zeros: kept as data
+        + rnd(1)
+        + bytes(2 * 1024 * 1024)  # trailing zeros: the length comes from ftruncate
+    )
+    fs, _, _ = _extract(tmp_path, TarBuilder().file("mixed.bin", data).bytes())
+    assert (fs / "mixed.bin").read_bytes() == data
+    assert allocated(fs / "mixed.bin") < 256 * 1024
+
+
+def test_gzip_bomb_of_zeros_is_stored_sparse(tmp_path: Path) -> None:
+    bomb, diff_id = gzip_bomb(256 * 1024 * 1024)
+    assert len(bomb) < 512 * 1024
+    fs, _, got = _extract(tmp_path, bomb)
+    assert got == diff_id
+    assert (fs / "zeros.bin").stat().st_size == 256 * 1024 * 1024
+    assert allocated(fs / "zeros.bin") < 1024 * 1024
+    assert (fs / "after.txt").read_bytes() == b"after\n"  # the stream goes on after it
+
+
+def _pax_sparse(realsize: int, regions: list[tuple[int, int]]) -> bytes:
+    """A PAX 0.1 sparse member (the map in a PAX header) written by hand."""
+    data = b"".join(bytes([65 + i]) * size for i, (_, size) in enumerate(regions))
+    headers = {
+        "GNU.sparse.size": str(realsize),
+        "GNU.sparse.map": ",".join(f"{o},{n}" for o, n in regions),
+    }
+    return TarBuilder().file("s.bin", data, pax_headers=headers).bytes()
+
+
+def test_handmade_sparse_map_is_followed(tmp_path: Path) -> None:
+    fs, _, _ = _extract(tmp_path, _pax_sparse(10_000, [(0, 3), (8192, 5)]))
+    assert (fs / "s.bin").read_bytes() == b"AAA" + bytes(8189) + b"BBBBB" + bytes(10_000 - 8197)
+
+
+@pytest.mark.parametrize(
+    "regions",
+    [
+        [(0, 10), (5, 10)],  # overlapping
+        [(8192, 5), (0, 3)],  # out of order
+        [(9_998, 5)],  # past the end of the file
+    ],
+)
+def test_malformed_sparse_map_is_rejected(tmp_path: Path, regions: list[tuple[int, int]]) -> None:
+    with pytest.raises(LayerError, match="malformed sparse map") as info:
+        _extract(tmp_path, _pax_sparse(10_000, regions))
+    assert info.value.hint
+
+
+class SmallFs:
+    """statvfs of a pretend filesystem of ``capacity`` bytes holding exactly what is
+    allocated below ``root`` (st_blocks: holes cost nothing), for SpaceGuard."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        self.capacity = capacity
+        self.looks = 0
+
+    def used(self) -> int:
+        total = 0
+        for d, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                total += os.lstat(os.path.join(d, name)).st_blocks * 512
+        return total
+
+    def __call__(self, path: object) -> os.statvfs_result:
+        self.looks += 1
+        free = max(0, self.capacity - self.used()) // 4096
+        blocks = self.capacity // 4096
+        return os.statvfs_result((4096, 4096, blocks, free, free, 10**6, 10**6, 10**6, 0, 255))
+
+
+def _guarded(work: Path, blob: bytes, capacity: int, reserve: int) -> SmallFs:
+    """Extract ``blob`` into ``work``/layer on a pretend filesystem of ``capacity``."""
+    work.mkdir()
+    src = work.parent / f"{work.name}.tar"
+    src.write_bytes(blob)
+    fake = SmallFs(work, capacity)
+    guard = SpaceGuard(work, reserve, "layer sha256:0123456789ab", hint="hint", statvfs=fake)
+    extract_layer(src, work / "layer", guard=guard)
+    return fake
+
+
+MIB = 1024 * 1024
+
+
+def test_space_guard_refuses_a_layer_that_would_eat_the_reserve(tmp_path: Path) -> None:
+    blob = TarBuilder().file("a.bin", os.urandom(24 * MIB)).file("b.bin", b"b").bytes()
+    fake = SmallFs(tmp_path / "work", 40 * MIB)
+    with pytest.raises(StoreFull) as info:
+        _guarded(tmp_path / "work", blob, capacity=40 * MIB, reserve=20 * MIB)
+    assert info.value.line().startswith(
+        "rsbox: error: layer sha256:0123456789ab would leave less than 20 MiB free on "
+    )
+    assert info.value.hint == "hint" and "\n" not in info.value.line()
+    # refused while writing (a.bin half written), never below the reserve
+    fs = tmp_path / "work" / "layer" / "fs"
+    assert allocated(fs / "a.bin") > 8 * MIB and fake.used() <= 40 * MIB - 20 * MIB
+    assert not (fs / "b.bin").exists()
+
+
+def test_space_guard_control_the_same_layer_fits_a_smaller_reserve(tmp_path: Path) -> None:
+    blob = TarBuilder().file("a.bin", os.urandom(24 * MIB)).file("b.bin", b"b").bytes()
+    _guarded(tmp_path / "work", blob, capacity=40 * MIB, reserve=8 * MIB)
+    assert (tmp_path / "work" / "layer" / "fs" / "b.bin").read_bytes() == b"b"
+
+
+def test_space_guard_counts_what_is_written_not_what_a_bomb_expands_to(tmp_path: Path) -> None:
+    bomb, _ = gzip_bomb(256 * MIB)  # 256 MiB of zeros "fit" in the 12 MiB left
+    _guarded(tmp_path / "bomb", bomb, capacity=16 * MIB, reserve=4 * MIB)
+    assert (tmp_path / "bomb" / "layer" / "fs" / "zeros.bin").stat().st_size == 256 * MIB
+    blob = sparse_tar(tmp_path / "src", 2 * GIB)
+    _guarded(tmp_path / "sparse", blob, capacity=16 * MIB, reserve=4 * MIB)
+    assert (tmp_path / "sparse" / "layer" / "fs" / "sparse.bin").stat().st_size == 2 * GIB
+
+
+def test_space_guard_looks_again_as_the_filesystem_fills(tmp_path: Path) -> None:
+    fake = SmallFs(tmp_path, capacity=64 * MIB)
+    guard = SpaceGuard(tmp_path, 16 * MIB, "layer x", statvfs=fake)
+    guard.charge(MIB)
+    assert fake.looks == 1
+    for _ in range(7):
+        guard.charge(MIB)  # within the margin: no look
+    assert fake.looks == 1
+    (tmp_path / "other").write_bytes(os.urandom(50 * MIB))  # someone else fills it
+    with pytest.raises(StoreFull):
+        for _ in range(8):
+            guard.charge(MIB)
+    assert fake.looks == 2

@@ -13,20 +13,22 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import zstandard
 
-from rootless.errors import ImageError, LayerError, RsboxError
+from rootless.errors import ImageError, LayerError, RsboxError, StoreFull
 from rootless.registry import AuthError, RegistryError
 from rootless.registry.auth import Credentials
 from rootless.registry.client import TransportOptions
 from rootless.registry.pull import Platform, pull_image
 from rootless.registry.reference import parse_reference
-from rootless.store import Store
-from tests.images import TarBuilder
+from rootless.store import RESERVE_ENV, Store
+from tests.images import GIB, TarBuilder, allocated, gzip_bomb, sparse_tar
+from tests.rootless.leftovers import nothing_stored
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -92,6 +94,32 @@ def make_image(
         }
     ).encode()
     return Image(manifest, blobs, raws)
+
+
+def image_of_blobs(layers: list[tuple[bytes, str, str]]) -> Image:
+    """An image whose layers are (blob, media type, diff_id hex) as they are."""
+    blobs = {_sha(blob): blob for blob, _, _ in layers}
+    config = json.dumps(
+        {
+            "architecture": HOST.architecture,
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for _, _, d in layers]},
+        }
+    ).encode()
+    blobs[_sha(config)] = config
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _sha(config),
+            "size": len(config),
+        },
+        "layers": [
+            {"mediaType": mt, "digest": _sha(blob), "size": len(blob)} for blob, mt, _ in layers
+        ],
+    }
+    return Image(json.dumps(manifest).encode(), blobs, [])
 
 
 @dataclass
@@ -453,3 +481,45 @@ async def test_blob_redirects_are_followed_without_credentials(
     right = TransportOptions(backoff=0.01, credentials=Credentials("u", "pw"))
     pulled, _ = await _pull(store, registry, opts=right)
     assert len(pulled.layers) == 3 and len(seen) == 4  # 3 layers + the config
+
+
+TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _bombs(tmp_path: Path) -> Image:
+    sparse = sparse_tar(tmp_path / "src", 2 * GIB, "pax-0.1")
+    bomb, bomb_diff_id = gzip_bomb(256 * 1024 * 1024)
+    return image_of_blobs(
+        [
+            (sparse, TAR, hashlib.sha256(sparse).hexdigest()),
+            (bomb, f"{TAR}+gzip", bomb_diff_id),
+        ]
+    )
+
+
+async def test_pulled_sparse_and_bomb_layers_stay_sparse(
+    store: Store, registry: FakeRegistry, tmp_path: Path
+) -> None:
+    registry.add("img:v1", _bombs(tmp_path))
+    pulled, _ = await _pull(store, registry)
+    big = pulled.layers[0] / "fs" / "sparse.bin"
+    zeros = pulled.layers[1] / "fs" / "zeros.bin"
+    assert big.stat().st_size == 2 * GIB and zeros.stat().st_size == 256 * 1024 * 1024
+    assert allocated(big) + allocated(zeros) < 2 * 1024 * 1024
+    for digest, blob in registry.blobs.items():  # blobs as pulled (the 2 MB bomb's too)
+        if digest != json.loads(registry.manifests["img:v1"][1])["config"]["digest"]:
+            assert store.blob_path(digest[7:]).read_bytes() == blob
+
+
+async def test_pull_past_the_reserve_is_refused_and_leaves_nothing(
+    store: Store, registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = make_image()
+    registry.add("img:v1", image)
+    monkeypatch.setenv(RESERVE_ENV, "100%")
+    with pytest.raises(StoreFull, match=r"layer sha256:[0-9a-f]{12} would leave less than"):
+        await _pull(store, registry)
+    assert nothing_stored(store.root)
+    monkeypatch.setenv(RESERVE_ENV, "0")  # control
+    pulled, _ = await _pull(store, registry)
+    assert len(pulled.layers) == 3

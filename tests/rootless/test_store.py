@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -10,11 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from rootless.errors import ContainerError, ImageError, ImageNotFound, LayerError, UsageError
+from rootless.errors import (
+    ContainerError,
+    ImageError,
+    ImageNotFound,
+    LayerError,
+    StoreFull,
+    UsageError,
+)
 from rootless.image_import import import_rootfs
 from rootless.oci_layout import import_oci_layout
-from rootless.store import Store, default_root, normalize_name
-from tests.images import TarBuilder, make_busybox_tarball, write_oci_layout
+from rootless.store import RESERVE_ENV, Store, default_root, normalize_name, store_reserve
+from tests.images import (
+    TarBuilder,
+    make_busybox_tarball,
+    write_oci_layout,
+    write_oci_layout_blobs,
+)
+from tests.rootless.leftovers import nothing_stored
 
 
 @pytest.fixture
@@ -253,3 +268,98 @@ def test_stale_tmp_entries_are_cleaned_on_open(tmp_path: Path) -> None:
         young.mkdir()
     with Store.open(tmp_path / "root") as s:
         assert sorted(p.name for p in s.tmp.iterdir()) == ["layer-running"]
+
+
+# --- the reserve of free space, and failures that leave nothing --------------------------
+
+GIB = 1024**3
+
+
+def test_default_reserve_is_a_few_percent_or_a_few_gib_and_sane_when_small() -> None:
+    assert store_reserve(1024 * GIB) == 1024 * GIB * 2 // 100  # 2%: 20.5 GiB
+    assert store_reserve(100 * GIB) == 2 * GIB  # at least 2 GiB
+    assert store_reserve(5 * GIB) == GIB  # never more than a fifth of the filesystem
+    assert store_reserve(512 * 1024**2) == 512 * 1024**2 // 5
+
+
+@pytest.mark.parametrize(
+    ("setting", "reserve"),
+    [
+        ("0", 0),
+        ("4096", 4096),
+        ("512M", 512 * 1024**2),
+        ("10g", 10 * GIB),
+        ("1.5GiB", 3 * GIB // 2),
+        ("2 TB", 2 * 1024**4),
+        ("5%", 5 * GIB),
+        ("100%", 100 * GIB),
+        (" ", 2 * GIB),  # empty: the default
+    ],
+)
+def test_reserve_setting(setting: str, reserve: int) -> None:
+    assert store_reserve(100 * GIB, setting) == reserve
+
+
+@pytest.mark.parametrize("setting", ["lots", "-1G", "150%", "1X", "G"])
+def test_bad_reserve_setting_is_one_line_with_a_hint(setting: str) -> None:
+    with pytest.raises(UsageError, match=RESERVE_ENV) as info:
+        store_reserve(100 * GIB, setting)
+    assert info.value.hint and "\n" not in info.value.line()
+
+
+def _random_layer(tmp_path: Path) -> Path:
+    blob = tmp_path / "layer.tar.gz"
+    blob.write_bytes(gzip.compress(TarBuilder().file("r.bin", os.urandom(2 << 20)).bytes()))
+    return blob
+
+
+def test_a_layer_that_would_eat_the_reserve_is_refused_and_leaves_nothing(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = _random_layer(tmp_path)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    monkeypatch.setenv(RESERVE_ENV, "100%")  # more than can ever be free
+    with pytest.raises(StoreFull) as info:
+        store.add_layer(blob)
+    line = info.value.line()
+    assert line.startswith(f"rsbox: error: layer sha256:{digest[:12]} would leave less than ")
+    assert f"free on {store.root} (hint: " in line and RESERVE_ENV in line
+    assert nothing_stored(store.root)
+    monkeypatch.setenv(RESERVE_ENV, "1M")  # control: the same layer, a small reserve
+    assert store.add_layer(blob).blob == digest
+
+
+def test_a_layer_not_matching_its_diff_id_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    blob = _random_layer(tmp_path)
+    with pytest.raises(LayerError, match="config says") as info:
+        store.add_layer(blob, diff_id="0" * 64)
+    assert info.value.hint
+    assert nothing_stored(store.root)
+    raw = gzip.decompress(blob.read_bytes())  # control: the right diff_id is accepted
+    assert store.add_layer(blob, diff_id=hashlib.sha256(raw).hexdigest())
+    assert not nothing_stored(store.root)
+
+
+def test_an_oci_import_failing_at_its_last_layer_takes_back_the_others(
+    store: Store, tmp_path: Path
+) -> None:
+    good = TarBuilder().file("good.txt", b"good\n").bytes()
+    bad = TarBuilder().file("bad.txt", b"bad\n").bytes()
+    tar = "application/vnd.oci.image.layer.v1.tar"
+    layers = [(good, tar, hashlib.sha256(good).hexdigest()), (bad, tar, "1" * 64)]
+    layout, tag = write_oci_layout_blobs(tmp_path / "layout", layers)
+    with pytest.raises(LayerError, match="config says"):
+        import_oci_layout(store, layout, tag, "x:1")
+    assert nothing_stored(store.root)
+    # a layer an image already uses is never taken back
+    import_rootfs(store, _tar_file(tmp_path, good), "keep:1")
+    with pytest.raises(LayerError):
+        import_oci_layout(store, layout, tag, "x:1")
+    assert [i.names for i in store.images()] == [("localhost/keep:1",)]
+    assert len(list((store.root / "layers").iterdir())) == 1
+
+
+def _tar_file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / f"{hashlib.sha256(data).hexdigest()[:8]}.tar"
+    path.write_bytes(data)
+    return path
