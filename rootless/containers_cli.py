@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from rootless.commands import Context
 from rootless.errors import ContainerError, UsageError
@@ -175,21 +177,106 @@ def _ps(ns: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _print_log_line(line: bytes, timestamps: bool) -> None:
+class _LogPrinter:
+    """json-file entries -> the container's bytes on our stdout/stderr. Partial entries
+    (no newline at the end of "log") simply run on into the next one. Written in batches,
+    flushed when the stream changes and before waiting, so that stdout and stderr keep
+    their order for a reader of both."""
+
+    def __init__(self, timestamps: bool) -> None:
+        self.timestamps = timestamps
+        self._out: BinaryIO | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def lines(self, data: bytes) -> None:
+        """Entries, one per line; an entry that is not json-file's is skipped."""
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+                text, stream = str(doc["log"]), str(doc["stream"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            out = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
+            if out is not self._out:
+                self.flush()
+                self._out = out
+            if self.timestamps:
+                text = f"{doc.get('time', '')} {text}"
+            chunk = text.encode(errors="replace")
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            if self._size >= 1 << 16:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._out is not None and self._chunks:
+            self._out.write(b"".join(self._chunks))
+            self._out.flush()
+        self._chunks, self._size = [], 0
+
+    def copy(self, fd: int, start: int, stop: int) -> None:
+        """The entries in fd[start:stop] (whole lines), in blocks."""
+        while start < stop:
+            block = os.pread(fd, min(1 << 20, stop - start), start)
+            if not block:
+                return
+            cut = block.rfind(b"\n") + 1 or len(block)
+            self.lines(block[:cut])
+            start += cut
+
+
+def _inode(path: Path) -> int | None:
     try:
-        doc = json.loads(line)
-        text, stream = str(doc["log"]), str(doc["stream"])
-    except (ValueError, KeyError, TypeError):
-        return
-    if timestamps:
-        text = f"{doc.get('time', '')} {text}"
-    out = sys.stderr if stream == "stderr" else sys.stdout
-    out.write(text)
-    out.flush()
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _open_log(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")  # the caller closes it
+    except FileNotFoundError:
+        return None
+
+
+def _older_logs(cdir: Path, than: int | None, after: int | None = None) -> list[BinaryIO]:
+    """The rotated files older than the file with inode `than` (all with None) and, with
+    `after`, newer than that one; opened, oldest first. Files are known by their inodes:
+    their names change under us. They are opened newest first, so that a rotation
+    meanwhile (every name shifts up by one) shows a file twice, which is seen, rather
+    than hides one; one number more than listed covers that shift."""
+    from rootless.lifecycle import LOG_NAME, rotated_logs
+
+    listed = rotated_logs(cdir)
+    highest = int(listed[0].name.rpartition(".")[2]) if listed else 0
+    newest_first: list[BinaryIO] = []
+    seen: set[int] = set()
+    for number in range(1, highest + 2):
+        f = _open_log(cdir / f"{LOG_NAME}.{number}")
+        if f is None:
+            continue
+        ino = os.fstat(f.fileno()).st_ino
+        if ino == after:
+            f.close()
+            break
+        if ino == than:  # what came before is newer than `than`
+            for g in [f, *newest_first]:
+                g.close()
+            newest_first = []
+        elif ino in seen:
+            f.close()
+        else:
+            newest_first.append(f)
+        seen.add(ino)
+    return newest_first[::-1]
 
 
 def _logs(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.lifecycle import LOG_NAME, monitor_pid
+    """Docker's `logs` over the json-file log and its rotated files (oldest first)."""
+    from rootless.lifecycle import LOG_NAME
 
     with ctx.store() as store:
         c = store.container(ns.container)
@@ -198,36 +285,84 @@ def _logs(ns: argparse.Namespace, ctx: Context) -> int:
         if not str(ns.tail).isdigit():
             raise UsageError(f"invalid --tail {ns.tail!r}", hint="give a number or 'all'")
         tail = int(ns.tail)
-    path = c.dir / LOG_NAME
-    if not ns.follow and not path.exists():
-        return 0
-    while not path.exists():  # -f on a container that has not logged yet
-        if monitor_pid(c.id) is None and not path.exists():
-            return 0
-        time.sleep(0.1)
-    with open(path, "rb") as f:
-        lines = f.readlines()
-        if tail is not None:
-            lines = lines[-tail:] if tail else []
+    try:
+        _print_logs(c.id, c.dir / LOG_NAME, tail, ns.follow, _LogPrinter(ns.timestamps))
+    except BrokenPipeError:  # `rsbox logs CTR | head`: end as quietly as `cat` would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+        return 128 + signal.SIGPIPE
+    return 0
+
+
+def _print_logs(cid: str, path: Path, tail: int | None, follow: bool, out: _LogPrinter) -> None:
+    from rootless.lifecycle import monitor_pid, tail_ranges
+
+    with contextlib.ExitStack() as stack:
+        live = _open_log(path)
+        while live is None and follow:  # not logged yet, or a rotation under way
+            if monitor_pid(cid) is None and not path.exists():
+                return
+            time.sleep(0.1)
+            live = _open_log(path)
+        if live is not None:
+            stack.enter_context(live)
+        ino = os.fstat(live.fileno()).st_ino if live is not None else None
+        files = [stack.enter_context(f) for f in _older_logs(path.parent, ino)]
+        if live is not None:
+            files.append(live)
+        ranges = tail_ranges([(f.fileno(), os.fstat(f.fileno()).st_size) for f in files], tail)
+        for f, (start, stop) in zip(files, ranges, strict=True):
+            out.copy(f.fileno(), start, stop)
+        out.flush()
+        if follow and live is not None:
+            _follow(live, ranges[-1][1], path, cid, out)
+
+
+def _whole_lines(out: _LogPrinter, data: bytes) -> bytes:
+    """Print the complete lines of data; return the rest (an entry still being written)."""
+    cut = data.rfind(b"\n") + 1
+    out.lines(data[:cut])
+    return data[cut:]
+
+
+def _follow(f: BinaryIO, pos: int, path: Path, cid: str, out: _LogPrinter) -> None:
+    """`logs -f`: print what is appended until the monitor is gone; when the live file is
+    rotated away, finish it, then print the rotated files newer than it and go on with
+    the new live file."""
+    from rootless.lifecycle import monitor_pid
+
+    with contextlib.ExitStack() as stack:
+        f.seek(pos)
         pending = b""
-        for line in lines:
-            if line.endswith(b"\n"):
-                _print_log_line(line, ns.timestamps)
-            else:
-                pending = line
-        if not ns.follow:
-            return 0
         while True:
-            running = monitor_pid(c.id) is not None
-            chunk = f.read()
-            if chunk:
-                pending += chunk
-                *done, pending = pending.split(b"\n")
-                for line in done:
-                    _print_log_line(line, ns.timestamps)
+            running = monitor_pid(cid) is not None
+            if chunk := f.read(1 << 20):
+                pending = _whole_lines(out, pending + chunk)
                 continue
+            st = os.fstat(f.fileno())
+            if st.st_size < f.tell():  # max-file=1 truncates in place
+                f.seek(0)
+                pending = b""
+                continue
+            if _inode(path) not in (st.st_ino, None):
+                # Rotated: the monitor writes nothing to f after the rename, so f is
+                # complete once read to its end (it may have grown since the read above).
+                while chunk := f.read(1 << 20):
+                    pending = _whole_lines(out, pending + chunk)
+                nxt = _open_log(path)
+                if nxt is None:
+                    continue
+                stack.enter_context(nxt)
+                newer = _older_logs(path.parent, os.fstat(nxt.fileno()).st_ino, after=st.st_ino)
+                for g in newer:
+                    with g:
+                        out.copy(g.fileno(), 0, os.fstat(g.fileno()).st_size)
+                f, pending = nxt, b""
+                continue
+            out.flush()
             if not running:
-                return 0
+                return
             time.sleep(0.1)
 
 

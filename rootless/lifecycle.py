@@ -5,7 +5,8 @@ Two places, as Podman keeps them:
 * durable, in the container's directory of the store: ``config.json`` (what `run` was
   asked and the process it planned, so that `start` and `exec` can do it again),
   ``state.json`` (started/finished times, exit code; written by the monitor, P1, with
-  tmp+fsync+rename) and ``ctr.log`` (json-file log lines of a detached container);
+  tmp+fsync+rename) and ``ctr.log`` (json-file log lines of a detached container;
+  ``ctr.log.1``... when `--log-opt max-size` rotates it);
 * runtime, in ``$XDG_RUNTIME_DIR/rsbox/<id>/`` (``/tmp/rsbox-<uid>/<id>/`` without it):
   ``monitor.lock``, which the monitor holds with flock(LOCK_EX) for its whole life and
   in which it wrote its pid.
@@ -23,13 +24,13 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rootless.errors import ContainerError
+from rootless.errors import ContainerError, UsageError
 
 LOG_NAME = "ctr.log"
 STATE_NAME = "state.json"
@@ -275,3 +276,138 @@ def save_bpf(cdir: Path, bpf: bytes | None) -> None:
             path.unlink()
         return
     atomic_write_bytes(path, bpf, durable=False)
+
+
+# --- the log of a detached container -----------------------------------------------------
+#
+# Docker's json-file driver, file side (moby's daemon/logger/loggerutils/logfile.go and
+# jsonfilelog.go, read for the semantics; the code is ours): the live file is ctr.log,
+# rotated files are ctr.log.1 (newest) ... ctr.log.N (oldest). Before an entry is written,
+# a file that has reached max-size is rotated: the oldest kept file is dropped, the others
+# shift up by one, ctr.log becomes ctr.log.1 and a new ctr.log is started. max-file counts
+# the live file too; with max-file=1 the live file is truncated instead. Sizes take
+# Docker's units (go-units FromHumanSize: k, m, g, t, p are powers of 1000).
+
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4, "p": 1000**5}
+_LOG_OPT_HINT = "use --log-opt max-size=10m, and max-file=3 to keep 3 files"
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """`--log-opt` of the json-file log. max_size None: never rotated (Docker's default)."""
+
+    max_size: int | None = None  # bytes
+    max_file: int = 1  # files kept, the live one included
+
+    @classmethod
+    def parse(cls, opts: Iterable[str]) -> LogOptions:
+        """`KEY=VALUE` items as `docker run --log-opt` takes them (a repeated key: the
+        last wins). Raises UsageError."""
+        import re
+
+        given: dict[str, str] = {}
+        for item in opts:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"invalid --log-opt {item!r}", hint=_LOG_OPT_HINT)
+            if key not in ("max-size", "max-file"):
+                raise UsageError(
+                    f"unsupported --log-opt {key!r}",
+                    hint="rsbox's json-file log takes max-size and max-file",
+                )
+            given[key] = value
+        max_size = None
+        if "max-size" in given:
+            text = given["max-size"]
+            m = re.fullmatch(r"(\d+)(?:\.(\d+))? ?([kmgtp]?)i?b?", text, re.IGNORECASE)
+            max_size = 0
+            if m:  # in integers: no float overflow, whatever the number of digits
+                unit, frac = _SIZE_UNITS[m[3].lower()], m[2] or ""
+                max_size = int(m[1]) * unit + int(frac or 0) * unit // 10 ** len(frac)
+            if max_size <= 0:
+                raise UsageError(
+                    f"invalid --log-opt max-size={text!r}",
+                    hint="give a positive size such as 10m (k, m, g: powers of 1000)",
+                )
+        max_file = 1
+        if "max-file" in given:
+            text = given["max-file"]
+            if not text.isdigit() or int(text) < 1:
+                raise UsageError(
+                    f"invalid --log-opt max-file={text!r}", hint="give a number of files, 1 or more"
+                )
+            if max_size is None:
+                raise UsageError(
+                    "--log-opt max-file needs max-size",
+                    hint="add --log-opt max-size=10m (without it the log is never rotated)",
+                )
+            max_file = int(text)
+        return cls(max_size, max_file)
+
+
+def rotated_logs(cdir: Path) -> list[Path]:
+    """The rotated log files of a container, oldest first (ctr.log.N ... ctr.log.1)."""
+    prefix = LOG_NAME + "."
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(cdir):
+            number = entry.name[len(prefix) :]
+            if entry.name.startswith(prefix) and number.isdigit():
+                found.append((int(number), Path(entry.path)))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def rotate_log(path: Path, max_file: int) -> None:
+    """Make room for a new live file at `path`, keeping max_file - 1 rotated ones: drop
+    the oldest, shift the others up, path -> path.1. Only files that exist are touched
+    (never a loop up to max_file). With max_file 1 nothing is kept: the caller truncates."""
+    for old in rotated_logs(path.parent):
+        number = int(old.name.rpartition(".")[2])
+        if number >= max_file - 1:
+            old.unlink(missing_ok=True)
+        else:
+            old.rename(old.with_name(f"{path.name}.{number + 1}"))
+    if max_file > 1:
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(path.with_name(path.name + ".1"))
+
+
+def _newlines_backwards(fd: int, end: int) -> Iterator[int]:
+    """Offsets of the newlines of fd[:end], last first, read in blocks from the end."""
+    pos = end
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        block = os.pread(fd, step, pos)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            yield pos + i
+
+
+def tail_ranges(files: Sequence[tuple[int, int]], count: int | None) -> list[tuple[int, int]]:
+    """Where the last `count` complete lines of a log are (all of them with None).
+
+    files: (fd, end) per file, oldest first, each read up to `end` (a live file grows: the
+    caller fixes its end once). Returns (start, stop) per file: the lines are the bytes
+    [start, stop), ending with a newline; what follows the last newline of a file (an
+    entry being written) is left out. Reads backwards, only as far as needed."""
+    out: list[tuple[int, int]] = []
+    wanted = count
+    for fd, end in reversed(files):
+        if wanted == 0 and out:  # the newest file is always scanned: its stop is needed
+            out.append((0, 0))
+            continue
+        newlines = _newlines_backwards(fd, end)
+        stop = next(newlines, -1) + 1
+        start = stop if wanted == 0 else 0
+        if wanted and stop:
+            lines = 1
+            for at in newlines:
+                if lines == wanted:
+                    start = at + 1
+                    break
+                lines += 1
+            wanted -= lines
+        out.append((start, stop))
+    out.reverse()
+    return out

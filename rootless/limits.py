@@ -26,6 +26,7 @@ from rootless.errors import UsageError
 
 _SIZE = re.compile(r"(\d+)([bkmg]?)b?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MAX_LIMIT = (1 << 63) - 1  # rlim_t values above this overflow setrlimit
 ULIMITS = {
     "core": resource.RLIMIT_CORE,
     "cpu": resource.RLIMIT_CPU,
@@ -60,6 +61,8 @@ def parse_ulimit(text: str) -> tuple[int, int, int]:
         hard = soft if not hard_s else (-1 if hard_s == "-1" else int(hard_s))
     except ValueError:
         raise UsageError(f"invalid --ulimit {text!r}", hint="values are integers") from None
+    if max(soft, hard) > MAX_LIMIT:
+        raise UsageError(f"--ulimit {text!r}: value too large", hint="at most 2^63-1, or -1")
     soft = resource.RLIM_INFINITY if soft < 0 else soft
     hard = resource.RLIM_INFINITY if hard < 0 else hard
     if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
@@ -81,13 +84,17 @@ class Limits:
         mem = parse_size(memory) if memory else None
         if mem is not None and mem < 6 << 20:
             raise UsageError("--memory must be at least 6m", hint="as Docker requires")
+        if mem is not None and mem > MAX_LIMIT:
+            raise UsageError(
+                f"--memory {memory} is too large", hint="at most 2^63-1 bytes (8589934591g)"
+            )
         cpu = None
         if cpus is not None:
             try:
                 cpu = float(cpus)
             except ValueError:
                 raise UsageError(f"invalid --cpus {cpus!r}", hint="e.g. --cpus 1.5") from None
-        if pids is not None and pids <= 0:
+        if pids is not None and not 0 < pids <= MAX_LIMIT:
             raise UsageError("--pids-limit must be positive", hint="e.g. --pids-limit 64")
         for u in ulimits:
             parse_ulimit(u)

@@ -10,7 +10,20 @@ then runs the tool against P2's pid, as Podman does against its infra process:
   it reports readiness on a pipe, takes port forwards on its API socket, and quits when
   its exit pipe (held by P1 only) closes, i.e. when the monitor exits.
 
-Only then may P2 go on to start the container (so that its first connection works).
+The container's pid 1 makes its mounts meanwhile and waits only before it executes the
+command (so that its first connection works).
+
+What the container must not reach, and the options that open it on purpose:
+
+* The host's loopback services and abstract unix sockets (an X11 display or a session
+  bus on an abstract address means keystrokes into the desktop): a network namespace of
+  its own has its own loopback and its own abstract socket namespace. pasta would map
+  the gateway address to the host's loopback: `--no-map-gw`, and nothing forwarded from
+  the namespace to the host's ports (`-T none -U none`), unless the user asks with
+  Podman's syntax, `--network pasta:-T,5432` (the container's 127.0.0.1:5432 is the
+  host's) or `pasta:--map-gw`. slirp4netns runs `--disable-host-loopback`.
+* slirp4netns parses the container's packets in a process of the user's: it always runs
+  with `--enable-sandbox --enable-seccomp` (its own mount namespace, a syscall filter).
 """
 
 from __future__ import annotations
@@ -72,18 +85,35 @@ def resolv_conf(network: str) -> str:
     return host
 
 
-def attach(tool: str, pid: int, ports: tuple[Port, ...], rundir: Path) -> int | None:
+def pasta_argv(
+    pid: int, ports: tuple[Port, ...], pidfile: Path, options: tuple[str, ...] = ()
+) -> list[str]:
+    """pasta's command line (pure): the published ports, nothing of the host's loopback
+    unless `options` (from `--network pasta:OPT,...`) ask for it."""
+    argv = ["pasta", "--quiet", "--config-net"]
+    for proto, flag in (("tcp", "-t"), ("udp", "-u")):
+        chosen = [p for p in ports if p.proto == proto]
+        argv += [flag, ",".join(f"{p.host}:{p.container}" for p in chosen) or "none"]
+    given = set(options)
+    # From the namespace to the host's ports: nothing, unless asked (-T/-U PORTS).
+    for flag, long in (("-T", "--tcp-ns"), ("-U", "--udp-ns")):
+        if not given & {flag, long}:
+            argv += [flag, "none"]
+    if "--map-gw" not in given:  # the gateway address would be the host's loopback
+        argv.append("--no-map-gw")
+    argv += [o for o in options if o != "--map-gw"]
+    # This pasta does not quit when the namespace goes: the monitor stops it at the end
+    # (`stop_pasta`), by the pid it writes.
+    return [*argv, "-P", str(pidfile), str(pid)]
+
+
+def attach(
+    tool: str, pid: int, ports: tuple[Port, ...], rundir: Path, options: tuple[str, ...] = ()
+) -> int | None:
     """Wire the network namespace of `pid`. Returns the fd that keeps slirp4netns alive
     (to be held by the monitor), or None."""
     if tool == "pasta":
-        argv = ["pasta", "--quiet", "--config-net"]
-        for proto, flag in (("tcp", "-t"), ("udp", "-u")):
-            chosen = [p for p in ports if p.proto == proto]
-            argv += [flag, ",".join(f"{p.host}:{p.container}" for p in chosen) or "none"]
-        # pasta forwards nothing from the namespace to the host's ports unless told.
-        # This pasta does not quit when the namespace goes: the monitor stops it at the
-        # end (`stop_pasta`), by the pid it writes.
-        argv += ["-T", "none", "-U", "none", "-P", str(rundir / "pasta.pid"), str(pid)]
+        argv = pasta_argv(pid, ports, rundir / "pasta.pid", options)
         res = subprocess.run(argv, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise HostError(
@@ -100,6 +130,8 @@ def attach(tool: str, pid: int, ports: tuple[Port, ...], rundir: Path) -> int | 
             "--configure",
             "--mtu=65520",
             "--disable-host-loopback",
+            "--enable-sandbox",
+            "--enable-seccomp",
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
             f"--api-socket={api}",

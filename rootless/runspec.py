@@ -8,6 +8,7 @@ Docker's rules for Entrypoint/Cmd/Env/WorkingDir/User). All of it is pure and un
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
+    from rootless.lifecycle import LogOptions
     from rootless.limits import Limits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -53,6 +55,23 @@ class Volume:
         return cls(Path(os.path.abspath(src)), os.path.normpath(parts[1]), mode == "ro")
 
 
+MAX_ID = 65535  # the largest id a container's user namespace maps (rootless.idmap)
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def valid_hostname(name: str) -> bool:
+    """RFC 1123 host name, at most 64 bytes (the kernel's HOST_NAME_MAX)."""
+    return 0 < len(name) <= 64 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def parse_network(text: str) -> tuple[str, tuple[str, ...]]:
+    """`--network MODE[:OPT,OPT...]` (Podman's syntax) -> (MODE, OPTS)."""
+    mode, colon, opts = text.partition(":")
+    if colon and not opts:
+        raise UsageError(f"invalid --network {text!r}", hint="use --network pasta:-T,5432")
+    return mode, tuple(o for o in opts.split(",") if o) if colon else ()
+
+
 def _strs(value: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
 
@@ -71,7 +90,8 @@ class RunSpec:
     hostname: str | None = None
     name: str | None = None
     entrypoint: str | None = None
-    network: str = "host"
+    network: str = "host"  # the CLI's default is private: pasta, else slirp4netns
+    network_options: tuple[str, ...] = ()  # `--network pasta:OPT,...`: pasta's own options
     userns: str = "auto"
     seccomp: str = "default"
     seccomp_learn: Path | None = None  # --seccomp-learn OUT.json (policies.learn)
@@ -82,6 +102,7 @@ class RunSpec:
     cpus: str | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
+    log_opts: tuple[str, ...] = ()  # --log-opt KEY=VALUE (LogOptions, rootless.lifecycle)
     init: bool = False  # --init: rsbox-init as pid 1 (rootless.launch.become)
     cap_add: tuple[str, ...] = ()  # --cap-add, canonical names (rootless.launch.caps)
     cap_drop: tuple[str, ...] = ()
@@ -97,6 +118,12 @@ class RunSpec:
         from rootless.limits import Limits
 
         return Limits.from_flags(self.memory, self.cpus, self.pids_limit, self.ulimits)
+
+    def log_options(self) -> LogOptions:
+        """--log-opt, parsed (the json-file log's rotation; checked by validate)."""
+        from rootless.lifecycle import LogOptions
+
+        return LogOptions.parse(self.log_opts)
 
     def capabilities(self) -> frozenset[str]:
         """The set pid 1 and every exec run with (Docker's rules, rootless.launch.caps)."""
@@ -119,6 +146,8 @@ class RunSpec:
         doc["publish"] = list(self.publish)
         doc["add_hosts"] = list(self.add_hosts)
         doc["ulimits"] = list(self.ulimits)
+        doc["log_opts"] = list(self.log_opts)
+        doc["network_options"] = list(self.network_options)
         doc["cap_add"] = list(self.cap_add)
         doc["cap_drop"] = list(self.cap_drop)
         doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
@@ -132,6 +161,8 @@ class RunSpec:
         kw["publish"] = _strs(doc.get("publish"))
         kw["add_hosts"] = _strs(doc.get("add_hosts"))
         kw["ulimits"] = _strs(doc.get("ulimits"))
+        kw["log_opts"] = _strs(doc.get("log_opts"))
+        kw["network_options"] = _strs(doc.get("network_options"))
         kw["cap_add"] = _strs(doc.get("cap_add"))
         kw["cap_drop"] = _strs(doc.get("cap_drop"))
         kw["volumes"] = tuple(
@@ -164,6 +195,11 @@ class RunSpec:
                 f"unsupported network mode {self.network!r}",
                 hint="use --network host, none, pasta or slirp4netns",
             )
+        if self.network_options and self.network != "pasta":
+            raise UsageError(
+                f"--network {self.network} takes no options",
+                hint="options are pasta's: --network pasta:-T,5432",
+            )
         if self.publish and self.network not in ("pasta", "slirp4netns"):
             raise UsageError(
                 f"-p needs a network of the container's own, not --network {self.network}",
@@ -171,6 +207,7 @@ class RunSpec:
             )
         if self.has_limits:
             self.limits()
+        self.log_options()
         kind, colon, count = self.restart.partition(":")
         if kind not in ("no", "on-failure") or (colon and (kind == "no" or not count.isdigit())):
             raise UsageError(f"invalid --restart {self.restart!r}", hint="use no or on-failure[:N]")
@@ -210,8 +247,18 @@ class RunSpec:
                 "-d and -i cannot be combined: a detached container has no stdin",
                 hint="drop -i, and use rsbox exec -it CTR sh for a shell in it",
             )
-        if self.hostname is not None and not (0 < len(self.hostname) <= 64):
-            raise UsageError("hostname must be 1 to 64 characters", hint="use --hostname NAME")
+        if self.hostname is not None and not valid_hostname(self.hostname):
+            raise UsageError(
+                f"invalid hostname {self.hostname!r}",
+                hint="RFC 1123: letters, digits and '-' in dot-separated labels, 64 at most",
+            )
+        if self.user is not None:
+            for part in self.user.split(":")[:2]:
+                if part.isdigit() and int(part) > MAX_ID:
+                    raise UsageError(
+                        f"user or group id {part} is outside the container's ids (0-{MAX_ID})",
+                        hint="use an id from 0 to 65535, or a name from the image",
+                    )
 
 
 @dataclass(frozen=True, slots=True)

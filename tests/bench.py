@@ -2,11 +2,14 @@
 
     python -m tests.bench [--runs N] [--only startup]
 
-startup  median wall time of `rsbox run --rm IMG true` next to `podman run --rm
-         --network none` (runtime runc: crun refuses this kernel's hybrid cgroups),
+startup  median wall time of `rsbox run --rm IMG true` next to `podman run --rm` (runtime
+         runc: crun refuses this kernel's hybrid cgroups), each with its default network
+         (a private one: rsbox's pasta, podman's own choice) and with `--network none`;
          `ch-run` and `bwrap` on the same busybox rootfs. Target: rsbox <= 0.75 x podman.
 memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
          helper) while one container runs.
+logs     a detached container flooding its log: the monitor's CPU per MiB at 40 and
+         400 MiB, and `find` in the container during the flood (tests/bench_logs.py).
 
 Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
 reported, not fatal: benchmarks measure, they do not pass or fail.
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from tests.bench_fs import bench_fs
 from tests.bench_lifecycle import bench_lifecycle
+from tests.bench_logs import bench_logs
 from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
 from tests.bench_timing import median_time
@@ -75,6 +79,7 @@ class Peers:
             self.rsbox("import", str(self.rootfs), "bench"), check=True, capture_output=True
         )
         cmds["rsbox"] = self.rsbox("run", "--rm", "bench", *TRUE)
+        cmds["rsbox/none"] = self.rsbox("run", "--rm", "--network", "none", "bench", *TRUE)
         if shutil.which("podman"):
             tar = self.work / "rootfs.tar"
             with tarfile.open(tar, "w") as tf:
@@ -85,15 +90,9 @@ class Peers:
                 text=True,
             )
             if res.returncode == 0:
-                cmds["podman"] = [
-                    *self.podman_args,
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "localhost/rsbox-bench",
-                    *TRUE,
-                ]
+                run = [*self.podman_args, "run", "--rm"]
+                cmds["podman"] = [*run, "localhost/rsbox-bench", *TRUE]
+                cmds["podman/none"] = [*run, "--network", "none", "localhost/rsbox-bench", *TRUE]
             else:
                 print(f"podman: not measured ({res.stderr.strip()[:200]})")
         if shutil.which("ch-run"):
@@ -124,11 +123,18 @@ def bench_startup(peers: Peers, runs: int) -> None:
             print(f"{name}: failed ({(exc.stderr or b'').decode()[:200].strip()})")
     base = results.get("rsbox")
     print(f"\nstartup: median wall time of `run --rm IMG true`, {runs} runs each")
+    print("  (NAME: the tool's default network, a private one; NAME/none: --network none)")
     for name, t in results.items():
-        ratio = f"rsbox/{name} = {base / t:.2f}x" if base and name != "rsbox" else ""
-        print(f"  {name:8} {t * 1000:7.1f} ms   {ratio}")
-    if base and "podman" in results:
-        print(f"  target rsbox <= 0.75x podman: {base / results['podman']:.2f}x")
+        mine = results.get("rsbox/none" if name.endswith("/none") else "rsbox")
+        ratio = f"rsbox/{name} = {mine / t:.2f}x" if mine and not name.startswith("rsbox") else ""
+        print(f"  {name:12} {t * 1000:7.1f} ms   {ratio}")
+    if "rsbox/none" in results and base:
+        cost = (base - results["rsbox/none"]) * 1000
+        print(f"  rsbox's private network (pasta) costs {cost:.1f} ms of the start")
+    for net in ("", "/none"):
+        if f"rsbox{net}" in results and f"podman{net}" in results:
+            ratio = results[f"rsbox{net}"] / results[f"podman{net}"]
+            print(f"  target rsbox{net} <= 0.75x podman{net}: {ratio:.2f}x")
 
 
 def _tree(pid: int) -> list[int]:
@@ -185,6 +191,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "seccomp": bench_seccomp,
     "pull": bench_pull,
     "fs": lambda _peers, runs: bench_fs(runs),
+    "logs": bench_logs,
 }
 
 

@@ -72,7 +72,7 @@ def _podman_pss(tag: str) -> int:
 
 
 def _start_rsbox(peers: Peers) -> str:
-    argv = peers.rsbox("run", "-d", "bench", "/bin/busybox", "sleep", "1000")
+    argv = peers.rsbox("run", "-d", "--network", "none", "bench", "/bin/busybox", "sleep", "1000")
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 

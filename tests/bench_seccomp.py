@@ -124,6 +124,8 @@ def bench_syscalls(peers: Peers, runs: int, iterations: int = 200_000) -> None:
                 peers.rsbox(
                     "run",
                     "--rm",
+                    "--network",
+                    "none",
                     "-v",
                     f"{loop_dir}:/bench:ro",
                     "--security-opt",

@@ -30,13 +30,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--hostname", metavar="NAME")
     r.add_argument("--name", metavar="NAME")
     r.add_argument("--entrypoint", metavar="CMD")
-    r.add_argument("--network", "--net", default=None, metavar="host|none|pasta|slirp4netns")
+    r.add_argument(
+        "--network",
+        "--net",
+        default=None,
+        metavar="pasta[:OPT,...]|slirp4netns|none|host",
+        help="default: a network of its own, through pasta (else slirp4netns)",
+    )
     r.add_argument("-p", "--publish", action="append", default=[], metavar="HOST:CTR[/udp]")
     r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
     r.add_argument("--memory", "-m", metavar="SIZE", help="e.g. 64m (see rsbox info)")
     r.add_argument("--cpus", metavar="N")
     r.add_argument("--pids-limit", type=int, metavar="N")
     r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    r.add_argument("--log-opt", action="append", default=[], metavar="max-size=10m|max-file=3")
     r.add_argument(
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
     )
@@ -68,16 +75,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(handler=_run)
 
 
-def network_choice(asked: str | None, publish: Sequence[str]) -> str:
-    """Default: the host's network, or, when ports are published, a namespace of the
-    container's own through the first tool found (pasta, then slirp4netns)."""
-    if asked is not None:
-        return asked
-    if publish:
-        from rootless.network import default_tool
+def network_choice(asked: str | None) -> tuple[str, tuple[str, ...]]:
+    """(mode, pasta's options). Default, as Podman: a network namespace of the container's
+    own, wired by the first tool found (pasta, then slirp4netns); the host's network is an
+    explicit choice (`--network host`)."""
+    from rootless.runspec import parse_network
 
-        return default_tool() or "pasta"
-    return "host"
+    if asked is not None:
+        return parse_network(asked)
+    from rootless.network import default_tool
+
+    tool = default_tool()
+    if tool is None:
+        raise UsageError(
+            "no tool for the container's own network: neither pasta nor slirp4netns is installed",
+            hint="install passt (pasta) or slirp4netns, or choose --network host or --network none",
+        )
+    return tool, ()
 
 
 def seccomp_choice(opts: Sequence[str], default: str = "default") -> str:
@@ -114,6 +128,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
                 from rootless.image_commands import ensure_image
 
                 ensure_image(store, ns.image, ns.pull)
+    network_mode, network_options = network_choice(ns.network)
     spec = RunSpec(
         image=ns.image,
         command=tuple(ns.cmd),
@@ -127,13 +142,15 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         hostname=ns.hostname,
         name=ns.name,
         entrypoint=ns.entrypoint,
-        network=network_choice(ns.network, ns.publish),
+        network=network_mode,
+        network_options=network_options,
         publish=tuple(ns.publish),
         add_hosts=tuple(ns.add_host),
         memory=ns.memory,
         cpus=ns.cpus,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
+        log_opts=tuple(ns.log_opt),
         init=ns.init,
         restart=ns.restart,
         userns=ns.userns,

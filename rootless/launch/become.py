@@ -46,7 +46,13 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from rootless import syscalls as sc
-from rootless.errors import CommandNotExecutable, CommandNotFound, HostError, RsboxError
+from rootless.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    HostError,
+    RsboxError,
+    UsageError,
+)
 from rootless.launch import caps as capabilities
 from rootless.launch.protocol import FORWARDED_SIGNALS, GUARD_SIGNAL, exit_code, kill_quietly
 from rootless.launch.terminal import take_terminal
@@ -148,10 +154,19 @@ def _switch_ids(user: ExecUser, full_idmap: bool) -> None:
             f"user {user.uid}:{user.gid} is not mapped in a single-id user namespace",
             hint="add a range for your user to /etc/subuid and /etc/subgid (see rsbox info)",
         )
-    if full_idmap:
-        os.setgroups(list(user.groups))
-    os.setresgid(user.gid, user.gid, user.gid)
-    os.setresuid(user.uid, user.uid, user.uid)
+    try:
+        if full_idmap:
+            os.setgroups(list(user.groups))
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        raise UsageError(  # the kernel's word for an id the user namespace does not map
+            f"user {user.uid}:{user.gid} (groups {list(user.groups)}) is not mapped in the "
+            "container",
+            hint="the container maps ids 0-65535: use an id in that range",
+        ) from exc
 
 
 def apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:

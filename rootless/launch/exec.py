@@ -45,7 +45,7 @@ from rootless.launch.protocol import (
     kill_quietly,
     read_error,
 )
-from rootless.launch.terminal import open_pty, raw_terminal
+from rootless.launch.terminal import Stdio, open_pty, raw_terminal, relayed_stdio
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (
@@ -125,41 +125,7 @@ def _e1(
     become(spec.process, error_fd=err_w, terminal=slave, outside=True)
 
 
-@dataclass(slots=True)
-class _Relay:
-    """P0's copies: (src, dst) pairs; inputs end with the user, outputs with the child."""
-
-    inputs: list[tuple[int, int]]
-    outputs: list[tuple[int, int]]
-    theirs: list[int]
-
-
-def _stdio(tty: bool, interactive: bool) -> tuple[tuple[int, int, int], _Relay]:
-    """As for `run` (p1._stdio): the user's fds as they are, but never a terminal."""
-    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    relay = _Relay([], [], [devnull])
-    if tty:
-        return (devnull, devnull, devnull), relay
-    fds: list[int] = []
-    for fd in (0, 1, 2):
-        if fd == 0 and not interactive:
-            fds.append(devnull)
-        elif not os.isatty(fd):
-            fds.append(fd)
-        elif fd == 0:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            relay.inputs.append((0, w))
-            relay.theirs.append(r)
-            fds.append(r)
-        else:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            relay.outputs.append((r, fd))
-            relay.theirs.append(w)
-            fds.append(w)
-    return (fds[0], fds[1], fds[2]), relay
-
-
-def _copy_loop(e1: int, relay: _Relay) -> None:
+def _copy_loop(e1: int, relay: Stdio) -> None:
     """Copy until E1 is gone and the outputs are drained (or DRAIN_SECONDS later: a
     daemon the command left behind may hold them open for ever)."""
     inputs = dict(relay.inputs)
@@ -221,7 +187,7 @@ def _drop_inputs(inputs: dict[int, int], outputs: dict[int, int]) -> None:
 def execute(spec: ExecSpec) -> int:
     """Fork E1, relay, wait: the command's exit status (or raise what E1/E2 reported)."""
     ns_fds = _open_namespaces(spec.pid)
-    stdio, relay = _stdio(spec.tty, spec.interactive)
+    relay = relayed_stdio(spec.tty, spec.interactive)
     p0_sock, e1_sock = (None, None)
     if spec.tty:
         p0_sock, e1_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -232,7 +198,7 @@ def execute(spec: ExecSpec) -> int:
         os.close(err_r)
         if p0_sock is not None:
             p0_sock.close()
-        child(err_w, _e1, spec, p0, ns_fds, stdio, err_w, e1_sock)
+        child(err_w, _e1, spec, p0, ns_fds, relay.fds, err_w, e1_sock)
     os.close(err_w)
     for fd, _ in ns_fds:
         os.close(fd)

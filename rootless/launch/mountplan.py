@@ -102,6 +102,19 @@ def mount_plan(
         steps.append(Mount("/sys", "sysfs", "sysfs", nosuid_nodev_noexec | sc.MS_RDONLY))
     else:
         steps.append(Mount("/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, readonly=True))
+        # The read-only remount above covers /sys itself, not the host's cgroup mounts
+        # bound with it: hide them under an empty read-only tmpfs (Docker shows its own
+        # cgroup, read-only; with no cgroup of ours there is nothing to show).
+        steps.append(
+            Mount(
+                "/sys/fs/cgroup",
+                "cgroup",
+                "tmpfs",
+                sc.MS_RDONLY | nosuid_nodev_noexec,
+                "size=0",
+                optional=True,
+            )
+        )
     for name, path in sorted(etc_files.items()):
         steps.append(Mount(f"/etc/{name}", str(path), None, sc.MS_BIND, create="file"))
     for v in volumes:

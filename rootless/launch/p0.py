@@ -124,7 +124,8 @@ def _attach_pasta(helper: Helper, launch: Launch) -> None:
     pid2 = int(data[1:-1])
     try:
         ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
-        network.attach("pasta", pid2, ports, lifecycle.runtime_dir(launch.cid))
+        rundir = lifecycle.runtime_dir(launch.cid)
+        network.attach("pasta", pid2, ports, rundir, launch.spec.network_options)
     except RsboxError:
         helper.abort()
         raise

@@ -48,6 +48,7 @@ from rootless.launch.protocol import (
     Launch,
     child,
 )
+from rootless.launch.terminal import Stdio, relayed_stdio
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +59,6 @@ class Pipes:
     ready_w: int
     go_r: int
     err_w: int
-
-
-@dataclass(slots=True)
-class Stdio:
-    """The container's fds 0-2 and what we relay for them."""
-
-    fds: tuple[int, int, int]  # what P2 puts on 0, 1, 2
-    theirs: list[int]  # fds to close once P2 has its copies
-    inputs: list[tuple[int, int]]
-    outputs: list[tuple[int, int]]
-    logs: tuple[int, int, int] | None = None
 
 
 def main(pipes: Pipes) -> None:
@@ -149,6 +139,7 @@ def main(pipes: Pipes) -> None:
         learn=learning,
         inputs=tuple(stdio.inputs),
         outputs=tuple(stdio.outputs),
+        log_file=(launch.cdir / lifecycle.LOG_NAME, launch.spec.log_options()),
     )
     code = serve_until_exit(watch)
     try:
@@ -200,10 +191,10 @@ def _socketpair(wanted: bool, kind: int) -> tuple[socket.socket | None, socket.s
 
 def _stdio(launch: Launch) -> Stdio:
     """Step 4. Detached: stdin /dev/null, stdout and stderr pipes that we log. Otherwise
-    the user's fds as they are (files, pipes, sockets: as runc and crun pass them), but a
-    terminal never: it is replaced by a pipe, and we copy. With -t the container's pty
-    takes 0-2 in P3, so it gets /dev/null until then."""
+    the user's fds, but never a terminal (terminal.relayed_stdio)."""
     spec = launch.spec
+    if not spec.detach:
+        return relayed_stdio(spec.tty, spec.interactive)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     if spec.detach:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -216,34 +207,14 @@ def _stdio(launch: Launch) -> Stdio:
         return Stdio(
             (devnull, out_w, err_w), [devnull, out_w, err_w], [], [], (out_r, err_r, log_fd)
         )
-    if spec.tty:
-        return Stdio((devnull, devnull, devnull), [devnull], [], [])
-    fds: list[int] = []
-    stdio = Stdio((0, 1, 2), [devnull], [], [])
-    for fd in (0, 1, 2):
-        if fd == 0 and not spec.interactive:
-            fds.append(devnull)
-        elif not os.isatty(fd):
-            fds.append(fd)
-        elif fd == 0:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            stdio.inputs.append((0, w))
-            stdio.theirs.append(r)
-            fds.append(r)
-        else:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            stdio.outputs.append((r, fd))
-            stdio.theirs.append(w)
-            fds.append(w)
-    stdio.fds = (fds[0], fds[1], fds[2])
-    return stdio
 
 
 def _wire_network(
     launch: Launch, pid2: int, pipes: Pipes, sync: p2.NetSync | None, rundir: Path
 ) -> int | None:
     """Step 6: P2 says when its network namespace exists; we attach the tool to it and
-    tell P2 to go on. Returns an fd to keep open for the tool's lifetime, if any."""
+    tell P3 (which is making its mounts meanwhile) to go on. Returns an fd to keep open
+    for the tool's lifetime, if any."""
     assert sync is not None
     made_r, made_w, p2_go_r, p2_go_w = sync
     os.close(made_w)
@@ -259,7 +230,9 @@ def _wire_network(
                 os._exit(125)  # P0 reports why
         else:
             ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
-            keep = network.attach(launch.spec.network, pid2, ports, rundir)
+            keep = network.attach(
+                launch.spec.network, pid2, ports, rundir, launch.spec.network_options
+            )
         os.write(p2_go_w, WIRED)
     os.close(made_r)
     os.close(p2_go_w)

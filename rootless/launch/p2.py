@@ -31,7 +31,6 @@ from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     GUARD_SIGNAL,
     NETNS_MADE,
-    WIRED,
     Launch,
     child,
     exit_code,
@@ -51,16 +50,16 @@ def _unshare(launch: Launch) -> None:
     sc.unshare(flags)
 
 
-def _wait_for_network(sync: NetSync) -> None:
-    """P1 wires our new network namespace (pasta, slirp4netns) before the container runs."""
+def _announce_network(sync: NetSync) -> int:
+    """Tell P1 that our network namespace exists, so that it wires it (pasta, slirp4netns)
+    while P3 makes its mounts: P3 waits for WIRED on the fd we return only right before it
+    becomes the command, so the two overlap."""
     made_r, made_w, go_r, go_w = sync
     os.close(made_r)
     os.close(go_w)
     os.write(made_w, NETNS_MADE)
-    if os.read(go_r, 1) != WIRED:
-        os._exit(125)  # P1 reported why
     os.close(made_w)
-    os.close(go_r)
+    return go_r
 
 
 def main(
@@ -78,14 +77,13 @@ def main(
     if os.getppid() != p1:  # P1 died before the signal was armed
         os._exit(125)
     _unshare(launch)
-    if sync is not None:
-        _wait_for_network(sync)
+    wired = _announce_network(sync) if sync is not None else -1
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
     # nor the container need them, and a container that held /dev/fuse could keep its
     # own rootfs alive after P1 died, blocked on it forever.
-    keep = [err_w, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
+    keep = [err_w, wired, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
     close_fds_except(*keep)
-    pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock)
+    pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock, wired)
     pid3 = os.fork()
     if pid3 == 0:
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see

@@ -13,7 +13,9 @@ Order, and why:
 3. the pty (-t), from the container's own devpts instance: its master goes to P1;
 4. lo up when the network namespace is our own, then the hostname (our uts namespace);
 5. pivot_root(".", ".") then a lazy unmount of the old root: the host disappears;
-6. `become`: session, user, capabilities, fds, rlimits, no_new_privs + seccomp, execve.
+6. with a network namespace wired by pasta/slirp4netns, wait for P1's word that it is
+   wired (it was being wired meanwhile: the two overlap);
+7. `become`: session, user, capabilities, fds, rlimits, no_new_privs + seccomp, execve.
 Every failure is reported to P0 on the error pipe and ends this process with Docker's code.
 
 No parent-death signal here: the container could clear it (prctl) and outlive rsbox. P2,
@@ -27,12 +29,14 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from rootless import syscalls as sc
 from rootless.launch.become import Learning, Process, become
 from rootless.launch.mountplan import Mount, Step, Symlink, mount_plan, secure_join
-from rootless.launch.protocol import PTY_MASTER, Launch
+from rootless.launch.protocol import PTY_MASTER, WIRED, Launch
 from rootless.launch.terminal import open_pty
 
 _ST_LOCKED = (
@@ -51,6 +55,7 @@ class Pid1:
     error_fd: int
     pty_sock: socket.socket | None  # -t: the pty master goes to P1 over this
     learn_sock: socket.socket | None  # --seccomp-learn: the listener fd goes to P1
+    wired: int  # -1, or where P1 says WIRED once the network namespace is wired
 
 
 def _ensure(path: str, kind: str) -> None:
@@ -96,6 +101,32 @@ def _lo_up() -> None:
         fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
+def _stage(files: Mapping[str, Path], over: Path) -> dict[str, Path]:
+    """Copies of /etc/hosts, hostname, resolv.conf on a tmpfs mounted over `over` (an empty
+    directory beside the container's rootfs) in our own mount namespace, for the binds: the container's mountinfo then shows
+    "/hosts" on a tmpfs, not the path of the user's store. (The staging mount is left
+    behind with the host's tree at pivot_root; the binds keep the files.)"""
+    texts = {name: path.read_bytes() for name, path in files.items()}
+    over.mkdir(exist_ok=True)
+    sc.mount("rsbox", str(over), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=64k")
+    staged = {}
+    for name, data in texts.items():
+        staged[name] = over / name
+        fd = os.open(staged[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data[: 60 << 10])
+        finally:
+            os.close(fd)
+    return staged
+
+
+def _read_byte(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1)
+    finally:
+        os.close(fd)
+
+
 def process_of(launch: Launch) -> Process:
     spec, plan = launch.spec, launch.plan
     return Process(
@@ -124,7 +155,7 @@ def main(pid1: Pid1) -> None:
         os.dup2(devnull, 0)
         os.close(devnull)
     steps = mount_plan(
-        etc_files=dict(launch.etc_files),
+        etc_files=_stage(launch.etc_files, launch.cdir / "etc-stage"),
         volumes=spec.volumes,
         full_idmap=launch.idmap.full,
         own_network=spec.network != "host",
@@ -147,6 +178,8 @@ def main(pid1: Pid1) -> None:
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
 
+    if pid1.wired >= 0 and _read_byte(pid1.wired) != WIRED:
+        os._exit(125)  # P1 reported why
     learning = None
     if pid1.learn_sock is not None and launch.learn_program is not None:
         learning = Learning(launch.learn_program, pid1.learn_sock)

@@ -15,10 +15,50 @@ import struct
 import termios
 import tty
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 # <asm-generic/ioctls.h>; Python's termios module lacks them.
 _TIOCGPTN = 0x80045430
 _TIOCSPTLCK = 0x40045431
+
+
+@dataclass(slots=True)
+class Stdio:
+    """The container's fds 0-2 and what rsbox copies for them."""
+
+    fds: tuple[int, int, int]  # what the container's process gets as 0, 1, 2
+    theirs: list[int]  # our copies to close once the child has its own
+    inputs: list[tuple[int, int]] = field(default_factory=list)  # (user's fd, pipe in)
+    outputs: list[tuple[int, int]] = field(default_factory=list)  # (pipe out, user's fd)
+    logs: tuple[int, int, int] | None = None  # detached: (stdout, stderr, log file)
+
+
+def relayed_stdio(tty: bool, interactive: bool) -> Stdio:
+    """The user's fds as they are (files, pipes, sockets: as runc and crun pass them),
+    but a terminal never: it is replaced by a pipe, and rsbox copies. Without -i stdin is
+    /dev/null; with -t the container's pty takes 0-2 later, so /dev/null until then."""
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    if tty:
+        return Stdio((devnull, devnull, devnull), [devnull])
+    fds: list[int] = []
+    stdio = Stdio((0, 1, 2), [devnull])
+    for fd in (0, 1, 2):
+        if fd == 0 and not interactive:
+            fds.append(devnull)
+        elif not os.isatty(fd):
+            fds.append(fd)
+        elif fd == 0:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            stdio.inputs.append((0, w))
+            stdio.theirs.append(r)
+            fds.append(r)
+        else:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            stdio.outputs.append((r, fd))
+            stdio.theirs.append(w)
+            fds.append(w)
+    stdio.fds = (fds[0], fds[1], fds[2])
+    return stdio
 
 
 def open_pty(root: str) -> tuple[int, int]:

@@ -14,6 +14,10 @@ apart who refused a call:
 
 File and fd checks (/proc/sys, /proc/sysrq-trigger, /proc/kcore, /proc/self/exe, fds of
 rsbox's) are the launcher's business, not seccomp's: they must be refused under both.
+
+The attacks on the process tree around the container (exec as a target, the user's
+terminal, capabilities, lifetime, --init) are in test_seal.py; the other syscall ABIs
+(i386, x32) in test_abi.py.
 """
 
 from __future__ import annotations

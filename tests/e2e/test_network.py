@@ -3,16 +3,22 @@ from the host through pasta and through slirp4netns (both Debian packages, unpri
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import socket
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import IN_CI, Rsbox, processes_of
+from tests.policies.probe_build import parse_output
 
 
 def _free_port() -> int:
@@ -95,3 +101,147 @@ def test_publishing_needs_a_network_of_its_own(rsbox: Rsbox, busybox: str) -> No
     assert res.returncode == 125 and "-p needs" in res.stderr
     res = rsbox.run("--rm", "--network", "pasta", "-p", "80:x", busybox, "true")
     assert res.returncode == 125 and "invalid port" in res.stderr
+
+
+class _Listener:
+    """A server of the test's own on the host: a TCP port on 127.0.0.1 or an abstract
+    unix socket, answering "hello" to every connection, for as long as the test runs."""
+
+    def __init__(self, family: int, address: object) -> None:
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind(address)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn:
+                self.accepted += 1
+                conn.sendall(b"hello\n")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture()
+def loopback_listener() -> Iterator[tuple[_Listener, int]]:
+    listener = _Listener(socket.AF_INET, ("127.0.0.1", 0))
+    try:
+        yield listener, int(listener.sock.getsockname()[1])
+    finally:
+        listener.close()
+
+
+def _nc(rsbox: Rsbox, busybox: str, port: int, *network: str) -> str:
+    res = rsbox.run(
+        "--rm", *network, busybox, "sh", "-c", f"nc -w 3 127.0.0.1 {port} </dev/null; true"
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_the_hosts_loopback_services_are_out_of_reach_by_default(
+    rsbox: Rsbox, busybox: str, loopback_listener: tuple[_Listener, int]
+) -> None:
+    """A service on the host's 127.0.0.1 (a database, a desktop's helper) is not the
+    container's: the default network is a namespace of its own, wired by pasta."""
+    listener, port = loopback_listener
+    assert _nc(rsbox, busybox, port) == ""
+    assert _nc(rsbox, busybox, port, "--network", "slirp4netns") == ""
+    assert listener.accepted == 0
+    # Control: the same probe reaches it through the host's network, chosen explicitly.
+    assert _nc(rsbox, busybox, port, "--network", "host") == "hello\n"
+    assert listener.accepted == 1
+
+
+def test_pasta_can_map_a_loopback_port_when_asked(
+    rsbox: Rsbox, busybox: str, loopback_listener: tuple[_Listener, int]
+) -> None:
+    """Podman's syntax: `--network pasta:-T,PORT` forwards the container's 127.0.0.1:PORT
+    to the host's (and only that port)."""
+    listener, port = loopback_listener
+    assert _nc(rsbox, busybox, port, "--network", f"pasta:-T,{port}") == "hello\n"
+    assert listener.accepted == 1
+    with socket.socket() as other:  # a second service, not mapped
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        other_port = other.getsockname()[1]
+        assert _nc(rsbox, busybox, other_port, "--network", f"pasta:-T,{port}") == ""
+
+
+def test_the_default_network_reaches_out_and_has_dns(rsbox: Rsbox, busybox: str) -> None:
+    """Outbound connectivity and DNS through pasta: a lookup of Debian's archive (the one
+    network this suite may use), then a loopback listener of the container's own."""
+    res = rsbox.run("--rm", busybox, "sh", "-c", "nslookup deb.debian.org >/dev/null && echo ok")
+    assert res.stdout == "ok\n", res.stderr
+    own = rsbox.run(
+        "--rm",
+        busybox,
+        "sh",
+        "-c",
+        "(echo mine | nc -l -p 7000 &); sleep 0.3; nc -w 3 127.0.0.1 7000",
+    )
+    assert own.stdout == "mine\n", own.stderr
+
+
+def test_no_network_tool_is_one_line_with_the_choice(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    # A PATH with the id-map helpers but neither pasta nor slirp4netns.
+    for tool in ("newuidmap", "newgidmap"):
+        if found := shutil.which(tool):
+            (tmp_path / tool).symlink_to(found)
+    env = dict(os.environ, PATH=str(tmp_path))
+    res = subprocess.run(
+        rsbox.argv("run", "--rm", busybox, "true"), env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 125
+    assert res.stderr.count("\n") == 1 and "--network host" in res.stderr, res.stderr
+    ok = subprocess.run(
+        rsbox.argv("run", "--rm", "--network", "none", busybox, "true"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr  # control: an explicit choice needs no tool
+
+
+def test_the_hosts_abstract_unix_sockets_are_out_of_reach_by_default(
+    rsbox: Rsbox, busybox: str, probe_dir: Path, marker: str
+) -> None:
+    """An abstract unix socket of the host (an X11 display, a session bus) belongs to the
+    host's network namespace: a default container cannot connect to it."""
+    listener = _Listener(socket.AF_UNIX, f"\0{marker}")
+    try:
+
+        def probe(*network: str) -> dict[str, int]:
+            res = rsbox.run(
+                "--rm",
+                *network,
+                "-v",
+                f"{probe_dir}:/probe:ro",
+                busybox,
+                "/probe/seccomp-probe",
+                "abstract_connect",
+                marker,
+            )
+            assert res.returncode == 0, res.stderr
+            return parse_output(res.stdout)
+
+        assert probe() == {"abstract_connect": errno.ECONNREFUSED}
+        assert listener.accepted == 0
+        # Control: the same probe, in the host's network namespace, reaches it.
+        assert probe("--network", "host") == {"abstract_connect": 0}
+        assert listener.accepted == 1
+    finally:
+        listener.close()

@@ -12,6 +12,7 @@ import pytest
 
 from rootless.store import Store
 from tests.e2e.conftest import Rsbox, layer_dirs, processes_of
+from tests.images import make_busybox_rootfs
 
 
 def _tree_digest(paths: list[Path]) -> dict[str, bytes]:
@@ -113,7 +114,10 @@ def test_network_none_has_only_loopback(rsbox: Rsbox, busybox: str, userns: str)
         "ls /sys/class/net; tail -n +3 /proc/net/dev | cut -d: -f1",
     )
     assert res.stdout.split() == ["lo", "lo"], res.stderr
-    host = rsbox.run("--rm", busybox, "sh", "-c", "tail -n +3 /proc/net/dev | wc -l")
+    # Control: the same probe lists the host's interfaces, asked for explicitly.
+    host = rsbox.run(
+        "--rm", "--network", "host", busybox, "sh", "-c", "tail -n +3 /proc/net/dev | wc -l"
+    )
     assert int(host.stdout) == len(os.listdir("/sys/class/net"))
 
 
@@ -297,3 +301,68 @@ def test_sigkilled_rsbox_leaves_nothing_behind(rsbox: Rsbox, busybox: str, marke
         time.sleep(0.1)
     assert processes_of(marker) == []
     assert str(rsbox.root) not in Path("/proc/self/mountinfo").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (("--memory", "99999999999999999999999g"), "too large"),
+        (("-u", "99999999"), "outside the container's ids"),
+        (("--hostname", "a b"), "invalid hostname"),
+        (("--hostname", "a/b"), "invalid hostname"),
+        (("--cap-add", "NO_SUCH"), "unknown capability"),
+        (("--network", "host:-T,80"), "takes no options"),
+    ],
+)
+def test_bad_input_is_one_line_and_125(
+    rsbox: Rsbox, busybox: str, flags: tuple[str, ...], words: str
+) -> None:
+    res = rsbox.run("--rm", *flags, busybox, "true")
+    assert res.returncode == 125, res.stderr
+    assert res.stderr.startswith("rsbox: error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert words in res.stderr and "hint:" in res.stderr
+
+
+def test_the_containers_etc_files_and_cgroups_show_nothing_of_the_host(
+    rsbox: Rsbox, busybox: str
+) -> None:
+    """mountinfo names no path of the user's store, and the host's cgroup mounts bound
+    with /sys (the host network keeps the host's sysfs) are covered read-only."""
+    res = rsbox.run(
+        "--rm",
+        "--network",
+        "host",
+        busybox,
+        "sh",
+        "-c",
+        "cat /proc/self/mountinfo; ls /sys/fs/cgroup | wc -l; touch /sys/fs/cgroup/x",
+    )
+    assert str(rsbox.root) not in res.stdout
+    assert " /etc/hosts " in res.stdout  # control: the binds are there, from a tmpfs
+    assert res.stdout.splitlines()[-1] == "0"
+    assert "Read-only file system" in res.stderr
+
+
+def test_an_image_whose_passwd_is_dev_zero_starts_in_a_moment(rsbox: Rsbox, tmp_path: Path) -> None:
+    """rsbox reads the image's /etc/passwd and /etc/group to resolve -u: regular files
+    only, bounded. A hostile image that points them at /dev/zero must not make rsbox
+    read until memory runs out."""
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "etc").mkdir(exist_ok=True)
+    for name in ("passwd", "group"):
+        (rootfs / "etc" / name).unlink(missing_ok=True)
+        (rootfs / "etc" / name).symlink_to("/dev/zero")
+    rsbox("import", str(rootfs), "zero-passwd", check=True)
+    # The timeouts are the guard against a hang (a read of /dev/zero never ends).
+    # (busybox's own `id` would read /dev/zero for ever: the image's problem, not ours.)
+    res = rsbox.run("--rm", "zero-passwd", "echo", "started", timeout=30)
+    assert (res.returncode, res.stdout) == (0, "started\n"), res.stderr
+    named = rsbox.run("--rm", "-u", "app", "zero-passwd", "true", timeout=30)
+    assert named.returncode == 125 and named.stderr.count("\n") == 1
+    assert "unable to find user app" in named.stderr
+    cid = rsbox.run("-d", "zero-passwd", "sleep", "60", check=True).stdout.strip()
+    try:
+        by_exec = rsbox("exec", "-u", "app", cid, "true", timeout=30)
+        assert by_exec.returncode == 125 and "unable to find user app" in by_exec.stderr
+    finally:
+        rsbox("rm", "-f", cid)

@@ -200,3 +200,25 @@ def test_tar_of_rootfs_is_byte_identical(rsbox: Rsbox, debian: str, tmp_path: Pa
     diff = [(a, b) for a, b in zip(listing_in, listing_host, strict=False) if a != b]
     assert not diff and len(listing_in) == len(listing_host), diff[:10]
     assert listing_in[-1] == listing_host[-1]  # sha256 of the archives
+
+
+def test_apt_get_update_reaches_debians_archive_through_the_default_network(
+    rsbox: Rsbox, debian: str
+) -> None:
+    """The default network (pasta) reaches out and resolves names: the one place this
+    suite may send traffic off the machine is Debian's archive. (APT's sandbox user needs
+    the full id map, which the single-id user lacks: that is issue 12's to fix.)"""
+    res = rsbox.run(
+        "--rm",
+        debian,
+        "apt-get",
+        "-o",
+        "APT::Sandbox::User=root",
+        "-o",
+        "Acquire::Retries=3",
+        "update",
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "Hit:" in res.stdout or "Get:" in res.stdout
+    assert "Err:" not in res.stdout

@@ -34,6 +34,8 @@
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <stddef.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <net/if.h>
@@ -740,6 +742,28 @@ static int c_ptrace_pid(char **args) {
     return e;
 }
 
+/* abstract_connect NAME: connect to the abstract unix socket "\0NAME" and read one byte;
+ * the errno (0 = connected and the server answered). Abstract sockets belong to the
+ * network namespace: a host's X11 display or session bus on one is reachable only from
+ * the host's network namespace. */
+static int c_abstract_connect(char **args) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    size_t len = strlen(args[0]);
+    if (len + 1 > sizeof addr.sun_path)
+        return ENAMETOOLONG;
+    memcpy(addr.sun_path + 1, args[0], len);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int rc = connect(fd, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+    int e = rc < 0 ? errno : 0;
+    char c;
+    if (e == 0 && read(fd, &c, 1) != 1)
+        e = EPROTO;
+    close(fd);
+    return e;
+}
+
 /* watch_pids SECONDS SECRET CONTROL: the attacker inside the container. Until SIGTERM (or
  * SECONDS), loop over /proc as fast as possible and, for every pid but our own, read its
  * status and stat, stop it under ptrace, read its exe link and environ, and let it go;
@@ -1050,6 +1074,7 @@ static const struct {
     {"proc_leaks", 2, c_proc_leaks},
     {"ptrace_pid", 1, c_ptrace_pid},
     {"watch_pids", 3, c_watch_pids},
+    {"abstract_connect", 1, c_abstract_connect},
 };
 
 int main(int argc, char **argv) {

@@ -129,6 +129,7 @@ COMMANDS = {
     "proc_leaks": 2,  # PID HEX[,HEX...] (hex-encoded needles)
     "ptrace_pid": 1,  # PID
     "watch_pids": 3,  # SECONDS SECRET CONTROL
+    "abstract_connect": 1,  # NAME (of an abstract unix socket)
 }
 ALL = (*DANGEROUS, *ALLOWED, *NEWER, *NAMESPACES, *SYSCALLS, *FILES, *TARGET, *SEAL, *COMMANDS)
 

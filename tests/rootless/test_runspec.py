@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 
 from rootless.errors import UsageError
-from rootless.runspec import DEFAULT_PATH, ImageDefaults, RunSpec, Volume, merge_env, plan_process
+from rootless.network import Port, pasta_argv
+from rootless.runspec import (
+    DEFAULT_PATH,
+    ImageDefaults,
+    RunSpec,
+    Volume,
+    merge_env,
+    parse_network,
+    plan_process,
+    valid_hostname,
+)
 
 IMAGE = ImageDefaults(
     env=("PATH=/bin", "A=1"), cmd=("sh",), entrypoint=("/entry",), workdir="/srv", user="app"
@@ -74,6 +84,16 @@ def test_volume_parse(tmp_path: Path) -> None:
         RunSpec("img", env=("=x",)),
         RunSpec("img", volumes=(Volume(Path("/nonexistent/rsbox"), "/x"),)),
         RunSpec("img", hostname="h" * 65),
+        RunSpec("img", hostname="with space"),
+        RunSpec("img", hostname="a/b"),
+        RunSpec("img", hostname="-lead"),
+        RunSpec("img", user="99999999"),
+        RunSpec("img", user="0:70000"),
+        RunSpec("img", memory="99999999999999999999999g"),
+        RunSpec("img", ulimits=("nofile=99999999999999999999999",)),
+        RunSpec("img", network="host", network_options=("-T", "80")),
+        RunSpec("img", cap_add=("CAP_NO_SUCH",)),
+        RunSpec("img", privileged=True, seccomp="default"),
     ],
 )
 def test_validate_rejects(spec: RunSpec) -> None:
@@ -83,3 +103,40 @@ def test_validate_rejects(spec: RunSpec) -> None:
 
 def test_validate_accepts_a_plain_spec(tmp_path: Path) -> None:
     RunSpec("img", volumes=(Volume(tmp_path, "/x"),), network="none", userns="single").validate()
+    # Controls for the rejections above: the same fields, within their bounds.
+    RunSpec(
+        "img",
+        hostname="web-1.example",
+        user="65535:65535",
+        memory="8589934591g",
+        network="pasta",
+        network_options=("-T", "80"),
+        cap_add=("CAP_NET_ADMIN",),
+        privileged=True,
+        seccomp="unconfined",
+    ).validate()
+
+
+def test_valid_hostname_is_rfc_1123() -> None:
+    assert valid_hostname("a") and valid_hostname("a-b.c9") and valid_hostname("x" * 63)
+    for bad in ("", "a..b", "a_b", "b-", "x" * 64 + ".y", "é"):
+        assert not valid_hostname(bad), bad
+
+
+def test_network_mode_and_options_use_podmans_syntax() -> None:
+    assert parse_network("pasta") == ("pasta", ())
+    assert parse_network("pasta:-T,5432,--map-gw") == ("pasta", ("-T", "5432", "--map-gw"))
+    assert parse_network("host") == ("host", ())
+    with pytest.raises(UsageError):
+        parse_network("pasta:")
+
+
+def test_pasta_maps_nothing_of_the_hosts_loopback_unless_asked(tmp_path: Path) -> None:
+    pid_file = tmp_path / "p"
+    plain = pasta_argv(42, (Port(8080, 80),), pid_file)
+    assert plain[-3:] == ["-P", str(pid_file), "42"]
+    assert {"--no-map-gw"} <= set(plain) and plain.count("none") == 3  # -u, -T, -U
+    assert plain[plain.index("-t") + 1] == "8080:80"
+    asked = pasta_argv(42, (), pid_file, ("-T", "5432", "--map-gw"))
+    assert "--no-map-gw" not in asked and "--map-gw" not in asked
+    assert asked[asked.index("-T") + 1] == "5432" and asked.count("-T") == 1
