@@ -1,25 +1,57 @@
 """Copying one entry from a lower layer into the upper, keeping its metadata.
 
-The caller (fs.union) orders the work (parents first) and owns the inode table; this
-module only moves bytes and metadata. A regular file is written under a temporary name
-in the same directory (rename(2) must stay on one filesystem) and renamed into place, so
-a crash never leaves a half-copied file under the real name. The reserved `.wh..wh.`
-prefix keeps the temporary out of every listing, even after a crash.
+The caller (fs.union) orders the work (parents first), owns the inode table and writes a
+symlink's metadata (fs.resolve.write_link_meta); this module only moves bytes and the
+override of files and directories. A regular file is written under a temporary name in the
+same directory (rename(2) must stay on one filesystem) and renamed into place, so a crash
+never leaves a half-copied file under the real name. The reserved `.wh..wh.` prefix keeps
+the temporary out of every listing, even after a crash.
+
+Bytes move with copy_file_range(2), in the kernel (a reflink where the filesystem can),
+region by region between SEEK_DATA and SEEK_HOLE so holes stay holes. Since Linux 5.19 it
+fails with EXDEV between two filesystems (a layer on one tmpfs, the upper on another, or
+any lower on NFS); then, as fuse-overlayfs does, the same regions are copied with
+pread/pwrite, still skipping the holes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import itertools
 import os
 import stat
-from pathlib import Path
 
 from fs.meta import EntryMeta
-from fs.resolve import disk_mode, update_links, write_override
+from fs.resolve import Layer, disk_mode, join, split, temp_name, write_override
 
-TMP_PREFIX = ".wh..wh..rsbox-tmp."
-_seq = itertools.count(1)
+# copy_file_range cannot do this pair: EXDEV across filesystems, the others from
+# filesystems (or kernels) without it. The data regions are copied by hand instead.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+_CHUNK = 1 << 20
+
+
+def _copy_region(fi: int, fo: int, pos: int, end: int, in_kernel: bool) -> bool:
+    """Bytes [pos, end) of `fi` to the same offsets of `fo`; returns whether the kernel
+    copy still works (False once it has refused this pair of files)."""
+    while pos < end:
+        if in_kernel:
+            try:
+                n = os.copy_file_range(fi, fo, end - pos, pos, pos)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                in_kernel = False
+                continue
+        else:
+            buf = os.pread(fi, min(end - pos, _CHUNK), pos)
+            n = len(buf)
+            done = 0
+            while done < n:
+                done += os.pwrite(fo, buf[done:], pos + done)
+        if n == 0:
+            break  # the file shrank under us: the rest reads as the hole ftruncate makes
+        pos += n
+    return in_kernel
 
 
 def _copy_data(src: str, dst: str) -> None:
@@ -30,6 +62,7 @@ def _copy_data(src: str, dst: str) -> None:
         try:
             size = os.fstat(fi).st_size
             off = 0
+            in_kernel = True
             while off < size:
                 try:
                     data = os.lseek(fi, off, os.SEEK_DATA)
@@ -38,12 +71,7 @@ def _copy_data(src: str, dst: str) -> None:
                         raise  # EIO and the like: a read error, not the end of the data
                     break  # ENXIO: only a hole is left
                 hole = os.lseek(fi, data, os.SEEK_HOLE)
-                pos = data
-                while pos < hole:
-                    n = os.copy_file_range(fi, fo, hole - pos, pos, pos)
-                    if n == 0:
-                        break
-                    pos += n
+                in_kernel = _copy_region(fi, fo, data, hole, in_kernel)
                 off = hole
             os.ftruncate(fo, size)
         finally:
@@ -52,27 +80,28 @@ def _copy_data(src: str, dst: str) -> None:
         os.close(fi)
 
 
-def copy_entry(src: str, dst: Path, meta: EntryMeta, st: os.stat_result) -> None:
-    """Create `dst` in the upper as a copy of lower entry `src` (lstat `st`)."""
+def copy_entry(src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_result) -> None:
+    """Create `path` in the upper as a copy of lower entry `src` (lstat `st`)."""
     times = (st.st_atime_ns, st.st_mtime_ns)
+    dst = upper.at(path)
     if stat.S_ISDIR(st.st_mode):
         os.mkdir(dst, disk_mode(meta.mode))
         write_override(dst, meta)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
-        update_links(dst.parent, dst.name, meta)
     else:
-        tmp = dst.with_name(f"{TMP_PREFIX}{os.getpid()}.{next(_seq)}")
+        tmp = upper.at(join(split(path)[0], temp_name()))
         try:
             if stat.S_ISREG(st.st_mode):
-                _copy_data(src, os.fspath(tmp))
+                _copy_data(src, tmp)
             else:  # fifo/socket/device on disk or placeholder: the override keeps the type
-                tmp.touch()
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC))
             os.chmod(tmp, disk_mode(meta.mode))
             write_override(tmp, meta)
             os.utime(tmp, ns=times)
             os.rename(tmp, dst)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
     os.utime(dst, ns=times, follow_symlinks=False)

@@ -1,9 +1,17 @@
 """`rsbox-overlayfs`: fuse-overlayfs's command line, served by rsbox's union filesystem.
 
-    rsbox-overlayfs [-f] [-d] -o lowerdir=A:B,upperdir=U,workdir=W[,OPTS] MOUNTPOINT
+    rsbox-overlayfs [-f] [-d] -o lowerdir=A:B,upperdir=U,workdir=W[,OPTS] [SOURCE] MOUNTPOINT
 
 So tools that drive fuse-overlayfs (containers/storage's `mount_program`, Podman) and
 benchmarks can mount our filesystem the same way as its peer:
+
+- mount(8) works too: `mount -t fuse.rsbox-overlayfs SOURCE MNT -o lowerdir=...` runs
+  /sbin/mount.fuse (fuse3's mount.fuse3; util-linux looks for `mount.fuse.rsbox-overlayfs`
+  first, then `mount.fuse` for any `fuse.*` type), which runs
+  `/bin/sh -c "rsbox-overlayfs SOURCE MNT -o OPTS,dev,suid"`. SOURCE is ignored, as by
+  fuse-overlayfs. mount(8) drops PATH from the environment of its helpers, so the shell
+  searches its default PATH (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin):
+  `rsbox-overlayfs` must be there, e.g. a link in /usr/local/bin to the installed one.
 
 - `lowerdir` lists layers top first, as overlayfs does; they are plain directory trees:
   ownership and modes are what lstat says, and both overlayfs whiteouts (0/0 character
@@ -105,8 +113,8 @@ def parse(argv: list[str]) -> Options:
             raise UsageError(f"unknown option {arg}")
         else:
             positional.append(arg)
-    if len(positional) != 1:
-        raise UsageError("exactly one mountpoint is needed")
+    if len(positional) not in (1, 2):
+        raise UsageError("expected [SOURCE] MOUNTPOINT")
     lowers: list[Path] = []
     upper: Path | None = None
     squash_uid = squash_gid = None
@@ -131,7 +139,8 @@ def parse(argv: list[str]) -> Options:
             raise UsageError(f"unknown mount option {key}")
     if not lowers:
         raise UsageError("-o lowerdir=DIR[:DIR...] is required")
-    return Options(Path(positional[0]).resolve(), lowers, upper, foreground, squash_uid, squash_gid)
+    mountpoint = Path(positional[-1]).resolve()  # SOURCE (mount(8) passes one) is ignored
+    return Options(mountpoint, lowers, upper, foreground, squash_uid, squash_gid)
 
 
 def _mapped_ids() -> range:

@@ -7,18 +7,28 @@ How the stack is read (OCI image-spec "whiteouts", the same rules overlayfs appl
 - `.wh.NAME` in a layer hides NAME in every layer below it. `.wh..wh..opq` inside a
   directory hides the content of that directory in every layer below. A non-directory
   hides whatever is below it, including a directory.
+- A 0/0 character device NAME on disk is a whiteout too, in every layer: overlayfs's own
+  marker, and ours for names of 252-255 bytes, for which `.wh.NAME` would be longer than
+  any filesystem takes (NAME_MAX, 255). Since Linux 5.8 anyone may create that device
+  (mknod refuses every other device to the unprivileged), and no layer of ours holds a
+  real device on disk (extraction and mknod write placeholders), so it is unambiguous.
 - Layers written by overlayfs tools (`Layer.overlay_style`, what `rsbox-overlayfs` is
-  given) also use overlayfs's own markers: a 0/0 character device NAME is a whiteout and
-  a directory with the xattr `trusted.overlay.opaque` or `user.overlay.opaque` = "y" is
-  opaque.
+  given) also mark opaque directories overlayfs's way: the xattr
+  `trusted.overlay.opaque` or `user.overlay.opaque` = "y".
 - A directory is therefore modelled as the ordered list of layers in which it is visible as
   a directory (`Found.dirs`), computed from its parent's list, so the parent's whiteouts
   and opaque markers apply to everything under it.
+
+Names starting with `.wh..wh.` are ours and never listed: the opaque marker, copy-up
+temporaries, and the metadata of upper symlinks (below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import os
 import stat
@@ -26,15 +36,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs.longpath import LIMIT, LongPaths
 from fs.meta import EntryMeta, LayerMeta
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERRIDE_XATTR = "user.rsbox.override"
+NAME_MAX = 255  # bytes; every filesystem a layer sits on (ext4, xfs, btrfs, tmpfs)
+# Copy-up and metadata temporaries: written under this prefix, renamed into place.
+TMP_PREFIX = ".wh..wh..rsbox-tmp."
 # Linux refuses user.* xattrs on symlinks: what the container set on an upper symlink
-# (owner) is kept in this xattr of its parent directory, a JSON map name -> EntryMeta.
-LINKS_XATTR = "user.rsbox.links"
+# (owner, mode bits, security.capability) is kept in a sidecar next to it, an empty file
+# named LINK_META_PREFIX + a hash of the symlink's name (so a 255-byte name still has
+# one) whose `user.rsbox.override` holds the EntryMeta. One file per symlink: any number
+# of them per directory, each read or written on its own.
+LINK_META_PREFIX = ".wh..wh..rsbox-link."
+# Uppers written before the sidecars kept one JSON map per directory in this xattr: it is
+# still read, and emptied as its symlinks are written again.
+LEGACY_LINKS_XATTR = "user.rsbox.links"
 _OVERLAY_OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
+_seq = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -48,16 +69,44 @@ class Layer:
     plain: bool = False
     overlay_style: bool = False
     _prefix: str = field(init=False, repr=False)
+    _short: int = field(init=False, repr=False)  # paths this long (chars) are surely short
+    _long: LongPaths = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_prefix", os.fspath(self.root) + "/")
+        root = os.fspath(self.root)
+        object.__setattr__(self, "_prefix", root + "/")
+        object.__setattr__(self, "_short", (LIMIT - len(os.fsencode(root)) - 2) // 4)
+        object.__setattr__(self, "_long", LongPaths(root))
 
     def at(self, path: str) -> str:
-        """`real` as a plain string: lookups run this a lot, pathlib costs ~10 us."""
-        return self._prefix + path if path else os.fspath(self.root)
+        """`real` as a plain string: lookups run this a lot, pathlib costs ~10 us. A long
+        path (fs.longpath.LIMIT, 1 KiB) is named relative to an open directory on its way,
+        which works past PATH_MAX; OSError if that directory is missing."""
+        if len(path) <= self._short:  # up to 4 bytes a character
+            return self._prefix + path if path else self._prefix[:-1]
+        return self._long.name(path)
 
     def real(self, path: str) -> Path:
-        return self.root / path if path else self.root
+        return Path(self.at(path))
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        """lstat of `path` in this layer, None if it is not there."""
+        try:
+            return os.lstat(self.at(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.lstat(path) is not None
+
+    def isdir(self, path: str) -> bool:
+        st = self.lstat(path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def moved(self, path: str) -> None:
+        """`path` (a directory of this layer) was renamed or removed: forget the open
+        directories that named it or what was below it (fs.longpath)."""
+        self._long.forget(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +126,18 @@ def split(path: str) -> tuple[str, str]:
     return head, tail
 
 
-def lstat_or_none(p: str | Path) -> os.stat_result | None:
-    try:
-        return os.lstat(p)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+def whiteout_name(name: str) -> str | None:
+    """`.wh.NAME`, or None when that is longer than NAME_MAX: then the whiteout is a 0/0
+    character device at NAME itself."""
+    wh = WHITEOUT_PREFIX + name
+    if len(wh) * 4 <= NAME_MAX or len(os.fsencode(wh)) <= NAME_MAX:
+        return wh
+    return None
 
 
-def lexists(p: str | Path) -> bool:
-    return lstat_or_none(p) is not None
+def temp_name() -> str:
+    """A name for a temporary in the upper, unique within this process."""
+    return f"{TMP_PREFIX}{os.getpid()}.{next(_seq)}"
 
 
 def check_name(name: str) -> None:
@@ -96,12 +148,13 @@ def check_name(name: str) -> None:
         raise OSError(errno.EINVAL, "invalid name", name)
 
 
-def _is_overlay_whiteout(st: os.stat_result) -> bool:
+def is_whiteout(st: os.stat_result) -> bool:
+    """A 0/0 character device: overlayfs's whiteout (see the module docstring)."""
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _is_opaque(layer: Layer, path: str) -> bool:
-    if lexists(layer.at(join(path, OPAQUE_MARKER))):
+    if layer.exists(join(path, OPAQUE_MARKER)):
         return True
     if layer.overlay_style:
         for name in _OVERLAY_OPAQUE:
@@ -116,12 +169,14 @@ def _is_opaque(layer: Layer, path: str) -> bool:
 def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
     """The whiteout decision for one name, given the layers its parent is visible in."""
     parent, name = split(path)
+    wh = whiteout_name(name)
+    wh_path = join(parent, wh) if wh is not None else None
     top: Layer | None = None
     dirs: list[Layer] = []
     for layer in parent_dirs:
-        st = lstat_or_none(layer.at(path))
+        st = layer.lstat(path)
         if st is not None:
-            if layer.overlay_style and _is_overlay_whiteout(st):
+            if is_whiteout(st):
                 break
             is_dir = stat.S_ISDIR(st.st_mode)
             if top is None:
@@ -131,7 +186,7 @@ def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
             dirs.append(layer)
             if _is_opaque(layer, path):
                 break
-        if lexists(layer.at(join(parent, WHITEOUT_PREFIX + name))):
+        if wh_path is not None and layer.exists(wh_path):
             break
     if top is None:
         return None
@@ -157,10 +212,10 @@ def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
                 continue
             if n in seen or n in hidden:
                 continue
-            if (
-                layer.overlay_style
-                and not e.is_dir()
-                and _is_overlay_whiteout(e.stat(follow_symlinks=False))
+            if (  # d_type first: only a character device costs an lstat
+                not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+                and not e.is_symlink()
+                and is_whiteout(e.stat(follow_symlinks=False))
             ):
                 hidden.add(n)
                 continue
@@ -184,34 +239,63 @@ def write_override(p: str | Path, meta: EntryMeta) -> None:
     os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
 
 
-def read_links(dir_real: str | Path) -> dict[str, EntryMeta]:
-    """The symlink metadata map of an upper directory."""
+def link_meta_name(name: str) -> str:
+    """The sidecar of upper symlink `name` (see LINK_META_PREFIX): fixed length."""
+    return LINK_META_PREFIX + hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+
+
+def read_link_meta(layer: Layer, parent: str, name: str) -> EntryMeta | None:
+    """What the container set on the upper symlink `parent/name`, or None."""
     try:
-        raw = os.getxattr(dir_real, LINKS_XATTR)
+        raw = os.getxattr(layer.at(join(parent, link_meta_name(name))), OVERRIDE_XATTR)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENODATA, errno.ENOTSUP, errno.ENOTDIR):
+            raise
+        return _legacy_links(layer, parent).get(name)
+    return EntryMeta.from_json(json.loads(raw))
+
+
+def write_link_meta(layer: Layer, parent: str, name: str, meta: EntryMeta | None) -> None:
+    """Set (or with None drop) the metadata of the upper symlink `parent/name`.
+
+    Atomic: a new sidecar is written under a temporary name and renamed into place, so a
+    reader (or a crash) sees the old metadata or the new, whole. No fsync: the sidecar has
+    no data, only an inode and its xattr, and journaling filesystems commit metadata
+    changes in order, so the rename is never on disk without the xattr before it."""
+    side = layer.at(join(parent, link_meta_name(name)))
+    if meta is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(side)
+    else:
+        tmp = layer.at(join(parent, temp_name()))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                os.setxattr(fd, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode())
+            finally:
+                os.close(fd)
+            os.rename(tmp, side)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    links = _legacy_links(layer, parent)
+    if links.pop(name, None) is not None:
+        where = layer.at(parent)
+        if links:
+            doc = json.dumps({k: v.to_json() for k, v in links.items()}).encode()
+            os.setxattr(where, LEGACY_LINKS_XATTR, doc)
+        else:
+            os.removexattr(where, LEGACY_LINKS_XATTR)
+
+
+def _legacy_links(layer: Layer, parent: str) -> dict[str, EntryMeta]:
+    try:
+        raw = os.getxattr(layer.at(parent), LEGACY_LINKS_XATTR)
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.ENOENT, errno.ENOTDIR):
             return {}
         raise
     return {k: EntryMeta.from_json(v) for k, v in json.loads(raw).items()}
-
-
-def update_links(dir_real: str | Path, name: str, meta: EntryMeta | None) -> None:
-    """Set (or with None drop) one symlink's entry in its directory's map."""
-    links = read_links(dir_real)
-    if meta is None:
-        if links.pop(name, None) is None:
-            return
-    else:
-        links[name] = meta
-    if links:
-        doc = json.dumps({k: v.to_json() for k, v in links.items()}).encode()
-        os.setxattr(dir_real, LINKS_XATTR, doc)
-    else:
-        try:
-            os.removexattr(dir_real, LINKS_XATTR)
-        except OSError as exc:
-            if exc.errno != errno.ENODATA:
-                raise
 
 
 def disk_mode(mode: int) -> int:

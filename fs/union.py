@@ -8,15 +8,24 @@ How the upper is written (so that a later commit can export it as an OCI layer a
 - The server runs as the host user and cannot chown. What the container set (owner, full
   mode, rdev, xattrs incl. security.capability) is stored on the upper entry in the xattr
   `user.rsbox.override`, in fs.meta's EntryMeta JSON: the same truth as a layer's `meta`,
-  crash safe, no db. Symlinks cannot carry user.* xattrs: theirs is in their parent
-  directory's `user.rsbox.links` map.
-- Deleting a name that a lower layer holds writes the whiteout `.wh.NAME` into the upper;
-  a directory created over a whiteout gets `.wh..wh..opq`, so `rm -rf d; mkdir d` is empty.
+  crash safe, no db. Symlinks cannot carry user.* xattrs: theirs is in a sidecar file
+  next to them (fs.resolve.LINK_META_PREFIX), one per symlink.
+- Deleting a name that a lower layer holds writes the whiteout `.wh.NAME` into the upper
+  (for a name of 252-255 bytes, where that would not fit in NAME_MAX, a 0/0 character
+  device NAME, overlayfs's whiteout); a directory created over a whiteout gets
+  `.wh..wh..opq`, so `rm -rf d; mkdir d` is empty. No name we write is longer than the
+  container's own: any name the upper's filesystem takes can be created, renamed,
+  linked, copied up and deleted.
 - Copy-up happens on the first change: parents first, then the entry (fs.copyup),
   keeping the merged metadata and our inode number. Handles already open on the lower
   copy are moved onto the upper one, so every reader sees the writes.
 
 Everything here is synchronous and raises OSError; fs.server turns that into FUSE replies.
+Nothing recurses over the tree and paths past PATH_MAX go through fs.longpath, so a tree
+thousands of levels deep works as on a local filesystem. What a request costs does not
+grow with what the kernel knows below the entries it touches (a rename of a directory of
+100k known files relinks one node of fs.inodes), except where bytes must move: renaming a
+directory that lower layers show copies it up first.
 """
 
 from __future__ import annotations
@@ -44,15 +53,15 @@ from fs.resolve import (
     Layer,
     check_name,
     disk_mode,
+    is_whiteout,
     join,
-    lexists,
-    lstat_or_none,
     merged_names,
-    read_links,
+    read_link_meta,
     read_override,
     resolve_child,
     split,
-    update_links,
+    whiteout_name,
+    write_link_meta,
     write_override,
 )
 
@@ -131,6 +140,10 @@ def _key(real: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _touch(real: str) -> None:
+    os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
 def _host_flags(flags: int) -> int:
     """Flags for our own open of the backing file. With the writeback cache the kernel
     reads pages of write-only files and computes the end of file for O_APPEND itself, so
@@ -162,7 +175,7 @@ class Union:
             lowers = [Layer(p / "fs", _load_meta(p / "meta")) for p in spec.lowers]
         self.stack: tuple[Layer, ...] = (self.upper, *reversed(lowers))
         self._fh = itertools.count(1)
-        self.table = InodeTable(Node(ROOT_INODE, "", self.upper, self._root_dirs(), lookups=1))
+        self.table = InodeTable(self.upper, self._root_dirs())
         self._open: dict[FileHandle, _Open] = {}
 
     # ---- resolution -------------------------------------------------------------------
@@ -173,23 +186,28 @@ class Union:
             if not layer.root.is_dir():
                 continue
             dirs.append(layer)
-            if lexists(layer.root / OPAQUE_MARKER):
+            if layer.exists(OPAQUE_MARKER):
                 break
         return tuple(dirs)
 
     def _resolve_path(self, path: str) -> Found | None:
+        """Where `path` lives, resolved from the root (ignoring the table)."""
+        found: Found | None = Found(self.upper, self._root_dirs())
         if not path:
-            return Found(self.upper, self._root_dirs())
-        parent, _ = split(path)
-        pf = self._resolve_path(parent)
-        if pf is None or not pf.dirs:
-            return None
-        return resolve_child(pf.dirs, path)
+            return found
+        at = ""
+        for name in path.split("/"):
+            if found is None or not found.dirs:
+                return None
+            at = join(at, name)
+            found = resolve_child(found.dirs, at)
+        return found
 
     def _refresh(self, node: Node) -> None:
         found = self._resolve_path(node.path)
         if found is None:
-            self.table.unname(node, node.path)
+            if node.parent is not None:
+                self.table.unname(node, node.parent, node.name)
         else:
             node.layer, node.dirs = found.layer, found.dirs
 
@@ -206,13 +224,13 @@ class Union:
         path = join(parent.path, name)
         if name.startswith(WHITEOUT_PREFIX):
             return path, None
-        n = self.table.at(path)
+        n = self.table.child(parent, name)
         if n is not None:
             return path, Found(n.layer, n.dirs)
         return path, resolve_child(parent.dirs, path)
 
-    def _node_for(self, path: str, found: Found) -> Node:
-        node = self.table.at(path)
+    def _node_for(self, parent: Node, name: str, path: str, found: Found) -> Node:
+        node = self.table.child(parent, name)
         if node is not None:
             return node
         key = None
@@ -222,9 +240,9 @@ class Union:
             if st.st_nlink > 1:
                 other = self.table.by_host(key)
                 if other is not None and not other.unlinked:
-                    self.table.alias(other, path)
+                    self.table.alias(other, parent, name)
                     return other
-        return self.table.add(path, found.layer, found.dirs, key)
+        return self.table.add(parent, name, found.layer, found.dirs, key)
 
     # ---- kernel bookkeeping -----------------------------------------------------------
 
@@ -239,14 +257,11 @@ class Union:
         if name == ".":
             return parent
         if name == "..":
-            up = self.table.at(split(parent.path)[0]) if parent.path else parent
-            if up is None:
-                raise OSError(errno.ENOENT, "parent not known", parent.path)
-            return up
+            return parent.parent or parent
         path, found = self._child(parent, name)
         if found is None:
             raise OSError(errno.ENOENT, "no such entry", path)
-        return self._node_for(path, found)
+        return self._node_for(parent, name, path, found)
 
     def forget(self, items: Sequence[tuple[int, int]]) -> None:
         for ino, n in items:
@@ -275,7 +290,7 @@ class Union:
             return st, None
         if stat.S_ISLNK(st.st_mode):
             parent, name = split(path)
-            return st, read_links(layer.at(parent)).get(name)
+            return st, read_link_meta(layer, parent, name)
         ov = read_override(real)
         if ov is None and len(dirs) > 1 and dirs[0] is layer:
             # An upper dir we never wrote an override for (the upper root, made by the
@@ -351,11 +366,26 @@ class Union:
     def _entry_meta(self, node: Node) -> EntryMeta:
         """The full truth about a node (unclamped ids), for copy-up and updates."""
         st, meta = self._meta(node)
-        if meta is not None:
-            return meta
-        if node.layer.plain:
+        return meta if meta is not None else self._bare_meta(node.layer, st)
+
+    def _entry_meta_at(self, layer: Layer, path: str, dirs: tuple[Layer, ...]) -> EntryMeta:
+        """_entry_meta of what `layer` holds at `path` (known to the table or not)."""
+        st, meta = self._layer_meta(layer, path, dirs)
+        return meta if meta is not None else self._bare_meta(layer, st)
+
+    @staticmethod
+    def _bare_meta(layer: Layer, st: os.stat_result) -> EntryMeta:
+        """What an entry without recorded metadata shows."""
+        if layer.plain:
             return EntryMeta(uid=st.st_uid, gid=st.st_gid, mode=st.st_mode, rdev=st.st_rdev)
         return EntryMeta(uid=0, gid=0, mode=st.st_mode)
+
+    def _set_link_meta(self, path: str, meta: EntryMeta | None) -> None:
+        """Record what the upper symlink `path` shows; nothing when lstat tells it already."""
+        if meta is not None and meta == self._bare_meta(self.upper, os.lstat(self.upper.at(path))):
+            meta = None
+        parent, name = split(path)
+        write_link_meta(self.upper, parent, name, meta)
 
     # ---- copy-up ----------------------------------------------------------------------
 
@@ -363,7 +393,8 @@ class Union:
         """Make `node` live in the upper (parents first), keeping metadata and inode."""
         if node.layer.is_upper or node.unlinked:
             return
-        self._copy_up_path(node.path, node)
+        self._ensure_upper_dir(split(node.path)[0])
+        self._copy_one(node.path, node.layer, node.dirs)
         self._refresh(node)
         if not node.is_dir:
             self.table.set_host(node, _key(self.upper.at(node.path)))
@@ -381,28 +412,43 @@ class Union:
                     os.close(fd)
 
     def _ensure_upper_dir(self, path: str) -> None:
-        """The directory `path` of the union exists in the upper (with its metadata)."""
-        if not path or os.path.isdir(self.upper.at(path)):
+        """The directory `path` of the union exists in the upper (with its metadata): the
+        missing ones are copied from the top down, each resolved from its parent."""
+        if not path or self.upper.isdir(path):
             return
-        node = self.table.at(path)
-        if node is None:
-            found = self._resolve_path(path)
-            if found is None:
-                raise OSError(errno.ENOENT, "parent vanished", path)
-            self._copy_up_path(path, Node(Inode(0), path, found.layer, found.dirs))
-            return
-        self._copy_up_path(path, node)
-        self._refresh(node)
+        missing = [path]
+        above = split(path)[0]
+        while above and not self.upper.isdir(above):
+            missing.append(above)
+            above = split(above)[0]
+        node = self.table.at(above)
+        found = Found(node.layer, node.dirs) if node is not None else self._resolve_path(above)
+        if found is None:
+            raise OSError(errno.ENOENT, "parent vanished", above)
+        dirs = found.dirs
+        for p in reversed(missing):
+            known = self.table.child(node, split(p)[1]) if node is not None else None
+            here = Found(known.layer, known.dirs) if known is not None else resolve_child(dirs, p)
+            if here is None or not here.dirs:
+                raise OSError(errno.ENOENT, "parent vanished", p)
+            self._copy_one(p, here.layer, here.dirs)
+            now = resolve_child(dirs, p)
+            if now is None:
+                raise OSError(errno.ENOENT, "parent vanished", p)
+            if known is not None:
+                known.layer, known.dirs = now.layer, now.dirs
+            dirs, node = now.dirs, known
 
-    def _copy_up_path(self, path: str, node: Node) -> None:
-        parent, name = split(path)
-        self._ensure_upper_dir(parent)
-        meta = self._entry_meta(node)
-        src = node.layer.at(path)
-        copy_entry(src, self.upper.real(path), meta, os.lstat(src))
-        wh = self.upper.at(join(parent, WHITEOUT_PREFIX + name))
-        if lexists(wh):
-            os.unlink(wh)
+    def _copy_one(self, path: str, layer: Layer, dirs: tuple[Layer, ...]) -> None:
+        """Copy the entry `layer` holds at `path` into the upper, whose parent directory is
+        there already."""
+        meta = self._entry_meta_at(layer, path, dirs)
+        src = layer.at(path)
+        st = os.lstat(src)
+        self._drop_whiteout(*split(path))
+        copy_entry(src, self.upper, path, meta, st)
+        if stat.S_ISLNK(st.st_mode):
+            self._set_link_meta(path, meta)
 
     def _copy_up_tree(self, path: str) -> None:
         """Copy a whole merged directory into the upper and make it opaque: after this
@@ -411,51 +457,110 @@ class Union:
         if found is None:
             raise OSError(errno.ENOENT, "vanished", path)
         if found.dirs == (self.upper,):
-            (self.upper.real(path) / OPAQUE_MARKER).touch()
+            self._mark_opaque(path)
             return  # nothing below shows through: the subtree is all in the upper already
         if not found.layer.is_upper:
-            self._copy_up_path(path, Node(Inode(0), path, found.layer, found.dirs))
-        for name in merged_names(found.dirs, path):
-            child = join(path, name)
-            cf = resolve_child(found.dirs, child)
-            if cf is None:
-                continue
-            if cf.dirs:
-                self._copy_up_tree(child)
-            elif not cf.layer.is_upper:
-                known = self.table.at(child)
-                self._copy_up_path(child, known or Node(Inode(0), child, cf.layer, cf.dirs))
-        real = self.upper.real(path)
-        for n in os.listdir(real):
-            if n.startswith(WHITEOUT_PREFIX) and not n.startswith(".wh..wh."):
-                os.unlink(real / n)
-        (real / OPAQUE_MARKER).touch()
+            self._ensure_upper_dir(split(path)[0])
+            self._copy_one(path, found.layer, found.dirs)
+        todo = [(path, found.dirs)]  # directories in the upper now, to fill
+        while todo:
+            at, dirs = todo.pop()
+            for name in merged_names(dirs, at):
+                child = join(at, name)
+                cf = resolve_child(dirs, child)
+                if cf is None:
+                    continue
+                if cf.dirs == (self.upper,):
+                    self._mark_opaque(child)
+                    continue
+                if not cf.layer.is_upper:
+                    self._copy_one(child, cf.layer, cf.dirs)
+                if cf.dirs:
+                    todo.append((child, cf.dirs))
+            self._clear_whiteouts(at)
+            self._mark_opaque(at)
 
-    def _refresh_under(self, prefix: str) -> None:
-        for p in self.table.paths_under(prefix):
-            node = self.table.at(p)
-            if node is not None and node.path == p:
-                was_lower = not node.layer.is_upper
-                self._refresh(node)
-                if was_lower and node.layer.is_upper and not node.is_dir:
-                    self.table.set_host(node, _key(self.upper.at(node.path)))
-                    self._reopen(node)
+    def _mark_opaque(self, path: str) -> None:
+        _touch(self.upper.at(join(path, OPAQUE_MARKER)))
+
+    def _clear_whiteouts(self, path: str) -> None:
+        """Drop the whiteouts of an upper directory that has just become opaque."""
+        with os.scandir(self.upper.at(path)) as entries:
+            names = [
+                e.name
+                for e in entries
+                if (e.name.startswith(WHITEOUT_PREFIX) and not e.name.startswith(".wh..wh."))
+                or (
+                    not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+                    and not e.is_symlink()
+                    and is_whiteout(e.stat(follow_symlinks=False))
+                )
+            ]
+        for n in names:
+            os.unlink(self.upper.at(join(path, n)))
+
+    def _refresh_moved(self, top: Node, whole: bool) -> None:
+        """After `top` moved: where it lives now, and (`whole`) every known node below it,
+        each resolved from its freshly resolved directory. Not `whole` when the moved
+        entry was in the upper alone: nothing below it changed layer, and the work stays
+        O(1) however much the kernel knows below it."""
+        self._refresh_one(top, self._resolve_path(top.path))
+        if not whole:
+            return
+        for node in self.table.subtree(top):
+            assert node.parent is not None
+            self._refresh_one(node, resolve_child(node.parent.dirs, node.path))
+
+    def _refresh_one(self, node: Node, found: Found | None) -> None:
+        if found is None:
+            if node.parent is not None:
+                self.table.unname(node, node.parent, node.name)
+            return
+        was_lower = not node.layer.is_upper
+        node.layer, node.dirs = found.layer, found.dirs
+        if was_lower and node.layer.is_upper and not node.is_dir:
+            self.table.set_host(node, _key(self.upper.at(node.path)))
+            self._reopen(node)
 
     def _lower_has(self, parent: Node, name: str) -> bool:
         """Whether a lower layer shows `name` under `parent` (so deleting needs a whiteout)."""
+        wh = whiteout_name(name)
         for layer in parent.dirs:
             if layer.is_upper:
                 continue
-            st = lstat_or_none(layer.at(join(parent.path, name)))
+            st = layer.lstat(join(parent.path, name))
             if st is not None:
-                return not (layer.overlay_style and stat.S_ISCHR(st.st_mode) and not st.st_rdev)
-            if lexists(layer.at(join(parent.path, WHITEOUT_PREFIX + name))):
+                return not is_whiteout(st)
+            if wh is not None and layer.exists(join(parent.path, wh)):
                 return False
         return False
 
     def _whiteout(self, parent: Node, name: str) -> None:
+        """Hide the lower layers' `name` under `parent` (nothing of it is in the upper)."""
         self._ensure_upper_dir(parent.path)
-        (self.upper.real(join(parent.path, WHITEOUT_PREFIX + name))).touch()
+        wh = whiteout_name(name)
+        if wh is not None:
+            _touch(self.upper.at(join(parent.path, wh)))
+            return
+        try:
+            os.mknod(self.upper.at(join(parent.path, name)), stat.S_IFCHR | 0o600, 0)
+        except PermissionError as exc:  # Linux < 5.8: only CAP_MKNOD makes a 0/0 device
+            raise OSError(
+                errno.ENAMETOOLONG, "this kernel cannot whiteout a name this long", name
+            ) from exc
+
+    def _drop_whiteout(self, parent: str, name: str) -> bool:
+        """Remove the upper's whiteout of `parent/name`, if any, before putting something
+        there; returns whether there was one."""
+        wh = whiteout_name(name)
+        if wh is not None and self.upper.exists(join(parent, wh)):
+            os.unlink(self.upper.at(join(parent, wh)))
+            return True
+        st = self.upper.lstat(join(parent, name))
+        if st is not None and is_whiteout(st):
+            os.unlink(self.upper.at(join(parent, name)))
+            return True
+        return False
 
     def _prepare_new(self, parent: Node, name: str) -> tuple[str, bool]:
         """Checks before creating `name`; returns its path and whether a whiteout was
@@ -465,11 +570,7 @@ class Union:
         if found is not None:
             raise OSError(errno.EEXIST, "exists", path)
         self._ensure_upper_dir(parent.path)
-        wh = self.upper.real(join(parent.path, WHITEOUT_PREFIX + name))
-        if lexists(wh):
-            os.unlink(wh)
-            return path, True
-        return path, False
+        return path, self._drop_whiteout(parent.path, name)
 
     def _new_owner(self, parent: Node, uid: int, gid: int) -> tuple[int, int]:
         pmeta = self._entry_meta(parent)
@@ -477,10 +578,11 @@ class Union:
             gid = pmeta.gid  # BSD group semantics under a setgid directory
         return uid, gid
 
-    def _created(self, path: str) -> Attr:
-        found = self._resolve_path(path)
-        assert found is not None
-        node = self._node_for(path, found)
+    def _created(self, parent: Node, name: str, path: str) -> Attr:
+        found = resolve_child(parent.dirs, path)  # the parent is in the upper, fresh
+        if found is None:
+            raise OSError(errno.ENOENT, "vanished after creation", path)
+        node = self._node_for(parent, name, path, found)
         node.layer, node.dirs = found.layer, found.dirs
         node.lookups += 1
         return self._attr(node)
@@ -497,22 +599,20 @@ class Union:
         uid, gid = self._new_owner(parent, uid, gid)
         pmode = self._entry_meta(parent).mode
         mode = stat.S_IFDIR | (mode & 0o7777) | (pmode & stat.S_ISGID)
-        real = self.upper.real(path)
+        real = self.upper.at(path)
         os.mkdir(real, disk_mode(mode))
         write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
         if was_whiteout or self._lower_has(parent, name):
-            (real / OPAQUE_MARKER).touch()
-        return self._created(path)
+            self._mark_opaque(path)
+        return self._created(parent, name, path)
 
     def symlink(self, parent_ino: int, name: str, target: str, uid: int = 0, gid: int = 0) -> Attr:
         parent = self._dir(parent_ino)
         path, _ = self._prepare_new(parent, name)
         uid, gid = self._new_owner(parent, uid, gid)
-        real = self.upper.real(path)
-        os.symlink(target, real)
-        meta = EntryMeta(uid=uid, gid=gid, mode=stat.S_IFLNK | 0o777)
-        update_links(real.parent, name, meta if (uid, gid) != (0, 0) else None)
-        return self._created(path)
+        os.symlink(target, self.upper.at(path))
+        self._set_link_meta(path, EntryMeta(uid=uid, gid=gid, mode=stat.S_IFLNK | 0o777))
+        return self._created(parent, name, path)
 
     def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int) -> Attr:
         """Devices, fifos and sockets are empty placeholder files in the upper; the type
@@ -525,12 +625,12 @@ class Union:
         uid, gid = self._new_owner(parent, uid, gid)
         if stat.S_IFMT(mode) == 0:
             mode |= stat.S_IFREG
-        real = self.upper.real(path)
+        real = self.upper.at(path)
         fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         os.close(fd)
         rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
         write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode, rdev=rdev))
-        return self._created(path)
+        return self._created(parent, name, path)
 
     def create(
         self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int
@@ -539,15 +639,15 @@ class Union:
         path, _ = self._prepare_new(parent, name)
         uid, gid = self._new_owner(parent, uid, gid)
         mode = stat.S_IFREG | (mode & 0o7777)
-        real = self.upper.real(path)
+        real = self.upper.at(path)
         flags = _host_flags(flags)
         fd = os.open(real, flags | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         try:
             write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
+            attr = self._created(parent, name, path)
         except BaseException:
             os.close(fd)
             raise
-        attr = self._created(path)
         fh = FileHandle(next(self._fh))
         self._open[fh] = _Open(fd, self.nodes[attr.ino], flags)
         return fh, attr
@@ -560,12 +660,11 @@ class Union:
         parent = self._dir(parent_ino)
         self._copy_up(node)
         path, _ = self._prepare_new(parent, name)
-        os.link(self.upper.real(node.path), self.upper.real(path), follow_symlinks=False)
+        os.link(self.upper.at(node.path), self.upper.at(path), follow_symlinks=False)
         if stat.S_ISLNK(os.lstat(self.upper.at(path)).st_mode):
-            pmeta = read_links(self.upper.at(split(node.path)[0])).get(split(node.path)[1])
-            update_links(self.upper.at(parent.path), name, pmeta)
+            self._set_link_meta(path, read_link_meta(self.upper, *split(node.path)))
         self.table.set_host(node, _key(self.upper.at(path)))
-        self.table.alias(node, path)
+        self.table.alias(node, parent, name)
         node.lookups += 1
         return self._attr(node)
 
@@ -590,28 +689,39 @@ class Union:
         self._remove(parent, name, path, found)
 
     def _remove(self, parent: Node, name: str, path: str, found: Found) -> None:
-        real = self.upper.real(path)
-        st = lstat_or_none(real)
+        st = self.upper.lstat(path)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(real)  # only whiteouts/markers remain: checked as empty
+                # only whiteouts/markers remain: checked as empty
+                shutil.rmtree(self.upper.at(path))
+                self.upper.moved(path)
             else:
-                os.unlink(real)
+                os.unlink(self.upper.at(path))
                 if stat.S_ISLNK(st.st_mode):
-                    update_links(real.parent, name, None)
+                    write_link_meta(self.upper, parent.path, name, None)
         if self._lower_has(parent, name):
             self._whiteout(parent, name)
-        node = self.table.at(path)
+        node = self.table.child(parent, name)
         if node is not None:
-            self.table.unname(node, path)
+            self.table.unname(node, parent, name)
 
     def _to_upper(self, path: str, found: Found) -> None:
         """The entry at `path`, whole, in the upper (a directory becomes opaque)."""
         if found.dirs:
             self._copy_up_tree(path)
         elif not found.layer.is_upper:
-            known = self.table.at(path)
-            self._copy_up_path(path, known or Node(Inode(0), path, found.layer, found.dirs))
+            self._ensure_upper_dir(split(path)[0])
+            self._copy_one(path, found.layer, found.dirs)
+
+    def _link_meta_of(self, parent: str, name: str) -> EntryMeta | None:
+        st = self.upper.lstat(join(parent, name))
+        if st is None or not stat.S_ISLNK(st.st_mode):
+            return None
+        return read_link_meta(self.upper, parent, name)
+
+    def _upper_only(self, found: Found) -> bool:
+        """Whether nothing of the entry (and below it) shows from a lower layer."""
+        return found.dirs == (self.upper,) if found.dirs else found.layer.is_upper
 
     def rename(
         self, old_parent: int, old_name: str, new_parent: int, new_name: str, flags: int
@@ -648,35 +758,37 @@ class Union:
                 raise OSError(errno.ENOTEMPTY, "directory not empty", dst_path)
             if self._same_file(src_path, src, dst_path, dst):
                 return  # two links to one file: rename(2) does nothing
+        upper_only = self._upper_only(src)
         # 1. the source, whole, in the upper
         self._to_upper(src_path, src)
-        src_real = self.upper.at(src_path)
-        is_link = stat.S_ISLNK(os.lstat(src_real).st_mode)
-        link_meta = read_links(self.upper.at(op.path)).get(old_name) if is_link else None
+        is_link = stat.S_ISLNK(os.lstat(self.upper.at(src_path)).st_mode)
+        link_meta = read_link_meta(self.upper, op.path, old_name) if is_link else None
         # 2. the target's place in the upper, emptied
         self._ensure_upper_dir(np_.path)
-        dst_real = self.upper.real(dst_path)
-        st = lstat_or_none(dst_real)
+        st = self.upper.lstat(dst_path)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(dst_real)
-        dst_wh = self.upper.real(join(np_.path, WHITEOUT_PREFIX + new_name))
-        if lexists(dst_wh):
-            os.unlink(dst_wh)
+            shutil.rmtree(self.upper.at(dst_path))
+            self.upper.moved(dst_path)
+        self._drop_whiteout(np_.path, new_name)
         if src.dirs:
-            (self.upper.real(src_path) / OPAQUE_MARKER).touch()
-        os.rename(src_real, dst_real)
+            self._mark_opaque(src_path)
+        os.rename(self.upper.at(src_path), self.upper.at(dst_path))
+        self.upper.moved(src_path)
         if is_link:
-            update_links(self.upper.at(op.path), old_name, None)
-            update_links(self.upper.at(np_.path), new_name, link_meta)
+            write_link_meta(self.upper, op.path, old_name, None)
+        if is_link or (st is not None and stat.S_ISLNK(st.st_mode)):
+            write_link_meta(self.upper, np_.path, new_name, link_meta)
         # 3. hide what the lowers still hold at the old name
         if self._lower_has(op, old_name):
             self._whiteout(op, old_name)
-        # 4. the inode table follows the move
-        replaced = self.table.at(dst_path)
+        # 4. the inode table follows the move: one node relinked, whatever is below it
+        replaced = self.table.child(np_, new_name)
         if replaced is not None:
-            self.table.unname(replaced, dst_path)
-        self.table.move(src_path, dst_path)
-        self._refresh_under(dst_path)
+            self.table.unname(replaced, np_, new_name)
+        self.table.move(op, old_name, np_, new_name)
+        moved = self.table.child(np_, new_name)
+        if moved is not None:
+            self._refresh_moved(moved, whole=not upper_only)
         # the parents may have been copied up; their other children did not change
         self._refresh(op)
         self._refresh(np_)
@@ -700,17 +812,22 @@ class Union:
     ) -> None:
         """RENAME_EXCHANGE: both entries go to the upper whole, then swap atomically.
         Both names keep existing, so no whiteout is needed."""
+        whole_a, whole_b = not self._upper_only(src), not self._upper_only(dst)
         self._to_upper(src_path, src)
         self._to_upper(dst_path, dst)
-        a, b = self.upper.at(src_path), self.upper.at(dst_path)
-        la = read_links(self.upper.at(op.path)).get(old_name)
-        lb = read_links(self.upper.at(np_.path)).get(new_name)
-        _renameat2(a, b, RENAME_EXCHANGE)
-        update_links(self.upper.at(op.path), old_name, lb)
-        update_links(self.upper.at(np_.path), new_name, la)
-        self.table.swap(src_path, dst_path)
-        self._refresh_under(src_path)
-        self._refresh_under(dst_path)
+        la = self._link_meta_of(op.path, old_name)
+        lb = self._link_meta_of(np_.path, new_name)
+        _renameat2(self.upper.at(src_path), self.upper.at(dst_path), RENAME_EXCHANGE)
+        self.upper.moved(src_path)
+        self.upper.moved(dst_path)
+        if la is not None or lb is not None:
+            write_link_meta(self.upper, op.path, old_name, lb)
+            write_link_meta(self.upper, np_.path, new_name, la)
+        self.table.swap(op, old_name, np_, new_name)
+        for parent, name, whole in ((np_, new_name, whole_a), (op, old_name, whole_b)):
+            moved = self.table.child(parent, name)
+            if moved is not None:
+                self._refresh_moved(moved, whole)
         self._refresh(op)
         self._refresh(np_)
 
@@ -749,9 +866,8 @@ class Union:
                 gid=old.gid if gid is None else gid,
             )
             if is_link:
-                for p in (node.path, *node.links):
-                    parent, name = split(p)
-                    update_links(self.upper.at(parent), name, new)
+                for parent, name in node.names():
+                    self._set_link_meta(join(parent.path, name), new)
             else:
                 if isinstance(target, int):
                     os.setxattr(target, OVERRIDE_XATTR, json.dumps(new.to_json()).encode())
@@ -801,8 +917,8 @@ class Union:
             if not new.xattrs.keys() <= {"security.capability"} and new.xattrs:
                 # what Linux itself answers for user.* on a symlink
                 raise OSError(errno.EPERM, "no user xattrs on symlinks", node.path)
-            parent, name = split(node.path)
-            update_links(self.upper.at(parent), name, new)
+            for parent, name in node.names():
+                self._set_link_meta(join(parent.path, name), new)
         else:
             write_override(real, new)
 
@@ -889,15 +1005,14 @@ class Union:
             of.names = [".", "..", *self._listing(parent)]
         names = of.names
         # The warm path (`find` over a tree the kernel has seen): the child is in the
-        # table, found by its path alone; only a new child goes through resolution.
-        at = self.table.at
-        base = parent.path + "/" if parent.path else ""
+        # table, found by its name alone; only a new child goes through resolution.
+        child = self.table.child
         for i in range(start, len(names)):
             name = names[i]
             if i < 2:
                 yield i + 1, name, self._dot(parent, name), False
                 continue
-            node = at(base + name)
+            node = child(parent, name)
             if node is None:
                 try:
                     node = self._find(parent.ino, name)
@@ -920,29 +1035,28 @@ class Union:
                 break
             if node.ino != ROOT_INODE and id(node) not in busy:
                 picked.append(node)
-        asked: set[str] = set()
+        asked: set[int] = set()
         for node in picked:
             nodes[node.ino] = nodes.pop(node.ino)
-            parent_path = split(node.path)[0]
-            target = parent_path or node.path  # a file under the root: itself
-            if target in asked:
+            parent = node.parent
+            if parent is None:
                 continue
-            asked.add(target)
-            above, name = split(target)
-            parent = self.table.at(above)
-            if parent is not None:
-                yield parent.ino, name
+            target = node if parent.parent is None else parent  # under the root: itself
+            if target.ino in asked or target.parent is None:
+                continue
+            asked.add(target.ino)
+            yield target.parent.ino, target.name
 
     @staticmethod
     def took(node: Node) -> None:
         """The kernel holds one more reference to `node` (an entry of readdirplus)."""
         node.lookups += 1
 
-    def _dot(self, parent: Node, name: str) -> Node:
-        if name == "." or not parent.path:
+    @staticmethod
+    def _dot(parent: Node, name: str) -> Node:
+        if name == "." or parent.parent is None:
             return parent
-        # ".." of a directory whose parent the kernel forgot: report the directory itself
-        return self.table.at(split(parent.path)[0]) or parent
+        return parent.parent
 
     def dir_node(self, fh: int) -> Node:
         of = self._open.get(FileHandle(fh))

@@ -17,6 +17,12 @@ read-mostly workloads <= 1.2 x the kernel overlay.
 Then memory: the peak RSS of the rsbox server after `find` + `stat` of a one-layer tree
 of 500k files (also cached), next to the same walk over 50k files, so the cost per file
 and the effect of the inode table's cap (fs.union.UnionSpec.max_nodes) show.
+
+Then a rename under load (`python -m tests.bench_fs rename` runs only this): a directory of
+100k files in the upper, all of them looked up (the kernel knows every one), is renamed
+while another process stats names in another directory, each a fresh LOOKUP the server
+must answer. Printed: the longest and the median stat, and how long the rename took.
+Target (issue 11): no request waits longer than 100 ms.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,10 +146,19 @@ def _c_project(tar: Path) -> None:
 
 
 class Mount:
-    """One mount of `layers` (bottom first, each holding fs/) plus an empty upper."""
+    """One mount of `layers` (bottom first, each holding fs/) plus an upper, empty unless
+    `fill` puts something in it first."""
 
-    def __init__(self, kind: str, layers: list[Path], work: Path) -> None:
-        self.kind, self.layers, self.work = kind, layers, work
+    def __init__(
+        self,
+        kind: str,
+        layers: list[Path],
+        work: Path,
+        fill: Callable[[Path], None] | None = None,
+        max_nodes: int | None = None,
+    ) -> None:
+        self.kind, self.layers, self.work, self.fill = kind, layers, work, fill
+        self.max_nodes = max_nodes
         self.mnt = work / "mnt"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -150,6 +166,8 @@ class Mount:
         for d in ("upper", "workdir", "mnt"):
             shutil.rmtree(self.work / d, ignore_errors=True)
             (self.work / d).mkdir()
+        if self.fill is not None:
+            self.fill(self.work / "upper")
         lowerdir = ":".join(str(p / "fs") for p in reversed(self.layers))
         opts = f"lowerdir={lowerdir},upperdir={self.work / 'upper'},workdir={self.work / 'workdir'}"
         if self.kind == "overlay":
@@ -160,6 +178,8 @@ class Mount:
             argv = [sys.executable, "-m", "fs", str(self.mnt), "--upper", str(self.work / "upper")]
             for p in self.layers:
                 argv += ["--lower", str(p)]
+            if self.max_nodes is not None:
+                argv += ["--max-nodes", str(self.max_nodes)]
             self.proc = subprocess.Popen(argv, cwd=REPO)
             dev = os.stat(self.work).st_dev
             while os.stat(self.mnt).st_dev == dev:
@@ -240,6 +260,7 @@ def bench_fs(runs: int) -> None:
             ratios += f"{r / p:>15.2f}x" if r and p else f"{'-':>16}"
         print(f"  {w:22}{row}{ratios}")
     bench_fs_memory()
+    bench_fs_rename()
 
 
 def bench_fs_memory() -> None:
@@ -256,7 +277,96 @@ def bench_fs_memory() -> None:
         print(f"  {count:>7} files  {took:6.2f} s  peak RSS {peak / 1024:6.1f} MiB")
 
 
+# One LOOKUP after another, each of a name never asked for (so neither the kernel's entry
+# cache nor its negative one answers), for SECONDS; prints the latencies' max and median.
+_STATTER = r"""
+import json, os, sys, time
+seconds = float(sys.argv[1])
+lat = []
+print("ready", flush=True)
+end = time.perf_counter() + seconds
+i = 0
+while time.perf_counter() < end:
+    t = time.perf_counter()
+    try:
+        os.stat(f"other/n{i}")
+    except FileNotFoundError:
+        pass
+    lat.append(time.perf_counter() - t)
+    i += 1
+lat.sort()
+print(json.dumps({"max": lat[-1], "median": lat[len(lat) // 2], "stats": len(lat)}))
+"""
+
+
+def _fill_big(count: int) -> Callable[[Path], None]:
+    def fill(upper: Path) -> None:
+        (upper / "other").mkdir()
+        big = upper / "big"
+        big.mkdir()
+        for i in range(count):
+            os.close(os.open(big / f"file-{i}", os.O_WRONLY | os.O_CREAT, 0o644))
+
+    return fill
+
+
+def _rename_under_load(kind: str, count: int) -> dict[str, float]:
+    """Inside the namespace: the rename of an upper directory of `count` known files
+    while another process stats; the statter's latencies and the rename's own time."""
+    with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
+        work = Path(tmp)
+        (work / "L0" / "fs" / "etc").mkdir(parents=True)
+        # The inode table's cap above the count: the kernel keeps knowing every file.
+        mount = Mount(kind, [work / "L0"], work, fill=_fill_big(count), max_nodes=4 * count)
+        with mount as mnt:
+            known = _timed("find big -printf '%s\n' | wc -l > /dev/null", mnt)
+            statter = subprocess.Popen(
+                [sys.executable, "-c", _STATTER, "2.0"],
+                cwd=mnt,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert statter.stdout is not None
+            assert statter.stdout.readline().strip() == "ready"
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            os.rename(mnt / "big", mnt / "big2")
+            renamed = time.perf_counter() - t0
+            out, _ = statter.communicate(timeout=60)
+            assert os.path.exists(mnt / "big2" / f"file-{count - 1}")
+        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        return {**result, "rename": renamed, "lookup_all": known}
+
+
+def bench_fs_rename(count: int = 100_000) -> None:
+    print(
+        f"\nfs rename under load: a directory of {count} files the kernel knows is renamed"
+        "\nwhile another process stats fresh names elsewhere (target: every stat < 100 ms)"
+    )
+    for kind in ("rsbox", "fuse-overlayfs"):
+        if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
+            continue
+        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
+        argv += [sys.executable, "-m", "tests.bench_fs", "--rename", kind, str(count)]
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"  {kind}: failed: {proc.stderr.strip()[-400:]}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(
+            f"  {kind:15} longest stat {r['max'] * 1000:8.1f} ms  median "
+            f"{r['median'] * 1e6:6.0f} us  ({r['stats']} stats)  rename "
+            f"{r['rename'] * 1000:7.1f} ms  (find over the {count}: {r['lookup_all']:.2f} s)"
+        )
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--rename"]:
+        print(json.dumps(_rename_under_load(argv[1], int(argv[2]))))
+        return 0
+    if argv[:1] == ["rename"]:
+        bench_fs_rename(int(argv[1]) if len(argv) > 1 else 100_000)
+        return 0
     if argv[:1] == ["--driver"]:
         kind, img, runs = argv[1], Path(argv[2]), int(argv[3])
         print(json.dumps(_driver(kind, img, runs)))

@@ -1,12 +1,13 @@
 """POSIX checks run the same way on the FUSE mount and on a plain local directory.
 
-    python -m tests.fs.conformance ROOT OUT.json
+    python -m tests.fs.conformance ROOT OUT.json [CHECK ...]
 
-ROOT holds the BASE tree (from a lower layer on the mount, a plain copy locally). Every
-check runs in a fresh sub-directory where it can, catches its own failure and the result
-map {check name: null | error text} is written to OUT.json. tests/fs/test_conformance.py
-runs this in both places (inside the same user namespace, so chown means the same) and
-asserts every check passed in both: the local run proves the expectations are right.
+ROOT holds the BASE tree plus each check's EXTRA (from a lower layer on the mount, a plain
+copy locally) and what `prewrite` put there (in the upper on the mount). Every check runs
+in a fresh sub-directory where it can, catches its own failure and the result map
+{check name: null | error text} is written to OUT.json. tests/fs/test_conformance.py runs
+this in both places (inside the same user namespace, so chown means the same) and asserts
+every check passed in both: the local run proves the expectations are right.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import socket
 import stat
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from tests.fs.layers import Tree, remove_tree, write_tree
 
 # The lower tree. Files are 0644, dirs 0755 (what make_layer and a copy give).
 BASE: dict[str, str | tuple[str, str]] = {
@@ -41,6 +44,32 @@ O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000)
 
 # An id other than the caller's that the namespace maps (0 under the single-id map).
 ID = int(os.environ.get("CONFORMANCE_ID", "1000"))
+
+DEPTH = 2000  # levels of tree_2000_deep: ~4000 bytes of path, past PATH_MAX
+BIG = 100_000  # entries of the directory rename_100k_dir_while_another_process_stats moves
+# Lower entries of one check only, next to its BASE copy.
+EXTRA: dict[str, Tree] = {
+    "names_of_255_bytes": {"L" * 255: "lower\n", "D" * 255 + "/in": "in\n", "G" * 255: "g\n"},
+    "tree_2000_deep": {"lowerdeep": ("deep", str(DEPTH))},
+    "copy_up_keeps_holes": {"sparse": ("sparse", str(64 << 20))},
+}
+# The checks that copy lower entries up (run again on rsbox-overlayfs, mounted by
+# mount(8), with its upper and its lower on two different filesystems).
+COPY_UP = (
+    "chmod_keeps_setuid_and_type",
+    "chown_within_mapped_ids",
+    "truncate_lower_file_grow_and_shrink",
+    "utimens_omit_and_now",
+    "open_excl_trunc_append",
+    "read_handle_sees_writes_after_copy_up",
+    "rename_exchange",
+    "rename_lower_directory_no_exdev",
+    "hard_link_one_inode_and_nlink",
+    "user_xattrs",
+    "security_capability_xattr",
+    "copy_up_keeps_holes",
+    "names_of_255_bytes",
+)
 
 CHECKS: dict[str, Callable[[], None]] = {}
 
@@ -422,15 +451,292 @@ def flock_and_posix_locks() -> None:
     os.close(b)
 
 
+@check
+def copy_up_keeps_holes() -> None:
+    """A 64 MiB lower file of 8 bytes stays sparse in the upper once written."""
+    assert os.stat("sparse").st_size == 64 << 20
+    with open("sparse", "r+b") as f:
+        f.seek(1 << 20)
+        f.write(b"mid")
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(0)
+        assert f.read(4) == b"head"
+        f.seek((64 << 20) - 4)
+        assert f.read(4) == b"tail"
+    st = os.stat("sparse")
+    assert st.st_size == 64 << 20 and st.st_blocks * 512 < 1 << 20, st
+
+
+# ---- limits: long names, deep trees, many symlinks, a big rename ---------------------
+
+U255 = "\u00e9" * 127 + "u"  # 255 bytes of UTF-8 in 128 characters
+
+
+@check
+def names_of_255_bytes() -> None:
+    """Any name the filesystem takes (NAME_MAX 255 bytes) can be created, renamed,
+    linked, deleted and copied up, in the upper and from a lower layer."""
+    for n in (252, 253, 254, 255):
+        with open("a" * n, "w") as f:
+            f.write(str(n))
+        assert read("a" * n) == str(n)
+    assert sorted(x for x in os.listdir(".") if x.startswith("aaa")) == [
+        "a" * n for n in (252, 253, 254, 255)
+    ]
+    expect_errno(errno.ENAMETOOLONG, lambda: os.open("a" * 256, os.O_CREAT | os.O_WRONLY))
+    os.rename("a" * 255, U255)
+    renameat2(U255, "b" * 255, RENAME_NOREPLACE)
+    os.link("b" * 255, "c" * 255)
+    assert os.stat("c" * 255).st_ino == os.stat("b" * 255).st_ino
+    assert os.stat("c" * 255).st_nlink == 2
+    os.unlink("b" * 255)
+    assert os.stat("c" * 255).st_nlink == 1 and not os.path.lexists("b" * 255)
+    os.symlink("c" * 255, "s" * 255)
+    os.chown("s" * 255, ID, ID, follow_symlinks=False)
+    assert os.lstat("s" * 255).st_uid == ID and read("s" * 255) == "255"
+    os.mkdir("m" * 255)
+    with open("m" * 255 + "/" + "f" * 255, "w") as f:
+        f.write("inside")
+    os.rename("m" * 255, "k" * 255)
+    assert read("k" * 255 + "/" + "f" * 255) == "inside"
+    # from the lower layer: copied up, re-owned, deleted (a whiteout), created again
+    low = "L" * 255
+    assert read(low) == "lower\n"
+    with open(low, "a") as f:
+        f.write("more\n")
+    assert read(low) == "lower\nmore\n"
+    os.chown(low, ID, ID)
+    assert os.stat(low).st_uid == ID
+    os.unlink(low)
+    expect_errno(errno.ENOENT, lambda: os.stat(low))
+    assert low not in os.listdir(".")
+    with open(low, "w") as f:
+        f.write("new\n")
+    assert read(low) == "new\n"
+    # a lower directory renamed away (copied up whole) and made again empty
+    os.rename("D" * 255, "E" * 255)
+    assert read("E" * 255 + "/in") == "in\n" and not os.path.lexists("D" * 255)
+    os.mkdir("D" * 255)
+    assert os.listdir("D" * 255) == []
+    # a lower file renamed away and back
+    os.rename("G" * 255, "g2")
+    assert not os.path.lexists("G" * 255) and "G" * 255 not in os.listdir(".")
+    os.rename("g2", "G" * 255)
+    assert read("G" * 255) == "g\n"
+
+
+def _owner(i: int) -> tuple[int, int]:
+    """A distinct owner per i under the full map; the single-id map has only 0."""
+    return (ID + i, ID + 2000 + i) if ID else (0, 0)
+
+
+@check
+def symlinks_1000_distinct_owners() -> None:
+    """1000 symlinks in one directory, each with its own owner (`chown -h`), keep them
+    through renames, hard links, deletions and chown of their neighbours."""
+    os.mkdir("many")
+    for i in range(1000):
+        os.symlink(f"target-{i}", f"many/l{i:04d}")
+        os.chown(f"many/l{i:04d}", *_owner(i), follow_symlinks=False)
+    for i in range(1000):
+        st = os.lstat(f"many/l{i:04d}")
+        assert (st.st_uid, st.st_gid) == _owner(i), (i, st.st_uid, st.st_gid)
+        assert os.readlink(f"many/l{i:04d}") == f"target-{i}"
+    os.mkdir("other")
+    for i in range(0, 1000, 3):
+        os.rename(f"many/l{i:04d}", f"other/r{i:04d}")
+    for i in range(1, 1000, 3):
+        os.unlink(f"many/l{i:04d}")
+    os.link("many/l0002", "other/hl", follow_symlinks=False)
+    os.chown("other/hl", *_owner(999), follow_symlinks=False)  # one inode: both names
+    os.chown("many/l0005", 0, 0, follow_symlinks=False)
+    want = {f"other/r{i:04d}": _owner(i) for i in range(0, 1000, 3)}
+    want |= {f"many/l{i:04d}": _owner(i) for i in range(2, 1000, 3)}
+    want |= {"many/l0002": _owner(999), "other/hl": _owner(999), "many/l0005": (0, 0)}
+    for p, owner in want.items():
+        st = os.lstat(p)
+        assert (st.st_uid, st.st_gid) == owner, (p, st.st_uid, st.st_gid)
+    assert len(os.listdir("many")) == 333 and len(os.listdir("other")) == 335
+    os.chown("ln", *_owner(1000), follow_symlinks=False)  # a lower symlink: copied up
+    st = os.lstat("ln")
+    assert (st.st_uid, st.st_gid) == _owner(1000) and os.stat("f").st_uid == 0
+
+
+def _down(fd: int, name: str) -> int:
+    """The directory `name` under `fd` (O_PATH: no OPENDIR for the mount); closes `fd`."""
+    try:
+        return os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _descend(top: str, names: Iterable[str]) -> int:
+    fd = os.open(top, os.O_PATH | os.O_DIRECTORY)
+    for name in names:
+        fd = _down(fd, name)
+    return fd
+
+
+def _depth(top: str, name: str) -> int:
+    fd, n = os.open(top, os.O_PATH | os.O_DIRECTORY), 0
+    try:
+        while True:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return n
+            assert stat.S_ISDIR(st.st_mode)
+            fd, n = _down(fd, name), n + 1
+    finally:
+        os.close(fd)
+
+
+def _read_at(fd: int, name: str) -> bytes:
+    f = os.open(name, os.O_RDONLY, dir_fd=fd)
+    try:
+        return os.read(f, 100)
+    finally:
+        os.close(f)
+
+
+@check
+def tree_2000_deep() -> None:
+    """2000 levels, walked with directory fds as find and rm -rf do: the path strings
+    down there are past PATH_MAX (6000 bytes), the levels themselves are not a limit."""
+    fd = _descend(".", [])
+    for _ in range(DEPTH):
+        os.mkdir("tt", dir_fd=fd)
+        fd = _down(fd, "tt")
+    f = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"bottom\n")
+    os.close(f)
+    os.rename("leaf", "leaf2", src_dir_fd=fd, dst_dir_fd=fd)
+    os.symlink("leaf2", "sl", dir_fd=fd)
+    os.chown("sl", ID, ID, dir_fd=fd, follow_symlinks=False)
+    assert os.stat("sl", dir_fd=fd, follow_symlinks=False).st_uid == ID
+    assert _read_at(fd, "sl") == b"bottom\n"
+    os.close(fd)
+    assert _depth(".", "tt") == DEPTH
+    expect_errno(errno.ENAMETOOLONG, lambda: os.stat("/".join(["tt"] * DEPTH)))
+    fd = _descend(".", ["tt"] * (DEPTH // 2))  # a 1000-deep subtree moves
+    os.rename("tt", "uu", src_dir_fd=fd, dst_dir_fd=fd)
+    os.close(fd)
+    fd = _descend(".", ["tt"] * (DEPTH // 2) + ["uu"] + ["tt"] * (DEPTH // 2 - 1))
+    assert _read_at(fd, "leaf2") == b"bottom\n"
+    os.close(fd)
+    # the image's own 2000 levels: read, written at the bottom (every level copied up)
+    fd = _descend("lowerdeep", ["dd"] * DEPTH)
+    assert _read_at(fd, "leaf") == b"deep\n"
+    f = os.open("leaf", os.O_WRONLY | os.O_APPEND, dir_fd=fd)
+    os.write(f, b"more\n")
+    os.close(f)
+    assert _read_at(fd, "leaf") == b"deep\nmore\n"
+    os.close(fd)
+    remove_tree(Path("tt"))  # rm -rf, one level at a time
+    remove_tree(Path("lowerdeep/dd"))
+    assert not os.path.lexists("tt") and os.listdir("lowerdeep") == []
+
+
+def prewrite(root: Path) -> None:
+    """What checks find written before they run: in the upper on the mount (as an
+    earlier run of the container would leave it; 100k creates through FUSE would cost a
+    minute), beside the lower tree locally."""
+    big = root / "rename_100k_dir_while_another_process_stats" / "big"
+    big.mkdir(parents=True)
+    fd = os.open(big, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(BIG):
+            os.close(os.open(f"f{i:06d}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+@check
+def rename_100k_dir_while_another_process_stats() -> None:
+    """A directory of 100k entries, all known to the kernel, renamed while another
+    process keeps looking names up elsewhere: both go on unharmed, every moved entry
+    keeps its inode and is reachable by its new name (its attributes, xattrs and mode
+    reach the server, which must know where it went). Timing is tests/bench_fs.py's."""
+    names = os.listdir("big")
+    assert len(names) == BIG
+    inos = {n: os.stat(f"big/{n}").st_ino for n in names}  # the kernel knows every one
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other process: stat a lower file and fresh names, from before the
+        code = 0  # rename until 100 stats after it
+        try:
+            os.set_blocking(stop_r, False)
+            count = errors = 0
+            after = -1
+            while after < 100:
+                if count == 100:
+                    os.write(ready_w, b"r")
+                if after >= 0:
+                    after += 1
+                else:
+                    try:
+                        os.read(stop_r, 1)
+                        after = 0
+                    except BlockingIOError:
+                        pass
+                try:
+                    assert os.stat("f").st_size == 6
+                    os.stat(f"absent-{count}")
+                    errors += 1  # it exists?
+                except FileNotFoundError:
+                    pass
+                except Exception:
+                    errors += 1
+                count += 1
+            os.write(out_w, json.dumps([count, errors]).encode())
+        except BaseException:
+            code = 1
+        os._exit(code)
+    assert os.read(ready_r, 1) == b"r"
+    os.rename("big", "moved")
+    os.write(stop_w, b"s")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    stats, errors = json.loads(os.read(out_r, 100))
+    for fd in (ready_r, ready_w, stop_r, stop_w, out_r, out_w):
+        os.close(fd)
+    assert stats > 0 and errors == 0, (stats, errors)
+    assert not os.path.lexists("big")
+    assert len(os.listdir("moved")) == BIG
+    for i, name in enumerate(sorted(names)):
+        assert os.stat(f"moved/{name}").st_ino == inos[name]
+        if i % 100 == 0:  # these reach the server through the moved node
+            os.chmod(f"moved/{name}", 0o600)
+            assert stat.S_IMODE(os.stat(f"moved/{name}").st_mode) == 0o600
+            assert "user.none" not in os.listxattr(f"moved/{name}")
+            with open(f"moved/{name}", "w") as f:
+                f.write(name)
+            assert read(f"moved/{name}") == name
+    os.rename("moved", "big")
+    first = min(names)
+    assert read(f"big/{first}") == first
+
+
 # ---- runner -------------------------------------------------------------------------
 
 
-def tree() -> dict[str, str | tuple[str, str]]:
-    """BASE once per check, under the check's name: each starts from untouched lower files."""
-    return {f"{name}/{rel}": v for name in CHECKS for rel, v in BASE.items()}
+def tree(names: Iterable[str] | None = None) -> dict[str, str | tuple[str, str]]:
+    """BASE (and its EXTRA) once per check, under the check's name: each starts from
+    untouched lower files."""
+    return {
+        f"{name}/{rel}": v
+        for name in (CHECKS if names is None else names)
+        for rel, v in {**BASE, **EXTRA.get(name, {})}.items()
+    }
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--tree"]:  # write the lower tree of some checks (as make_layer)
+        write_tree(Path(sys.argv[2]), tree(sys.argv[3:] or None))
+        return 0
     root, out = Path(sys.argv[1]), Path(sys.argv[2])
     only = sys.argv[3:]
     results: dict[str, str | None] = {}

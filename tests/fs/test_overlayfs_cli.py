@@ -1,8 +1,9 @@
-"""rsbox-overlayfs: fuse-overlayfs's command line, overlayfs whiteouts, and Podman using it
-as its overlay `mount_program`."""
+"""rsbox-overlayfs: fuse-overlayfs's command line (and mount(8)'s), overlayfs whiteouts,
+and Podman using it as its overlay `mount_program`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from fs.overlayfs_cli import UsageError, parse
-from tests.fs.test_mount import IN_CI, _require, _unshare, has_subid_range
+from tests.fs import conformance
+from tests.fs.test_mount import IN_CI, REPO, _require, _unshare, has_subid_range
 from tests.images import make_busybox_rootfs
 from tests.podman import private_runtime
+from tests.shared import unavailable
 
 CLI = shutil.which("rsbox-overlayfs") or str(Path(sys.executable).parent / "rsbox-overlayfs")
 
@@ -39,6 +42,87 @@ def test_parse_fuse_overlayfs_command_line(tmp_path: Path) -> None:
         parse(["-o", "lowerdir=a,bogus=1", "m"])
     with pytest.raises(UsageError, match="lowerdir"):
         parse(["m"])
+
+
+def test_parse_accepts_mount8s_source_argument(tmp_path: Path) -> None:
+    """mount(8) -> mount.fuse3 runs `rsbox-overlayfs SOURCE MOUNTPOINT -o OPTS,dev,suid`:
+    the source comes first and is ignored, as fuse-overlayfs does."""
+    o = parse(
+        [
+            "overlay",
+            str(tmp_path / "m"),
+            "-o",
+            f"rw,lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w,dev,suid",
+        ]
+    )
+    assert o.mountpoint == tmp_path / "m" and o.lowers == [tmp_path / "l"]
+    assert o.upper == tmp_path / "u"
+    with pytest.raises(UsageError, match=r"\[SOURCE\] MOUNTPOINT"):
+        parse(["a", "b", "c", "-o", "lowerdir=l"])
+
+
+def test_mount8_across_two_tmpfs_passes_the_copy_up_checks(tmp_path: Path) -> None:
+    """`mount -t fuse.rsbox-overlayfs SRC MNT -o lowerdir=...` in a user+mount namespace,
+    the lower on one tmpfs and the upper on another (copy_file_range refuses EXDEV between
+    them): the conformance suite's copy-up checks pass, the sparse file stays sparse in
+    the upper, the lower is untouched, and umount ends the daemon.
+
+    How mount(8) gets there (util-linux 2.38, fuse3 3.14): it runs /sbin/mount.fuse.TYPE
+    when there is one, else /sbin/mount.fuse for any `fuse.*` type, passing `-t
+    fuse.rsbox-overlayfs`; mount.fuse3 runs `/bin/sh -c 'rsbox-overlayfs SRC MNT -o
+    OPTS,dev,suid'`. mount(8) drops PATH from its helpers' environment, so the shell looks
+    in its default PATH: installed system-wide the command is there; here this namespace's
+    own /usr/local/sbin (a tmpfs) gets a link to it."""
+    _require(False)
+    if not os.path.exists("/sbin/mount.fuse"):
+        unavailable("/sbin/mount.fuse is missing (Debian package fuse3)")
+    lower, fs2, mnt, out = tmp_path / "lower", tmp_path / "fs2", tmp_path / "m", tmp_path / "o"
+    for d in (lower, fs2, mnt):
+        d.mkdir()
+    checks = " ".join(conformance.COPY_UP)
+    sparse = "copy_up_keeps_holes/sparse"
+    py = sys.executable
+    script = f"""
+        set -eu
+        trap 'umount {mnt} 2> /dev/null || umount -l {mnt} 2> /dev/null || true' EXIT
+        mount -t tmpfs lower {lower}
+        mount -t tmpfs other {fs2}
+        mkdir {fs2}/upper {fs2}/work
+        {py} -m tests.fs.conformance --tree {lower} {checks}
+        test "$(stat -c %d {lower})" != "$(stat -c %d {fs2}/upper)"
+        mount -t tmpfs bin /usr/local/sbin
+        ln -s {CLI} /usr/local/sbin/rsbox-overlayfs
+        mount -t fuse.rsbox-overlayfs rsbox {mnt} \
+            -o lowerdir={lower},upperdir={fs2}/upper,workdir={fs2}/work
+        grep -q " {mnt} fuse.rsbox " /proc/self/mounts
+        CONFORMANCE_ID=0 {py} -m tests.fs.conformance {mnt} {out} {checks}
+        echo "upper: $(stat -c '%s %b' {fs2}/upper/{sparse} || true)"
+        echo "lower: $(cat {lower}/truncate_lower_file_grow_and_shrink/e/z)"
+        pid=$(pgrep -n -x rsbox-overlayfs)
+        umount {mnt}
+        for i in $(seq 100); do
+            kill -0 "$pid" 2> /dev/null || exit 0
+            sleep 0.1
+        done
+        echo "rsbox-overlayfs still running after umount" >&2
+        exit 9
+    """
+    proc = subprocess.run(
+        [*_unshare(False), "sh", "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert sorted(results) == sorted(conformance.COPY_UP)
+    failed = {name: err for name, err in results.items() if err is not None}
+    assert not failed, "\n".join(f"{name}:\n{err}" for name, err in failed.items())
+    size, blocks = next(x for x in proc.stdout.splitlines() if x.startswith("upper:")).split()[1:]
+    assert int(size) == 64 << 20 and int(blocks) < 2048  # the copy: < 1 MiB of 64 on disk
+    assert "lower: z" in proc.stdout.splitlines()  # the lower file as it was
 
 
 def test_overlay_whiteouts_and_daemon(tmp_path: Path) -> None:

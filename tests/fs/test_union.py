@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ from fs.union import (
     UnionSpec,
     read_override,
 )
-from tests.fs.layers import Tree, make_layer
+from tests.fs.layers import Tree, make_layer, remove_tree
+from tests.shared import unavailable
 
 
 def _union(
@@ -384,3 +387,193 @@ def test_corrupt_meta_is_an_oserror_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="corrupt layer metadata") as exc:
         Union(UnionSpec((layer,), tmp_path / "upper"))
     assert exc.value.filename == str(layer / "meta")
+
+
+# ---- limits: long names, many symlinks, deep trees, big renames, other filesystems ----
+
+
+@pytest.fixture
+def deep_tmp(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path for trees deeper than pytest's own cleanup can remove (Python 3.11's
+    shutil.rmtree recurses once per level): emptied here, whatever the outcome."""
+    yield tmp_path
+    for p in tmp_path.iterdir():
+        remove_tree(p)
+
+
+def _whiteout_device(p: Path) -> None:
+    """A 0/0 character device, as overlayfs (and we, for long names) mark a whiteout."""
+    try:
+        os.mknod(p, stat.S_IFCHR | 0o600, 0)
+    except PermissionError:
+        unavailable("this kernel refuses unprivileged whiteout devices (Linux < 5.8)")
+
+
+def test_names_of_255_bytes_are_created_renamed_linked_and_whited_out(tmp_path: Path) -> None:
+    low = "L" * 255
+    u = _union(tmp_path, {low: "lower", "d/": ""})
+    d = _walk(u, "d").ino
+    for n in (252, 253, 254, 255):
+        fh, _ = u.create(d, "a" * n, 0o644, os.O_WRONLY, 0, 0)
+        u.release(fh)
+    assert _ls(u, "d") == ["a" * n for n in (252, 253, 254, 255)]
+    u.rename(d, "a" * 255, ROOT_INODE, "b" * 255, 0)
+    assert u.link(_walk(u, "b" * 255).ino, d, "c" * 255).nlink == 2
+    u.unlink(d, "c" * 255)
+    # a lower file of 255 bytes: copied up, then deleted: `.wh.` + 255 bytes would not fit
+    _write(u, low, b"UPPER")
+    assert _read(u, low) == b"UPPER"
+    u.unlink(ROOT_INODE, low)
+    st = os.lstat(tmp_path / "upper" / low)
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0  # the whiteout, at the name
+    assert low not in _ls(u)
+    with pytest.raises(OSError) as exc:
+        u.lookup(ROOT_INODE, low)
+    assert _errno(exc) == errno.ENOENT
+    fh, _ = u.create(ROOT_INODE, low, 0o600, os.O_WRONLY, 0, 0)  # over the whiteout
+    u.release(fh)
+    assert stat.S_ISREG(os.lstat(tmp_path / "upper" / low).st_mode) and _read(u, low) == b""
+
+
+def test_a_lower_layer_whiteout_device_hides_a_long_name(tmp_path: Path) -> None:
+    """What extraction writes for a `.wh.` + 252-255 byte name (it cannot be a file)."""
+    name = "x" * 255
+    lowers = (
+        make_layer(tmp_path / "l0", {name: "old", "keep": ""}),
+        make_layer(tmp_path / "l1", {"other": ""}),
+    )
+    _whiteout_device(tmp_path / "l1/fs" / name)
+    u = Union(UnionSpec(lowers, tmp_path / "upper"))
+    assert _ls(u) == ["keep", "other"]
+    with pytest.raises(OSError) as exc:
+        u.lookup(ROOT_INODE, name)
+    assert _errno(exc) == errno.ENOENT
+
+
+def test_1000_symlinks_keep_distinct_owners_per_entry(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/": ""})
+    d = _walk(u, "d").ino
+    for i in range(1000):
+        u.symlink(d, f"l{i}", f"t{i}", 1000 + i, 2000 + i)
+    u.setattr(_walk(u, "d/l7").ino, uid=0, gid=0)
+    u.rename(d, "l8", ROOT_INODE, "moved", 0)
+    assert "user.rsbox.links" not in os.listxattr(tmp_path / "upper/d")
+    fresh = Union(UnionSpec((tmp_path / "l0",), tmp_path / "upper"))  # remounted
+    for i in range(1000):
+        path = "moved" if i == 8 else f"d/l{i}"
+        attr = _walk(fresh, path)
+        assert (attr.uid, attr.gid) == ((0, 0) if i == 7 else (1000 + i, 2000 + i)), path
+
+
+def test_symlink_owners_of_an_older_upper_are_still_read(tmp_path: Path) -> None:
+    """Uppers written before the sidecars: one JSON map per directory."""
+    (tmp_path / "upper/d").mkdir(parents=True)
+    os.symlink("t", tmp_path / "upper/d/old")
+    legacy = {"old": EntryMeta(uid=5, gid=6, mode=stat.S_IFLNK | 0o777).to_json()}
+    os.setxattr(tmp_path / "upper/d", "user.rsbox.links", json.dumps(legacy).encode())
+    u = _union(tmp_path, {"d/": ""})
+    attr = _walk(u, "d/old")
+    assert (attr.uid, attr.gid) == (5, 6)
+    assert u.setattr(attr.ino, uid=7).uid == 7
+    assert "user.rsbox.links" not in os.listxattr(tmp_path / "upper/d")  # moved over
+    assert _walk(Union(UnionSpec((tmp_path / "l0",), tmp_path / "upper")), "d/old").uid == 7
+
+
+def test_a_tree_2000_levels_deep_in_upper_and_lower(deep_tmp: Path) -> None:
+    """Past PATH_MAX (6000 bytes below the root): made, written, renamed in the middle,
+    and the image's own 2000 levels copied up for a write at the bottom."""
+    u = _union(deep_tmp, {"low": ("deep", "2000")})
+    ino = ROOT_INODE
+    for _ in range(2000):
+        ino = u.mkdir(ino, "tt", 0o755, 0, 0).ino
+    fh, leaf = u.create(ino, "leaf", 0o644, os.O_RDWR, 0, 0)
+    u.write(fh, 0, b"bottom")
+    u.release(fh)
+    mid = _walk(u, "/".join(["tt"] * 1000))
+    u.rename(mid.ino, "tt", mid.ino, "uu", 0)
+    assert _walk(u, "/".join(["tt"] * 1000 + ["uu"] + ["tt"] * 999 + ["leaf"])).ino == leaf.ino
+    assert _read(u, "/".join(["tt"] * 1000 + ["uu"] + ["tt"] * 999 + ["leaf"])) == b"bottom"
+    deep = "/".join(["low", *["dd"] * 2000, "leaf"])
+    _write(u, deep, b"DEEP", off=0)
+    assert _read(u, deep) == b"DEEP\n"
+    u.unlink(_walk(u, deep.rsplit("/", 1)[0]).ino, "leaf")
+    assert _ls(u, deep.rsplit("/", 1)[0]) == []
+
+
+def test_paths_past_path_max_fail_with_enametoolong_without_proc(
+    deep_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc is missing the long path goes to the kernel as it is: a real errno."""
+    from fs import longpath
+
+    monkeypatch.setattr(longpath, "_PROC_FD", str(deep_tmp / "no-proc"))
+    layer = make_layer(deep_tmp / "l0", {"low": ("deep", "2000")})
+    u = Union(UnionSpec((layer,), deep_tmp / "upper"))
+    with pytest.raises(OSError) as exc:
+        _walk(u, "/".join(["low", *["dd"] * 2000]))
+    assert _errno(exc) == errno.ENAMETOOLONG
+
+
+def _rename_syscalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int) -> int:
+    """lstat calls of renaming an upper directory of `files` known files; checks that the
+    children are found where they went."""
+    u = _union(tmp_path, {"etc/": ""})
+    big = u.mkdir(ROOT_INODE, "big", 0o755, 0, 0).ino
+    inos = []
+    for i in range(files):
+        fh, attr = u.create(big, f"f{i}", 0o644, os.O_WRONLY, 0, 0)  # known: looked up
+        u.write(fh, 0, str(i).encode())
+        u.release(fh)
+        inos.append(attr.ino)
+    calls = 0
+    real_lstat = os.lstat
+
+    def counting(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        return real_lstat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", counting)
+    u.rename(ROOT_INODE, "big", _walk(u, "etc").ino, "moved", 0)
+    monkeypatch.undo()
+    for i in (0, files // 2, files - 1):
+        fh, _ = u.open(inos[i], os.O_RDONLY)  # by inode: the node knows its new path
+        assert u.read(fh, 0, 100) == str(i).encode()
+        u.release(fh)
+    assert _walk(u, f"etc/moved/f{files - 1}").ino == inos[-1]
+    return calls
+
+
+def test_renaming_an_upper_directory_costs_the_same_whatever_is_known_below(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No per-child work: the syscalls of the rename do not grow with the children the
+    kernel knows (100k of them stalled every request ~3 s, see tests/bench_fs.py)."""
+    few = _rename_syscalls(tmp_path / "few", monkeypatch, 10)
+    many = _rename_syscalls(tmp_path / "many", monkeypatch, 3000)
+    assert few == many, (few, many)
+
+
+def test_copy_up_across_filesystems_falls_back_and_keeps_holes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_file_range between two filesystems fails with EXDEV (Linux >= 5.19): the data
+    regions are copied by hand, the holes stay holes. (The real thing, two tmpfs, is
+    tests/fs/test_overlayfs_cli.py's mount(8) test.)"""
+    u = _union(tmp_path, {"var/big": ("sparse", str(64 << 20))})
+    tried = {"n": 0}
+
+    def exdev(*args: object) -> int:
+        tried["n"] += 1
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", exdev)
+    _write(u, "var/big", b"H")
+    assert tried["n"] == 1  # tried once, then by hand for every region
+    upper = tmp_path / "upper/var/big"
+    with upper.open("rb") as f:
+        assert f.read(4) == b"Head"
+        f.seek((64 << 20) - 4)
+        assert f.read() == b"tail"
+    assert upper.stat().st_size == 64 << 20
+    assert upper.stat().st_blocks * 512 < 1 << 20  # 8 bytes of data, not 64 MiB
