@@ -55,6 +55,9 @@ A layer tarball is untrusted input. The rules this module follows, and why:
 
 * OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``) are ordinary empty files in the tarball
   and stay ordinary empty files on disk: interpreting them is the union filesystem's job.
+  Where ``.wh.NAME`` does not fit in 255 bytes (NAME of 252-255), the whiteout is
+  overlayfs's marker instead, a 0/0 character device at NAME, which the union also reads
+  as a whiteout and which an unprivileged user may create (Linux >= 5.8).
 
 * The diff_id (sha256 of the uncompressed stream, end-of-archive padding included) is
   computed while extracting, in the same single pass.
@@ -572,6 +575,12 @@ def _extract_member(
             dirs[parts] = (disk, float(member.mtime))
             _record(meta, rel, _entry_meta(member, stat.S_IFDIR | disk))
             return
+        if member.isreg() and _too_long_for_a_whiteout(name):
+            hidden = name[len(WHITEOUT_PREFIX) :]
+            _remove_existing(pfd, hidden, keep_dir=False)
+            os.mknod(hidden, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=pfd)
+            _record(meta, "/".join((*parts[:-1], hidden)), None)
+            return
         _remove_existing(pfd, name, keep_dir=False)
         dirs.pop(parts, None)
         if member.issym():
@@ -595,6 +604,14 @@ def _extract_member(
             raise LayerError(
                 f"layer entry {rel!r} has an unsupported type {member.type!r}", hint=_HINT_HOSTILE
             )
+
+
+WHITEOUT_PREFIX = ".wh."
+
+
+def _too_long_for_a_whiteout(name: str) -> bool:
+    """`.wh.NAME` whose name the filesystem cannot hold (NAME is 252-255 bytes)."""
+    return name.startswith(WHITEOUT_PREFIX) and len(name.encode("utf-8", "surrogateescape")) > 255
 
 
 def _record(meta: LayerMeta, rel: str, entry: EntryMeta | None) -> None:

@@ -91,6 +91,18 @@ def test_plain_layer_contents_and_diff_id(tmp_path: Path) -> None:
     assert len(meta) == 0
 
 
+def test_a_whiteout_of_a_255_byte_name_is_overlayfs_marker(tmp_path: Path) -> None:
+    """`.wh.` + 255 bytes cannot be a file name: the whiteout becomes a 0/0 character
+    device at the name itself (what fs/ reads as a whiteout); a shorter one stays a file."""
+    long, short = "x" * 255, "y" * 251
+    data = TarBuilder().dir("d").file(f"d/.wh.{long}", b"").file(f"d/.wh.{short}", b"").bytes()
+    fs, meta, _ = _extract(tmp_path, data)
+    marker = (fs / "d" / long).lstat()
+    assert stat.S_ISCHR(marker.st_mode) and marker.st_rdev == os.makedev(0, 0)
+    assert (fs / "d" / f".wh.{short}").is_file()  # control: the OCI form where it fits
+    assert len(meta) == 0
+
+
 @pytest.mark.parametrize("compress", [gzip.compress, lzma.compress, lambda b: b])
 def test_compression_detected_by_magic_and_diff_id_is_uncompressed(
     tmp_path: Path, compress: object
