@@ -16,7 +16,10 @@ from rootless.launch.prefork import Helper, wants_helper
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = sys.argv[1:] if argv is None else list(argv)
+    from rootless.aliases import expand
+
+    # Docker's management forms (`container ls`, `image rm`) are the plain verbs.
+    args = expand(sys.argv[1:] if argv is None else list(argv))
     helper = None
     if wants_helper(args):
         # First thing: P1 imports the FUSE server while we do the rest (rootless.launch.prefork).

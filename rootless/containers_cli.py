@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -22,35 +21,10 @@ from rootless.errors import ContainerError, UsageError
 from rootless.launch.protocol import kill_quietly
 
 if TYPE_CHECKING:
-    from rootless.lifecycle import State
     from rootless.store import Container, Store
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _ago(text: str | None) -> str:
-    from rootless.lifecycle import parse_time
-
-    t = parse_time(text)
-    if t is None:
-        return "?"
-    s = max(0, int((datetime.now(UTC) - t).total_seconds()))
-    if s < 60:
-        return f"{s} seconds" if s != 1 else "1 second"
-    if s < 3600:
-        return f"{s // 60} minutes" if s >= 120 else "1 minute"
-    if s < 86400:
-        return f"{s // 3600} hours" if s >= 7200 else "1 hour"
-    return f"{s // 86400} days" if s >= 172800 else "1 day"
-
-
-def _status_text(st: State) -> str:
-    if st.status == "running":
-        return f"Up {_ago(st.started_at)}"
-    if st.status == "exited":
-        return f"Exited ({st.exit_code}) {_ago(st.finished_at or st.started_at)} ago"
-    return "Created"
 
 
 def _config(c: Container) -> dict[str, Any]:
@@ -122,58 +96,63 @@ def stop_container(c: Container, grace: int) -> None:
 
 
 def _ps(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.lifecycle import state_of
+    """Docker's `ps`: the default table, `-q`, a Go template (rootless.listing has the
+    fields), or `--format json`, the JSON array rsbox printed before (Podman's shape)."""
+    from rootless.errors import ImageNotFound
+    from rootless.filters import ContainerFilter
+    from rootless.format import OutputFormat
+    from rootless.listing import CONTAINER, container_row, container_views, status_text
 
-    rows = []
+    wanted = ContainerFilter.parse(ns.filter)
+    fmt = None if ns.quiet else OutputFormat.parse(ns.format, CONTAINER, legacy_json=True)
     with ctx.store() as store:
-        for c in store.containers():
-            st = state_of(c.id, c.dir)
-            if not ns.all and not st.running:
-                continue
-            cfg = _config(c)
-            plan = cfg.get("plan") or {}
-            argv = plan.get("argv") or cfg.get("command") or []
-            rows.append((c, st, cfg, " ".join(argv)))
-    if ns.quiet:
-        for c, *_ in rows:
-            print(c.id if ns.no_trunc else c.id[:12])
+        views = container_views(store)
+        ancestors = []
+        for ref in wanted.ancestors:
+            with contextlib.suppress(ImageNotFound, UsageError):
+                ancestors.append([p.name for p in store.resolve_image(ref).layers])
+    show_all = ns.all or wanted.shows_stopped
+    views = [
+        v
+        for v in views
+        if (show_all or v.state.running)
+        and wanted.matches(
+            cid=v.container.id,
+            name=v.container.name,
+            status=v.state.status,
+            exit_code=v.state.exit_code,
+            labels=v.labels,
+            image_layers=v.layers,
+            ancestors=ancestors,
+        )
+    ]
+    if fmt is None:
+        for v in views:
+            print(v.container.id if ns.no_trunc else v.container.id[:12])
         return 0
-    if ns.format == "json":
+    if fmt.legacy_json:
         doc = [
             {
-                "Id": c.id,
-                "Names": [c.name],
-                "Image": cfg.get("image", ""),
-                "ImageID": c.image_id,
-                "Command": cmd,
-                "Created": cfg.get("created"),
-                "State": st.status,
-                "Status": _status_text(st),
-                "ExitCode": st.exit_code if st.exit_code is not None else 0,
-                "Pid": st.monitor_pid or 0,
-                "StartedAt": st.started_at,
-                "FinishedAt": st.finished_at,
+                "Id": v.container.id,
+                "Names": [v.container.name],
+                "Image": v.image_name,
+                "ImageID": v.container.image_id,
+                "Command": v.command,
+                "Created": v.created_text,
+                "State": v.state.status,
+                "Status": status_text(v.state),
+                "ExitCode": v.state.exit_code if v.state.exit_code is not None else 0,
+                "Pid": v.state.monitor_pid or 0,
+                "StartedAt": v.state.started_at,
+                "FinishedAt": v.state.finished_at,
             }
-            for c, st, cfg, cmd in rows
+            for v in views
         ]
         print(json.dumps(doc, indent=2))
         return 0
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
-    for c, st, cfg, cmd in rows:
-        shown = cmd if ns.no_trunc or len(cmd) <= 20 else cmd[:19] + "…"
-        table.append(
-            (
-                c.id if ns.no_trunc else c.id[:12],
-                str(cfg.get("image", c.image_id[:12])),
-                f'"{shown}"',
-                f"{_ago(cfg.get('created'))} ago",
-                _status_text(st),
-                c.name,
-            )
-        )
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    with_size = ".Size" in fmt.source
+    rows = [container_row(v, trunc=not ns.no_trunc, with_size=with_size) for v in views]
+    sys.stdout.write(fmt.render(rows, CONTAINER))
     return 0
 
 
@@ -488,6 +467,7 @@ def _wait(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.gotemplate import Template
     from rootless.lifecycle import (
         LOG_NAME,
         STATE_NAME,
@@ -498,6 +478,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     )
     from rootless.runspec import RunSpec
 
+    template = Template.parse(ns.format) if ns.format and ns.format != "json" else None
     docs = []
     code = 0
     for _ref, c in _each(ctx, ns.containers):
@@ -527,7 +508,11 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                     "FinishedAt": st.finished_at,
                 },
                 "RestartCount": read_json(c.dir / STATE_NAME).get("restart_count", 0),
-                "Config": {"Spec": cfg.get("spec"), "Process": cfg.get("plan")},
+                "Config": {
+                    "Image": cfg.get("image"),
+                    "Spec": cfg.get("spec"),
+                    "Process": cfg.get("plan"),
+                },
                 "HostConfig": {
                     "CapAdd": spec.get("cap_add") or [],
                     "CapDrop": spec.get("cap_drop") or [],
@@ -535,13 +520,33 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                 },
                 # What pid 1 and every exec run with (root; a non-root user has none).
                 "EffectiveCaps": sorted(RunSpec.from_json(spec).capabilities()) if spec else [],
+                "NetworkSettings": {"Ports": _published(spec)},
                 "LogPath": str(c.dir / LOG_NAME),
                 "UpperDir": str(c.upper),
                 "RuntimeDir": str(runtime_dir(c.id)),
             }
         )
-    print(json.dumps(docs, indent=2))
+    if template is not None:
+        # Docker: the template for each container, a newline after each.
+        print("\n".join(template.execute(doc) for doc in docs))
+    else:
+        print(json.dumps(docs, indent=2))
     return code
+
+
+def _published(spec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort":
+    "8080"}]} (what `{{(index (index .NetworkSettings.Ports "80/tcp") 0).HostPort}}`
+    reads)."""
+    from rootless.network import Port
+
+    ports: dict[str, list[dict[str, str]]] = {}
+    for text in spec.get("publish") or []:
+        p = Port.parse(str(text))
+        ports.setdefault(f"{p.container}/{p.proto}", []).append(
+            {"HostIp": "0.0.0.0", "HostPort": str(p.host)}
+        )
+    return ports
 
 
 def _top(ns: argparse.Namespace, ctx: Context) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,17 +79,37 @@ def human_ago(created: str, now: datetime | None = None) -> str:
     return f"{seconds // (86400 * 365)} years ago"
 
 
-def _rows(image: Image) -> list[tuple[str, str]]:
-    return [split_name(n) for n in image.names] or [("<none>", "<none>")]
-
-
-def cmd_images(store: Store, fmt: str = "table") -> str:
-    """List images: ``table`` (like ``podman images``) or ``json``.
+def cmd_images(
+    store: Store,
+    fmt: str = "table",
+    *,
+    filters: Sequence[str] = (),
+    quiet: bool = False,
+    trunc: bool = True,
+) -> str:
+    """List images: ``table`` (like ``podman images``), ``json``, or a Go template
+    (``{{.ID}}``, ``table {{.Repository}}\\t{{.Tag}}``: Docker's fields, rootless.listing).
+    ``filters``: ``--filter`` items (rootless.filters); ``quiet``: ids only.
 
     JSON objects: Id (hex), Names (normalised), Size (bytes, uncompressed), Created (the
     config's RFC 3339 string), Layers (``sha256:<diff_id>``, bottom first).
     """
-    images = store.images()
+    from .filters import ImageFilter
+    from .format import OutputFormat
+    from .listing import IMAGE, image_rows
+
+    wanted = ImageFilter.parse(filters)
+    template = None
+    if quiet or fmt not in ("table", "json"):
+        template = OutputFormat.parse("{{.ID}}" if quiet else fmt, IMAGE)
+    shown: list[tuple[Image, list[str]]] = []
+    for image in store.images():
+        if wanted.matches(image.names, image.config.labels):
+            shown.append((image, wanted.names_shown(image.names)))
+    images = [image for image, _ in shown]
+    if template is not None:
+        rows = [r for image, names in shown for r in image_rows(store, image, names, trunc=trunc)]
+        return template.render(rows, IMAGE)
     if fmt == "json":
         return json.dumps(
             [
@@ -103,12 +124,10 @@ def cmd_images(store: Store, fmt: str = "table") -> str:
             ],
             indent=4,
         )
-    if fmt != "table":
-        raise UsageError(f"unknown format {fmt!r}", hint="use --format table or --format json")
     header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
     table = [header]
-    for image in images:
-        for repo, tag in _rows(image):
+    for image, names in shown:
+        for repo, tag in [split_name(n) for n in names] or [("<none>", "<none>")]:
             table.append(
                 (repo, tag, image.id[:12], human_ago(image.created), human_size(image.size))
             )
@@ -196,8 +215,9 @@ def cmd_rmi(store: Store, refs: list[str], force: bool = False) -> list[str]:
     return out
 
 
-def cmd_inspect(store: Store, refs: list[str]) -> str:
-    """JSON like ``podman image inspect``."""
+def cmd_inspect(store: Store, refs: list[str], fmt: str | None = None) -> str:
+    """JSON like ``podman image inspect``; with ``fmt`` (a Go template, as ``docker image
+    inspect --format``) the template's text for each image, one per line."""
     docs = []
     for ref in refs:
         image = store.resolve_image(ref)
@@ -226,6 +246,11 @@ def cmd_inspect(store: Store, refs: list[str]) -> str:
                 "History": config.get("history") or [],
             }
         )
+    if fmt and fmt != "json":
+        from .gotemplate import Template
+
+        template = Template.parse(fmt)
+        return "\n".join(template.execute(doc) for doc in docs)
     return json.dumps(docs, indent=4)
 
 

@@ -253,6 +253,17 @@ class Container:
 
 
 @dataclass(frozen=True)
+class PrunedImage:
+    """What `Store.prune_image` removed: the image, the names and digest references it
+    had, the layers that went with it (diff_ids)."""
+
+    id: str
+    names: tuple[str, ...]
+    digests: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LayerInfo:
     diff_id: str
     blob: str
@@ -869,7 +880,6 @@ class Store:
         while a container uses it, unless ``force`` (which removes those containers, as
         ``podman rmi --force``). Returns the removed diff_ids."""
         image = self.resolve_image(ref)
-        doomed: list[str] = []
         if force:
             for c in self.containers():
                 if c.image_id == image.id:
@@ -884,30 +894,60 @@ class Store:
                     + ", ".join(r[0] for r in used),
                     hint="remove the containers first, or use `rsbox rmi --force`",
                 )
-            own = [
-                r[0]
-                for r in db.execute(
-                    "SELECT diff_id FROM image_layers WHERE image_id = ?", (image.id,)
-                )
-            ]
-            for diff_id in own:
-                db.execute(
-                    "UPDATE layers SET refcount = refcount - 1 WHERE diff_id = ?", (diff_id,)
-                )
-            db.execute("DELETE FROM image_layers WHERE image_id = ?", (image.id,))
-            db.execute("DELETE FROM names WHERE image_id = ?", (image.id,))
-            db.execute("DELETE FROM digests WHERE image_id = ?", (image.id,))
-            db.execute("DELETE FROM images WHERE id = ?", (image.id,))
-            # Only this image's layers: a layer with refcount 0 may belong to an import
-            # in progress in another command (add_layer, then add_image).
-            for diff_id in dict.fromkeys(own):
-                if self._drop_unused_layer(db, diff_id):
-                    doomed.append(diff_id)
-            if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (image.id,)).fetchone():
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.blob_path(image.id))  # the config blob
+            doomed = self._delete_image(db, image.id)
         for path in self.tmp.glob("gone-*"):
             rmtree_forcefully(path)
+        return doomed
+
+    def prune_image(self, image_id: str, *, dangling_only: bool) -> PrunedImage | None:
+        """`image prune`: remove the image (as `remove_image`) only if, under the writer
+        lock, no container uses it and, with ``dangling_only``, it has no name (a digest
+        it was pulled by is not a name: Docker's prune removes such images too). None
+        when it is in use, named, or gone already."""
+        with self._writer() as db:
+            if not db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+                return None
+            if db.execute("SELECT 1 FROM containers WHERE image_id = ?", (image_id,)).fetchone():
+                return None
+            names = [
+                r[0]
+                for r in db.execute(
+                    "SELECT name FROM names WHERE image_id = ? ORDER BY name", (image_id,)
+                )
+            ]
+            digests = [
+                r[0]
+                for r in db.execute(
+                    "SELECT ref FROM digests WHERE image_id = ? ORDER BY ref", (image_id,)
+                )
+            ]
+            if dangling_only and names:
+                return None
+            layers = self._delete_image(db, image_id)
+        for path in self.tmp.glob("gone-*"):
+            rmtree_forcefully(path)
+        return PrunedImage(image_id, tuple(names), tuple(digests), tuple(layers))
+
+    def _delete_image(self, db: sqlite3.Connection, image_id: str) -> list[str]:
+        """Under the writer lock: the image's rows, the layers (and blobs) no other image
+        uses, its config blob. Layer directories go to tmp/gone-*, for the caller to
+        delete after the transaction. Returns the removed diff_ids."""
+        own = [
+            r[0]
+            for r in db.execute("SELECT diff_id FROM image_layers WHERE image_id = ?", (image_id,))
+        ]
+        for diff_id in own:
+            db.execute("UPDATE layers SET refcount = refcount - 1 WHERE diff_id = ?", (diff_id,))
+        db.execute("DELETE FROM image_layers WHERE image_id = ?", (image_id,))
+        db.execute("DELETE FROM names WHERE image_id = ?", (image_id,))
+        db.execute("DELETE FROM digests WHERE image_id = ?", (image_id,))
+        db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        # Only this image's layers: a layer with refcount 0 may belong to an import
+        # in progress in another command (add_layer, then add_image).
+        doomed = [d for d in dict.fromkeys(own) if self._drop_unused_layer(db, d)]
+        if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (image_id,)).fetchone():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.blob_path(image_id))  # the config blob
         return doomed
 
     # -- containers ---------------------------------------------------------------------
@@ -993,6 +1033,33 @@ class Store:
                 "SELECT id, name, image_id FROM containers ORDER BY created DESC"
             )
         ]
+
+    def rename_container(self, ref: str, name: str) -> Container:
+        """Give the container ``ref`` (id, prefix or name) the name ``name``, as
+        `docker rename`: a valid name that no other container has."""
+        c = self.container(ref)
+        if not _CONTAINER_NAME.fullmatch(name):
+            raise ContainerError(
+                f"invalid container name {name!r}",
+                hint="use letters, digits and . _ - (starting with a letter or digit)",
+            )
+        if name == c.name:
+            raise ContainerError(
+                f"container {c.name} is already named {name!r}", hint="choose another name"
+            )
+        with self._writer() as db:
+            other = db.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
+            if other is not None:
+                raise ContainerError(
+                    f"the container name {name!r} is already in use by container {other[0][:12]}",
+                    hint=f"remove it with `rsbox rm {name}` or choose another name",
+                )
+            if (
+                db.execute("UPDATE containers SET name = ? WHERE id = ?", (name, c.id)).rowcount
+                != 1
+            ):
+                raise ContainerError(f"no such container: {ref}", hint="it was removed meanwhile")
+        return self._container(c.id, name, c.image_id)
 
     def remove_container(self, cid: str) -> None:
         """Delete the container's record and directory (``cid``: id, prefix or name)."""

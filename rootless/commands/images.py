@@ -8,7 +8,9 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from rootless.aliases import IMAGE
 from rootless.commands import Context
+from rootless.commands.containers import FORMAT_HELP
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
@@ -37,7 +39,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.set_defaults(handler=_import)
 
     im = sub.add_parser("images", help="list images")
-    im.add_argument("--format", default="table", choices=["table", "json"])
+    im.add_argument("-q", "--quiet", action="store_true", help="image ids only")
+    im.add_argument("--no-trunc", action="store_true")
+    im.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dangling=true|false, label=KEY[=VALUE], reference=PATTERN",
+    )
+    im.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
     im.set_defaults(handler=_images)
 
     p = sub.add_parser("pull", help="pull an image from a registry (or oci:DIR[:TAG])")
@@ -65,12 +77,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.set_defaults(handler=_rmi)
 
     # `rsbox inspect` belongs to containers; images are inspected as in Podman:
-    # `rsbox image inspect`.
-    group = sub.add_parser("image", help="image commands: image inspect")
+    # `rsbox image inspect`. Docker's other forms (`image ls`, `image rm`...) are the
+    # plain verbs (rootless.aliases).
+    group = sub.add_parser(
+        "image",
+        help="image commands: inspect, prune, and Docker's forms of the verbs above",
+        description="Docker's management forms: "
+        + ", ".join(f"image {a}" for a in IMAGE)
+        + " are the plain verbs (image ls is images, image rm is rmi).",
+    )
     isub = group.add_subparsers(dest="image_command", required=True, parser_class=type(group))
     ins = isub.add_parser("inspect", help="show images as JSON (like podman image inspect)")
+    ins.add_argument(
+        "-f", "--format", metavar="TEMPLATE", help="a Go template for each, e.g. {{.Id}}"
+    )
     ins.add_argument("images", nargs="+")
     ins.set_defaults(handler=_inspect)
+    pr = isub.add_parser("prune", help="remove dangling images (-a: every image no container uses)")
+    pr.add_argument(
+        "-a", "--all", action="store_true", help="every image no container uses, not only untagged"
+    )
+    pr.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    pr.set_defaults(handler=_prune)
 
     ld = sub.add_parser("load", help="load images from a docker-archive or oci-archive")
     ld.add_argument("-i", "--input", required=True, metavar="FILE")
@@ -114,7 +142,14 @@ def _import(ns: argparse.Namespace, ctx: Context) -> int:
 def _images(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless import image_commands
 
-    print(image_commands.cmd_images(ctx.store(), ns.format))
+    text = image_commands.cmd_images(
+        ctx.store(),
+        ns.format or "table",
+        filters=ns.filter,
+        quiet=ns.quiet,
+        trunc=not ns.no_trunc,
+    )
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0
 
 
@@ -159,8 +194,14 @@ def _rmi(ns: argparse.Namespace, ctx: Context) -> int:
 def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless import image_commands
 
-    print(image_commands.cmd_inspect(ctx.store(), ns.images))
+    sys.stdout.write(image_commands.cmd_inspect(ctx.store(), ns.images, ns.format) + "\n")
     return 0
+
+
+def _prune(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.verbs_cli import image_prune
+
+    return image_prune(ns, ctx)
 
 
 def _load(ns: argparse.Namespace, ctx: Context) -> int:

@@ -8,10 +8,10 @@ from rootless.commands import Context
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub.add_parser("info", help="what this host allows, with fixes").set_defaults(handler=_info)
+    sub.add_parser("info", help="what this host allows, with fixes").set_defaults(handler=show_info)
 
 
-def _info(ns: argparse.Namespace, ctx: Context) -> int:
+def show_info(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.info import render_info
 
     print(render_info())
