@@ -160,16 +160,26 @@ def attach(
     raise UsageError(f"unknown network tool {tool}", hint="use pasta or slirp4netns")
 
 
-def stop_pasta(rundir: Path) -> None:
-    """SIGTERM the pasta that served this container, if it still runs."""
+def stop_pasta(rundir: Path | int, proc: str | int = "/proc") -> None:
+    """SIGTERM the pasta that served this container, if it still runs. `rundir` and
+    `proc` may be directory fds opened earlier (P2's guard: its root is the container's
+    by then)."""
     import signal
 
+    def read(path: str, at: str | int | Path) -> str:
+        if isinstance(at, int):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=at)
+        else:
+            fd = os.open(os.path.join(at, path), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.read(fd, 256).decode(errors="replace")
+        finally:
+            os.close(fd)
+
     try:
-        pid = int((rundir / "pasta.pid").read_text().split()[0])
-        with open(f"/proc/{pid}/comm") as f:
-            if not f.read().startswith(("pasta", "passt")):
-                return
-        os.kill(pid, signal.SIGTERM)
+        pid = int(read("pasta.pid", rundir).split()[0])
+        if pid > 1 and read(f"{pid}/comm", proc).startswith(("pasta", "passt")):
+            os.kill(pid, signal.SIGTERM)
     except (OSError, ValueError, IndexError):
         pass
 

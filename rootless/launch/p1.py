@@ -47,6 +47,7 @@ from rootless.launch.protocol import (
     WIRED,
     Launch,
     child,
+    report,
 )
 from rootless.launch.terminal import Stdio, relayed_stdio
 
@@ -119,15 +120,30 @@ def main(pipes: Pipes) -> None:
                 mine.close()
         for fd, target in zip(stdio.fds, (0, 1, 2), strict=True):
             os.dup2(fd, target)
-        child(pipes.err_w, p2.main, launch, p1, pipes.err_w, pty_p3, sync, learn_p3)
+        child(pipes.err_w, p2.main, launch, p1, pipes.err_w, pty_p3, sync, learn_p3, rundir)
     for theirs in (pty_p3, learn_p3):
         if theirs is not None:
             theirs.close()
     for fd in stdio.theirs:
         os.close(fd)
-    keep_net = _wire_network(launch, pid2, pipes, sync, rundir) if tool else None
-    if detach:
-        _let_go_of_p0(pipes, rundir)
+    if sync is not None:  # P2's ends
+        os.close(sync[1])
+        os.close(sync[2])
+    keep_net: list[int] = []  # what keeps slirp4netns alive, once wired
+
+    def wire() -> None:
+        """Step 6, in a worker thread while the server runs (supervise.Watch.wire)."""
+        try:
+            if tool:
+                fd = _wire_network(launch, pid2, pipes, sync, rundir)
+                keep_net.extend([fd] if fd is not None else [])
+        except BaseException as exc:  # reported to P0; P3 sees no WIRED and gives up
+            report(pipes.err_w, exc)
+            return
+        finally:
+            if detach:
+                _let_go_of_p0(pipes, rundir)
+
     learning = None
     if learn_p1 is not None and launch.spec.seccomp_learn is not None:
         learning = (learn_p1, launch.spec.seccomp_learn)
@@ -140,6 +156,7 @@ def main(pipes: Pipes) -> None:
         inputs=tuple(stdio.inputs),
         outputs=tuple(stdio.outputs),
         log_file=(launch.cdir / lifecycle.LOG_NAME, launch.spec.log_options()),
+        wire=wire if tool or detach else None,
     )
     code = serve_until_exit(watch)
     try:
@@ -149,8 +166,8 @@ def main(pipes: Pipes) -> None:
     _record_exit(launch, started, code)
     if detach and launch.spec.remove:
         _remove(launch, rundir)
-    if keep_net is not None:
-        os.close(keep_net)
+    for fd in keep_net:
+        os.close(fd)
     if by_p0:
         network.stop_pasta(rundir)
     if restarter >= 0:
@@ -216,29 +233,29 @@ def _wire_network(
     tell P3 (which is making its mounts meanwhile) to go on. Returns an fd to keep open
     for the tool's lifetime, if any."""
     assert sync is not None
-    made_r, made_w, p2_go_r, p2_go_w = sync
-    os.close(made_w)
-    os.close(p2_go_r)
+    made_r, _, _, p2_go_w = sync  # the other ends were closed after the fork of P2
     keep: int | None = None
     by_p0 = launch.spec.network == "pasta"
-    if os.read(made_r, 1) == NETNS_MADE:
+    try:
+        if os.read(made_r, 1) == NETNS_MADE:
+            if by_p0:
+                # pasta cannot open the target's namespaces from inside our user
+                # namespace (it sandboxes itself first): P0, on the host, runs it.
+                os.write(pipes.ready_w, NETNS_MADE + f"{pid2}\n".encode())
+                if os.read(pipes.go_r, 1) != WIRED:
+                    return None  # P0 reports why; P3 sees no WIRED and gives up
+            else:
+                ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
+                keep = network.attach(
+                    launch.spec.network, pid2, ports, rundir, launch.spec.network_options
+                )
+            os.write(p2_go_w, WIRED)
+    finally:
+        os.close(made_r)
+        os.close(p2_go_w)  # EOF without WIRED: P3 exits 125
         if by_p0:
-            # pasta cannot open the target's namespaces from inside our user namespace
-            # (it sandboxes itself first): P0, on the host, runs it.
-            os.write(pipes.ready_w, NETNS_MADE + f"{pid2}\n".encode())
-            if os.read(pipes.go_r, 1) != WIRED:
-                os._exit(125)  # P0 reports why
-        else:
-            ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
-            keep = network.attach(
-                launch.spec.network, pid2, ports, rundir, launch.spec.network_options
-            )
-        os.write(p2_go_w, WIRED)
-    os.close(made_r)
-    os.close(p2_go_w)
-    if by_p0:
-        os.close(pipes.ready_w)
-        os.close(pipes.go_r)
+            os.close(pipes.ready_w)
+            os.close(pipes.go_r)
     return keep
 
 

@@ -16,6 +16,10 @@ So P2 arms GUARD_SIGNAL as its own parent-death signal: when P1 dies (and P1 die
 the CLI through its own SIGKILL parent-death signal, or is the detached monitor), the
 kernel sends it to P2, whose handler SIGKILLs P3; the namespace goes down with it. P2
 also forwards the signals P1 relays and reports P3's status as its own exit code.
+
+P3 does not unshare the mount namespace again, so its pivot_root moves our root too: from
+then on "/" is the container's rootfs for us as well. What the guard needs of the host
+(the runtime directory, the host's /proc) is opened before the fork of P3, as fds.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from pathlib import Path
 
+from rootless import network
 from rootless import syscalls as sc
 from rootless.launch import p3
 from rootless.launch.become import close_fds_except
@@ -62,6 +68,16 @@ def _announce_network(sync: NetSync) -> int:
     return go_r
 
 
+def _guard(pid3: int, host: tuple[int, int]) -> None:
+    """Our parent died: end the container from outside its pid namespace, and the pasta
+    that P0 started for it (pasta holds the network namespace, so it would not notice;
+    it runs as the user, whose kuid our euid is, so we may signal it). `host` is the
+    runtime directory and the host's /proc, opened before P3's pivot_root, which moved
+    our root too (we share its mount namespace)."""
+    kill_quietly(pid3, signal.SIGKILL)
+    network.stop_pasta(*host)
+
+
 def main(
     launch: Launch,
     p1: int,
@@ -69,6 +85,7 @@ def main(
     pty_sock: socket.socket | None,
     sync: NetSync | None,
     learn_sock: socket.socket | None,
+    rundir: Path,
 ) -> None:
     # Held until the handlers below know P3's pid; P3 gets the mask back.
     held = {GUARD_SIGNAL, *FORWARDED_SIGNALS}
@@ -84,8 +101,12 @@ def main(
     keep = [err_w, wired, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
     close_fds_except(*keep)
     pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock, wired)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    host = (os.open(rundir, flags), os.open("/proc", flags))
     pid3 = os.fork()
     if pid3 == 0:
+        for fd in host:  # ours, not the container's
+            os.close(fd)
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for s in (*FORWARDED_SIGNALS, GUARD_SIGNAL):
@@ -96,11 +117,16 @@ def main(
             mine.close()
     for s in FORWARDED_SIGNALS:
         signal.signal(s, lambda sig, _f: kill_quietly(pid3, sig))
-    signal.signal(GUARD_SIGNAL, lambda _s, _f: kill_quietly(pid3, signal.SIGKILL))
+    signal.signal(GUARD_SIGNAL, lambda _s, _f: _guard(pid3, host))
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
-    os.closerange(3, 1 << 20)
+    close_fds_except(*host)
     while True:
         _, status = os.waitpid(pid3, 0)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            if os.getppid() != p1:
+                # P1 is gone: P3 may have died before our handler ran (P1's death
+                # aborts the FUSE connection, and a page-in from the rootfs then kills
+                # the command), so the guard's work is done here too.
+                _guard(pid3, host)
             os._exit(exit_code(status))

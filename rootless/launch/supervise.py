@@ -27,6 +27,7 @@ import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -330,6 +331,10 @@ class Watch:
     inputs: tuple[tuple[int, int], ...]  # (user's terminal, pipe to the container)
     outputs: tuple[tuple[int, int], ...]  # (pipe from the container, user's terminal)
     log_file: tuple[Path, LogOptions] | None = None  # the log's path, its --log-opt
+    # Wires the container's network namespace (blocking: pipes and the tool's process):
+    # run in a worker thread once the server runs, so that pid 1's mounts, which need the
+    # server, overlap it. Done in a thread, not a task: it may start slirp4netns.
+    wire: Callable[[], None] | None = None
 
 
 async def _supervise(w: Watch) -> int:
@@ -337,6 +342,8 @@ async def _supervise(w: Watch) -> int:
     recorder = None
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
+        if w.wire is not None:
+            nursery.start_soon(partial(trio.to_thread.run_sync, w.wire, abandon_on_cancel=True))
         if w.learn is not None:
             from policies.learn import Recorder
 

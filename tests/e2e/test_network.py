@@ -4,6 +4,7 @@ from the host through pasta and through slirp4netns (both Debian packages, unpri
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -245,3 +246,47 @@ def test_the_hosts_abstract_unix_sockets_are_out_of_reach_by_default(
         assert listener.accepted == 1
     finally:
         listener.close()
+
+
+def test_pasta_does_not_outlive_a_killed_rsbox(rsbox: Rsbox, busybox: str, marker: str) -> None:
+    """pasta holds the container's network namespace, so it would never notice the
+    container is gone: when the CLI is killed with SIGKILL, the container's guard (P2)
+    stops it too."""
+    name = f"pasta-{marker}"
+    proc = subprocess.Popen(
+        rsbox.argv("run", "--rm", "--name", name, busybox, "sleep", "1000"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        pid_file = None
+        while pid_file is None or not pid_file.exists():
+            assert time.monotonic() < deadline, "pasta did not start"
+            res = rsbox("inspect", name)
+            if res.returncode == 0:
+                pid_file = Path(json.loads(res.stdout)[0]["RuntimeDir"]) / "pasta.pid"
+            time.sleep(0.05)
+        pasta = int(pid_file.read_text().split()[0])
+        assert _live_pasta(pasta)  # control: it runs
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _live_pasta(pasta):
+            assert time.monotonic() < deadline, "pasta outlived the killed rsbox"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        rsbox("rm", "-f", name)
+
+
+def _live_pasta(pid: int) -> bool:
+    """pid is a pasta that runs (a zombie waiting for this machine's pid 1 is done)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()[0]
+    return name.startswith(("pasta", "passt")) and state != "Z"
