@@ -298,6 +298,44 @@ def _legacy_links(layer: Layer, parent: str) -> dict[str, EntryMeta]:
     return {k: EntryMeta.from_json(v) for k, v in json.loads(raw).items()}
 
 
+def find_meta(
+    layer: Layer, path: str, dirs: Sequence[Layer] = ()
+) -> tuple[os.stat_result, EntryMeta | None]:
+    """lstat of what `layer` holds at `path`, and the metadata recorded for it (None: none
+    is, lstat tells the truth). `dirs`: the layers the path shows as a directory in, top
+    first, when `layer` is the first of them (an upper directory without metadata of its
+    own, such as the upper root the launcher makes, shows the image's metadata)."""
+    real = layer.at(path)
+    st = os.lstat(real)
+    if layer.meta is not None:
+        return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
+    if not layer.is_upper:
+        return st, None
+    if stat.S_ISLNK(st.st_mode):
+        parent, name = split(path)
+        return st, read_link_meta(layer, parent, name)
+    ov = read_override(real)
+    if ov is None and len(dirs) > 1 and dirs[0] is layer and stat.S_ISDIR(st.st_mode):
+        return find_meta(dirs[1], path, dirs[1:])
+    return st, ov
+
+
+def bare_meta(layer: Layer, st: os.stat_result) -> EntryMeta:
+    """What an entry without recorded metadata shows: lstat's owner for a plain layer,
+    root's otherwise (an extraction records every other owner)."""
+    if layer.plain:
+        return EntryMeta(uid=st.st_uid, gid=st.st_gid, mode=st.st_mode, rdev=st.st_rdev)
+    return EntryMeta(uid=0, gid=0, mode=st.st_mode)
+
+
+def entry_meta(
+    layer: Layer, path: str, dirs: Sequence[Layer] = ()
+) -> tuple[os.stat_result, EntryMeta]:
+    """`find_meta` with the default filled in: the full truth (ids not clamped)."""
+    st, meta = find_meta(layer, path, dirs)
+    return st, meta if meta is not None else bare_meta(layer, st)
+
+
 def disk_mode(mode: int) -> int:
     """Permissions on disk: the host user must always reach its own upper files; the
     container's mode (setuid bits included) lives in the override only."""

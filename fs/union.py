@@ -51,8 +51,10 @@ from fs.resolve import (
     WHITEOUT_PREFIX,
     Found,
     Layer,
+    bare_meta,
     check_name,
     disk_mode,
+    find_meta,
     is_whiteout,
     join,
     merged_names,
@@ -279,24 +281,11 @@ class Union:
             return self._meta_unlinked(node)
         return self._layer_meta(node.layer, node.path, node.dirs)
 
+    @staticmethod
     def _layer_meta(
-        self, layer: Layer, path: str, dirs: tuple[Layer, ...]
+        layer: Layer, path: str, dirs: tuple[Layer, ...]
     ) -> tuple[os.stat_result, EntryMeta | None]:
-        real = layer.at(path)
-        st = os.lstat(real)
-        if layer.meta is not None:
-            return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
-        if not layer.is_upper:
-            return st, None
-        if stat.S_ISLNK(st.st_mode):
-            parent, name = split(path)
-            return st, read_link_meta(layer, parent, name)
-        ov = read_override(real)
-        if ov is None and len(dirs) > 1 and dirs[0] is layer:
-            # An upper dir we never wrote an override for (the upper root, made by the
-            # launcher): the image below tells the truth about it.
-            return self._layer_meta(dirs[1], path, dirs[1:])
-        return st, ov
+        return find_meta(layer, path, dirs)
 
     def _meta_unlinked(self, node: Node) -> tuple[os.stat_result, EntryMeta | None]:
         """fstat of a deleted file that is still open (the tmpfile pattern)."""
@@ -375,10 +364,7 @@ class Union:
 
     @staticmethod
     def _bare_meta(layer: Layer, st: os.stat_result) -> EntryMeta:
-        """What an entry without recorded metadata shows."""
-        if layer.plain:
-            return EntryMeta(uid=st.st_uid, gid=st.st_gid, mode=st.st_mode, rdev=st.st_rdev)
-        return EntryMeta(uid=0, gid=0, mode=st.st_mode)
+        return bare_meta(layer, st)
 
     def _set_link_meta(self, path: str, meta: EntryMeta | None) -> None:
         """Record what the upper symlink `path` shows; nothing when lstat tells it already."""

@@ -106,6 +106,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
     )
 
 
+def syncfs(fd: int) -> None:
+    """Write back what the kernel caches for the filesystem `fd` is on (for a FUSE mount
+    with the writeback cache: dirty pages and times go to the server)."""
+    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")

@@ -25,6 +25,7 @@ MODULES = (
     "rootless.commands.run",
     "rootless.commands.containers",
     "rootless.commands.images",
+    "rootless.commands.changes",
     "rootless.commands.info",
     "rootless.commands.system",
     "rootless.commands.policy",
