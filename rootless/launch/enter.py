@@ -48,6 +48,7 @@ from rootless import syscalls as sc
 from rootless.errors import ContainerError
 from rootless.launch import caps
 from rootless.launch.become import close_fds_except
+from rootless.launch.exec import join, open_namespaces
 from rootless.launch.protocol import child, exit_code, read_error
 
 # user first: the mount namespace belongs to it and may only be joined from inside.
@@ -61,21 +62,6 @@ def running_pid1(cid: str) -> int | None:
 
     mon = monitor_pid(cid)
     return container_pid(mon) if mon else None
-
-
-def _open_namespaces(pid: int) -> list[tuple[int, int]]:
-    fds: list[tuple[int, int]] = []
-    try:
-        for name, flag in _NAMESPACES:
-            fds.append((os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag))
-    except OSError as exc:
-        for fd, _ in fds:
-            os.close(fd)
-        raise ContainerError(
-            f"cannot open the namespaces of the container: {exc.strerror}",
-            hint="is it still running? (rsbox ps)",
-        ) from exc
-    return fds
 
 
 def _seal_imports() -> None:
@@ -107,16 +93,7 @@ def _helper(
     if null > 2:
         os.close(null)
     close_fds_except(err_w, *keep, *(fd for fd, _ in ns_fds))
-    for fd, flag in ns_fds:
-        try:
-            sc.setns(fd, flag)
-        except OSError as exc:
-            raise ContainerError(
-                f"cannot join the container's namespaces: {exc.strerror}",
-                hint="is it still running? (rsbox ps)",
-            ) from exc
-        os.close(fd)
-    os.chdir("/")
+    join(ns_fds)
     caps.apply(FILE_CAPS, last=last)
     if bpf is not None:
         sc.install_seccomp(bpf)
@@ -149,7 +126,7 @@ def run_inside(
     last = caps.last_cap()
     if os.environ.get("RSBOX_DEBUG"):
         import traceback  # noqa: F401  (protocol.child prints with it, after step 4)
-    ns_fds = _open_namespaces(pid1)
+    ns_fds = open_namespaces(pid1, _NAMESPACES)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     p0 = os.getpid()
     try:

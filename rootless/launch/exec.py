@@ -68,10 +68,14 @@ class ExecSpec:
     interactive: bool
 
 
-def _open_namespaces(pid: int) -> list[tuple[int, int]]:
+def open_namespaces(
+    pid: int, which: tuple[tuple[str, int], ...] = NAMESPACES
+) -> list[tuple[int, int]]:
+    """(fd, CLONE_ flag) of the namespaces `which` of `pid`, in that order; those we share
+    already are left out."""
     fds = []
     try:
-        for name, flag in NAMESPACES:
+        for name, flag in which:
             path = f"/proc/{pid}/ns/{name}"
             if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
                 # Shared with the host (--network host): we are in it already, and could
@@ -88,7 +92,8 @@ def _open_namespaces(pid: int) -> list[tuple[int, int]]:
     return fds
 
 
-def _join(fds: list[tuple[int, int]]) -> None:
+def join(fds: list[tuple[int, int]]) -> None:
+    """setns into each (closing it), then to the root of the joined mount namespace."""
     for fd, flag in fds:
         try:
             sc.setns(fd, flag)
@@ -115,7 +120,7 @@ def _e1(
         os._exit(125)
     for fd, target in zip(stdio, (0, 1, 2), strict=True):
         os.dup2(fd, target)
-    _join(ns_fds)
+    join(ns_fds)
     slave = -1
     if pty_sock is not None:
         master, slave = open_pty("/")
@@ -186,7 +191,7 @@ def _drop_inputs(inputs: dict[int, int], outputs: dict[int, int]) -> None:
 
 def execute(spec: ExecSpec) -> int:
     """Fork E1, relay, wait: the command's exit status (or raise what E1/E2 reported)."""
-    ns_fds = _open_namespaces(spec.pid)
+    ns_fds = open_namespaces(spec.pid)
     relay = relayed_stdio(spec.tty, spec.interactive)
     p0_sock, e1_sock = (None, None)
     if spec.tty:
