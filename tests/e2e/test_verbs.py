@@ -190,7 +190,10 @@ def test_images_formats_and_filters(own: Rsbox) -> None:
         f'{iid} ["localhost/bb:latest"]\n'
     )
     assert own("images", "-q", *bb, check=True).stdout == f"{iid[:12]}\n"
-    assert own("image", "ls", check=True).stdout == own("images", check=True).stdout
+    # The management form is the same verb (the CREATED column moves with the clock, so
+    # compare the table without it).
+    fmt = ("--format", "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}")
+    assert own("image", "ls", *fmt, check=True).stdout == own("images", *fmt, check=True).stdout
     assert own("images", "--filter", "dangling=true", "-q", check=True).stdout == ""
     _one_line_error(own("images", "--format", "{{.Tags}}"), '"Tags"', "Tag")
     _one_line_error(own("images", "--filter", "dangling=maybe"), "dangling")
