@@ -54,7 +54,7 @@ from rootless.errors import (
     UsageError,
 )
 from rootless.launch import caps as capabilities
-from rootless.launch.protocol import FORWARDED_SIGNALS, GUARD_SIGNAL, exit_code, kill_quietly
+from rootless.launch.protocol import SUPERVISED_SIGNALS, kill_quietly, supervise_child
 from rootless.launch.terminal import take_terminal
 from rootless.userdb import ExecUser, resolve_user
 
@@ -247,8 +247,7 @@ def become(
         _execute(proc, exe, env)
     # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
     # are held until their handlers know the child's pid; the child gets the mask back.
-    held = {GUARD_SIGNAL, *FORWARDED_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     pid = os.fork()
     if pid == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -258,11 +257,4 @@ def become(
         _execute(proc, exe, env)
     if terminal >= 0:
         os.close(terminal)
-    for s in FORWARDED_SIGNALS:
-        signal.signal(s, lambda sig, _f: kill_quietly(pid, sig))
-    signal.signal(GUARD_SIGNAL, lambda _s, _f: kill_quietly(pid, signal.SIGKILL))
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    while True:
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            os._exit(exit_code(status))
+    os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL), mask))

@@ -49,7 +49,7 @@ from rootless.errors import ContainerError
 from rootless.launch import caps
 from rootless.launch.become import close_fds_except
 from rootless.launch.exec import join, open_namespaces
-from rootless.launch.protocol import child, exit_code, read_error
+from rootless.launch.protocol import child, die_with_parent, exit_code, read_error
 
 # user first: the mount namespace belongs to it and may only be joined from inside.
 _NAMESPACES = (("user", sc.CLONE_NEWUSER), ("mnt", sc.CLONE_NEWNS))
@@ -83,9 +83,7 @@ def _helper(
     args: tuple[object, ...],
 ) -> None:
     sc.set_dumpable(False)
-    sc.set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != p0:
-        os._exit(125)
+    die_with_parent(p0, signal.SIGKILL)
     os.setsid()
     null = os.open("/dev/null", os.O_RDWR)
     for target in (0, 1) if os.environ.get("RSBOX_DEBUG") else (0, 1, 2):

@@ -41,6 +41,7 @@ from rootless.launch.protocol import (
     GUARD_SIGNAL,
     PTY_MASTER,
     child,
+    die_with_parent,
     exit_code,
     kill_quietly,
     read_error,
@@ -115,9 +116,7 @@ def _e1(
     pty_sock: socket.socket | None,
 ) -> None:
     sc.set_dumpable(False)
-    sc.set_pdeathsig(GUARD_SIGNAL)  # default action until become() handles it: we die
-    if os.getppid() != p0:
-        os._exit(125)
+    die_with_parent(p0, GUARD_SIGNAL)  # default action until become() handles it: we die
     for fd, target in zip(stdio, (0, 1, 2), strict=True):
         os.dup2(fd, target)
     join(ns_fds)

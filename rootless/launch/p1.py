@@ -213,17 +213,14 @@ def _stdio(launch: Launch) -> Stdio:
     if not spec.detach:
         return relayed_stdio(spec.tty, spec.interactive)
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    if spec.detach:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        log_fd = os.open(
-            launch.cdir / lifecycle.LOG_NAME,
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-            0o600,
-        )
-        return Stdio(
-            (devnull, out_w, err_w), [devnull, out_w, err_w], [], [], (out_r, err_r, log_fd)
-        )
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    log_fd = os.open(
+        launch.cdir / lifecycle.LOG_NAME,
+        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+        0o600,
+    )
+    return Stdio((devnull, out_w, err_w), [devnull, out_w, err_w], logs=(out_r, err_r, log_fd))
 
 
 def _wire_network(

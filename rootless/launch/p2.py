@@ -37,10 +37,12 @@ from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     GUARD_SIGNAL,
     NETNS_MADE,
+    SUPERVISED_SIGNALS,
     Launch,
     child,
-    exit_code,
+    die_with_parent,
     kill_quietly,
+    supervise_child,
 )
 
 # P2 -> P1 "network namespace made", P1 -> P2 "wired": (made_r, made_w, go_r, go_w).
@@ -87,12 +89,9 @@ def main(
     learn_sock: socket.socket | None,
     rundir: Path,
 ) -> None:
-    # Held until the handlers below know P3's pid; P3 gets the mask back.
-    held = {GUARD_SIGNAL, *FORWARDED_SIGNALS}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    sc.set_pdeathsig(GUARD_SIGNAL)
-    if os.getppid() != p1:  # P1 died before the signal was armed
-        os._exit(125)
+    # Held until our handlers know P3's pid; P3 gets the mask back.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
+    die_with_parent(p1, GUARD_SIGNAL)
     _unshare(launch)
     wired = _announce_network(sync) if sync is not None else -1
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
@@ -115,18 +114,12 @@ def main(
     for mine in (pty_sock, learn_sock):
         if mine is not None:
             mine.close()
-    for s in FORWARDED_SIGNALS:
-        signal.signal(s, lambda sig, _f: kill_quietly(pid3, sig))
-    signal.signal(GUARD_SIGNAL, lambda _s, _f: _guard(pid3, host))
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
     close_fds_except(*host)
-    while True:
-        _, status = os.waitpid(pid3, 0)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            if os.getppid() != p1:
-                # P1 is gone: P3 may have died before our handler ran (P1's death
-                # aborts the FUSE connection, and a page-in from the rootfs then kills
-                # the command), so the guard's work is done here too.
-                _guard(pid3, host)
-            os._exit(exit_code(status))
+    code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
+    if os.getppid() != p1:
+        # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
+        # FUSE connection, and a page-in from the rootfs then kills the command), so the
+        # guard's work is done here too.
+        _guard(pid3, host)
+    os._exit(code)

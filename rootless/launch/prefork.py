@@ -19,7 +19,7 @@ import sys
 import types
 from collections.abc import Iterator
 
-from rootless.launch.protocol import FORWARDED_SIGNALS, kill_quietly
+from rootless.launch.protocol import FORWARDED_SIGNALS, die_with_parent, kill_quietly
 
 
 def wants_helper(argv: list[str]) -> bool:
@@ -111,11 +111,8 @@ class Helper:
 
 
 def _p1(p0: int, launch_r: int, ready_w: int, go_r: int, err_w: int) -> None:
-    from rootless import syscalls as sc
 
-    sc.set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != p0:  # P0 died before PDEATHSIG was armed
-        os._exit(125)
+    die_with_parent(p0, signal.SIGKILL)
     for s in FORWARDED_SIGNALS:  # ignored until trio takes them over
         signal.signal(s, signal.SIG_IGN if s != signal.SIGWINCH else signal.SIG_DFL)
     # The imports ahead allocate much and free little: collecting during them is wasted

@@ -158,6 +158,33 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def die_with_parent(parent: int, sig: int) -> None:
+    """Arm `sig` as our parent-death signal; if `parent` is gone already (it died before
+    the signal was armed: we were reparented), give up now."""
+    from rootless import syscalls as sc  # after the fork: prefork imports us before it
+
+    sc.set_pdeathsig(sig)
+    if os.getppid() != parent:
+        os._exit(125)
+
+
+# Held across the fork of a supervised child until the parent's handlers know its pid.
+SUPERVISED_SIGNALS: Final = frozenset({GUARD_SIGNAL, *FORWARDED_SIGNALS})
+
+
+def supervise_child(pid: int, on_guard: Callable[[], None], mask: set[int | signal.Signals]) -> int:
+    """In the parent, after forking `pid` with SUPERVISED_SIGNALS held: forward the
+    user's signals to it, run `on_guard` on our parent's death, let the signals in again
+    (`mask`, as before the hold) and wait. Returns the child's exit code (Docker's rule).
+    waitpid without WUNTRACED returns only once the child has ended."""
+    for s in FORWARDED_SIGNALS:
+        signal.signal(s, lambda sig, _f: kill_quietly(pid, sig))
+    signal.signal(GUARD_SIGNAL, lambda _s, _f: on_guard())
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    _, status = os.waitpid(pid, 0)
+    return exit_code(status)
+
+
 def kill_quietly(pid: int, sig: int) -> None:
     """kill(2) that ignores a process already gone. Never 0 or -1: those are groups."""
     if pid <= 0:
