@@ -96,7 +96,8 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
 
         store = Store.open(root)
         image = store.resolve_image(spec.image)
-        bpf = seccomp_filter(store, spec.seccomp, spec.capabilities())
+        caps = spec.capabilities()
+        bpf = seccomp_filter(store, spec.seccomp, caps)
         learn_program = _learn_program() if spec.seccomp_learn else None
         config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
         container = store.create_container(image, spec.name, config)
@@ -111,7 +112,9 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         lifecycle.atomic_write_json(
             container.dir / lifecycle.CONFIG_NAME, config, durable=spec.detach
         )
-        launch = _launch(store, container, image, spec, plan, bpf, learn_program=learn_program)
+        launch = _launch(
+            store, container, image, spec, plan, bpf, caps, learn_program=learn_program
+        )
         lifecycle.save_bpf(container.dir, bpf)
         launched = True
         code = spawn_run(helper, launch)
@@ -136,6 +139,7 @@ def _launch(
     spec: RunSpec,
     plan: ProcessPlan,
     bpf: bytes | None,
+    caps: frozenset[str],
     *,
     learn_program: bytes | None = None,
     restart_count: int = 0,
@@ -152,7 +156,7 @@ def _launch(
         idmap=host_idmap(spec.userns),
         # Learning wants to see every syscall: no enforcing filter under it.
         bpf=None if learn_program else bpf,
-        caps=spec.capabilities(),
+        caps=caps,  # the set the filter was compiled for
         etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
         cid=container.id,
         cdir=container.dir,
@@ -186,10 +190,11 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     helper = helper or Helper()
     launched = False
     try:
-        bpf = seccomp_filter(store, spec.seccomp, spec.capabilities())
+        caps = spec.capabilities()
+        bpf = seccomp_filter(store, spec.seccomp, caps)
         lifecycle.save_bpf(container.dir, bpf)
         restarts = int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0)
-        launch = _launch(store, container, image, spec, plan, bpf, restart_count=restarts)
+        launch = _launch(store, container, image, spec, plan, bpf, caps, restart_count=restarts)
         launched = True
         return spawn_run(helper, launch)
     finally:
