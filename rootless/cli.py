@@ -30,8 +30,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from rootless.errors import RsboxError
 
     try:
+        from rootless.store import image_store_list
+
         ns = build_parser().parse_args(args)
-        code = int(ns.handler(ns, Context(root=ns.root, helper=helper)))
+        ctx = Context(
+            root=ns.root,
+            helper=helper,
+            image_stores=image_store_list(ns.image_store),
+            tmp_root=ns.tmp_root,
+        )
+        code = int(ns.handler(ns, ctx))
     except RsboxError as exc:
         print(exc.line(), file=sys.stderr)
         if os.environ.get("RSBOX_DEBUG"):

@@ -92,7 +92,9 @@ def cmd_images(
     ``filters``: ``--filter`` items (rootless.filters); ``quiet``: ids only.
 
     JSON objects: Id (hex), Names (normalised), Size (bytes, uncompressed), Created (the
-    config's RFC 3339 string), Layers (``sha256:<diff_id>``, bottom first).
+    config's RFC 3339 string), Layers (``sha256:<diff_id>``, bottom first), ReadOnly
+    (from a read-only `--image-store`, Podman's field). The table gains a last column,
+    R/O, when it shows an image of a read-only store.
     """
     from .filters import ImageFilter
     from .format import OutputFormat
@@ -119,18 +121,27 @@ def cmd_images(
                     "Size": image.size,
                     "Created": image.created,
                     "Layers": [f"sha256:{p.name}" for p in image.layers],
+                    "ReadOnly": image.store is not None,
                 }
                 for image in images
             ],
             indent=4,
         )
-    header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+    marked = any(image.store is not None for image in images)
+    header: tuple[str, ...] = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+    header += ("R/O",) if marked else ()
     table = [header]
     for image, names in shown:
         for repo, tag in [split_name(n) for n in names] or [("<none>", "<none>")]:
-            table.append(
-                (repo, tag, image.id[:12], human_ago(image.created), human_size(image.size))
+            row: tuple[str, ...] = (
+                repo,
+                tag,
+                image.id[:12],
+                human_ago(image.created),
+                human_size(image.size),
             )
+            row += (("yes" if image.store is not None else "no"),) if marked else ()
+            table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]

@@ -12,11 +12,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rootless import syscalls as sc
 from rootless.errors import HostError
 from rootless.idmap import host_idmap
 from rootless.launch.initbin import init_binary
+
+if TYPE_CHECKING:
+    from rootless.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,4 +242,22 @@ def render_info() -> str:
         lines.append(f"  {mark:8} {c.name}: {c.detail}")
         if c.fix:
             lines.append(f"  {'':8}   fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def render_store(store: Store) -> str:
+    """What `rsbox info` says about the store: its filesystem and the choices made for
+    it (rootless.storefs), and the read-only image stores behind it."""
+    fs, choice = store.fs, store.plan
+    assert fs is not None and choice is not None  # the user's own store, not read-only
+    xattrs = "with" if fs.user_xattrs else "without"
+    uppers = f"on local disk in {store.tmp_root}" if choice.local_uppers else "in the store"
+    lines = [
+        f"store {store.root}: {fs.name} ({fs.kind.value}, {xattrs} user.* xattrs)",
+        f"  {'ok':8} database: journal_mode={choice.journal_mode} ({choice.journal_why})",
+        f"  {'ok':8} writable layers: {uppers} ({choice.uppers_why})",
+    ]
+    for other in store.image_stores:
+        count = len(other.images())
+        lines.append(f"  {'ok':8} image store (read-only): {other.root}, {count} images")
     return "\n".join(lines)

@@ -80,6 +80,7 @@ IMAGE = Schema(
         "Containers": "CONTAINERS",
         "SharedSize": "SHARED SIZE",
         "UniqueSize": "UNIQUE SIZE",
+        "ReadOnly": "R/O",
     },
     json_fields=(
         "Containers",
@@ -87,6 +88,7 @@ IMAGE = Schema(
         "CreatedSince",
         "Digest",
         "ID",
+        "ReadOnly",
         "Repository",
         "SharedSize",
         "Size",
@@ -350,6 +352,7 @@ def image_rows(
             "Containers": users,
             "SharedSize": shared,
             "UniqueSize": unique,
+            "ReadOnly": image.store is not None,  # from a read-only --image-store
         }
         rows.append(Row(IMAGE, values))
     return rows

@@ -37,15 +37,18 @@ import sqlite3
 import stat
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from . import storefs
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
 from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
+from .storefs import StoreFs, StorePlan
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEXPREFIX = re.compile(r"[0-9a-f]{4,64}")
@@ -56,7 +59,7 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 LOCAL_DOMAIN = "localhost"
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 # Added in version 2: written once, for new stores and for the migration of older ones.
 _DIGESTS_TABLE = """CREATE TABLE IF NOT EXISTS digests (
     ref       TEXT PRIMARY KEY,      -- registry/repository@sha256:<hex>, as pulled by digest
@@ -95,10 +98,17 @@ CREATE TABLE IF NOT EXISTS containers (
     created   TEXT NOT NULL
 );
 """
-_SCHEMA += _DIGESTS_TABLE + ";\n"
+# Added in version 3: an image of a read-only image store that containers of this store
+# use has a row in `images` here (so `containers.image_id` stays a foreign key) and one
+# in this table naming the store that holds its layers; it has no layers or names here.
+_SOURCES_TABLE = """CREATE TABLE IF NOT EXISTS image_sources (
+    image_id  TEXT PRIMARY KEY REFERENCES images(id),
+    store     TEXT NOT NULL          -- root of the read-only store that holds the image
+)"""
+_SCHEMA += _DIGESTS_TABLE + ";\n" + _SOURCES_TABLE + ";\n"
 
 # What brings a store of version N to N + 1 (new tables only, so older rows stay valid).
-_MIGRATIONS = {1: _DIGESTS_TABLE}
+_MIGRATIONS = {1: _DIGESTS_TABLE, 2: _SOURCES_TABLE}
 
 _HINT_LIST = "list local images with `rsbox images`, or add one with `rsbox import`"
 
@@ -240,6 +250,8 @@ class Image:
     config: ImageConfig
     created: str
     size: int
+    # The read-only image store that holds it (`--image-store`), None for the user's own.
+    store: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,16 @@ def default_root() -> Path:
     if xdg := os.environ.get("XDG_DATA_HOME"):
         return Path(xdg) / "rsbox"
     return Path.home() / ".local" / "share" / "rsbox"
+
+
+def image_store_list(
+    given: Sequence[Path], configured: Sequence[str | Path] = ()
+) -> tuple[Path, ...]:
+    """The read-only image stores to search, in order: those given with
+    `--image-store` (in the order given), then those of the configuration file's
+    `image_stores`, each once. Relative paths are taken from the current directory."""
+    out = [Path(p).absolute() for p in (*given, *configured)]
+    return tuple(dict.fromkeys(out))
 
 
 def _now() -> str:
@@ -340,15 +362,42 @@ class Store:
 
     root: Path
 
-    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        root: Path,
+        db: sqlite3.Connection,
+        *,
+        fs: StoreFs | None = None,
+        plan: StorePlan | None = None,
+        image_stores: Sequence[Store] = (),
+        tmp_root: Path | None = None,
+    ) -> None:
         self.root = root
         self._db = db
+        #: None for a read-only image store (nothing is probed or chosen there)
+        self.fs = fs
+        self.plan = plan
+        #: read-only stores searched after this one (`--image-store`), in order
+        self.image_stores = tuple(image_stores)
+        self._tmp_root = tmp_root
+        # read-only stores opened because a container here uses an image of theirs
+        self._sources: dict[Path, Store] = {}
 
     # -- opening ------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path | None = None) -> Store:
+    def open(
+        cls,
+        root: Path | None = None,
+        *,
+        image_stores: Sequence[Path] = (),
+        tmp_root: Path | None = None,
+    ) -> Store:
+        """The user's store at ``root`` (created if missing), with the read-only
+        ``image_stores`` behind it and ``tmp_root`` for writable layers that cannot stay
+        in the store (rootless.storefs)."""
         root = Path(root) if root is not None else default_root()
+        others: list[Store] = []
         try:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             for sub in ("blobs/sha256", "layers", "containers", "tmp", "cache", "locks"):
@@ -359,15 +408,22 @@ class Store:
                 f"cannot open the rsbox store at {root}: {exc}",
                 hint="check permissions, or choose another place with --root or RSBOX_ROOT",
             ) from exc
-        store = cls(root, db)
+        try:
+            fs = storefs.detect(root)
+            choice = storefs.plan(fs, storefs.is_shared(root))
+            for p in dict.fromkeys(Path(p) for p in image_stores):
+                if p.resolve() != root.resolve():
+                    others.append(cls.open_read_only(p))
+        except BaseException:
+            for other in others:
+                other.close()
+            db.close()
+            raise
+        store = cls(root, db, fs=fs, plan=choice, image_stores=others, tmp_root=tmp_root)
         try:
             # PRAGMAs cannot run inside a transaction; the schema script brings its own.
             with store._flock(root / "lock"):
-                db.execute("PRAGMA journal_mode=WAL")
-                # In WAL mode NORMAL keeps the database consistent through a crash and
-                # fsyncs only at checkpoints; a power cut may lose the last commits, never
-                # corrupt. The files the rows name are fsynced before the rows are written.
-                db.execute("PRAGMA synchronous=NORMAL")
+                store._set_journal(choice.journal_mode)
                 db.execute("PRAGMA foreign_keys=ON")
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version not in (0, *_MIGRATIONS, _SCHEMA_VERSION):
@@ -385,16 +441,83 @@ class Store:
                         f"BEGIN; {_MIGRATIONS[v]}; PRAGMA user_version={v + 1}; COMMIT;"
                     )
         except sqlite3.Error as exc:
-            db.close()
+            store.close()
             raise StoreError(
                 f"cannot open the rsbox store at {root}: {exc}",
                 hint="check permissions, or choose another place with --root or RSBOX_ROOT",
             ) from exc
         except BaseException:
-            db.close()
+            store.close()
             raise
         store.clean_tmp()
         return store
+
+    def _set_journal(self, mode: str) -> None:
+        """Switch to the journal mode `rootless.storefs.plan` chose. Leaving WAL needs the
+        only connection: while another command has the store open, stay in WAL (without
+        waiting) and switch at a later open."""
+        db = self._db
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute(f"PRAGMA journal_mode={mode}")
+        finally:
+            db.execute("PRAGMA busy_timeout=60000")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            # NORMAL keeps a WAL database consistent through a crash and fsyncs only at
+            # checkpoints; a power cut may lose the last commits, never corrupt. The files
+            # the rows name are fsynced before the rows are written.
+            db.execute("PRAGMA synchronous=NORMAL")
+        else:
+            # With a rollback journal NORMAL could corrupt on a power cut (SQLite docs).
+            db.execute("PRAGMA synchronous=FULL")
+
+    @classmethod
+    def open_read_only(cls, root: Path) -> Store:
+        """A store someone else fills (`--image-store`), used as it is: SQLite opened
+        with ``mode=ro``, so nothing (no journal, no -shm, no lock file) is written
+        there. Not ``immutable=1``: its owner may pull into it while we read, and ro
+        still takes SQLite's shared fcntl read lock (which writes nothing), so we never
+        read a half-committed transaction. Its owner's store runs a rollback journal
+        once it is searchable by others (rootless.storefs.plan); a store still in WAL
+        mode cannot be read without writing -shm, and is refused."""
+        db_path = root / "store.db"
+        hint = (
+            f"its owner makes it readable with `chmod -R a+rX {root}` and then runs any "
+            f"`rsbox --root {root}` command (such as `images`) once"
+        )
+        if not db_path.is_file():
+            raise StoreError(f"{root} is not an rsbox store (no store.db)", hint=hint)
+        try:
+            uri = "file:" + urllib.parse.quote(os.fspath(db_path.absolute())) + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the image store {root}: {exc}", hint=hint) from exc
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                raise StoreError(
+                    f"the image store {root} is in WAL mode: reading it would write there",
+                    hint=hint,
+                )
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (*_MIGRATIONS, _SCHEMA_VERSION):
+                raise StoreError(
+                    f"the image store {root} has schema version {version}; "
+                    f"this rsbox reads {min(_MIGRATIONS)} to {_SCHEMA_VERSION}",
+                    hint="its owner updates it with this rsbox version",
+                )
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot read the image store {root}: {exc}", hint=hint) from exc
+        except BaseException:
+            db.close()
+            raise
+        return cls(root, db)
+
+    @property
+    def read_only(self) -> bool:
+        """Opened with `open_read_only`: never written."""
+        return self.fs is None
 
     def clean_tmp(self, max_age: float = 24 * 3600) -> None:
         """Remove what crashed commands left in tmp/. Only entries older than ``max_age``
@@ -430,6 +553,8 @@ class Store:
         return True
 
     def close(self) -> None:
+        for other in (*self.image_stores, *self._sources.values()):
+            other.close()
         self._db.close()
 
     def __enter__(self) -> Store:
@@ -609,6 +734,8 @@ class Store:
 
     def image_layers(self, image_id: str) -> list[LayerInfo]:
         """The layers of an image, bottom first, with the blobs they came from."""
+        if (holder := self._holder(image_id)) is not self:
+            return holder.image_layers(image_id)
         return [
             LayerInfo(diff_id=r[0], blob=r[1], size=r[2])
             for r in self._db.execute(
@@ -625,6 +752,8 @@ class Store:
         return str(row[0]).encode()
 
     def image_manifest_digest(self, image_id: str) -> str | None:
+        if (holder := self._holder(image_id)) is not self:
+            return holder.image_manifest_digest(image_id)
         row = self._db.execute("SELECT manifest FROM images WHERE id = ?", (image_id,)).fetchone()
         return None if row is None else row[0]
 
@@ -632,6 +761,7 @@ class Store:
         """Give the image ``ref`` the (normalised) name ``name`` too."""
         image = self.resolve_image(ref)
         with self._writer() as db:
+            self._pin(db, image)
             db.execute(
                 "INSERT INTO names(name, image_id) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id",
@@ -784,7 +914,78 @@ class Store:
                 )
         return self._load_image(image_id)
 
+    # -- read-only image stores (`--image-store`) ----------------------------------------
+
+    def _source(self, image_id: str) -> Path | None:
+        """The read-only store holding `image_id` when this store only pins it."""
+        row = self._db.execute(
+            "SELECT store FROM image_sources WHERE image_id = ?", (image_id,)
+        ).fetchone()
+        return None if row is None else Path(row[0])
+
+    def _holder(self, image_id: str) -> Store:
+        """The store whose layers make up `image_id`: this one, a configured image store,
+        or the one a pinned image came from (opened on demand: a container keeps working
+        when its image store is no longer given on the command line)."""
+        if self.read_only:
+            return self
+        source = self._source(image_id)
+        if source is None:
+            if self._db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+                return self
+            for other in self.image_stores:
+                if other._db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
+                    return other
+            return self
+        for other in (*self.image_stores, *self._sources.values()):
+            if other.root == source:
+                return other
+        opened = self._sources[source] = Store.open_read_only(source)
+        return opened
+
+    def _pin(self, db: sqlite3.Connection, image: Image) -> None:
+        """Under the writer lock: give an image of a read-only store the row here that
+        containers (and names) of this store refer to, with where it lives."""
+        if image.store is None:
+            return
+        db.execute(
+            "INSERT INTO images(id, config, manifest, created, added, size) "
+            "VALUES (?, ?, NULL, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            (
+                image.id,
+                self._holder(image.id).image_config_bytes(image.id).decode(),
+                image.created,
+                _now(),
+                image.size,
+            ),
+        )
+        db.execute(
+            "INSERT INTO image_sources(image_id, store) VALUES (?, ?) "
+            "ON CONFLICT(image_id) DO UPDATE SET store = excluded.store",
+            (image.id, os.fspath(image.store)),
+        )
+
+    def _unpin_unused(self, db: sqlite3.Connection) -> None:
+        """Under the writer lock: drop pins that no container and no name uses."""
+        unused = db.execute(
+            "SELECT image_id FROM image_sources WHERE image_id NOT IN "
+            "(SELECT image_id FROM containers) AND image_id NOT IN (SELECT image_id FROM names)"
+        ).fetchall()
+        for (image_id,) in unused:
+            db.execute("DELETE FROM image_sources WHERE image_id = ?", (image_id,))
+            db.execute("DELETE FROM digests WHERE image_id = ?", (image_id,))
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
     def _load_image(self, image_id: str) -> Image:
+        if (holder := self._holder(image_id)) is not self:
+            found = holder._load_image(image_id)
+            names = tuple(
+                r[0]
+                for r in self._db.execute(
+                    "SELECT name FROM names WHERE image_id = ? ORDER BY name", (image_id,)
+                )
+            )
+            return replace(found, names=tuple(sorted({*found.names, *names})), store=holder.root)
         row = self._db.execute(
             "SELECT config, created, size FROM images WHERE id = ?", (image_id,)
         ).fetchone()
@@ -813,11 +1014,40 @@ class Store:
         )
 
     def images(self) -> list[Image]:
-        """All images, most recently added first."""
-        ids = [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY added DESC, id")]
-        return [self._load_image(i) for i in ids]
+        """All images, most recently added first: this store's, then those of each
+        read-only image store (`Image.store` set) that this one does not have."""
+        ids = (
+            [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM image_sources) "
+                    "ORDER BY added DESC, id"
+                )
+            ]
+            if not self.read_only
+            else [r[0] for r in self._db.execute("SELECT id FROM images ORDER BY added DESC, id")]
+        )
+        out = [self._load_image(i) for i in ids]
+        seen = set(ids)
+        for other in self.image_stores:
+            for image in other.images():
+                if image.id not in seen:
+                    seen.add(image.id)
+                    out.append(replace(image, store=other.root))
+        return out
 
     def resolve_image(self, ref: str) -> Image:
+        """Find an image by name or id (`_resolve_here`), here first, then in each
+        read-only image store in order."""
+        try:
+            return self._resolve_here(ref)
+        except ImageNotFound:
+            for other in self.image_stores:
+                with contextlib.suppress(ImageNotFound):
+                    return replace(other._resolve_here(ref), store=other.root)
+            raise
+
+    def _resolve_here(self, ref: str) -> Image:
         """Find an image by name or id.
 
         Order: full id (``sha256:`` optional); exact normalised name (``busybox`` ->
@@ -878,8 +1108,11 @@ class Store:
     def remove_image(self, ref: str, *, force: bool = False) -> list[str]:
         """Remove an image and the layers (and their blobs) no other image uses; refuse
         while a container uses it, unless ``force`` (which removes those containers, as
-        ``podman rmi --force``). Returns the removed diff_ids."""
+        ``podman rmi --force``). Returns the removed diff_ids. An image of a read-only
+        image store is refused, except a name given to it here, which is untagged."""
         image = self.resolve_image(ref)
+        if image.store is not None:
+            return self._remove_shared(ref, image)
         if force:
             for c in self.containers():
                 if c.image_id == image.id:
@@ -898,6 +1131,18 @@ class Store:
         for path in self.tmp.glob("gone-*"):
             rmtree_forcefully(path)
         return doomed
+
+    def _remove_shared(self, ref: str, image: Image) -> list[str]:
+        with contextlib.suppress(UsageError):
+            name = normalize_name(ref)
+            with self._writer() as db:
+                if db.execute("DELETE FROM names WHERE name = ?", (name,)).rowcount:
+                    self._unpin_unused(db)
+                    return []
+        raise ImageError(
+            f"image {image.id[:12]} is in the read-only image store {image.store}",
+            hint=f"its owner can remove it with `rsbox --root {image.store} rmi {ref}`",
+        )
 
     def prune_image(self, image_id: str, *, dangling_only: bool) -> PrunedImage | None:
         """`image prune`: remove the image (as `remove_image`) only if, under the writer
@@ -963,8 +1208,14 @@ class Store:
             )
         cid = secrets.token_hex(32)
         work = self.mkdtemp("container-")
+        local = self._local_upper_dir()
         try:
             for sub in ("upper", "rootfs"):
+                if sub == "upper" and local is not None:
+                    (local / sub).mkdir()
+                    os.chmod(local / sub, 0o755)
+                    os.symlink(local / sub, work / sub)
+                    continue
                 (work / sub).mkdir()
                 os.chmod(work / sub, 0o755)  # the container's "/", whatever the umask
             with open(work / "config.json", "w") as f:
@@ -972,6 +1223,7 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
             with self._writer() as db:
+                self._pin(db, image)
                 if not db.execute("SELECT 1 FROM images WHERE id = ?", (image.id,)).fetchone():
                     raise ImageNotFound(f"image {image.id[:12]} was removed", hint=_HINT_LIST)
                 if name is None:
@@ -986,15 +1238,35 @@ class Store:
                     (cid, name, image.id, _now()),
                 )
                 os.rename(work, self.root / "containers" / cid)
+                local = None
         finally:
             if work.exists():
                 rmtree_forcefully(work)
+            if local is not None:
+                rmtree_forcefully(local)
         return self._container(cid, name, image.id)
+
+    def _local_upper_dir(self) -> Path | None:
+        """A new directory on local disk for a writable layer, when `plan` keeps them
+        out of the store (rootless.storefs); None: the layer lives in the store."""
+        if self.plan is None or not self.plan.local_uppers:
+            return None
+        base = storefs.private_dir(self.tmp_root)
+        return Path(tempfile.mkdtemp(prefix="upper-", dir=base))
+
+    @property
+    def tmp_root(self) -> Path:
+        """Where writable layers go when they cannot stay in the store."""
+        return self._tmp_root or storefs.default_tmp_root()
 
     def _container(self, cid: str, name: str, image_id: str) -> Container:
         d = self.root / "containers" / cid
+        upper = d / "upper"
+        # A writable layer on local disk (`_local_upper_dir`) is named by a symlink.
+        with contextlib.suppress(OSError):
+            upper = Path(os.readlink(upper))
         return Container(
-            id=cid, name=name, image_id=image_id, dir=d, upper=d / "upper", rootfs=d / "rootfs"
+            id=cid, name=name, image_id=image_id, dir=d, upper=upper, rootfs=d / "rootfs"
         )
 
     @staticmethod
@@ -1067,8 +1339,11 @@ class Store:
         gone = self.tmp / f"gone-{c.id}"
         with self._writer() as db:
             db.execute("DELETE FROM containers WHERE id = ?", (c.id,))
+            self._unpin_unused(db)
             with contextlib.suppress(FileNotFoundError):
                 os.rename(c.dir, gone)
+        if c.upper != c.dir / "upper":
+            rmtree_forcefully(c.upper.parent)  # a writable layer kept on local disk
         rmtree_forcefully(gone)
 
 

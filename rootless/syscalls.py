@@ -213,3 +213,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         )
     )
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def statfs_type(path: str | os.PathLike[str]) -> int:
+    """`f_type` of statfs(2) (os.statvfs does not report it): the magic number that
+    names the filesystem holding `path` (<linux/magic.h>). `struct statfs` starts with
+    `__fsword_t f_type`, a C long on every 64-bit Linux ABI we run on."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64/aarch64
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), f"statfs {os.fspath(path)}")
+    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF

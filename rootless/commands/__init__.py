@@ -39,11 +39,13 @@ class Context:
 
     root: Path | None
     helper: Helper | None = None
+    image_stores: tuple[Path, ...] = ()  # --image-store, in order (rootless.store)
+    tmp_root: Path | None = None  # --tmp-root (rootless.storefs)
 
     def store(self) -> Store:
         from rootless.store import Store
 
-        return Store.open(self.root)
+        return Store.open(self.root, image_stores=self.image_stores, tmp_root=self.tmp_root)
 
 
 Handler = Callable[[argparse.Namespace, Context], int]
@@ -62,6 +64,21 @@ def build_parser() -> Parser:
     )
     parser.add_argument(
         "--root", type=Path, help="store directory (default: $RSBOX_ROOT or $XDG_DATA_HOME/rsbox)"
+    )
+    parser.add_argument(
+        "--image-store",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a read-only store to take images from after the own one (repeatable)",
+    )
+    parser.add_argument(
+        "--tmp-root",
+        type=Path,
+        metavar="DIR",
+        help="local directory for writable layers when the store is on a network "
+        "filesystem (default: $RSBOX_TMP_ROOT or /var/tmp/rsbox-UID)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in MODULES:

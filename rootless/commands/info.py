@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def show_info(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.info import render_info
+    from rootless.info import render_info, render_store
 
     print(render_info())
+    with ctx.store() as store:
+        print(render_store(store))
     return 0

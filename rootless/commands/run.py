@@ -165,4 +165,4 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
     )
     from rootless.launch.gather import run
 
-    return run(ctx.root, spec, ctx.helper)
+    return run(ctx.store, spec, ctx.helper)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,7 +82,7 @@ def _defaults(image: Image) -> ImageDefaults:
     )
 
 
-def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
+def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = None) -> int:
     """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
@@ -92,9 +93,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     container = None
     store = None
     try:
-        from rootless.store import Store
-
-        store = Store.open(root)
+        store = open_store()
         image = store.resolve_image(spec.image)
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)

@@ -133,7 +133,7 @@ def test_a_version_1_store_is_migrated(tmp_path: Path, busybox_tar: Path) -> Non
         assert s.resolve_image("busybox").id == image.id
         s.add_digest_ref(f"example.org/bb@sha256:{'cd' * 32}", image.id)
     db = sqlite3.connect(tmp_path / "root" / "store.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
 
 
