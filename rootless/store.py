@@ -392,10 +392,11 @@ class Store:
         *,
         image_stores: Sequence[Path] = (),
         tmp_root: Path | None = None,
+        probe: storefs.Probe = storefs.probe_user_xattrs,
     ) -> Store:
         """The user's store at ``root`` (created if missing), with the read-only
         ``image_stores`` behind it and ``tmp_root`` for writable layers that cannot stay
-        in the store (rootless.storefs)."""
+        in the store (rootless.storefs; ``probe``: its xattr probe, for tests)."""
         root = Path(root) if root is not None else default_root()
         others: list[Store] = []
         try:
@@ -409,7 +410,7 @@ class Store:
                 hint="check permissions, or choose another place with --root or RSBOX_ROOT",
             ) from exc
         try:
-            fs = storefs.detect(root)
+            fs = storefs.detect(root, probe)
             choice = storefs.plan(fs, storefs.is_shared(root))
             for p in dict.fromkeys(Path(p) for p in image_stores):
                 if p.resolve() != root.resolve():
