@@ -1,0 +1,114 @@
+"""Read-only image stores for real: an owner pulls from a real registry into a store,
+another store runs containers from it (`--image-store`) without writing anything there,
+and the owner pulls into it while those containers run.
+
+Both stores belong to the user the suite runs as (CI has no second user whose files we
+could be denied): the read-only store is made unwritable for everyone (`chmod -R a-w`),
+so that any write a reader tried would fail, and it is compared entry by entry (mode,
+size, mtime) before and after."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import IN_CI, Rsbox
+from tests.images import make_busybox_rootfs
+from tests.registry import Registry, running_registry
+from tests.rootless.test_image_stores import chmod_tree, snapshot
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    if shutil.which("/usr/bin/docker-registry") is None:
+        if IN_CI:
+            pytest.fail("docker-registry is missing (./setup.sh packages)")
+        pytest.skip("docker-registry is missing")
+    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+def _push(registry: Registry, base: Path, name: str, text: str) -> str:
+    """An image whose /etc/which.txt says `text`, pushed to the registry; its reference."""
+    rootfs = make_busybox_rootfs(base / f"{name}-rootfs")
+    (rootfs / "etc").mkdir(exist_ok=True)
+    (rootfs / "etc" / "which.txt").write_text(text)
+    scratch = Rsbox(base / f"{name}-scratch")
+    scratch("import", str(rootfs), name, check=True)
+    ref = f"{registry.host}/shared/{name}:1"
+    scratch("push", name, ref, check=True)
+    return ref
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert res.returncode == 125, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rsbox: error:"), res.stderr
+    assert "(hint: " in lines[0] and all(w in lines[0] for w in words), lines[0]
+
+
+def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
+    registry: Registry, tmp_path: Path
+) -> None:
+    first = _push(registry, tmp_path, "first", "first\n")
+    second = _push(registry, tmp_path, "second", "second\n")
+    shared = tmp_path / "shared"
+    owner = Rsbox(shared)
+    owner("pull", "-q", first, check=True)
+    chmod_tree(shared, 0o444, 0o022)  # readable by all: the owner shares it
+    info = owner("info", check=True).stdout
+    assert "journal_mode=delete (others may read this store" in info
+
+    mine = Rsbox(tmp_path / "mine")
+
+    def reader(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return mine("--image-store", str(shared), *args, **kw)  # type: ignore[arg-type]
+
+    # 1. nothing is written into the shared store by a reader
+    chmod_tree(shared, 0, 0o222)
+    try:
+        before = snapshot(shared)
+        res = reader("run", "--rm", first, "cat", "/etc/which.txt", check=True)
+        assert res.stdout == "first\n"
+        listing = reader("images", check=True).stdout.splitlines()
+        assert listing[0].split()[-1] == "R/O" and listing[1].split()[-1] == "yes"
+        assert f"image store (read-only): {shared}, 1 images" in reader("info").stdout
+        reader("run", "--name", "kept", first, "true", check=True)
+        _one_line_error(reader("rmi", first), "read-only image store", str(shared))
+        # the container keeps working without --image-store: its image is pinned
+        assert mine("start", "-a", "kept", check=True).returncode == 0
+        mine("rm", "kept", check=True)
+        assert snapshot(shared) == before
+    finally:
+        chmod_tree(shared, 0o200, 0)
+    # the same kind of command where writing is allowed does write: the reader's own store
+    assert (tmp_path / "mine" / "store.db").stat().st_size > 0
+
+    # 2. the owner pulls into it while a container runs from it
+    running = subprocess.Popen(
+        mine.argv(
+            "--image-store", str(shared), "run", "--rm", first,
+            "sh", "-c", "cat /etc/which.txt; read x; cat /etc/which.txt",
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None
+        assert running.stdout.readline() == "first\n"  # it runs
+        owner("pull", "-q", second, check=True)
+        out, err = running.communicate("go\n", timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert (running.returncode, out) == (0, "first\n"), err
+    res = reader("run", "--rm", second, "cat", "/etc/which.txt", check=True)
+    assert res.stdout == "second\n"
+    assert len(reader("images", check=True).stdout.splitlines()) == 3
