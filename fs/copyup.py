@@ -86,7 +86,7 @@ def copy_entry(src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_r
     dst = upper.at(path)
     if stat.S_ISDIR(st.st_mode):
         os.mkdir(dst, disk_mode(meta.mode))
-        write_override(dst, meta)
+        write_override(upper, dst, meta)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     else:
@@ -97,7 +97,7 @@ def copy_entry(src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_r
             else:  # fifo/socket/device on disk or placeholder: the override keeps the type
                 os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC))
             os.chmod(tmp, disk_mode(meta.mode))
-            write_override(tmp, meta)
+            write_override(upper, tmp, meta)
             os.utime(tmp, ns=times)
             os.rename(tmp, dst)
         except BaseException:

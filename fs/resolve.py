@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs.inode_meta import InodeMeta
 from fs.longpath import LIMIT, LongPaths
 from fs.meta import EntryMeta, LayerMeta
 
@@ -51,6 +52,10 @@ TMP_PREFIX = ".wh..wh..rsbox-tmp."
 # one) whose `user.rsbox.override` holds the EntryMeta. One file per symlink: any number
 # of them per directory, each read or written on its own.
 LINK_META_PREFIX = ".wh..wh..rsbox-link."
+# An upper on a filesystem without user.* xattrs keeps the overrides in files named by
+# inode number in this directory at its top instead (fs.inode_meta); the directory's
+# presence is what says so, to every reader of the upper (the union, commit).
+META_DIR = ".wh..wh..rsbox-meta"
 # Uppers written before the sidecars kept one JSON map per directory in this xattr: it is
 # still read, and emptied as its symlinks are written again.
 LEGACY_LINKS_XATTR = "user.rsbox.links"
@@ -71,9 +76,14 @@ class Layer:
     _prefix: str = field(init=False, repr=False)
     _short: int = field(init=False, repr=False)  # paths this long (chars) are surely short
     _long: LongPaths = field(init=False, repr=False)
+    # The upper's metadata files when its filesystem lacks user.* xattrs, else None.
+    sidecars: InodeMeta | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         root = os.fspath(self.root)
+        meta_dir = f"{root}/{META_DIR}"
+        inode_meta = InodeMeta(meta_dir) if self.is_upper and os.path.isdir(meta_dir) else None
+        object.__setattr__(self, "sidecars", inode_meta)
         object.__setattr__(self, "_prefix", root + "/")
         object.__setattr__(self, "_short", (LIMIT - len(os.fsencode(root)) - 2) // 4)
         object.__setattr__(self, "_long", LongPaths(root))
@@ -225,7 +235,10 @@ def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
     return out
 
 
-def read_override(p: str | Path) -> EntryMeta | None:
+def read_override(p: str | Path, layer: Layer | None = None) -> EntryMeta | None:
+    """What the container set on upper entry `p` (of `layer`, when known)."""
+    if layer is not None and layer.sidecars is not None:
+        return layer.sidecars.read(os.lstat(p))
     try:
         raw = os.getxattr(p, OVERRIDE_XATTR, follow_symlinks=False)
     except OSError as exc:
@@ -235,8 +248,32 @@ def read_override(p: str | Path) -> EntryMeta | None:
     return EntryMeta.from_json(json.loads(raw))
 
 
-def write_override(p: str | Path, meta: EntryMeta) -> None:
-    os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
+def write_override(layer: Layer, p: str | Path | int, meta: EntryMeta) -> None:
+    """Record `meta` for the upper entry `p` (a path, or an open fd) of `layer`."""
+    if layer.sidecars is not None:
+        layer.sidecars.write(os.fstat(p) if isinstance(p, int) else os.lstat(p), meta)
+    elif isinstance(p, int):
+        os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode())
+    else:
+        os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
+
+
+def read_override_fd(layer: Layer, fd: int) -> EntryMeta | None:
+    """read_override of an open upper file (one that may have no name any more)."""
+    if layer.sidecars is not None:
+        return layer.sidecars.read(os.fstat(fd))
+    try:
+        raw = os.getxattr(fd, OVERRIDE_XATTR)
+    except OSError:
+        return None
+    return EntryMeta.from_json(json.loads(raw))
+
+
+def drop_override(layer: Layer, st: os.stat_result) -> None:
+    """The upper entry `st` loses its last name: forget its metadata file, if it has one
+    (an xattr goes with its inode by itself)."""
+    if layer.sidecars is not None and (stat.S_ISDIR(st.st_mode) or st.st_nlink <= 1):
+        layer.sidecars.drop(st)
 
 
 def link_meta_name(name: str) -> str:
@@ -246,6 +283,9 @@ def link_meta_name(name: str) -> str:
 
 def read_link_meta(layer: Layer, parent: str, name: str) -> EntryMeta | None:
     """What the container set on the upper symlink `parent/name`, or None."""
+    if layer.sidecars is not None:
+        st = layer.lstat(join(parent, name))
+        return layer.sidecars.read(st) if st is not None and stat.S_ISLNK(st.st_mode) else None
     try:
         raw = os.getxattr(layer.at(join(parent, link_meta_name(name))), OVERRIDE_XATTR)
     except OSError as exc:
@@ -261,7 +301,16 @@ def write_link_meta(layer: Layer, parent: str, name: str, meta: EntryMeta | None
     Atomic: a new sidecar is written under a temporary name and renamed into place, so a
     reader (or a crash) sees the old metadata or the new, whole. No fsync: the sidecar has
     no data, only an inode and its xattr, and journaling filesystems commit metadata
-    changes in order, so the rename is never on disk without the xattr before it."""
+    changes in order, so the rename is never on disk without the xattr before it.
+    Without xattrs (`Layer.sidecars`) the symlink's inode file is written, and only
+    when `parent/name` is a symlink: dropping it is left to the removal of its inode."""
+    if layer.sidecars is not None:
+        st = layer.lstat(join(parent, name))
+        if st is not None and stat.S_ISLNK(st.st_mode) and meta is not None:
+            layer.sidecars.write(st, meta)
+        elif st is not None and stat.S_ISLNK(st.st_mode):
+            layer.sidecars.drop(st)
+        return
     side = layer.at(join(parent, link_meta_name(name)))
     if meta is None:
         with contextlib.suppress(FileNotFoundError):
@@ -311,10 +360,13 @@ def find_meta(
         return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
     if not layer.is_upper:
         return st, None
-    if stat.S_ISLNK(st.st_mode):
+    if layer.sidecars is not None:
+        ov = layer.sidecars.read(st)
+    elif stat.S_ISLNK(st.st_mode):
         parent, name = split(path)
         return st, read_link_meta(layer, parent, name)
-    ov = read_override(real)
+    else:
+        ov = read_override(real)
     if ov is None and len(dirs) > 1 and dirs[0] is layer and stat.S_ISDIR(st.st_mode):
         return find_meta(dirs[1], path, dirs[1:])
     return st, ov

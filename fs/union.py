@@ -33,7 +33,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
-import json
 import os
 import shutil
 import stat
@@ -43,9 +42,11 @@ from pathlib import Path
 from typing import NewType
 
 from fs.copyup import copy_entry
+from fs.inode_meta import takes_user_xattrs
 from fs.inodes import ROOT_INODE, Inode, InodeTable, Node
 from fs.meta import EntryMeta, LayerMeta
 from fs.resolve import (
+    META_DIR,
     OPAQUE_MARKER,
     OVERRIDE_XATTR,
     WHITEOUT_PREFIX,
@@ -54,12 +55,14 @@ from fs.resolve import (
     bare_meta,
     check_name,
     disk_mode,
+    drop_override,
     find_meta,
     is_whiteout,
     join,
     merged_names,
     read_link_meta,
     read_override,
+    read_override_fd,
     resolve_child,
     split,
     whiteout_name,
@@ -109,6 +112,10 @@ class UnionSpec:
     # The inode table's soft cap: beyond it the server asks the kernel to drop its oldest
     # entries (fs.server). ~1.4 KiB of server memory per node, so ~140 MiB at the cap.
     max_nodes: int = 100_000
+    # Where the container's metadata goes in the upper: None probes its filesystem
+    # (user.* xattrs when it keeps them, else files by inode, fs.inode_meta); False
+    # asks for the files wherever the upper is.
+    user_xattrs: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +177,12 @@ class Union:
     def __init__(self, spec: UnionSpec) -> None:
         self.spec = spec
         spec.upper.mkdir(parents=True, exist_ok=True)
+        meta_dir = spec.upper / META_DIR
+        if not meta_dir.is_dir() and (
+            spec.user_xattrs is False
+            or (spec.user_xattrs is None and not takes_user_xattrs(os.fspath(spec.upper)))
+        ):
+            meta_dir.mkdir(mode=0o700)  # from now on, for every reader of this upper
         self.upper = Layer(spec.upper, None, is_upper=True, plain=spec.plain_lowers)
         if spec.plain_lowers:
             lowers = [Layer(p, None, plain=True, overlay_style=True) for p in spec.lowers]
@@ -291,11 +304,7 @@ class Union:
         """fstat of a deleted file that is still open (the tmpfile pattern)."""
         for of in self._open.values():
             if of.node is node and of.fd >= 0:
-                try:
-                    raw = os.getxattr(of.fd, OVERRIDE_XATTR)
-                except OSError:
-                    return os.fstat(of.fd), None
-                return os.fstat(of.fd), EntryMeta.from_json(json.loads(raw))
+                return os.fstat(of.fd), read_override_fd(self.upper, of.fd)
         raise OSError(errno.ENOENT, "deleted", node.path)
 
     def _attr(self, node: Node) -> Attr:
@@ -587,7 +596,7 @@ class Union:
         mode = stat.S_IFDIR | (mode & 0o7777) | (pmode & stat.S_ISGID)
         real = self.upper.at(path)
         os.mkdir(real, disk_mode(mode))
-        write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
+        write_override(self.upper, real, EntryMeta(uid=uid, gid=gid, mode=mode))
         if was_whiteout or self._lower_has(parent, name):
             self._mark_opaque(path)
         return self._created(parent, name, path)
@@ -615,7 +624,7 @@ class Union:
         fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         os.close(fd)
         rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
-        write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode, rdev=rdev))
+        write_override(self.upper, real, EntryMeta(uid=uid, gid=gid, mode=mode, rdev=rdev))
         return self._created(parent, name, path)
 
     def create(
@@ -629,7 +638,7 @@ class Union:
         flags = _host_flags(flags)
         fd = os.open(real, flags | os.O_CREAT | os.O_EXCL, disk_mode(mode))
         try:
-            write_override(real, EntryMeta(uid=uid, gid=gid, mode=mode))
+            write_override(self.upper, real, EntryMeta(uid=uid, gid=gid, mode=mode))
             attr = self._created(parent, name, path)
         except BaseException:
             os.close(fd)
@@ -676,6 +685,9 @@ class Union:
 
     def _remove(self, parent: Node, name: str, path: str, found: Found) -> None:
         st = self.upper.lstat(path)
+        node = self.table.child(parent, name)
+        if st is not None and not (node is not None and self._is_open(node)):
+            drop_override(self.upper, st)  # else at the last release (`release`)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 # only whiteouts/markers remain: checked as empty
@@ -752,6 +764,8 @@ class Union:
         # 2. the target's place in the upper, emptied
         self._ensure_upper_dir(np_.path)
         st = self.upper.lstat(dst_path)
+        if st is not None:
+            drop_override(self.upper, st)  # the target loses this name
         if st is not None and stat.S_ISDIR(st.st_mode):
             shutil.rmtree(self.upper.at(dst_path))
             self.upper.moved(dst_path)
@@ -855,10 +869,7 @@ class Union:
                 for parent, name in node.names():
                     self._set_link_meta(join(parent.path, name), new)
             else:
-                if isinstance(target, int):
-                    os.setxattr(target, OVERRIDE_XATTR, json.dumps(new.to_json()).encode())
-                else:
-                    write_override(target, new)
+                write_override(self.upper, target, new)
                 if mode is not None:
                     os.chmod(target, disk_mode(new.mode))
         if atime_ns is not None or mtime_ns is not None:
@@ -879,10 +890,10 @@ class Union:
         if not node.is_dir or node.unlinked or len(node.dirs) < 2 or node.dirs[0] is not self.upper:
             return
         real = self.upper.at(node.path)
-        if read_override(real) is not None:
+        if read_override(real, self.upper) is not None:
             return
         st, meta = self._layer_meta(node.dirs[1], node.path, node.dirs[1:])
-        write_override(real, meta or EntryMeta(uid=0, gid=0, mode=st.st_mode))
+        write_override(self.upper, real, meta or EntryMeta(uid=0, gid=0, mode=st.st_mode))
         os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def getxattr(self, ino: int, name: str) -> bytes:
@@ -906,7 +917,7 @@ class Union:
             for parent, name in node.names():
                 self._set_link_meta(join(parent.path, name), new)
         else:
-            write_override(real, new)
+            write_override(self.upper, real, new)
 
     def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
         node = self.node(ino)
@@ -966,7 +977,16 @@ class Union:
     def release(self, fh: int) -> None:
         of = self._open.pop(FileHandle(fh), None)
         if of is not None and of.fd >= 0:
-            os.close(of.fd)
+            try:
+                if of.node.unlinked and not self._is_open(of.node):
+                    st = os.fstat(of.fd)
+                    if st.st_nlink == 0:
+                        drop_override(self.upper, st)
+            finally:
+                os.close(of.fd)
+
+    def _is_open(self, node: Node) -> bool:
+        return any(of.node is node and of.fd >= 0 for of in self._open.values())
 
     def opendir(self, ino: int) -> FileHandle:
         node = self._dir(ino)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import trio
 
 from fs import server
+from fs.resolve import META_DIR
 from fs.union import UnionSpec
 
 
@@ -41,8 +43,17 @@ def main() -> int:
     ap.add_argument("--upper", type=Path, required=True)
     ap.add_argument("--single-id", action="store_true")
     ap.add_argument("--max-nodes", type=int, default=UnionSpec.max_nodes)
+    ap.add_argument(
+        "--ramfs-upper",
+        action="store_true",
+        help="mount a ramfs (no user.* xattrs) on the upper first: we are root in a user "
+        "and mount namespace, where ramfs is one of the filesystems anyone may mount",
+    )
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
+    if ns.ramfs_upper:
+        ns.upper.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "ramfs", "none", str(ns.upper)], check=True)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
     server.mount(spec, ns.mountpoint)
@@ -64,6 +75,9 @@ def main() -> int:
     try:
         code = trio.run(_serve_while, pid)
         print(f"harness: {server.inode_count()} inodes at the end", file=sys.stderr)
+        meta_dir = ns.upper / META_DIR
+        where = f"{len(os.listdir(meta_dir))} files" if meta_dir.is_dir() else "user.* xattrs"
+        print(f"harness: upper metadata in {where}", file=sys.stderr)
     finally:
         server.close()
     return code

@@ -17,14 +17,18 @@ class Scratch:
     """A union of `trees` (bottom first) and a fresh upper under `base`."""
 
     def __init__(
-        self, base: Path, *trees: Tree, metas: list[dict[str, EntryMeta]] | None = None
+        self,
+        base: Path,
+        *trees: Tree,
+        metas: list[dict[str, EntryMeta]] | None = None,
+        user_xattrs: bool | None = None,
     ) -> None:
         self.lowers = tuple(
             make_layer(base / f"l{i}", t, (metas or [{}] * len(trees))[i])
             for i, t in enumerate(trees)
         )
         self.upper = base / "upper"
-        self.u = Union(UnionSpec(self.lowers, self.upper))
+        self.u = Union(UnionSpec(self.lowers, self.upper, user_xattrs=user_xattrs))
 
     @classmethod
     def over(cls, lowers: tuple[Path, ...], upper: Path) -> Scratch:
