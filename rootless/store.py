@@ -411,7 +411,8 @@ class Store:
             ) from exc
         try:
             fs = storefs.detect(root, probe)
-            choice = storefs.plan(fs, storefs.is_shared(root))
+            tmp_root = storefs.given_tmp_root(tmp_root)
+            choice = storefs.plan(fs, storefs.is_shared(root), tmp_root is not None)
             for p in dict.fromkeys(Path(p) for p in image_stores):
                 if p.resolve() != root.resolve():
                     others.append(cls.open_read_only(p))

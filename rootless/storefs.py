@@ -13,10 +13,13 @@ on NFS, Lustre, GPFS, BeeGFS or an SMB share. Three things change there:
   directories after a crash. A rollback journal is also what lets other users read a
   shared store without writing anything into it (a WAL reader must be able to write or
   create `-shm`), so a store that others may read gets one too, on any filesystem.
+- Every write in a writable layer on a network filesystem is a round trip, and a job
+  on one node has no use for another node seeing its scratch files: writable layers go
+  to local disk when the store is remote (`plan`), or wherever `--tmp-root` says.
 - The union filesystem keeps what the container set (owners, modes, xattrs) on upper
-  files in `user.*` xattrs, which many NFS and Lustre setups refuse, and every write in
-  a writable layer on a network filesystem is a round trip. So writable layers go to
-  local disk when the store is remote or lacks user xattrs (`upper_root`).
+  files in `user.*` xattrs, which many NFS and Lustre setups refuse; where they are
+  refused it keeps the same records in files by inode (fs.inode_meta), by itself. We
+  still probe, to say so in `rsbox info`.
 - The store's own `lock` file uses flock(2), which Linux maps to fcntl locks on NFS
   since 2.6.12 (so it holds across clients); on Lustre it needs the `flock` mount option.
 
@@ -126,21 +129,24 @@ class StorePlan:
     uppers_why: str
 
 
-def plan(fs: StoreFs, shared: bool) -> StorePlan:
+def plan(fs: StoreFs, shared: bool, tmp_root_given: bool = False) -> StorePlan:
     """Journal mode and where writable layers go, for a store on `fs` that others may
-    read (`shared`: group or others have search permission on its root)."""
+    read (`shared`: group or others have search permission on its root); an explicit
+    `--tmp-root` (`tmp_root_given`) always takes the writable layers."""
     if not fs.local:
         journal, jwhy = "delete", f"{fs.name} is a {fs.kind.value} filesystem: WAL needs one host"
     elif shared:
         journal, jwhy = "delete", "others may read this store: WAL readers would write -shm"
     else:
         journal, jwhy = "wal", f"{fs.name} is local and the store is private"
-    if not fs.local:
+    if tmp_root_given:
+        local, uwhy = True, "--tmp-root or RSBOX_TMP_ROOT says so"
+    elif not fs.local:
         local, uwhy = True, f"{fs.name} is a {fs.kind.value} filesystem"
     elif not fs.user_xattrs:
-        local, uwhy = True, f"{fs.name} here refuses user.* xattrs (the union's metadata)"
+        local, uwhy = False, f"{fs.name} is local; no user.* xattrs: metadata in files"
     else:
-        local, uwhy = False, f"{fs.name} is local with user.* xattrs"
+        local, uwhy = False, f"{fs.name} is local"
     return StorePlan(journal, jwhy, local, uwhy)
 
 
@@ -170,13 +176,19 @@ def detect(root: Path, probe: Probe = probe_user_xattrs) -> StoreFs:
     return StoreFs(name, kind, xattrs)
 
 
+def given_tmp_root(option: Path | None) -> Path | None:
+    """`--tmp-root`, else $RSBOX_TMP_ROOT, else None (not chosen by the user)."""
+    if option is not None:
+        return option
+    env = os.environ.get("RSBOX_TMP_ROOT")
+    return Path(env) if env else None
+
+
 def default_tmp_root() -> Path:
-    """Where writable layers go when the store cannot hold them: $RSBOX_TMP_ROOT, else
+    """Where writable layers go when the store is remote and no `--tmp-root` is given:
     /var/tmp/rsbox-UID. /var/tmp rather than $XDG_RUNTIME_DIR or /tmp: a stopped
     container keeps its writable layer, which must survive a reboot (FHS: /var/tmp is
     preserved) and may be larger than the RAM-sized runtime directory."""
-    if env := os.environ.get("RSBOX_TMP_ROOT"):
-        return Path(env)
     return Path(f"/var/tmp/rsbox-{os.getuid()}")
 
 

@@ -75,7 +75,7 @@ def test_statfs_names_real_filesystems(tmp_path: Path) -> None:
     [
         (Kind.LOCAL, True, False, "wal", False),
         (Kind.LOCAL, True, True, "delete", False),  # others read it: no -shm for them
-        (Kind.LOCAL, False, False, "wal", True),  # no user xattrs: uppers elsewhere
+        (Kind.LOCAL, False, False, "wal", False),  # no user xattrs: the union uses files
         (Kind.NETWORK, True, False, "delete", True),
         (Kind.NETWORK, False, True, "delete", True),
         (Kind.FUSE, True, False, "delete", True),
@@ -114,13 +114,11 @@ def test_the_probe_runs_once_per_store_and_again_when_the_device_changes(tmp_pat
     assert len(calls) == 2
 
 
-def test_a_store_without_user_xattrs_keeps_writable_layers_on_local_disk(
-    tmp_path: Path, busybox_tar: Path
-) -> None:
+def test_tmp_root_takes_the_writable_layers(tmp_path: Path, busybox_tar: Path) -> None:
     from rootless.image_import import import_rootfs
 
     local = tmp_path / "local"
-    with Store.open(tmp_path / "root", tmp_root=local, probe=lambda d: False) as s:
+    with Store.open(tmp_path / "root", tmp_root=local) as s:
         assert s.plan is not None and s.plan.local_uppers
         image = import_rootfs(s, busybox_tar, "busybox")
         c = s.create_container(image, "web", {})
@@ -130,8 +128,8 @@ def test_a_store_without_user_xattrs_keeps_writable_layers_on_local_disk(
         (c.upper / "written").write_text("x")
         s.remove_container("web")
         assert list(local.iterdir()) == [] and not c.dir.exists()
-    # the same store with xattrs keeps them inside
-    with Store.open(tmp_path / "root2", tmp_root=local) as s:
+    # without --tmp-root, on a local filesystem, they stay in the store
+    with Store.open(tmp_path / "root2") as s:
         c = s.create_container(import_rootfs(s, busybox_tar, "busybox"), "web", {})
         assert c.upper == c.dir / "upper" and not c.upper.is_symlink()
 
