@@ -293,7 +293,7 @@ def _save_docker(store: Store, images: list[Image], refs: list[str], tar: tarfil
             member = tarfile.TarInfo(name)
             member.size = info.size
             member.mode = 0o644
-            with open(store.blob_path(info.blob), "rb") as blob:
+            with open(store.find_blob(info.blob), "rb") as blob:
                 tar.addfile(member, open_decompressed(blob))
         tags = [n for n in image.names if n == _normalized(ref)] or list(image.names)
         manifest.append({"Config": config_name, "RepoTags": tags, "Layers": layers})

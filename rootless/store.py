@@ -945,6 +945,36 @@ class Store:
         opened = self._sources[source] = Store.open_read_only(source)
         return opened
 
+    def find_blob(self, digest: str) -> Path:
+        """Where blob ``digest`` (hex) is: here, else in the read-only store holding an
+        image that has it (`blob_path` when no store has it)."""
+        own = self.blob_path(digest)
+        if own.is_file() or self.read_only:
+            return own
+        for other in (*self.image_stores, *self._sources.values()):
+            if other.blob_path(digest).is_file():
+                return other.blob_path(digest)
+        return own
+
+    def adopt_layers(self, image: Image) -> list[str]:
+        """Make the layers of ``image`` (of a read-only image store) layers of this store
+        too, extracted again from their blobs there: a commit (or build) on it makes an
+        image of this store, which must not depend on a store its owner may empty. Done
+        once per layer; returns the diff_ids this call added (for `discard_layers`)."""
+        if image.store is None:
+            return []
+        holder = self._holder(image.id)
+        created: list[str] = []
+        for info in holder.image_layers(image.id):
+            if self.layer_for_blob(info.blob) is None:
+                self.add_layer(
+                    holder.blob_path(info.blob),
+                    digest=info.blob,
+                    diff_id=info.diff_id,
+                    created=created,
+                )
+        return created
+
     def _pin(self, db: sqlite3.Connection, image: Image) -> None:
         """Under the writer lock: give an image of a read-only store the row here that
         containers (and names) of this store refer to, with where it lives."""

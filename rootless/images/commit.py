@@ -217,6 +217,7 @@ def commit(store: Store, c: Container, names: Sequence[str], opts: CommitOptions
     check_compression(opts.compression)
     changes = parse_changes(opts.changes)
     base = store.resolve_image(c.image_id)
+    adopted = store.adopt_layers(base)  # an image of a read-only store: see there
     base_doc = json.loads(store.image_config_bytes(base.id))
     base_layers = len(store.image_layers(base.id))
     work = store.mkdtemp("commit-")
@@ -235,7 +236,7 @@ def commit(store: Store, c: Container, names: Sequence[str], opts: CommitOptions
                         raise _read_error(c, exc) from exc
                     f.flush()
                     os.fsync(f.fileno())
-        created: list[str] = []
+        created: list[str] = list(adopted)
         if written is not None:
             store.add_layer(blob, digest=written.digest, diff_id=written.diff_id, created=created)
         config = new_config(

@@ -58,7 +58,7 @@ def image_blobs(store: Store, image: Image) -> tuple[list[Blob], Blob]:
     """The image's layer blobs (bottom first) and its config blob, as stored."""
     layers = []
     for info in store.image_layers(image.id):
-        path = store.blob_path(info.blob)
+        path = store.find_blob(info.blob)
         if not path.is_file():
             raise RegistryError(
                 f"the blob of layer sha256:{info.diff_id[:12]} is missing from the store",
@@ -72,7 +72,7 @@ def image_blobs(store: Store, image: Image) -> tuple[list[Blob], Blob]:
                 hint="import the image from an uncompressed or gzip tarball",
             )
         layers.append(Blob(f"sha256:{info.blob}", path.stat().st_size, _LAYER_MT[kind], path))
-    config_path = store.blob_path(image.id)
+    config_path = store.find_blob(image.id)
     if not config_path.is_file():
         raise RegistryError(
             f"the config blob of image {image.id[:12]} is missing from the store",

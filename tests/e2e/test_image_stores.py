@@ -77,11 +77,16 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
         listing = reader("images", check=True).stdout.splitlines()
         assert listing[0].split()[-1] == "R/O" and listing[1].split()[-1] == "yes"
         assert f"image store (read-only): {shared}, 1 images" in reader("info").stdout
-        reader("run", "--name", "kept", first, "true", check=True)
+        reader("run", "--name", "kept", first, "sh", "-c", "echo mine > /mine", check=True)
         _one_line_error(reader("rmi", first), "read-only image store", str(shared))
         # the container keeps working without --image-store: its image is pinned
         assert mine("start", "-a", "kept", check=True).returncode == 0
+        # a commit makes an image of the own store: the base layers are copied in
+        mine("commit", "kept", "mine-img", check=True)
         mine("rm", "kept", check=True)
+        res = mine("run", "--rm", "mine-img", "cat", "/mine", "/etc/which.txt", check=True)
+        assert res.stdout == "mine\nfirst\n"
+        assert "R/O" not in mine("images", check=True).stdout
         assert snapshot(shared) == before
     finally:
         chmod_tree(shared, 0o200, 0)
@@ -111,4 +116,6 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
     assert (running.returncode, out) == (0, "first\n"), err
     res = reader("run", "--rm", second, "cat", "/etc/which.txt", check=True)
     assert res.stdout == "second\n"
-    assert len(reader("images", check=True).stdout.splitlines()) == 3
+    rows = [line.split() for line in reader("images", check=True).stdout.splitlines()[1:]]
+    marks = {row[0].rpartition("/")[2]: row[-1] for row in rows}
+    assert marks == {"first": "yes", "second": "yes", "mine-img": "no"}, rows
