@@ -382,6 +382,8 @@ class Store:
         self._tmp_root = tmp_root
         # read-only stores opened because a container here uses an image of theirs
         self._sources: dict[Path, Store] = {}
+        # group/other bits given to what is written here (storefs.share_mask)
+        self._share = 0
 
     # -- opening ------------------------------------------------------------------------
 
@@ -422,6 +424,15 @@ class Store:
             db.close()
             raise
         store = cls(root, db, fs=fs, plan=choice, image_stores=others, tmp_root=tmp_root)
+        store._share = storefs.share_mask(root)
+        if store._share:  # where others look: the database, blobs/ and layers/
+            for sub in ("store.db", "blobs", "blobs/sha256", "layers"):
+                p = root / sub
+                os.chmod(
+                    p,
+                    stat.S_IMODE(p.stat().st_mode)
+                    | (store._share if p.is_dir() else store._share & 0o044),
+                )
         try:
             # PRAGMAs cannot run inside a transaction; the schema script brings its own.
             with store._flock(root / "lock"):
@@ -651,6 +662,7 @@ class Store:
                 )
             final = self.blob_path(actual)
             if not final.exists():
+                storefs.share_tree(tmp, self._share)
                 os.replace(tmp, final)
                 _fsync_dir(final.parent)
             return actual
@@ -719,7 +731,9 @@ class Store:
         with open(blob_tmp, "rb") as f:
             os.fsync(f.fileno())
         final_blob = self.blob_path(blob_digest)
+        storefs.share_tree(work, self._share)
         if not final_blob.exists():
+            storefs.share_tree(blob_tmp, self._share)
             os.replace(blob_tmp, final_blob)
             _fsync_dir(final_blob.parent)
         final = self.layer_dir(diff_id)
@@ -799,6 +813,7 @@ class Store:
             self.add_blob(blob, blob_digest, guard)  # only once it proved to be a sound layer
             # One syncfs-like flush instead of an fsync per file: the layer must be on
             # disk before its name is.
+            storefs.share_tree(work / "layer", self._share)
             os.sync()
             final = self.layer_dir(result.diff_id)
             with self._writer() as db:
@@ -884,6 +899,7 @@ class Store:
             if final.exists():
                 os.unlink(tmpname)
             else:
+                storefs.share_tree(Path(tmpname), self._share)
                 os.replace(tmpname, final)
             exists = db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone()
             if not exists:

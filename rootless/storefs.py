@@ -155,6 +155,31 @@ def is_shared(root: Path) -> bool:
     return bool(os.stat(root).st_mode & (stat.S_IXGRP | stat.S_IXOTH))
 
 
+def share_mask(root: Path) -> int:
+    """The read and search bits (group, others) the store's root gives away: what
+    every image file and directory written into it gets too (0 for a private store)."""
+    return os.stat(root).st_mode & 0o055
+
+
+def share_tree(path: Path, mask: int) -> None:
+    """Give `path` and everything below it the bits of `share_mask` (read for files,
+    read and search for directories) before it gets its final name in a shared store.
+    An image's unreadable files (mode 0600 on disk, their truth in the layer's meta)
+    become readable to those who may read the store: its blobs hold the same bytes."""
+    if not mask:
+        return
+    if not path.is_dir():
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | (mask & 0o044))
+        return
+    for dirpath, _, filenames in os.walk(path):  # never follows symlinks
+        os.chmod(dirpath, stat.S_IMODE(os.lstat(dirpath).st_mode) | mask)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(p, stat.S_IMODE(st.st_mode) | (mask & 0o044))
+
+
 def detect(root: Path, probe: Probe = probe_user_xattrs) -> StoreFs:
     """The filesystem of the store at `root` (which exists and is ours): statfs every
     time (a few microseconds), the xattr probe once per device and type (the answer is

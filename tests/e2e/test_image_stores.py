@@ -10,6 +10,7 @@ size, mtime) before and after."""
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
     shared = tmp_path / "shared"
     owner = Rsbox(shared)
     owner("pull", "-q", first, check=True)
-    chmod_tree(shared, 0o444, 0o022)  # readable by all: the owner shares it
+    chmod_tree(shared, 0o444, 0o022)  # readable by all: the owner shares it, once
     info = owner("info", check=True).stdout
     assert "journal_mode=delete (others may read this store" in info
 
@@ -107,8 +108,15 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
     try:
         assert running.stdout is not None
         assert running.stdout.readline() == "first\n"  # it runs
+        before_pull = set(snapshot(shared))
         owner("pull", "-q", second, check=True)
         out, err = running.communicate("go\n", timeout=60)
+        # what the pull added is readable by others, as the store's root says
+        added = {p: m for p, (m, _, _) in snapshot(shared).items() if p not in before_pull}
+        assert any(p.startswith("layers/") for p in added), added
+        shown = {p: m for p, m in added.items() if p.startswith(("layers/", "blobs/"))}
+        unreadable = [p for p, m in shown.items() if not (stat.S_ISLNK(m) or m & 0o004)]
+        assert not unreadable, unreadable
     finally:
         if running.poll() is None:
             running.kill()
