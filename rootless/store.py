@@ -425,14 +425,9 @@ class Store:
             raise
         store = cls(root, db, fs=fs, plan=choice, image_stores=others, tmp_root=tmp_root)
         store._share = storefs.share_mask(root)
-        if store._share:  # where others look: the database, blobs/ and layers/
-            for sub in ("store.db", "blobs", "blobs/sha256", "layers"):
-                p = root / sub
-                os.chmod(
-                    p,
-                    stat.S_IMODE(p.stat().st_mode)
-                    | (store._share if p.is_dir() else store._share & 0o044),
-                )
+        for sub in ("store.db", "blobs", "blobs/sha256", "layers"):  # where others look
+            with contextlib.suppress(OSError):  # not ours to chmod: its owner's choice
+                storefs.share_top(root / sub, store._share)
         try:
             # PRAGMAs cannot run inside a transaction; the schema script brings its own.
             with store._flock(root / "lock"):

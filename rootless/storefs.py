@@ -161,6 +161,14 @@ def share_mask(root: Path) -> int:
     return os.stat(root).st_mode & 0o055
 
 
+def share_top(path: Path, mask: int) -> None:
+    """`path` itself (not below) gets the bits of `share_mask` it lacks."""
+    st = os.lstat(path)
+    want = mask if stat.S_ISDIR(st.st_mode) else mask & 0o044
+    if want & ~st.st_mode:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | want)
+
+
 def share_tree(path: Path, mask: int) -> None:
     """Give `path` and everything below it the bits of `share_mask` (read for files,
     read and search for directories) before it gets its final name in a shared store.
@@ -195,7 +203,13 @@ def detect(root: Path, probe: Probe = probe_user_xattrs) -> StoreFs:
     if known.get("f_type") == f_type and known.get("dev") == dev:
         xattrs = bool(known.get("user_xattrs"))
     else:
-        xattrs = probe(root / "tmp")
+        try:
+            xattrs = probe(root / "tmp")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write in the store at {root}: {exc}",
+                hint="check permissions, or choose another place with --root or RSBOX_ROOT",
+            ) from exc
         with contextlib.suppress(OSError):  # only a cache
             atomic_write_json(cache, {"f_type": f_type, "dev": dev, "user_xattrs": xattrs})
     return StoreFs(name, kind, xattrs)
