@@ -9,6 +9,7 @@ size, mtime) before and after."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -21,6 +22,7 @@ from tests.e2e.conftest import IN_CI, Rsbox
 from tests.images import make_busybox_rootfs
 from tests.registry import Registry, running_registry
 from tests.rootless.test_image_stores import chmod_tree, snapshot
+from tests.shared import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,44 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
     rows = [line.split() for line in reader("images", check=True).stdout.splitlines()[1:]]
     marks = {row[0].rpartition("/")[2]: row[-1] for row in rows}
     assert marks == {"first": "yes", "second": "yes", "mine-img": "no"}, rows
+
+
+def test_another_user_runs_from_a_store_they_cannot_write(tmp_path: Path) -> None:
+    """CI runs the suite as rsbox-ci, then as rsbox-single: the first run fills a store in
+    the directory both share (RSBOX_TEST_CACHE) and shares it; the second, which the
+    kernel does not let write there, runs from it. Either run checks what it can: the
+    owner that its store is readable by others, the other user that nothing changed."""
+    base = Path(os.environ.get("RSBOX_TEST_CACHE") or tmp_path)
+    shared = base / "rsbox-image-store-v1"
+    owner = Rsbox(shared)
+    mine = Rsbox(tmp_path / "mine")
+    if not shared.exists() and not os.access(base, os.W_OK):
+        unavailable(f"{shared} is made by the suite's run as the owner of {base} (rsbox-ci)")
+    if not shared.exists() or shared.stat().st_uid == os.getuid():
+        if owner("image", "inspect", "shared-bb").returncode != 0:
+            rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+            (rootfs / "etc").mkdir(exist_ok=True)
+            (rootfs / "etc" / "which.txt").write_text("shared\n")
+            owner("import", str(rootfs), "shared-bb", check=True)
+        chmod_tree(shared, 0o444, 0o022)
+        owner("images", check=True)  # the owner's command that leaves WAL
+        others_read = [p for p, (m, _, _) in snapshot(shared).items() if not m & 0o004]
+        assert not [p for p in others_read if p.startswith(("layers", "blobs", "store.db"))]
+        res = mine(
+            "--image-store", str(shared), "run", "--rm", "shared-bb", "cat", "/etc/which.txt"
+        )
+        assert res.stdout == "shared\n", res.stderr
+        return
+    # another user's store: the kernel refuses us any write there...
+    assert not os.access(shared, os.W_OK)
+    with pytest.raises(PermissionError):
+        (shared / "probe").write_text("x")
+    # ...while the same write in our own store works
+    (tmp_path / "probe").write_text("x")
+    before = snapshot(shared)
+    res = mine("--image-store", str(shared), "run", "--rm", "shared-bb", "cat", "/etc/which.txt")
+    assert (res.returncode, res.stdout) == (0, "shared\n"), res.stderr
+    rows = mine("--image-store", str(shared), "images", check=True).stdout.splitlines()
+    assert rows[0].split()[-1] == "R/O" and rows[1].split()[-1] == "yes", rows
+    _one_line_error(mine("--image-store", str(shared), "rmi", "shared-bb"), "read-only")
+    assert snapshot(shared) == before
