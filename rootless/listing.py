@@ -88,7 +88,6 @@ IMAGE = Schema(
         "CreatedSince",
         "Digest",
         "ID",
-        "ReadOnly",
         "Repository",
         "SharedSize",
         "Size",
