@@ -10,6 +10,8 @@ memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
          helper) while one container runs.
 logs     a detached container flooding its log: the monitor's CPU per MiB at 40 and
          400 MiB, and `find` in the container during the flood (tests/bench_logs.py).
+stores   one read-only image store for 8 users: disk and startup against private
+         copies (tests/bench_stores.py).
 
 Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
 reported, not fatal: benchmarks measure, they do not pass or fail.
@@ -33,6 +35,7 @@ from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_logs import bench_logs
 from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
+from tests.bench_stores import bench_stores
 from tests.bench_timing import median_time
 from tests.images import make_busybox_rootfs
 
@@ -192,6 +195,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "pull": bench_pull,
     "fs": lambda _peers, runs: bench_fs(runs),
     "logs": bench_logs,
+    "stores": bench_stores,
 }
 
 
