@@ -103,8 +103,9 @@ def _image_parts(store: Store, image: Image) -> list[Path]:
 
 
 def compute_disk_usage(store: Store, running: Callable[[Container], bool]) -> DiskUsage:
-    """The figures of `system df` (and `-v`), walking the store once."""
-    images = store.images()
+    """The figures of `system df` (and `-v`), walking the store once. Images of read-only
+    image stores are left out: they take none of this store's space."""
+    images = [image for image in store.images() if image.store is None]
     containers = store.containers()
     users: dict[str, int] = {}
     for c in containers:

@@ -757,6 +757,8 @@ class Store:
         ]
 
     def image_config_bytes(self, image_id: str) -> bytes:
+        if (holder := self._holder(image_id)) is not self:
+            return holder.image_config_bytes(image_id)
         row = self._db.execute("SELECT config FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise ImageNotFound(f"image {image_id} is not in the store", hint=_HINT_LIST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -64,6 +65,10 @@ def test_images_of_a_read_only_store_are_found_after_the_own_and_nothing_is_writ
         image = s.resolve_image("busybox")
         assert image.store == shared and image.layers[0].is_relative_to(shared)
         assert [i.store for i in s.images()] == [shared]
+        # what inspect, history, save and push read comes from the store that has it
+        assert json.loads(s.image_config_bytes(image.id))["rootfs"]["type"] == "layers"
+        (layer,) = s.image_layers(image.id)
+        assert s.find_blob(layer.blob).is_relative_to(shared) and s.find_blob(layer.blob).is_file()
         c = s.create_container(image, "c1", {})
         with pytest.raises(ImageError, match="read-only image store") as exc:
             s.remove_image("busybox")
