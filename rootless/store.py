@@ -19,6 +19,11 @@ Atomicity: a blob or a layer directory is complete before it gets its final name
 name exist, in one transaction under the writer lock, so a crash leaves at worst an
 orphan in tmp/ or an unreferenced layer directory, never a row pointing at nothing.
 
+The filesystem under the store decides the journal mode and where writable layers go
+(rootless.storefs). Read-only image stores (`--image-store`) are other stores searched
+after this one and never written: an image of theirs that a container here uses gets a
+row in `images` naming its store (`image_sources`), so the container outlives the option.
+
 Names follow Podman's rules for local images (`normalize_name`): a name without a
 registry part gets ``localhost/``, a name without a tag gets ``:latest``.
 """
@@ -394,11 +399,10 @@ class Store:
         *,
         image_stores: Sequence[Path] = (),
         tmp_root: Path | None = None,
-        probe: storefs.Probe = storefs.probe_user_xattrs,
     ) -> Store:
         """The user's store at ``root`` (created if missing), with the read-only
-        ``image_stores`` behind it and ``tmp_root`` for writable layers that cannot stay
-        in the store (rootless.storefs; ``probe``: its xattr probe, for tests)."""
+        ``image_stores`` behind it and ``tmp_root`` for writable layers (rootless.storefs
+        decides where they go)."""
         root = Path(root) if root is not None else default_root()
         others: list[Store] = []
         try:
@@ -412,7 +416,7 @@ class Store:
                 hint="check permissions, or choose another place with --root or RSBOX_ROOT",
             ) from exc
         try:
-            fs = storefs.detect(root, probe)
+            fs = storefs.detect(root)
             tmp_root = storefs.given_tmp_root(tmp_root)
             choice = storefs.plan(fs, storefs.is_shared(root), tmp_root is not None)
             for p in dict.fromkeys(Path(p) for p in image_stores):
