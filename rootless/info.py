@@ -215,10 +215,19 @@ def _init() -> Check:
     return Check("init", True, f"rsbox-init at {path} (pid 1 of --init)")
 
 
+def _fs_cache() -> Check:
+    from fs import kcache
+
+    ok, detail = kcache.report()
+    fix = "" if ok else "reinstall rsbox with gcc, pkg-config and libfuse3-dev: ./setup.sh venv"
+    return Check("fs kernel cache", ok, detail, fix)
+
+
 def checks() -> list[Check]:
     return [
         _userns(),
         _fuse(),
+        _fs_cache(),
         _subids(),
         _seccomp(),
         _cgroup(),
