@@ -303,19 +303,20 @@ def bench_fs_memory() -> None:
         print(f"  {count:>7} files  {took:6.2f} s  peak RSS {peak / 1024:6.1f} MiB")
 
 
-# One LOOKUP after another, each of a name never asked for (so neither the kernel's entry
-# cache nor its negative one answers), for SECONDS; prints the latencies' max and median.
-_STATTER = r"""
+# One LOOKUP after another, each of a fresh name (so neither the kernel's entry cache nor
+# its negative one answers), under directory DIR, until SECONDS have passed or the file
+# STOP exists (checked every 64 lookups); prints the latencies' max and median.
+_LOOKUPS = r"""
 import json, os, sys, time
-seconds = float(sys.argv[1])
+where, seconds, stop = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 lat = []
 print("ready", flush=True)
 end = time.perf_counter() + seconds
 i = 0
-while time.perf_counter() < end:
+while time.perf_counter() < end and (i % 64 or not os.path.exists(stop)):
     t = time.perf_counter()
     try:
-        os.stat(f"other/n{i}")
+        os.stat(f"{where}/n{i}")
     except FileNotFoundError:
         pass
     lat.append(time.perf_counter() - t)
@@ -347,7 +348,7 @@ def _rename_under_load(kind: str, count: int) -> dict[str, float]:
         with mount as mnt:
             known = _timed("find big -printf '%s\n' | wc -l > /dev/null", mnt)
             statter = subprocess.Popen(
-                [sys.executable, "-c", _STATTER, "2.0"],
+                [sys.executable, "-c", _LOOKUPS, "other", "2.0", "/nonexistent"],
                 cwd=mnt,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -526,26 +527,6 @@ def bench_fs_trees(
 
 # ---- copy-up under load -----------------------------------------------------------------
 
-# LOOKUPs of fresh names (neither cache answers) until STOP exists; prints the longest
-# and the median latency.
-_WAITER = r"""
-import json, os, sys, time
-stop = sys.argv[1]
-lat = []
-print("ready", flush=True)
-i = 0
-while i % 64 or not os.path.exists(stop):
-    t = time.perf_counter()
-    try:
-        os.stat(f"usr/fresh-{i}")
-    except FileNotFoundError:
-        pass
-    lat.append(time.perf_counter() - t)
-    i += 1
-lat.sort()
-print(json.dumps({"max": lat[-1], "median": lat[len(lat) // 2], "stats": len(lat)}))
-"""
-
 
 def _copyup_driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
     """Inside the namespace: open the 1 GiB file for writing (its copy-up) while another
@@ -559,7 +540,7 @@ def _copyup_driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
             _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
             with Mount(kind, layers, Path(tmp)) as mnt:
                 waiter = subprocess.Popen(
-                    [sys.executable, "-c", _WAITER, str(stop)],
+                    [sys.executable, "-c", _LOOKUPS, "usr", "inf", str(stop)],
                     cwd=mnt,
                     stdout=subprocess.PIPE,
                     text=True,

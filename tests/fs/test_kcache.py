@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fs.layers import make_layer
-from tests.fs.test_mount import IN_CI, REPO, _require, _unshare
+from tests.fs.test_mount import IN_CI, REPO, run_in_mount
 
 ON = "listings and symlink targets cached by the kernel"
 
@@ -65,18 +65,7 @@ def _run(
     tmp_path: Path, lowers: list[Path], script: str, *flags: str
 ) -> subprocess.CompletedProcess[str]:
     """run_in_mount with harness flags (single-id map)."""
-    _require(False)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    args = [sys.executable, "-m", "tests.fs.harness", "--upper", str(tmp_path / "upper")]
-    for lower in lowers:
-        args += ["--lower", str(lower)]
-    args += ["--single-id", *flags, str(mnt), "--", "sh", "-euxc", script]
-    proc = subprocess.run(
-        [*_unshare(False), *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return run_in_mount(tmp_path, lowers, script, full_map=False, flags=flags)
 
 
 # Each step changes one or two directories whose listing the kernel has cached just

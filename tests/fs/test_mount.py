@@ -86,8 +86,10 @@ def run_in_mount(
     *,
     full_map: bool = True,
     max_nodes: int | None = None,
+    flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint."""
+    """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint (`flags`: more
+    of tests.fs.harness's options)."""
     _require(full_map)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -98,7 +100,7 @@ def run_in_mount(
         args.append("--single-id")
     if max_nodes is not None:
         args += ["--max-nodes", str(max_nodes)]
-    args += [str(mnt), "--", "sh", "-euxc", script]
+    args += [*flags, str(mnt), "--", "sh", "-euxc", script]
     proc = subprocess.run(
         [*_unshare(full_map), *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
