@@ -52,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = (
@@ -260,13 +261,9 @@ def bench_fs(runs: int) -> None:
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             print("fs: fuse-overlayfs is not installed; skipped")
             continue
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--driver", kind, str(img), str(runs)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"fs: {kind} failed: {proc.stderr.strip()[-800:]}")
+        times = _in_userns(f"fs: {kind}", "--driver", kind, str(img), str(runs))
+        if times is None:
             continue
-        times: dict[str, list[float]] = json.loads(proc.stdout.strip().splitlines()[-1])
         medians[kind] = {w: statistics.median(v) for w, v in times.items()}
         spreads[kind] = {w: _spread(v) for w, v in times.items()}
     files = sum(1 for _ in (img).rglob("*"))
@@ -293,13 +290,10 @@ def bench_fs_memory() -> None:
     print("\nfs memory: peak RSS of the rsbox server after one find+stat of N files")
     for count in (50_000, 500_000):
         layer = _many_files(count)
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--walk", str(layer)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {count}: failed: {proc.stderr.strip()[-400:]}")
+        walked = _in_userns(str(count), "--walk", str(layer))
+        if walked is None:
             continue
-        took, peak = json.loads(proc.stdout.strip().splitlines()[-1])
+        took, peak = walked
         print(f"  {count:>7} files  {took:6.2f} s  peak RSS {peak / 1024:6.1f} MiB")
 
 
@@ -326,6 +320,31 @@ print(json.dumps({"max": lat[-1], "median": lat[len(lat) // 2], "stats": len(lat
 """
 
 
+def _start_lookups(mnt: Path, where: str, seconds: str, stop: str) -> subprocess.Popen[str]:
+    """_LOOKUPS running in `mnt`, once it has said it is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOOKUPS, where, seconds, stop],
+        cwd=mnt,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _in_userns(what: str, *args: str) -> Any:
+    """`python -m tests.bench_fs ARGS` in a user+mount namespace of its own: its last
+    line, parsed from JSON; None (and a line saying why, about `what`) when it failed."""
+    argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
+    argv += [sys.executable, "-m", "tests.bench_fs", *args]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {what}: failed: {proc.stderr.strip()[-400:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _fill_big(count: int) -> Callable[[Path], None]:
     def fill(upper: Path) -> None:
         (upper / "other").mkdir()
@@ -347,14 +366,7 @@ def _rename_under_load(kind: str, count: int) -> dict[str, float]:
         mount = Mount(kind, [work / "L0"], work, fill=_fill_big(count), max_nodes=4 * count)
         with mount as mnt:
             known = _timed("find big -printf '%s\n' | wc -l > /dev/null", mnt)
-            statter = subprocess.Popen(
-                [sys.executable, "-c", _LOOKUPS, "other", "2.0", "/nonexistent"],
-                cwd=mnt,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert statter.stdout is not None
-            assert statter.stdout.readline().strip() == "ready"
+            statter = _start_lookups(mnt, "other", "2.0", "/nonexistent")
             time.sleep(0.5)
             t0 = time.perf_counter()
             os.rename(mnt / "big", mnt / "big2")
@@ -373,13 +385,9 @@ def bench_fs_rename(count: int = 100_000) -> None:
     for kind in ("rsbox", "fuse-overlayfs"):
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             continue
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--rename", kind, str(count)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {kind}: failed: {proc.stderr.strip()[-400:]}")
+        r = _in_userns(kind, "--rename", kind, str(count))
+        if r is None:
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"  {kind:15} longest stat {r['max'] * 1000:8.1f} ms  median "
             f"{r['median'] * 1e6:6.0f} us  ({r['stats']} stats)  rename "
@@ -500,14 +508,10 @@ def bench_fs_trees(
         for kind in kinds:
             if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
                 continue
-            argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-            argv += [sys.executable, "-m", "tests.bench_fs", "--tree", kind, str(img), str(runs)]
-            argv += [str(max_nodes)] if max_nodes is not None and kind == "rsbox" else []
-            proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"  {count} {kind}: failed: {proc.stderr.strip()[-400:]}")
-                continue
-            results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+            cap_arg = [str(max_nodes)] if max_nodes is not None and kind == "rsbox" else []
+            tree = _in_userns(f"{count} {kind}", "--tree", kind, str(img), str(runs), *cap_arg)
+            if tree is not None:
+                results[kind] = tree
         for kind, r in results.items():
             rss = f"  peak RSS {statistics.median(r['rss']) / 1024:6.1f} MiB" if r["rss"][0] else ""
             print(
@@ -539,14 +543,7 @@ def _copyup_driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
             stop.unlink(missing_ok=True)
             _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
             with Mount(kind, layers, Path(tmp)) as mnt:
-                waiter = subprocess.Popen(
-                    [sys.executable, "-c", _LOOKUPS, "usr", "inf", str(stop)],
-                    cwd=mnt,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                assert waiter.stdout is not None
-                assert waiter.stdout.readline().strip() == "ready"
+                waiter = _start_lookups(mnt, "usr", "inf", str(stop))
                 time.sleep(0.3)
                 out["open"].append(
                     _timed(f'{sys.executable} -c \'open("big", "r+b").close()\'', mnt)
@@ -569,13 +566,9 @@ def bench_fs_copyup(runs: int) -> None:
     for kind in KINDS:
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             continue
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--copyup", kind, str(img), str(runs)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {kind}: failed: {proc.stderr.strip()[-400:]}")
+        r = _in_userns(kind, "--copyup", kind, str(img), str(runs))
+        if r is None:
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"  {kind:15} longest lookup {_spread(r['max'], 1000, '.1f'):>22} ms  median "
             f"{_spread(r['median'], 1e6, '.0f'):>16} us  the open {_spread(r['open'], 1000, '.0f'):>18} ms"
