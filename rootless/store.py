@@ -125,11 +125,12 @@ def normalize_name(ref: str, default_domain: str = LOCAL_DOMAIN) -> str:
     """
     if "@" in ref:
         raise UsageError(f"invalid image name {ref!r}: digests cannot be used as names")
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = default_domain, ref
+    from .registry.reference import registry_part
+
+    domain = registry_part(ref)
+    path = ref[len(domain) + 1 :] if domain is not None else ref
+    if domain is None:
+        domain = default_domain
     tag = "latest"
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
@@ -154,8 +155,9 @@ def split_name(name: str) -> tuple[str, str]:
 
 def _short_candidates(ref: str) -> tuple[str, str] | None:
     """For an unqualified ref, the (path, tag) to match against any registry."""
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
+    from .registry.reference import registry_part
+
+    if registry_part(ref) is not None:
         return None
     path, tag = ref, "latest"
     if ":" in path.rsplit("/", 1)[-1]:
