@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .config import PULL_POLICIES
 from .errors import UsageError
 from .image_import import import_rootfs
 from .store import Image, Store, normalize_name, split_name
@@ -331,9 +332,6 @@ def _push_options(ref: Reference, opts: TransportOptions) -> TransportOptions:
     registries = conf.load()
     registries.check_push(ref)
     return dataclasses.replace(opts, tls_verify=False) if registries.insecure(ref) else opts
-
-
-PULL_POLICIES = ("missing", "always", "never")
 
 
 def ensure_image(store: Store, ref: str, policy: str = "missing") -> None:

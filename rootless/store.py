@@ -44,6 +44,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from .config import Settings
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
 from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
 
@@ -272,10 +273,17 @@ class LayerInfo:
     size: int
 
 
-def default_root() -> Path:
-    """$RSBOX_ROOT, else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
+def default_root(settings: Settings | None = None) -> Path:
+    """$RSBOX_ROOT, else [storage] root of rsbox's config file (``settings``, else read
+    now: rootless.config), else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
     if env := os.environ.get("RSBOX_ROOT"):
         return Path(env)
+    if settings is None:
+        from .config import load_settings
+
+        settings = load_settings()
+    if settings.root is not None:
+        return settings.root
     if xdg := os.environ.get("XDG_DATA_HOME"):
         return Path(xdg) / "rsbox"
     return Path.home() / ".local" / "share" / "rsbox"

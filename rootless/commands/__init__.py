@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
+    from rootless.config import Settings
     from rootless.launch.prefork import Helper
     from rootless.store import Store
 
@@ -39,11 +40,20 @@ class Context:
 
     root: Path | None
     helper: Helper | None = None
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """rsbox's config file (rootless.config), read once; flags override it."""
+        if self._settings is None:
+            from rootless.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     def store(self) -> Store:
-        from rootless.store import Store
+        from rootless.store import Store, default_root
 
-        return Store.open(self.root)
+        return Store.open(self.root or default_root(self.settings()))
 
 
 Handler = Callable[[argparse.Namespace, Context], int]
