@@ -30,6 +30,7 @@ MODULES = (
     "rootless.commands.info",
     "rootless.commands.system",
     "rootless.commands.policy",
+    "rootless.commands.completion",
 )
 
 
