@@ -72,7 +72,10 @@ def build_parser() -> Parser:
         prog="rsbox", description="Rootless containers for people who do not have root."
     )
     parser.add_argument(
-        "--root", type=Path, help="store directory (default: $RSBOX_ROOT or $XDG_DATA_HOME/rsbox)"
+        "--root",
+        type=Path,
+        help="store directory (default: $RSBOX_ROOT, the config file's [storage] root, "
+        "or $XDG_DATA_HOME/rsbox)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in MODULES:
