@@ -192,7 +192,8 @@ def _prompt(text: str, refs: list[Reference]) -> Reference:
     print(f"? Please select an image for {text!r}:", file=sys.stderr)
     for i, ref in enumerate(refs, 1):
         print(f"  {i}) {ref}", file=sys.stderr)
-    answer = input("choice [1]: ").strip() or "1"
+    print("choice [1]: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip() or "1"
     if not answer.isdigit() or not 1 <= int(answer) <= len(refs):
         raise RegistryError(f"no such choice {answer!r}", hint=f"answer 1 to {len(refs)}")
     return refs[int(answer) - 1]

@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.conftest import IN_CI, Rsbox
 from tests.images import TarBuilder, write_oci_layout
 from tests.podman import private_runtime
-from tests.registry import Registry, running_registry
+from tests.registry import PASSWORD, USER, Registry, running_registry
 
 TOOLS = ("/usr/bin/docker-registry", "skopeo", "podman")
 RSBOX_AGENT = '"rsbox/'
@@ -91,6 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def _env(tmp: Path, conf: str, *, xdg: bool = False) -> dict[str, str]:
+    tmp.mkdir(parents=True, exist_ok=True)
     """A private HOME whose registries.conf is ``conf``: through the XDG path, or through
     CONTAINERS_REGISTRIES_CONF (Podman's variable)."""
     home = tmp / "home"
@@ -265,7 +266,49 @@ def test_enforcing_mode_without_a_terminal_fails_as_podman_does(
     assert res.returncode == 125, res.stderr
     [line] = res.stderr.splitlines()
     assert "enforcing" in line and "(hint: " in line, line
-    pres = podman(env)("pull", "suite/both:v1")
+    pod = podman(env)
+    pres = pod("pull", "suite/both:v1")
     assert pres.returncode != 0 and "TTY" in pres.stderr, pres.stderr
     # the control: a fully qualified name needs no search, in either tool
     assert rsbox_image(tmp_path / "store", env, f"{o}/suite/both:v1")[0] == site.ids["origin/both"]
+    assert podman_image(pod, f"{o}/suite/both:v1")[0] == site.ids["origin/both"]
+
+
+def test_enforcing_mode_asks_on_a_terminal(site: Site, tmp_path: Path) -> None:
+    o, m = site.origin.host, site.mirror.host
+    conf = f'unqualified-search-registries = ["{o}", "{m}"]\nshort-name-mode = "enforcing"\n'
+    env = _env(tmp_path, conf)
+    store = tmp_path / "store"
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        Rsbox(store).argv("pull", "-q", "suite/both:v1"),
+        stdin=secondary, stdout=secondary, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(secondary)
+    os.write(primary, b"2\n")  # the terminal holds the answer: the second registry
+    _, err = proc.communicate(timeout=120)
+    os.close(primary)
+    question = err.decode()
+    assert proc.returncode == 0, question
+    assert f"1) {o}/suite/both:v1" in question and f"2) {m}/suite/both:v1" in question
+    assert "choice [1]" in question
+    doc = json.loads(rsbox(store, env, "image", "inspect", f"{m}/suite/both:v1").stdout)[0]
+    assert doc["Id"] == site.ids["mirror/both"]
+
+
+def test_insecure_allows_an_untrusted_certificate(tmp_path: Path) -> None:
+    """The TLS registry's CA is nobody's: refused, unless registries.conf says insecure."""
+    with running_registry(tmp_path / "tls", tls=True) as reg:
+        layout, tag = _image(tmp_path, "tls", "app")
+        ref = f"{reg.host}/suite/app:v1"
+        subprocess.run(
+            ["skopeo", "copy", "-q", f"--dest-cert-dir={reg.cert_dir}", f"--dest-creds={USER}:{PASSWORD}",
+             f"oci:{layout}:{tag}", f"docker://{ref}"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        creds = ("--creds", f"{USER}:{PASSWORD}")
+        refused = rsbox(tmp_path / "s1", _env(tmp_path / "a", ""), "pull", *creds, ref)
+        assert refused.returncode == 125 and "not trusted" in refused.stderr, refused.stderr
+        env = _env(tmp_path / "b", f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        res = rsbox(tmp_path / "s2", env, "pull", "-q", *creds, ref)
+        assert res.returncode == 0, res.stderr
