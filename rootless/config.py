@@ -11,6 +11,7 @@ leave a default in place.
     [storage]
     root = "~/containers"                 # the store (default $XDG_DATA_HOME/rsbox)
     image-stores = ["/shared/images"]     # read-only stores searched after your own
+                                          # (and after those given with --image-store)
 
     [run]
     network = "pasta"                     # as --network: pasta[:OPT,...], slirp4netns, none, host
@@ -72,8 +73,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
 
 
 def image_stores(env: Mapping[str, str] = os.environ) -> tuple[Path, ...]:
-    """The read-only image stores the files name, in search order (after the user's own
-    store). For `--image-store` (rootless.stores): the flag, when given, replaces these."""
+    """The read-only image stores the files name, in search order. For the `--image-store`
+    flag (branch `stores`: ``rootless.store.image_store_list(given, configured)``): the
+    stores given on the command line are searched first, then these."""
     return load_settings(env).image_stores
 
 
