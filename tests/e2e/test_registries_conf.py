@@ -181,6 +181,18 @@ def test_mirror_serves_the_pull_and_podman_agrees(
     # a name the mirror lacks falls back to the origin
     image_id, _ = rsbox_image(tmp_path / "store", env, f"{o}/suite/onlyorigin:v1")
     assert image_id == site.ids["origin/onlyorigin"]
+    # by digest too: the mirror's manifest, which the origin does not have, stored under
+    # the name asked for
+    digest = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{m}/suite/app:v1"],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout
+    )["Digest"]  # fmt: skip
+    by_digest = f"{o}/suite/app@{digest}"
+    assert rsbox_image(tmp_path / "digest", env, by_digest)[0] == site.ids["mirror/app"]
+    found = rsbox(tmp_path / "digest", env, "image", "inspect", by_digest)
+    assert json.loads(found.stdout)[0]["Id"] == site.ids["mirror/app"], found.stderr
     # Podman, reading the same file, gets the same image from the same place
     pod = podman(env)
     pid, pnames = podman_image(pod, f"{o}/suite/app:v1")
@@ -220,6 +232,13 @@ def test_blocked_registry_is_refused_in_one_line(
         rsbox_image(tmp_path / "store", env, f"{o}/suite/onlyorigin:v1")[0]
         == (site.ids["origin/onlyorigin"])
     )
+    # a push to the blocked name is refused too (pushes are not redirected, blocks hold)
+    pushed = rsbox(
+        tmp_path / "store", env, "push", f"{o}/suite/onlyorigin:v1", f"{o}/suite/blocked:v2"
+    )
+    assert pushed.returncode == 125 and "is blocked by registries.conf" in pushed.stderr
+    writes = site.origin.requests(r'"(PUT|POST|HEAD|PATCH) /v2/suite/blocked/')
+    assert not [line for line in writes if RSBOX_AGENT in line]
     # and Podman refuses it too, with the same file
     pres = podman(env)("pull", f"{o}/suite/blocked:v1")
     assert pres.returncode != 0 and "blocked" in pres.stderr, pres.stderr
