@@ -269,6 +269,12 @@ def test_alias_and_short_name_search_order_match_podman(
         assert (image_id, names) == (site.ids[build], [name]), short
         pid, pnames = podman_image(pod, short)
         assert (pid, pnames) == (site.ids[build], [name]), short
+    # in neither registry: one line naming every place that was tried
+    res = rsbox(tmp_path / "store", env, "pull", "suite/nowhere:v1")
+    assert res.returncode == 125 and "Traceback" not in res.stderr, res.stderr
+    [line] = res.stderr.splitlines()
+    assert f"{o}/suite/nowhere:v1: " in line and f"{m}/suite/nowhere:v1: " in line, line
+    assert pod("pull", "suite/nowhere:v1").returncode != 0
 
 
 def test_enforcing_mode_without_a_terminal_fails_as_podman_does(
