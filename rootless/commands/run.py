@@ -68,7 +68,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run under a filter that records every syscall; write the profile it needs",
     )
     r.add_argument(
-        "--pull", default="missing", metavar="missing|always|never", help="pull the image first"
+        "--pull",
+        metavar="missing|always|never",
+        help="pull the image first (default: missing, or the config file's [run] pull)",
     )
     r.add_argument("image")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -121,14 +123,18 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.launch.caps import parse_cap
     from rootless.runspec import RunSpec, Volume
 
-    if ns.pull != "never":  # pull as `docker run` does (rootless.image_commands)
+    settings = ctx.settings()  # the config file's defaults; flags override them
+    pull = ns.pull or settings.pull or "missing"
+    if pull != "never":  # pull as `docker run` does (rootless.image_commands)
         with ctx.store() as store:
-            if ns.pull != "missing" or not _present(store, ns.image):
+            if pull != "missing" or not _present(store, ns.image):
                 # Only now: importing the pull machinery costs `run` ~60 ms.
                 from rootless.image_commands import ensure_image
 
-                ensure_image(store, ns.image, ns.pull)
-    network_mode, network_options = network_choice(ns.network)
+                ensure_image(store, ns.image, pull)
+    network_mode, network_options = network_choice(
+        ns.network if ns.network is not None else settings.network
+    )
     spec = RunSpec(
         image=ns.image,
         command=tuple(ns.cmd),
@@ -150,7 +156,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cpus=ns.cpus,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
-        log_opts=tuple(ns.log_opt),
+        log_opts=(*settings.log_opts, *ns.log_opt),  # a repeated key: the last wins
         init=ns.init,
         restart=ns.restart,
         userns=ns.userns,
@@ -158,7 +164,10 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cap_drop=tuple(parse_cap(c) for c in ns.cap_drop),
         privileged=ns.privileged,
         # Docker's --privileged: no filter, unless one is asked for by name (refused).
-        seccomp=seccomp_choice(ns.security_opt, "unconfined" if ns.privileged else "default"),
+        seccomp=seccomp_choice(
+            ns.security_opt,
+            "unconfined" if ns.privileged else settings.seccomp or "default",
+        ),
         seccomp_learn=ns.seccomp_learn.absolute() if ns.seccomp_learn else None,
         detach=ns.detach,
         host_env=dict(os.environ),
