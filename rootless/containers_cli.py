@@ -21,6 +21,7 @@ from rootless.errors import ContainerError, UsageError
 from rootless.launch.protocol import kill_quietly
 
 if TYPE_CHECKING:
+    from rootless.runspec import Volume
     from rootless.store import Container, Store
 
 
@@ -423,11 +424,14 @@ def _restart(ns: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def remove_container(store: Store, c: Container, force: bool) -> None:
+def remove_container(store: Store, c: Container, force: bool, volumes: bool = False) -> None:
+    """`rm [-f] [-v]`: -v also removes the container's anonymous volumes (Docker's rule:
+    named volumes stay)."""
     import shutil
 
     from rootless.lifecycle import exclusive, runtime_dir
 
+    mounts = _anonymous_volumes(c) if volumes else ()
     if force:
         stop_container(c, 0)
     for attempt in range(50):
@@ -444,11 +448,29 @@ def remove_container(store: Store, c: Container, force: bool) -> None:
     stop_pasta(runtime_dir(c.id))  # when the monitor was killed before it could
     with contextlib.suppress(OSError):
         shutil.rmtree(runtime_dir(c.id))
+    if mounts:
+        from rootless.volumes import remove_anonymous
+
+        remove_anonymous(store, mounts)
+
+
+def _anonymous_volumes(c: Container) -> tuple[Volume, ...]:
+    from rootless.runspec import Volume
+
+    spec = _config(c).get("spec") or {}
+    return tuple(
+        v
+        for v in (Volume.from_json(doc) for doc in spec.get("volumes") or ())
+        if v.kind == "volume" and v.anonymous
+    )
 
 
 def _rm(ns: argparse.Namespace, ctx: Context) -> int:
     with ctx.store() as store:
-        return _report(_each(ctx, ns.containers), lambda c: remove_container(store, c, ns.force))
+        return _report(
+            _each(ctx, ns.containers),
+            lambda c: remove_container(store, c, ns.force, ns.volumes),
+        )
 
 
 def _wait(ns: argparse.Namespace, ctx: Context) -> int:

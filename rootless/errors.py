@@ -9,6 +9,7 @@
      +-- StoreError            the store is locked, damaged or unwritable
      |    +-- StoreFull         a write would leave less than the reserve free
      +-- ContainerError        unknown container, name in use, ...
+     +-- VolumeError           unknown volume, invalid name, volume in use
      +-- BuildError            a Containerfile or .dockerignore rsbox cannot build from
      +-- CommandNotFound       exit 127 (Docker's "command not found")
      +-- CommandNotExecutable  exit 126 (Docker's "cannot invoke")
@@ -64,6 +65,10 @@ class StoreFull(StoreError):
 
 
 class ContainerError(RsboxError):
+    pass
+
+
+class VolumeError(RsboxError):
     pass
 
 

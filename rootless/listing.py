@@ -141,11 +141,32 @@ DISK_USAGE = Schema(
 # `system df -v`: one table per kind, in Docker's columns.
 DF_IMAGES = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}"
 DF_CONTAINERS = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}"
-VOLUME = Schema(
+_VOLUME_HEADERS = {
+    "Name": "VOLUME NAME",
+    "Driver": "DRIVER",
+    "Scope": "SCOPE",
+    "Mountpoint": "MOUNTPOINT",
+    "Labels": "LABELS",
+    "Links": "LINKS",
+    "Size": "SIZE",
+    "Group": "GROUP",
+    "Availability": "AVAILABILITY",
+    "Status": "STATUS",
+}
+_VOLUME_JSON = ("Driver", "Labels", "Links", "Mountpoint", "Name", "Scope", "Size")
+VOLUME = Schema(  # `system df -v`
     kind="volume",
-    headers={"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"},
-    json_fields=("Links", "Name", "Size"),
+    headers=_VOLUME_HEADERS,
+    json_fields=_VOLUME_JSON,
     default="table {{.Name}}\t{{.Links}}\t{{.Size}}",
+    methods={"Label": label_header},
+)
+VOLUME_LS = Schema(  # `volume ls`
+    kind="volume",
+    headers=_VOLUME_HEADERS,
+    json_fields=_VOLUME_JSON,
+    default="table {{.Driver}}\t{{.Name}}",
+    methods={"Label": label_header},
 )
 BUILD_CACHE = Schema(
     kind="build cache record",
@@ -380,3 +401,25 @@ def disk_usage_rows(usage: Any) -> list[Row]:
             )
         )
     return rows
+
+
+def volume_row(
+    name: str, mountpoint: str, labels: Mapping[str, str], usage: tuple[int, int] | None = None
+) -> Row:
+    """Docker's volume row; `usage` (links, bytes) only in `system df -v`, else N/A as
+    `volume ls` shows. Labels in name order (Docker's come in map order)."""
+    links, size = (str(usage[0]), human_size(usage[1])) if usage else ("N/A", "N/A")
+    values: dict[str, Any] = {
+        "Name": name,
+        "Driver": "local",
+        "Scope": "local",
+        "Mountpoint": mountpoint,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "Label": lambda key: labels.get(key, ""),
+        "Links": links,
+        "Size": size,
+        "Group": "N/A",
+        "Availability": "N/A",
+        "Status": "N/A",
+    }
+    return Row(VOLUME, values)
