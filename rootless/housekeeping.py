@@ -179,7 +179,7 @@ def compute_disk_usage(store: Store, running: Callable[[Container], bool]) -> Di
         volumes=Usage(
             len(volume_items),
             sum(1 for v in volume_items if v.links),
-            sum(v.size for v in volume_items) + disk_usage([vols.dir], vseen),
+            sum(v.size for v in volume_items),  # as Docker: no volume, 0B
             sum(v.size for v in volume_items if not v.links),
         ),
         build_cache=Usage(0, 0, 0, 0),

@@ -220,8 +220,9 @@ class ContainerView:
     created: datetime | None
     created_text: str | None  # as config.json has it
     ports: tuple[str, ...]  # Docker's `0.0.0.0:8080->80/tcp`
-    mounts: tuple[str, ...]  # bind mount sources
+    mounts: tuple[str, ...]  # volume names, bind mount sources
     network: str
+    local_volumes: int = 0  # named and anonymous volumes it mounts
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -266,7 +267,11 @@ def container_views(store: Store) -> list[ContainerView]:
                 created=parse_time(cfg.get("created")),
                 created_text=cfg.get("created"),
                 ports=tuple(ports),
-                mounts=tuple(str(v.source) for v in spec.volumes) if spec else (),
+                # Docker's .Mounts: a volume's name, else the bind's source (no tmpfs).
+                mounts=tuple(v.name or str(v.source) for v in spec.volumes if v.kind != "tmpfs")
+                if spec
+                else (),
+                local_volumes=sum(v.kind == "volume" for v in spec.volumes) if spec else 0,
                 network=spec.network if spec else "",
             )
         )
@@ -318,7 +323,7 @@ def container_row(
         "Labels": ",".join(sorted(f"{k}={v}" for k, v in labels.items())),
         "Label": lambda name: labels.get(name, ""),
         "Mounts": ",".join(mounts),
-        "LocalVolumes": "0",
+        "LocalVolumes": str(view.local_volumes),
         "Networks": view.network,
     }
     return Row(CONTAINER, values)
