@@ -542,6 +542,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                 },
                 # What pid 1 and every exec run with (root; a non-root user has none).
                 "EffectiveCaps": sorted(RunSpec.from_json(spec).capabilities()) if spec else [],
+                "Mounts": _mounts(spec),
                 "NetworkSettings": {"Ports": _published(spec)},
                 "LogPath": str(c.dir / LOG_NAME),
                 "UpperDir": str(c.upper),
@@ -554,6 +555,28 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     else:
         print(json.dumps(docs, indent=2))
     return code
+
+
+def _mounts(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Docker's inspect `Mounts` (what `{{range .Mounts}}{{.Name}} {{.Destination}}{{end}}`
+    reads): volumes with their name and driver, binds, tmpfs."""
+    from rootless.runspec import Volume
+
+    out: list[dict[str, Any]] = []
+    for v in (Volume.from_json(doc) for doc in spec.get("volumes") or ()):
+        m: dict[str, Any] = {"Type": v.kind}
+        if v.kind == "volume":
+            m |= {"Name": v.name, "Source": str(v.source), "Driver": "local"}
+        else:
+            m["Source"] = str(v.source) if v.kind == "bind" else ""
+        m |= {
+            "Destination": v.target,
+            "Mode": "ro" if v.readonly else "",
+            "RW": not v.readonly,
+            "Propagation": "rprivate" if v.kind == "bind" else "",
+        }
+        out.append(m)
+    return out
 
 
 def _published(spec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

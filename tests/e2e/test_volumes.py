@@ -212,9 +212,20 @@ def test_anonymous_volumes_go_with_rm_v_and_run_rm_named_ones_stay(seeded: Rsbox
     assert named in made and len(made) == 3  # -v /anon, the image's /data, the named one
     anonymous = made - {named}
     assert all(re.fullmatch(r"[0-9a-f]{64}", a) for a in anonymous)
-    ps = seeded("ps", "-a", "--filter", f"name={c1}", "--format", "{{.LocalVolumes}} {{.Mounts}}")
+    ps = seeded(
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        f"name={c1}",
+        "--format",
+        "{{.LocalVolumes}} {{.Mounts}}",
+    )
     count, mounts = ps.stdout.split()
     assert count == "3" and named in mounts.split(",")
+    mounts_of = "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}};{{end}}"
+    shown = seeded("inspect", "--format", mounts_of, c1, check=True).stdout
+    assert f"volume {named} /named true;" in shown and " /anon true;" in shown
     seeded("rm", "-v", c1, check=True)
     assert _volumes(seeded) - before == {named}
     # run --rm: the image's VOLUME goes with the container (foreground and detached).
@@ -308,6 +319,9 @@ def test_prune_removes_exactly_the_unused_volumes(fresh: Rsbox) -> None:
     size = float(line["Size"].rstrip("kMB")) * {"kB": 1e3, "MB": 1e6}[line["Size"][-2:]]
     assert abs(size - _du(*(rs.root / "volumes").iterdir())) <= 0.01 * size
 
+    verbose = rs("system", "df", "-v", check=True).stdout
+    assert re.search(r"\nused-named +1 +\S+\n", verbose), verbose
+    assert re.search(r"\nunused-named +0 +3\d\d(\.\d+)?kB\n", verbose), verbose
     # volume_prune.md (Docker 23+): anonymous unused volumes only...
     res = rs("volume", "prune", "-f", check=True)
     (gone,) = anon_gone
