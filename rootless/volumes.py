@@ -208,12 +208,14 @@ class Volumes:
             rec, _ = self.create(v.name, anonymous=v.anonymous)
             copy_up = False
             if rec.needs_copy_up:
-                copy_up = "nocopy" not in v.options.split(",") and not any(
-                    os.scandir(rec.mountpoint)
-                )
-                doc = rec.to_json() | {"NeedsCopyUp": False}
-                with self.store.lock():
-                    atomic_write_json(self.path(rec.name) / RECORD, doc)
+                with self.store.lock():  # two containers starting at once: one fills it
+                    rec = self.get(rec.name)
+                    if rec.needs_copy_up:
+                        with os.scandir(rec.mountpoint) as entries:
+                            empty = next(entries, None) is None
+                        copy_up = empty and "nocopy" not in v.options.split(",")
+                        doc = rec.to_json() | {"NeedsCopyUp": False}
+                        atomic_write_json(self.path(rec.name) / RECORD, doc)
             out.append(replace(v, source=rec.mountpoint, copy_up=copy_up))
         return tuple(out)
 
