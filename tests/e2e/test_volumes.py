@@ -253,6 +253,7 @@ def test_ls_and_inspect_print_dockers_shapes(tmp_path: Path) -> None:
         ("DRIVER", "VOLUME NAME"), ("local", "daleks"), ("local", "rosemary"), ("local", "tyler")
     )
     assert rs("volume", "ls", "-q", check=True).stdout == "daleks\nrosemary\ntyler\n"
+    assert rs("volume", "list", "-q", check=True).stdout == "daleks\nrosemary\ntyler\n"
     assert rs("volume", "ls", "--format", "{{.Name}}: {{.Driver}}", check=True).stdout == (
         "daleks: local\nrosemary: local\ntyler: local\n"
     )
