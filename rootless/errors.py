@@ -10,6 +10,7 @@
      |    +-- StoreFull         a write would leave less than the reserve free
      +-- ContainerError        unknown container, name in use, ...
      +-- ConfigError           a configuration file (registries.conf, rsbox's config.toml)
+     +-- VolumeError           unknown volume, invalid name, volume in use
      +-- BuildError            a Containerfile or .dockerignore rsbox cannot build from
      +-- CommandNotFound       exit 127 (Docker's "command not found")
      +-- CommandNotExecutable  exit 126 (Docker's "cannot invoke")
@@ -70,6 +71,10 @@ class ContainerError(RsboxError):
 
 class ConfigError(RsboxError):
     """A configuration file rsbox cannot use; the message names the file and the key."""
+
+
+class VolumeError(RsboxError):
+    pass
 
 
 class BuildError(RsboxError):

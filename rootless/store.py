@@ -478,6 +478,12 @@ class Store:
         finally:
             os.close(fd)  # releases the lock
 
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The writer lock alone, for records kept beside the database (rootless.volumes):
+        whoever holds it sees the containers table as no other command changes it. Never
+        call a method that writes the database while holding it (the same lock)."""
+        return self._flock(self.root / "lock")
+
     @contextlib.contextmanager
     def _writer(self) -> Iterator[sqlite3.Connection]:
         """The writer lock plus one IMMEDIATE transaction (committed on success)."""

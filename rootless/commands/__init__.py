@@ -29,6 +29,7 @@ MODULES = (
     "rootless.commands.changes",
     "rootless.commands.info",
     "rootless.commands.system",
+    "rootless.commands.volumes",
     "rootless.commands.policy",
     "rootless.commands.completion",
 )

@@ -24,7 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    r.add_argument(
+        "-v", "--volume", action="append", default=[], metavar="SRC|NAME:DST[:ro]", help="or DST"
+    )
+    r.add_argument(
+        "--mount", action="append", default=[], metavar="type=bind|volume|tmpfs,src=,dst=[,ro]"
+    )
+    r.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]")
     r.add_argument("-w", "--workdir", metavar="DIR")
     r.add_argument("-u", "--user", metavar="UID[:GID]")
     r.add_argument("--hostname", metavar="NAME")
@@ -121,6 +127,7 @@ def _present(store: Store, ref: str) -> bool:
 
 def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.launch.caps import parse_cap
+    from rootless.mountspec import parse_mount_flag, parse_tmpfs_flag
     from rootless.runspec import RunSpec, Volume
 
     settings = ctx.settings()  # the config file's defaults; flags override them
@@ -142,7 +149,11 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         interactive=ns.interactive,
         tty=ns.tty,
         env=tuple(ns.env),
-        volumes=tuple(Volume.parse(v) for v in ns.volume),
+        volumes=(
+            *(Volume.parse(v) for v in ns.volume),
+            *(parse_mount_flag(m) for m in ns.mount),
+            *(parse_tmpfs_flag(t) for t in ns.tmpfs),
+        ),
         workdir=ns.workdir,
         user=ns.user,
         hostname=ns.hostname,
