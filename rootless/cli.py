@@ -30,14 +30,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     from rootless.errors import RsboxError
 
     try:
-        from rootless.store import image_store_list
-
         ns = build_parser().parse_args(args)
         ctx = Context(
-            root=ns.root,
-            helper=helper,
-            image_stores=image_store_list(ns.image_store),
-            tmp_root=ns.tmp_root,
+            root=ns.root, helper=helper, image_stores=tuple(ns.image_store), tmp_root=ns.tmp_root
         )
         code = int(ns.handler(ns, ctx))
     except RsboxError as exc:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
+    from rootless.config import Settings
     from rootless.launch.prefork import Helper
     from rootless.store import Store
 
@@ -28,7 +29,9 @@ MODULES = (
     "rootless.commands.changes",
     "rootless.commands.info",
     "rootless.commands.system",
+    "rootless.commands.volumes",
     "rootless.commands.policy",
+    "rootless.commands.completion",
 )
 
 
@@ -41,11 +44,25 @@ class Context:
     helper: Helper | None = None
     image_stores: tuple[Path, ...] = ()  # --image-store, in order (rootless.store)
     tmp_root: Path | None = None  # --tmp-root (rootless.storefs)
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """rsbox's config file (rootless.config), read once; flags override it."""
+        if self._settings is None:
+            from rootless.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     def store(self) -> Store:
-        from rootless.store import Store
+        from rootless.store import Store, default_root, image_store_list
 
-        return Store.open(self.root, image_stores=self.image_stores, tmp_root=self.tmp_root)
+        settings = self.settings()
+        return Store.open(
+            self.root or default_root(settings),
+            image_stores=image_store_list(self.image_stores, settings.image_stores),
+            tmp_root=self.tmp_root,
+        )
 
 
 Handler = Callable[[argparse.Namespace, Context], int]
@@ -63,7 +80,10 @@ def build_parser() -> Parser:
         prog="rsbox", description="Rootless containers for people who do not have root."
     )
     parser.add_argument(
-        "--root", type=Path, help="store directory (default: $RSBOX_ROOT or $XDG_DATA_HOME/rsbox)"
+        "--root",
+        type=Path,
+        help="store directory (default: $RSBOX_ROOT, the config file's [storage] root, "
+        "or $XDG_DATA_HOME/rsbox)",
     )
     parser.add_argument(
         "--image-store",

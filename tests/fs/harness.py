@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from fs import server
+from fs import kcache, server
 from fs.resolve import META_DIR
 from fs.union import UnionSpec
 
@@ -49,6 +49,7 @@ def main() -> int:
         help="mount a ramfs (no user.* xattrs) on the upper first: we are root in a user "
         "and mount namespace, where ramfs is one of the filesystems anyone may mount",
     )
+    ap.add_argument("--kernel-cache", type=kcache.Mode, default=None)  # 0, opendir, 1
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
     if ns.ramfs_upper:
@@ -56,7 +57,7 @@ def main() -> int:
         subprocess.run(["mount", "-t", "ramfs", "none", str(ns.upper)], check=True)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
-    server.mount(spec, ns.mountpoint)
+    server.mount(spec, ns.mountpoint, kernel_cache=ns.kernel_cache)
     # The launcher forks (and may unshare) right after mount(): it must leave us with one
     # thread. /proc counts threads started by C code too, not only Python's.
     threads = len(os.listdir("/proc/self/task"))
@@ -78,6 +79,7 @@ def main() -> int:
         meta_dir = ns.upper / META_DIR
         where = f"{len(os.listdir(meta_dir))} files" if meta_dir.is_dir() else "user.* xattrs"
         print(f"harness: upper metadata in {where}", file=sys.stderr)
+        print(f"harness: kernel cache: {kcache.status().detail}", file=sys.stderr)
     finally:
         server.close()
     return code
