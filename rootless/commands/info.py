@@ -14,7 +14,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def show_info(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.info import render_info, render_store
 
+    from rootless.errors import RsboxError
+
     print(render_info())
-    with ctx.store() as store:
+    try:  # info reports what it can: a store that cannot be opened is one line of it
+        store = ctx.store()
+    except RsboxError as exc:
+        print(f"store: UNUSABLE {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        return 0
+    with store:
         print(render_store(store))
     return 0
