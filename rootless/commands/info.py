@@ -12,9 +12,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def show_info(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.info import render_info, render_store
-
     from rootless.errors import RsboxError
+    from rootless.info import render_info, render_store
 
     print(render_info())
     try:  # info reports what it can: a store that cannot be opened is one line of it
