@@ -2,8 +2,8 @@
 
 The built-in `fakeroot` profile answers the chown and set*id families with "success, no
 effect" in the filter itself. Under a single-id map rsbox does better: those calls, and the
-get*id family that must agree with them, are SCMP_ACT_NOTIFY, and the launcher's P1 answers
-them (rootless/launch/fakeroot.py): it keeps each process's emulated credentials and
+get*id and stat families that must agree with them, are SCMP_ACT_NOTIFY, and the launcher's
+P1 answers them (rootless/launch/fakeroot.py): it keeps each process's emulated credentials and
 records chowns of files on the union in the union's metadata, so committed layers keep
 the owners the container set.
 
@@ -37,7 +37,10 @@ SET_IDS = [
     "setgroups",
 ]
 GET_IDS = ["getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups"]
-NOTIFIED = (*CHOWN, *SET_IDS, *GET_IDS)
+# So that the container sees the owners it set (`stat -c %U`, and programs that copy an
+# owner: useradd's new /etc/shadow, cp -a, tar -c).
+STAT = ("stat", "lstat", "fstat", "newfstatat", "statx")
+NOTIFIED = (*CHOWN, *SET_IDS, *GET_IDS, *STAT)
 
 
 def owner_profile_dict() -> dict[str, Any]:

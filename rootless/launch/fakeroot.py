@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import socket
 import struct
 from pathlib import Path
@@ -53,6 +54,15 @@ _SYS_OPENAT2 = 437  # the same number on every architecture rsbox supports
 MAPPED_IDS = range(0, 65536)  # what a subordinate range gives: the ids we accept
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+# struct stat differs per architecture (st_uid, st_gid: two u32 at this offset); statx not.
+_MACHINE = platform.machine()
+STAT_SIZE = {"x86_64": 144, "aarch64": 128}
+STAT_IDS = {"x86_64": 28, "aarch64": 24}
+STATX_SIZE, STATX_IDS = 256, 20
+_SYS_NEWFSTATAT = {"x86_64": 262, "aarch64": 79}
+_SYS_STATX = {"x86_64": 332, "aarch64": 291}
+_AT_STATX_SYNC_TYPE = 0x6000
 
 
 class _OpenHow(ctypes.Structure):
@@ -136,6 +146,8 @@ class Answerer:
                 return self._get(notif, name, creds, args)
             if name.startswith("set"):
                 return self._set(notif, name, tgid, creds, args)
+            if "stat" in name:
+                return await self._stat(notif, name, args)
             return await self._chown(notif, name, creds, args)
         except OSError as exc:
             return notify.Answer(error=exc.errno or errno.EIO)
@@ -263,6 +275,55 @@ class Answerer:
             os.close(fd)  # held until now: it keeps the union's inode alive
         return notify.Answer()
 
+    # --- the stat family ------------------------------------------------------------------
+
+    async def _stat(self, notif: notify.SeccompNotif, name: str, args: list[int]) -> notify.Answer:
+        """Most files show their true owner already (root's, under a single-id map): those,
+        and anything we cannot or need not look at, the kernel answers itself (CONTINUE is
+        safe here: no verdict depends on what the arguments point to). The others are
+        stat'ed here and their ids replaced in the kernel's own struct."""
+        mask = 0
+        if name == "fstat":
+            dirfd, path_addr, buf, flags = _int(args[0]), None, args[1], AT_EMPTY_PATH
+        elif name in ("stat", "lstat"):
+            dirfd, path_addr, buf = AT_FDCWD, args[0], args[1]
+            flags = AT_SYMLINK_NOFOLLOW if name == "lstat" else 0
+        elif name == "newfstatat":
+            dirfd, path_addr, buf, flags = _int(args[0]), args[1], args[2], args[3] & 0xFFFFFFFF
+        else:  # statx(dirfd, path, flags, mask, buf)
+            dirfd, path_addr, flags = _int(args[0]), args[1], args[2] & 0xFFFFFFFF
+            mask, buf = args[3] & 0xFFFFFFFF, args[4]
+        try:
+            path = None
+            if path_addr is not None:
+                fd = notify.open_memory(notif.pid, notif.id, self.listener)
+                try:
+                    path = notify.read_string(fd, path_addr)
+                finally:
+                    os.close(fd)
+            found = await trio.to_thread.run_sync(
+                _inspect_target, notif.pid, dirfd, path, flags, self.rootfs
+            )
+        except OSError:
+            return notify.CONTINUE  # the kernel says what is wrong with the arguments
+        fd, ino, on_union, _ = found
+        try:
+            owner = server.owner(ino) if on_union else None
+            raw = None
+            if owner is not None:
+                raw = await trio.to_thread.run_sync(_raw_stat, fd, name == "statx", flags, mask)
+        finally:
+            os.close(fd)
+        if raw is None or owner is None:
+            return notify.CONTINUE
+        layout = STATX_IDS if name == "statx" else STAT_IDS[_MACHINE]
+        shown = struct.unpack_from("=II", raw, layout)
+        if shown == owner:
+            return notify.CONTINUE
+        struct.pack_into("=II", raw, layout, *owner)
+        self._write(notif, buf, raw)
+        return notify.Answer()
+
 
 def _inspect_target(
     pid: int, dirfd: int, path: bytes | None, flags: int, rootfs: Path
@@ -278,6 +339,34 @@ def _inspect_target(
         os.close(fd)
         raise
     return fd, st.st_ino, on_union, readonly
+
+
+def _raw_stat(fd: int, extended: bool, flags: int, mask: int) -> bytearray:
+    """The kernel's struct stat (or statx) of O_PATH `fd`, as the caller's syscall would
+    have filled it; blocking (a FUSE getattr), so in a worker thread."""
+    buf = ctypes.create_string_buffer(STATX_SIZE if extended else STAT_SIZE[_MACHINE])
+    if extended:
+        sync = flags & _AT_STATX_SYNC_TYPE
+        rc = _libc.syscall(
+            ctypes.c_long(_SYS_STATX[_MACHINE]),
+            ctypes.c_int(fd),
+            ctypes.c_char_p(b""),
+            ctypes.c_int(AT_EMPTY_PATH | sync),
+            ctypes.c_uint(mask),
+            buf,
+        )
+    else:
+        rc = _libc.syscall(
+            ctypes.c_long(_SYS_NEWFSTATAT[_MACHINE]),
+            ctypes.c_int(fd),
+            ctypes.c_char_p(b""),
+            buf,
+            ctypes.c_int(AT_EMPTY_PATH),
+        )
+    if rc < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return bytearray(buf.raw)
 
 
 def _int(value: int) -> int:
