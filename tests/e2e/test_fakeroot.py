@@ -147,8 +147,9 @@ for call in (lambda: os.setuid(0), lambda: os.seteuid(0), lambda: os.setgroups([
         print("allowed")
     except OSError as e:
         print(e.strerror)
+print(end="", flush=True)
 if os.fork() == 0:
-    print("child", os.getresuid())
+    print("child", os.getresuid(), flush=True)
     os._exit(0)
 os.wait()
 open("/tmp/mine", "w").close()
