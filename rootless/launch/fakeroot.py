@@ -154,6 +154,18 @@ class Answerer:
 
     # --- get*id ---------------------------------------------------------------------------
 
+    def _read_path(self, notif: notify.SeccompNotif, addr: int) -> bytes:
+        """The path argument at `addr`; the id is checked again once it is read, so that
+        what we act on was the waiting caller's (seccomp_unotify(2), "Design goals")."""
+        fd = notify.open_memory(notif.pid, notif.id, self.listener)
+        try:
+            path = notify.read_string(fd, addr)
+        finally:
+            os.close(fd)
+        if not notify.notif_id_valid(self.listener, notif.id):
+            raise OSError(errno.ENOENT, "the caller is gone")
+        return path
+
     def _write(self, notif: notify.SeccompNotif, addr: int, data: bytes) -> None:
         fd = notify.open_memory(notif.pid, notif.id, self.listener, write=True)
         try:
@@ -244,13 +256,7 @@ class Answerer:
             path_addr, uid, gid = args[0], args[1], args[2]
             flags = AT_SYMLINK_NOFOLLOW if name == "lchown" else 0
         uid, gid = owners.check_id(uid, MAPPED_IDS), owners.check_id(gid, MAPPED_IDS)
-        path = None
-        if path_addr is not None:
-            fd = notify.open_memory(notif.pid, notif.id, self.listener)
-            try:
-                path = notify.read_string(fd, path_addr)
-            finally:
-                os.close(fd)
+        path = None if path_addr is None else self._read_path(notif, path_addr)
         try:
             target = await trio.to_thread.run_sync(
                 _inspect_target, notif.pid, dirfd, path, flags, self.rootfs
@@ -294,13 +300,7 @@ class Answerer:
             dirfd, path_addr, flags = _int(args[0]), args[1], args[2] & 0xFFFFFFFF
             mask, buf = args[3] & 0xFFFFFFFF, args[4]
         try:
-            path = None
-            if path_addr is not None:
-                fd = notify.open_memory(notif.pid, notif.id, self.listener)
-                try:
-                    path = notify.read_string(fd, path_addr)
-                finally:
-                    os.close(fd)
+            path = None if path_addr is None else self._read_path(notif, path_addr)
             found = await trio.to_thread.run_sync(
                 _inspect_target, notif.pid, dirfd, path, flags, self.rootfs
             )
@@ -321,7 +321,7 @@ class Answerer:
         if shown == owner:
             return notify.CONTINUE
         struct.pack_into("=II", raw, layout, *owner)
-        self._write(notif, buf, raw)
+        self._write(notif, buf, bytes(raw))
         return notify.Answer()
 
 

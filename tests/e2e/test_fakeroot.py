@@ -44,7 +44,16 @@ PY
 mkdir /t && tar -xpf /tmp/t.tar -C /t && rm /tmp/t.tar
 su bob -c 'mkdir /home/bob/made && touch /home/bob/made/f && ln -s made /home/bob/ln'
 runuser -u bob -g staff2 -- touch /x/by-runuser
+cp -a /opt/a /opt/copy
+stat -c '%n %U:%G %a' /x /y /s /opt/a/b/f /t/src/d/h /home/bob/made /x/by-runuser
+stat -L -c '%n %U:%G' /opt/a/b/l; find /opt/a/b/l -printf '%p %u:%g\n'
 """
+# What the container itself sees: the same under both maps.
+SEEN = (
+    "/x bob:bob 755\n/y bob:bob 4755\n/s bob:root 755\n/opt/a/b/f bob:staff2 644\n"
+    "/t/src/d/h 1001:1002 640\n/home/bob/made bob:bob 755\n/x/by-runuser bob:staff2 644\n"
+    "/opt/a/b/l bob:staff2\n/opt/a/b/l 1001:1001\n"
+)
 
 # What the script means: (uid, gid, mode) of the entries it makes, as any full map shows.
 EXPECTED = {
@@ -62,6 +71,8 @@ EXPECTED = {
     "home/bob/made/f": (1000, 1000, 0o644),
     "home/bob/ln": (1000, 1000, 0o777),
     "x/by-runuser": (1000, 2000, 0o644),
+    "opt/copy/b/f": (1000, 2000, 0o644),  # cp -a copies the owner it sees
+    "opt/copy/b/l": (1001, 1001, 0o777),
 }
 # Written by useradd/su with times or random content that differ from run to run; their
 # headers are compared all the same (only mtimes and sizes are left out).
@@ -97,12 +108,13 @@ def _headers(members: dict[str, tarfile.TarInfo]) -> set[Header]:
 
 def _run_and_commit(
     rsbox: Rsbox, image: str, opts: tuple[str, ...], script: str, tmp_path: Path
-) -> dict[str, tarfile.TarInfo]:
+) -> tuple[str, dict[str, tarfile.TarInfo]]:
+    """(the script's output, the committed layer)."""
     name = f"owners-{os.urandom(4).hex()}"
     res = rsbox.run("--name", name, *opts, image, "sh", "-c", script, timeout=600)
     try:
         assert res.returncode == 0, res.stderr
-        return _top_layer(rsbox, name, tmp_path)
+        return res.stdout, _top_layer(rsbox, name, tmp_path)
     finally:
         rsbox("rm", "-f", name)
 
@@ -115,10 +127,12 @@ def _check_expected(members: dict[str, tarfile.TarInfo]) -> None:
 def test_chown_set_ids_and_new_files_are_committed_as_under_a_full_map(
     rsbox: Rsbox, debian: str, full_map: bool, tmp_path: Path
 ) -> None:
-    single = _run_and_commit(rsbox, debian, FAKEROOT, SCRIPT, tmp_path)
+    seen, single = _run_and_commit(rsbox, debian, FAKEROOT, SCRIPT, tmp_path)
+    assert seen == SEEN
     _check_expected(single)
     if full_map:  # the user with a range: the same script, real ids, real chown
-        full = _run_and_commit(rsbox, debian, ("--userns", "auto"), SCRIPT, tmp_path)
+        seen, full = _run_and_commit(rsbox, debian, ("--userns", "auto"), SCRIPT, tmp_path)
+        assert seen == SEEN
         _check_expected(full)
         assert _headers(single) == _headers(full)
 
@@ -186,9 +200,10 @@ def test_apt_installs_a_package_and_keeps_its_owners(
     # unpacks, after apt itself dropped to _apt to download (and checked that it did).
     script = (
         "apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends at"
-        " >/dev/null && test -x /usr/bin/at"
+        " >/dev/null && stat -c '%U:%G %a' /var/spool/cron/atjobs /usr/bin/at"
     )
-    layer = _run_and_commit(rsbox, debian, FAKEROOT, script, tmp_path)
+    seen, layer = _run_and_commit(rsbox, debian, FAKEROOT, script, tmp_path)
+    assert seen == "daemon:daemon 1770\ndaemon:daemon 6755\n"
     for path in ("var/spool/cron/atjobs", "var/spool/cron/atspool"):
         m = layer[path]
         assert (m.uid, m.gid, m.mode) == (1, 1, 0o1770), path
