@@ -51,7 +51,7 @@ stat -L -c '%n %U:%G' /opt/a/b/l; find /opt/a/b/l -printf '%p %u:%g\n'
 # What the container itself sees: the same under both maps.
 SEEN = (
     "/x bob:bob 755\n/y bob:bob 4755\n/s bob:root 755\n/opt/a/b/f bob:staff2 644\n"
-    "/t/src/d/h 1001:1002 640\n/home/bob/made bob:bob 755\n/x/by-runuser bob:staff2 644\n"
+    "/t/src/d/h UNKNOWN:UNKNOWN 640\n/home/bob/made bob:bob 755\n/x/by-runuser bob:staff2 644\n"
     "/opt/a/b/l bob:staff2\n/opt/a/b/l 1001:1001\n"
 )
 
