@@ -23,7 +23,9 @@ What is emulated, and its limits:
   exited is judged by its new parent (the container's init): wrong only if the dead
   parent had changed credentials after the fork and the child never made a notified call.
 - Records are keyed by thread-group id and the process's start time (so a reused pid never
-  inherits a dead process's record), and dropped once their process is gone (`sweep`).
+  inherits a dead process's record), and dropped once their process is gone (`sweep`,
+  whenever the table has doubled). Every process seen gets one, so that a second call
+  costs one read of /proc/PID/stat.
 
 Pids: FUSE requests and seccomp notifications both carry the calling *thread's* id in
 the pid namespace of the process that mounted /dev/fuse and that receives the
@@ -218,12 +220,13 @@ def _children(proc: Path, pid: int) -> list[int]:
 class CredentialTable:
     """Emulated credentials per process, as P1 sees the container's pids (module essay)."""
 
-    SWEEP_EVERY = 512
-
-    def __init__(self, proc: Path = Path("/proc")) -> None:
+    def __init__(self, proc: Path = Path("/proc"), outside: int = 0) -> None:
+        """`outside`: the pid (as `proc` shows it) whose children are the container's
+        edge: P1, parent of P2, parent of the container's pid 1."""
         self.proc = proc
+        self.outside = outside
         self._records: dict[int, tuple[int, Credentials]] = {}  # tgid -> (start, creds)
-        self._writes = 0
+        self._next_sweep = 1024
         self.anyone_dropped = False  # some process set a non-root fsuid/fsgid (fast path)
 
     def __len__(self) -> int:
@@ -240,48 +243,60 @@ class CredentialTable:
 
     def lookup(self, tid: int) -> tuple[int, Credentials] | None:
         """(thread-group id, credentials) of thread `tid`, None if it is gone. A process
-        without a record gets its nearest recorded ancestor's, and keeps a copy."""
+        without a record gets its nearest recorded ancestor's (root's if none, up to the
+        container's edge), and keeps a copy: next time one /proc read answers."""
+        fields = _stat_fields(self.proc, tid)
+        if fields is None:
+            return None
+        rec = self._records.get(tid)
+        if rec is not None and rec[0] == fields[1]:
+            return tid, rec[1]  # a recorded process (its main thread): the common case
         tgid = _tgid(self.proc, tid)
         if tgid is None:
             return None
-        pid, chain = tgid, []
-        found = ROOT
-        for _ in range(MAX_ANCESTORS):
-            fields = _stat_fields(self.proc, pid)
+        if tgid != tid:
+            fields = _stat_fields(self.proc, tgid)
             if fields is None:
+                return None
+            known = self._recorded(tgid, fields[1])
+            if known is not None:
+                return tgid, known
+        ppid, start = fields
+        found, pid = ROOT, ppid
+        for _ in range(MAX_ANCESTORS):
+            if pid <= 0 or pid == self.outside:
                 break
-            ppid, start = fields
-            creds = self._recorded(pid, start)
+            up = _stat_fields(self.proc, pid)
+            if up is None:
+                break
+            creds = self._recorded(pid, up[1])
             if creds is not None:
                 found = creds
                 break
-            chain.append((pid, start))
-            if ppid <= 0:
-                break
-            pid = ppid
-        if not chain or chain[0][0] != tgid:
-            return tgid, found
-        if found != ROOT:  # root is what a missing record means anyway
-            self._records[tgid] = (chain[0][1], found)
+            pid = up[0]
+        self._remember(tgid, start, found)
         return tgid, found
+
+    def _remember(self, tgid: int, start: int, creds: Credentials) -> None:
+        self._records[tgid] = (start, creds)
+        if len(self._records) >= self._next_sweep:
+            self.sweep()
+            self._next_sweep = 2 * len(self._records) + 1024
 
     def set(self, tgid: int, new: Credentials) -> None:
         """Record `new` for `tgid`; its unrecorded children keep the credentials they had."""
         fields = _stat_fields(self.proc, tgid)
         if fields is None:
             return
-        old = self._records.get(tgid, (fields[1], ROOT))[1]
+        old = self._recorded(tgid, fields[1]) or ROOT
         if old != new:
             for child in _children(self.proc, tgid):
                 cf = _stat_fields(self.proc, child)
                 if cf is not None and self._recorded(child, cf[1]) is None:
-                    self._records[child] = (cf[1], old)
-        self._records[tgid] = (fields[1], new)
+                    self._remember(child, cf[1], old)
         if new.fsuid or new.fsgid:
             self.anyone_dropped = True
-        self._writes += 1
-        if self._writes % self.SWEEP_EVERY == 0:
-            self.sweep()
+        self._remember(tgid, fields[1], new)
 
     def fs_owner(self, tid: int) -> tuple[int, int] | None:
         """The (fsuid, fsgid) a file created by thread `tid` gets, when not root's."""

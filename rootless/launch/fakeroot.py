@@ -125,9 +125,9 @@ def _ids(values: bytes) -> tuple[int, ...]:
 class Answerer:
     """Answers one notification at a time (policies.notify.serve calls it)."""
 
-    def __init__(self, listener: int, rootfs: Path, table: CredentialTable) -> None:
+    def __init__(self, listener: int, union_dev: int, table: CredentialTable) -> None:
         self.listener = listener
-        self.rootfs = rootfs
+        self.union_dev = union_dev  # st_dev of the union (what the container's / shows)
         self.table = table
         self.names = notified_numbers()
         self.arch = native_arch_token()
@@ -259,7 +259,7 @@ class Answerer:
         path = None if path_addr is None else self._read_path(notif, path_addr)
         try:
             target = await trio.to_thread.run_sync(
-                _inspect_target, notif.pid, dirfd, path, flags, self.rootfs
+                _inspect_target, notif.pid, dirfd, path, flags, self.union_dev, True
             )
         except OSError as exc:
             if exc.errno == errno.ELOOP and path is not None:
@@ -302,7 +302,7 @@ class Answerer:
         try:
             path = None if path_addr is None else self._read_path(notif, path_addr)
             found = await trio.to_thread.run_sync(
-                _inspect_target, notif.pid, dirfd, path, flags, self.rootfs
+                _inspect_target, notif.pid, dirfd, path, flags, self.union_dev, False
             )
         except OSError:
             return notify.CONTINUE  # the kernel says what is wrong with the arguments
@@ -326,15 +326,15 @@ class Answerer:
 
 
 def _inspect_target(
-    pid: int, dirfd: int, path: bytes | None, flags: int, rootfs: Path
+    pid: int, dirfd: int, path: bytes | None, flags: int, union_dev: int, writing: bool
 ) -> tuple[int, int, bool, bool]:
-    """(O_PATH fd, st_ino, on the union, read-only mount) of the chown's target. In a
-    worker thread: every call here may be a FUSE request that our trio thread answers."""
+    """(O_PATH fd, st_ino, on the union, on a read-only mount if `writing`) of the call's
+    target. In a worker thread: each step may be a FUSE request our trio thread answers."""
     fd = open_target(pid, dirfd, path, flags)
     try:
         st = os.fstat(fd)
-        on_union = st.st_dev == os.stat(rootfs).st_dev
-        readonly = on_union and bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+        on_union = st.st_dev == union_dev
+        readonly = writing and on_union and bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
     except BaseException:
         os.close(fd)
         raise
@@ -388,6 +388,7 @@ async def serve_owners(sock: socket.socket, rootfs: Path) -> None:
         return  # the container failed before it installed the filter
     finally:
         sock.close()
-    table = CredentialTable()
+    union_dev = (await trio.to_thread.run_sync(os.stat, rootfs)).st_dev  # a FUSE getattr
+    table = CredentialTable(outside=os.getpid())  # P2, our child, is the container's edge
     server.emulate_owners(table.fs_owner)
-    await notify.serve(listener, Answerer(listener, rootfs, table))
+    await notify.serve(listener, Answerer(listener, union_dev, table))

@@ -104,9 +104,10 @@ class FakeProc:
         (d / "stat").write_text(f"{pid} (a (weird) name) {' '.join(fields)}\n")
         (d / "status").write_text(f"Name:\tx\nTgid:\t{pid}\nPid:\t{pid}\n")
         (d / "task" / str(pid) / "children").write_text("")
-        for tid in threads:
+        for tid in threads:  # /proc/TID of a thread: its own start time, the same parent
             t = self.root / str(tid)
             t.mkdir(exist_ok=True)
+            (t / "stat").write_text(f"{tid} (x) {' '.join(fields[:19])} {start + 1} 0\n")
             (t / "status").write_text(f"Name:\tx\nTgid:\t{pid}\nPid:\t{tid}\n")
         parent = self.root / str(ppid) / "task" / str(ppid) / "children"
         if parent.exists():
