@@ -166,3 +166,33 @@ def test_files_get_the_emulated_fs_ids_and_sweep_forgets_the_dead(proc: FakeProc
     assert table.fs_owner(10) is None
     table.sweep()
     assert len(table) == 0
+
+
+# --- Union.chown: what a chown answered by fakeroot records -------------------------------
+
+
+def test_union_chown_records_true_owners_and_drops_what_the_kernel_drops(tmp_path: Path) -> None:
+    import stat
+
+    from fs.meta import EntryMeta
+    from fs.union import ROOT_INODE, Union, UnionSpec
+    from tests.fs.layers import make_layer
+
+    caps = {"security.capability": b"\x01\x00\x00\x02" + b"\x00" * 16}
+    meta = {
+        "suid": EntryMeta(0, 0, stat.S_IFREG | 0o6755, xattrs=caps),
+        "sgid-noexec": EntryMeta(0, 0, stat.S_IFREG | 0o2644),
+        "dir": EntryMeta(0, 0, stat.S_IFDIR | 0o2755),
+    }
+    lower = make_layer(tmp_path / "l0", {"suid": "x", "sgid-noexec": "y", "dir/": ""}, meta)
+    # A single-id map shows every other id as 0; the truth is kept all the same.
+    u = Union(UnionSpec((lower,), tmp_path / "upper", range(0, 1)))
+    ino = {n: u.lookup(ROOT_INODE, n).ino for n in meta}
+    shown = u.chown(ino["suid"], 1000, None)
+    assert (shown.uid, shown.gid, shown.mode) == (0, 0, stat.S_IFREG | 0o755)
+    assert u.owner(ino["suid"]) == (1000, 0)
+    assert u.listxattr(ino["suid"]) == []  # the file capability goes too
+    u.chown(ino["sgid-noexec"], None, 42)  # setgid without group-exec: mandatory locking
+    assert u.getattr(ino["sgid-noexec"]).mode == stat.S_IFREG | 0o2644
+    u.chown(ino["dir"], 7, 7)  # directories keep their bits
+    assert (u.owner(ino["dir"]), u.getattr(ino["dir"]).mode) == ((7, 7), stat.S_IFDIR | 0o2755)
