@@ -194,7 +194,7 @@ def test_dropped_ids_stick_and_own_new_files(
 
 
 def test_apt_installs_a_package_and_keeps_its_owners(
-    rsbox: Rsbox, debian: str, tmp_path: Path
+    rsbox: Rsbox, debian: str, full_map: bool, tmp_path: Path
 ) -> None:
     # `at` ships /var/spool/cron/atjobs as daemon:daemon 1770: dpkg chowns what it
     # unpacks, after apt itself dropped to _apt to download (and checked that it did).
@@ -209,3 +209,7 @@ def test_apt_installs_a_package_and_keeps_its_owners(
         assert (m.uid, m.gid, m.mode) == (1, 1, 0o1770), path
     at = layer["usr/bin/at"]
     assert (at.uid, at.gid, at.mode) == (1, 1, 0o6755)  # dpkg's chown, then its chmod
+    if full_map:  # apt and dpkg with real ids: the same layer headers
+        seen, full = _run_and_commit(rsbox, debian, ("--userns", "auto"), script, tmp_path)
+        assert seen == "daemon:daemon 1770\ndaemon:daemon 6755\n"
+        assert _headers(layer) == _headers(full)
