@@ -45,6 +45,7 @@ mkdir /t && tar -xpf /tmp/t.tar -C /t && rm /tmp/t.tar
 su bob -c 'mkdir /home/bob/made && touch /home/bob/made/f && ln -s made /home/bob/ln'
 runuser -u bob -g staff2 -- touch /x/by-runuser
 cp -a /opt/a /opt/copy
+cd /home/bob && touch rel && chown 1001:1001 ./rel && cd /
 stat -c '%n %U:%G %a' /x /y /s /opt/a/b/f /t/src/d/h /home/bob/made /x/by-runuser
 stat -L -c '%n %U:%G' /opt/a/b/l; find /opt/a/b/l -printf '%p %u:%g\n'
 """
@@ -71,6 +72,7 @@ EXPECTED = {
     "home/bob/made/f": (1000, 1000, 0o644),
     "home/bob/ln": (1000, 1000, 0o777),
     "x/by-runuser": (1000, 2000, 0o644),
+    "home/bob/rel": (1001, 1001, 0o644),  # a path relative to the caller's cwd
     "opt/copy/b/f": (1000, 2000, 0o644),  # cp -a copies the owner it sees
     "opt/copy/b/l": (1001, 1001, 0o777),
 }
@@ -143,6 +145,19 @@ def test_without_fakeroot_a_single_id_map_refuses_chown(rsbox: Rsbox, debian: st
     assert res.returncode == 1 and "Invalid argument" in res.stderr, res.stderr
     res = rsbox.run("--rm", *FAKEROOT, debian, "sh", "-c", probe)
     assert res.returncode == 0, res.stderr
+
+
+def test_off_the_union_a_chown_succeeds_without_effect(rsbox: Rsbox, debian: str) -> None:
+    # /dev/shm is a tmpfs of the container, not the union: nothing can keep an owner there
+    # that the single-id map cannot show, so it is plain `fakeroot`'s "no effect"; the same
+    # chown on the union is kept.
+    probe = (
+        "touch /dev/shm/f /f && chown 1000 /dev/shm/f /f && stat -c %u /dev/shm/f /f"
+        " && chown 1000 /no/such/file"
+    )
+    res = rsbox.run("--rm", *FAKEROOT, debian, "sh", "-c", probe)
+    assert res.stdout == "0\n1000\n"
+    assert res.returncode == 1 and "No such file or directory" in res.stderr, res.stderr
 
 
 # apt's own check of its privilege drop (apt-pkg/contrib/fileutl.cc DropPrivileges), and
