@@ -37,6 +37,7 @@ FUSE facts this module is shaped by:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -168,6 +169,21 @@ class UnionOps(pyfuse3.Operations):
         self.dirs_by_inode = False
         # security.capability by inode (None: it has none), for getxattr.
         self._caps: dict[int, bytes | None] = {}
+        # fakeroot under a single-id map (fs.owners): the emulated (fsuid, fsgid) of the
+        # calling thread, when it is not root's; None: the kernel's ids (ctx.uid/gid).
+        self.owner_of: Callable[[int], tuple[int, int] | None] | None = None
+
+    def _creator(self, ctx: pyfuse3.RequestContext) -> tuple[int, int]:
+        emulated = self.owner_of(ctx.pid) if self.owner_of is not None else None
+        return emulated if emulated is not None else (ctx.uid, ctx.gid)
+
+    async def record_chown(self, inode: int, uid: int | None, gid: int | None) -> None:
+        """A chown answered outside FUSE (fakeroot's seccomp answers): as `setattr`."""
+        try:
+            await self._upper_copy(inode)
+            self.union.chown(inode, uid, gid)
+        finally:
+            self._caps.clear()  # security.capability may be gone (Union.chown)
 
     async def _aside(self, wait: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """`await wait()` while another session loop answers the kernel (this request's
@@ -287,14 +303,15 @@ class UnionOps(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         mode &= ~ctx.umask
-        return _entry(self.union.mkdir(parent_inode, _name(name), mode, ctx.uid, ctx.gid))
+        return _entry(self.union.mkdir(parent_inode, _name(name), mode, *self._creator(ctx)))
 
     @_errors
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         mode &= ~ctx.umask
-        return _entry(self.union.mknod(parent_inode, _name(name), mode, rdev, ctx.uid, ctx.gid))
+        uid, gid = self._creator(ctx)
+        return _entry(self.union.mknod(parent_inode, _name(name), mode, rdev, uid, gid))
 
     @_errors
     @_changes_meta
@@ -313,7 +330,7 @@ class UnionOps(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return _entry(
-            self.union.symlink(parent_inode, _name(name), os.fsdecode(target), ctx.uid, ctx.gid)
+            self.union.symlink(parent_inode, _name(name), os.fsdecode(target), *self._creator(ctx))
         )
 
     @_errors
@@ -357,7 +374,8 @@ class UnionOps(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         mode &= ~ctx.umask
-        fh, attr = self.union.create(parent_inode, _name(name), mode, flags, ctx.uid, ctx.gid)
+        uid, gid = self._creator(ctx)
+        fh, attr = self.union.create(parent_inode, _name(name), mode, flags, uid, gid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
 
     @_errors
@@ -490,6 +508,33 @@ _mounted: UnionOps | None = None  # pyfuse3 allows one mount per process
 def inode_count() -> int:
     """Nodes in the mounted union's inode table (what the kernel holds, about)."""
     return 0 if _mounted is None else len(_mounted.union.nodes)
+
+
+def emulate_owners(owner_of: Callable[[int], tuple[int, int] | None]) -> None:
+    """Files created through the mounted union get `owner_of(pid)` as owners when it says
+    so (fs.owners.CredentialTable.fs_owner; `pid` is the caller's thread id as we see it)."""
+    if _mounted is not None:
+        _mounted.owner_of = owner_of
+
+
+def owner(ino: int) -> tuple[int, int]:
+    """The true owner of inode `ino` of the mounted union (on the trio thread)."""
+    assert _mounted is not None
+    return _mounted.union.owner(ino)
+
+
+async def chown(ino: int, uid: int | None, gid: int | None) -> None:
+    """Record a chown of inode `ino` (see Union.chown). The kernel may still hold the old
+    attributes: call `forget_attributes` next, from a worker thread."""
+    assert _mounted is not None
+    await _mounted.record_chown(ino, uid, gid)
+
+
+def forget_attributes(ino: int) -> None:
+    """Make the kernel ask for inode `ino`'s attributes again. Blocking (pyfuse3 writes to
+    /dev/fuse): call it from a worker thread, never from a handler."""
+    with contextlib.suppress(OSError):  # ENOENT: the kernel has forgotten the inode already
+        pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), attr_only=True)
 
 
 def mount(spec: UnionSpec, mountpoint: Path, *, kernel_cache: kcache.Mode | None = None) -> None:

@@ -969,6 +969,26 @@ class Union:
                 os.utime(target, ns=times, follow_symlinks=False)
         return self._attr(node)
 
+    def owner(self, ino: int) -> tuple[int, int]:
+        """The true (uid, gid) of a node: what the image or a chown said, never clamped."""
+        meta = self._entry_meta(self.node(ino))
+        return meta.uid, meta.gid
+
+    def chown(self, ino: int, uid: int | None, gid: int | None) -> Attr:
+        """chown(2) by a caller allowed to, as the kernel does it (fs/open.c chown_common):
+        new ids and, on anything but a directory, the setuid bit, the setgid bit of a
+        group-executable file and the file capability dropped. That is what a real chown
+        under a full id map sends us as setattr (+ removexattr), so both record the same."""
+        node = self.node(ino)
+        meta = self._entry_meta(node)
+        mode = None
+        if not node.is_dir:
+            kill = stat.S_ISUID | (stat.S_ISGID if meta.mode & stat.S_IXGRP else 0)
+            mode = meta.mode & ~kill if meta.mode & kill else None
+            if "security.capability" in meta.xattrs:
+                self.removexattr(ino, "security.capability")
+        return self.setattr(ino, mode=mode, uid=uid, gid=gid)
+
     def _own_upper_dir(self, node: Node) -> None:
         """An upper dir shown with the image's metadata (the upper root, made by the
         launcher) gets that metadata written, so that changes to it stick."""

@@ -12,10 +12,15 @@ How the kernel behaves (Documentation/userspace-api/seccomp_filter.rst, seccomp_
 - SECCOMP_IOCTL_NOTIF_SEND answers one notification by id: an errno/return value, or
   SECCOMP_USER_NOTIF_FLAG_CONTINUE to let the syscall run as if unfiltered. ENOENT means
   the caller has gone (killed by a signal while waiting): not an error for us.
-- SECCOMP_IOCTL_NOTIF_ID_VALID tells whether an id is still pending (needed before acting
-  on pointer arguments read from /proc/PID/mem; we read integers only).
+- SECCOMP_IOCTL_NOTIF_ID_VALID tells whether an id is still pending. Pointer arguments
+  are read from /proc/PID/mem, and PID may have died and been reused between RECV and
+  the open: open the mem file, *then* check the id (the open file stays bound to the
+  memory of the process it was opened for), then read or write through it.
+- `pid` in a notification is the calling *thread's* id, in the pid namespace of the
+  process that called RECV.
 
-`policies.learn` builds on this; the launcher calls `receive_listener` and `supervise`.
+`policies.learn` builds on this (`supervise`); fakeroot's owner emulation
+(rootless/launch/fakeroot.py) on `serve`, `Answer` and the memory helpers.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import os
 import platform
 import select
 import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -170,6 +177,63 @@ async def receive_listener(sock: socket.socket) -> int:
         return fds[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a notified syscall returns: `val`, or fails with errno `error` (positive), or
+    runs as if unfiltered (`proceed`)."""
+
+    val: int = 0
+    error: int = 0
+    proceed: bool = False
+
+
+CONTINUE = Answer(proceed=True)
+
+
+def open_memory(pid: int, notif_id: int, listener_fd: int, *, write: bool = False) -> int:
+    """/proc/PID/mem of the caller of notification `notif_id`, opened and then checked to
+    belong to that caller still (see the module's essay). ENOENT if it is gone."""
+    fd = os.open(f"/proc/{pid}/mem", (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC)
+    if not notif_id_valid(listener_fd, notif_id):
+        os.close(fd)
+        raise OSError(errno.ENOENT, "the caller is gone", f"/proc/{pid}/mem")
+    return fd
+
+
+def read_memory(mem_fd: int, addr: int, size: int) -> bytes:
+    """`size` bytes at `addr` of the caller; EFAULT (as the kernel would say) if unmapped."""
+    try:
+        data = os.pread(mem_fd, size, addr) if size else b""
+    except OSError as exc:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT)) from exc
+    if len(data) != size:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+    return data
+
+
+def read_string(mem_fd: int, addr: int, limit: int = 4096) -> bytes:
+    """The NUL-terminated string at `addr`, read page by page (a string may end right
+    before an unmapped page); ENAMETOOLONG past `limit` bytes, as for a path."""
+    out = b""
+    while len(out) < limit:
+        chunk = 4096 - (addr + len(out)) % 4096
+        piece = read_memory(mem_fd, addr + len(out), min(chunk, limit - len(out)))
+        end = piece.find(b"\0")
+        if end >= 0:
+            return out + piece[:end]
+        out += piece
+    raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+
+
+def write_memory(mem_fd: int, addr: int, data: bytes) -> None:
+    try:
+        n = os.pwrite(mem_fd, data, addr)
+    except OSError as exc:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT)) from exc
+    if n != len(data):
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+
+
 async def supervise(
     listener_fd: int,
     recorder: Recorder,
@@ -178,6 +242,23 @@ async def supervise(
 ) -> None:
     """Record every notified syscall and let it continue, until no process is left under
     the filter; then close `listener_fd`. Start with `nursery.start`."""
+
+    async def record(notif: SeccompNotif) -> Answer:
+        d = notif.data
+        recorder.record(d.arch, d.nr, list(d.args))
+        return CONTINUE
+
+    await serve(listener_fd, record, task_status=task_status)
+
+
+async def serve(
+    listener_fd: int,
+    answer: Callable[[SeccompNotif], Awaitable[Answer]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer every notified syscall with `answer`, one at a time, until no process is
+    left under the filter; then close `listener_fd`. Start with `nursery.start`."""
     task_status.started()
     try:
         while True:
@@ -193,10 +274,12 @@ async def supervise(
                 if exc.errno in (errno.ENOENT, errno.EINTR):  # the caller died meanwhile
                     continue
                 raise
-            d = notif.data
-            recorder.record(d.arch, d.nr, list(d.args))
+            reply = await answer(notif)
             try:
-                notif_continue(listener_fd, notif.id)
+                if reply.proceed:
+                    notif_continue(listener_fd, notif.id)
+                else:
+                    notif_send(listener_fd, notif.id, error=-reply.error, val=reply.val)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise

@@ -6,6 +6,7 @@
                  signals, relay the exit status or the error line
     p1.py        the FUSE server and monitor: user + mount namespace, union rootfs, stdio
     supervise.py P1's trio half: serve FUSE, relay the pty or pipes, log, learn
+    fakeroot.py  P1 answers fakeroot's chown/set*id/get*id/stat under a single-id map
     p2.py        the namespaces of the container; the guard that kills pid 1 from outside
     p3.py        pid 1: mounts (mountplan.py), pivot_root, then become()
     exec.py      `rsbox exec`: join the namespaces from outside, then become(outside=True)

@@ -97,7 +97,6 @@ def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = 
         image = store.resolve_image(spec.image)
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
-        learn_program = _learn_program() if spec.seccomp_learn else None
         spec = replace(spec, volumes=_named_mounts(store, spec, image))
         config: dict[str, object] = {
             "image": spec.image,
@@ -121,9 +120,7 @@ def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = 
         lifecycle.atomic_write_json(
             container.dir / lifecycle.CONFIG_NAME, config, durable=spec.detach
         )
-        launch = _launch(
-            store, container, image, spec, plan, bpf, caps, learn_program=learn_program
-        )
+        launch = _launch(store, container, image, spec, plan, bpf, caps)
         lifecycle.save_bpf(container.dir, bpf)
         launched = True
         code = spawn_run(helper, launch)
@@ -164,36 +161,49 @@ def _launch(
     bpf: bytes | None,
     caps: frozenset[str],
     *,
-    learn_program: bytes | None = None,
     restart_count: int = 0,
 ) -> Launch:
     """What the process tree needs for this container (run and start alike)."""
     from rootless.launch.initbin import init_binary
 
+    idmap = host_idmap(spec.userns)
+    notify_program = _notify_program(store, spec, caps, idmap.full)
     return Launch(
         spec=spec,
         plan=plan,
         layers=image.layers,
         upper=container.upper,
         rootfs=container.rootfs,
-        idmap=host_idmap(spec.userns),
-        # Learning wants to see every syscall: no enforcing filter under it.
-        bpf=None if learn_program else bpf,
+        idmap=idmap,
+        # Learning wants to see every syscall: no enforcing filter under it; fakeroot's
+        # notifying filter is the enforcing one (policies.fakeroot).
+        bpf=None if notify_program else bpf,
         caps=caps,  # the set the filter was compiled for
         etc_files=etc_files(container.dir, plan.hostname, spec.network, spec.add_hosts),
         cid=container.id,
         cdir=container.dir,
         store_root=store.root,
         restart_count=restart_count,
-        learn_program=learn_program,
+        notify_program=notify_program,
         init_binary=init_binary() if spec.init else None,
     )
 
 
-def _learn_program() -> bytes:
-    from policies.learn import learn_filter
+def _notify_program(
+    store: Store, spec: RunSpec, caps: frozenset[str], full_idmap: bool
+) -> bytes | None:
+    """The filter P3 installs with a listener that P1 answers: --seccomp-learn's, or, for
+    `fakeroot` under a single-id map, the one that keeps true owners (policies.fakeroot;
+    the saved filter `exec` uses stays plain `fakeroot`: nobody answers an exec's calls)."""
+    if spec.seccomp_learn:
+        from policies.learn import learn_filter
 
-    return learn_filter()
+        return learn_filter()
+    if spec.seccomp == "fakeroot" and not full_idmap:
+        from policies.fakeroot import owner_program
+
+        return owner_program(store.cache_dir, caps)
+    return None
 
 
 def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = False) -> int:

@@ -97,9 +97,9 @@ def main(pipes: Pipes) -> None:
             hint="check that /dev/fuse is usable by you (rsbox info)",
         ) from exc
     pty_p1, pty_p3 = _socketpair(launch.spec.tty, socket.SOCK_STREAM)
-    # --seccomp-learn: P3 sends the filter's listener fd; we supervise it.
-    learn_p1, learn_p3 = _socketpair(launch.learn_program is not None, socket.SOCK_SEQPACKET)
-    if launch.learn_program is not None:
+    # --seccomp-learn or fakeroot's true owners: P3 sends the filter's listener fd to us.
+    learn_p1, learn_p3 = _socketpair(launch.notify_program is not None, socket.SOCK_SEQPACKET)
+    if launch.notify_program is not None:
         # P3 installs the filter after pivot_root, when our modules are out of its reach.
         import policies.learn
         import policies.notify  # noqa: F401
@@ -144,15 +144,18 @@ def main(pipes: Pipes) -> None:
             if detach:
                 _let_go_of_p0(pipes, rundir)
 
-    learning = None
+    learning = owners = None
     if learn_p1 is not None and launch.spec.seccomp_learn is not None:
         learning = (learn_p1, launch.spec.seccomp_learn)
+    elif learn_p1 is not None:  # fakeroot under a single-id map: we answer (true owners)
+        owners = (learn_p1, launch.rootfs)
     watch = Watch(
         pid2=pid2,
         pty_sock=pty_p1,
         interactive=launch.spec.interactive,
         logs=stdio.logs,
         learn=learning,
+        owners=owners,
         inputs=tuple(stdio.inputs),
         outputs=tuple(stdio.outputs),
         log_file=(launch.cdir / lifecycle.LOG_NAME, launch.spec.log_options()),

@@ -185,6 +185,6 @@ def main(pid1: Pid1) -> None:
     if pid1.wired >= 0 and _read_byte(pid1.wired) != WIRED:
         os._exit(125)  # P1 reported why
     learning = None
-    if pid1.learn_sock is not None and launch.learn_program is not None:
-        learning = Learning(launch.learn_program, pid1.learn_sock)
+    if pid1.learn_sock is not None and launch.notify_program is not None:
+        learning = Learning(launch.notify_program, pid1.learn_sock)
     become(proc, error_fd=pid1.error_fd, terminal=slave, learning=learning)

@@ -71,7 +71,9 @@ class Launch(NamedTuple):
     cdir: Path  # the container's directory in the store (config, state, log)
     store_root: Path  # for `run -d --rm`: the monitor removes the container
     restart_count: int  # --restart: how many times the monitor restarted it so far
-    learn_program: bytes | None  # --seccomp-learn: the NOTIFY filter P3 installs
+    # A filter P3 installs with a listener whose fd goes to P1: --seccomp-learn's (spec says
+    # so), or fakeroot's true-owner filter under a single-id map (policies.fakeroot).
+    notify_program: bytes | None
     init_binary: Path | None  # --init: rsbox-init, bound at /dev/init
 
 

@@ -335,6 +335,8 @@ class Watch:
     # run in a worker thread once the server runs, so that pid 1's mounts, which need the
     # server, overlap it. Done in a thread, not a task: it may start slirp4netns.
     wire: Callable[[], None] | None = None
+    # fakeroot under a single-id map: the listener socket and the rootfs (launch.fakeroot)
+    owners: tuple[socket.socket, Path] | None = None
 
 
 async def _supervise(w: Watch) -> int:
@@ -349,6 +351,10 @@ async def _supervise(w: Watch) -> int:
 
             recorder = Recorder()
             nursery.start_soon(_learn, w.learn[0], recorder)
+        if w.owners is not None:
+            from rootless.launch.fakeroot import serve_owners
+
+            nursery.start_soon(serve_owners, *w.owners)
         nursery.start_soon(_relay_signals, w.pid2, master)
         # Every copy of the container's output should reach its end before we return.
         done = trio.Event()

@@ -158,7 +158,8 @@ def test_fakeroot_lets_package_managers_chown_under_a_single_id_map(
 ) -> None:
     # With one id mapped, uid 1000 does not exist in the container: chown fails (EINVAL)
     # and mknod of a device fails (EPERM), as dpkg and rpm would see them, unless
-    # `fakeroot` turns both into a success that changes nothing.
+    # `fakeroot`: the device mknod becomes a success that changes nothing, and the chown is
+    # kept as the file's true owner (rootless/launch/fakeroot.py; tests/e2e/test_fakeroot).
     res = rsbox.run(
         "--rm",
         "--userns",
@@ -173,6 +174,6 @@ def test_fakeroot_lets_package_managers_chown_under_a_single_id_map(
     )
     if works:
         assert res.returncode == 0, res.stderr
-        assert res.stdout == "0 regular empty file\n0 fifo\nf\np\n"
+        assert res.stdout == "1000 regular empty file\n0 fifo\nf\np\n"
     else:
         assert res.returncode != 0 and "chown" in res.stderr
