@@ -96,10 +96,12 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
     # the same kind of command where writing is allowed does write: the reader's own store
     assert (tmp_path / "mine" / "store.db").stat().st_size > 0
 
-    # 2. the owner pulls into it while a container runs from it
+    # 2. the owner pulls into it while a container runs from it (-i: `read` waits for our
+    # "go"; without it stdin is /dev/null, both cats run at once, and the second line can
+    # land in readline's buffer, which communicate() does not read)
     running = subprocess.Popen(
         mine.argv(
-            "--image-store", str(shared), "run", "--rm", first,
+            "--image-store", str(shared), "run", "--rm", "-i", first,
             "sh", "-c", "cat /etc/which.txt; read x; cat /etc/which.txt",
         ),
         stdin=subprocess.PIPE,
