@@ -44,6 +44,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from .containers_lookup import find_row, root_dir
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
 from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
 
@@ -272,11 +273,7 @@ class LayerInfo:
 
 def default_root() -> Path:
     """$RSBOX_ROOT, else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
-    if env := os.environ.get("RSBOX_ROOT"):
-        return Path(env)
-    if xdg := os.environ.get("XDG_DATA_HOME"):
-        return Path(xdg) / "rsbox"
-    return Path.home() / ".local" / "share" / "rsbox"
+    return Path(root_dir())
 
 
 def _now() -> str:
@@ -1006,25 +1003,8 @@ class Store:
         return f"rsbox_{secrets.token_hex(6)}"
 
     def container(self, ref: str) -> Container:
-        """By full id, name, or unique id prefix."""
-        rows = self._db.execute(
-            "SELECT id, name, image_id FROM containers WHERE id = ? OR name = ?", (ref, ref)
-        ).fetchall()
-        if not rows and _HEXPREFIX.fullmatch(ref):
-            rows = self._db.execute(
-                "SELECT id, name, image_id FROM containers WHERE substr(id, 1, ?) = ?",
-                (len(ref), ref),
-            ).fetchall()
-            if len(rows) > 1:
-                raise ContainerError(
-                    f"container id prefix {ref!r} is ambiguous", hint="use more digits"
-                )
-        if not rows:
-            raise ContainerError(
-                f"no such container: {ref}", hint="list containers with `rsbox ps -a`"
-            )
-        cid, name, image_id = rows[0]
-        return self._container(cid, name, image_id)
+        """By full id, name, or unique id prefix (rootless.containers_lookup)."""
+        return self._container(*find_row(self._db, ref))
 
     def containers(self) -> list[Container]:
         return [

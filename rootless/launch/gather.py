@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rootless import lifecycle
 from rootless.errors import UsageError
 from rootless.idmap import host_idmap
+from rootless.launch.become import process_of
 from rootless.launch.p0 import run as spawn_run
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import Launch
@@ -115,7 +116,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         launch = _launch(
             store, container, image, spec, plan, bpf, caps, learn_program=learn_program
         )
-        lifecycle.save_bpf(container.dir, bpf)
+        _save_for_exec(launch, bpf)
         launched = True
         code = spawn_run(helper, launch)
         if spec.detach:
@@ -167,6 +168,13 @@ def _launch(
     )
 
 
+def _save_for_exec(launch: Launch, bpf: bytes | None) -> None:
+    """What `exec` starts from, in the container's directory: the filter and the process
+    of pid 1 (so that exec neither recomputes them nor imports what computing takes)."""
+    lifecycle.save_bpf(launch.cdir, bpf)
+    lifecycle.save_process(launch.cdir, process_of(launch))
+
+
 def _learn_program() -> bytes:
     from policies.learn import learn_filter
 
@@ -192,9 +200,9 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     try:
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
-        lifecycle.save_bpf(container.dir, bpf)
         restarts = int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0)
         launch = _launch(store, container, image, spec, plan, bpf, caps, restart_count=restarts)
+        _save_for_exec(launch, bpf)
         launched = True
         return spawn_run(helper, launch)
     finally:
