@@ -82,8 +82,9 @@ def _defaults(image: Image) -> ImageDefaults:
     )
 
 
-def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
-    """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
+def run(store: Store, image: Image, spec: RunSpec, helper: Helper | None = None) -> int:
+    """Run `image` (resolved by the caller, once) from `store` (the caller's, left open).
+    `helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
     if spec.has_limits:
@@ -91,12 +92,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     helper = helper or Helper()
     launched = False
     container = None
-    store = None
     try:
-        from rootless.store import Store
-
-        store = Store.open(root)
-        image = store.resolve_image(spec.image)
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
         learn_program = _learn_program() if spec.seccomp_learn else None
@@ -127,7 +123,7 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     finally:
         if not launched:
             helper.abort()
-        if spec.remove and not spec.detach and container is not None and store is not None:
+        if spec.remove and not spec.detach and container is not None:
             store.remove_container(container.id)
             with contextlib.suppress(OSError):
                 shutil.rmtree(lifecycle.runtime_dir(container.id))
