@@ -2,7 +2,7 @@
 are its monitor and its pid 1 (from the runtime directory and /proc; rootless.lifecycle
 explains the lock), and the names of the files its launch saved for `exec`.
 
-Strings, not pathlib, and no other import: pathlib alone costs `exec` ~6 ms of CPU under
+Strings, not pathlib, and no other import: pathlib alone costs `exec` ~5 ms of CPU under
 load (rootless.commands.exec). rootless.lifecycle re-exports these for everyone else.
 """
 

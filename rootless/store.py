@@ -48,7 +48,7 @@ from .errors import ContainerError, ImageError, ImageNotFound, LayerError, Store
 
 if TYPE_CHECKING:
     # rootless.extract (tarfile, gzip, bz2, lzma...) is imported where layers are written:
-    # `run` and `exec` never do, and it cost every run ~5 ms of CPU (~11 under load).
+    # `run` and `exec` never do, and it cost every run 11-24 ms of CPU under load.
     from .extract import SpaceGuard
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -482,7 +482,7 @@ class Store:
 
     def mkdtemp(self, prefix: str) -> Path:
         """A new private directory in tmp/, as tempfile.mkdtemp makes one (without its
-        import, ~2 ms of every `run` under load)."""
+        import, ~4 ms of CPU of every `run` under load)."""
         while True:
             path = self.tmp / f"{prefix}{os.urandom(8).hex()}"
             try:
