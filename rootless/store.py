@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import stat
@@ -284,6 +282,8 @@ def _now() -> str:
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1024 * 1024):
@@ -728,7 +728,7 @@ class Store:
             return False
         blob = found[1]
         db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
-        gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
+        gone = self.tmp / f"gone-{diff_id}-{os.urandom(4).hex()}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.layer_dir(diff_id), gone)
         if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (blob,)).fetchone():
@@ -750,6 +750,8 @@ class Store:
         ``names`` must be normalised; a name already used by another image moves to this
         one (like ``docker tag``). Re-adding an existing image only adds names.
         """
+        import hashlib
+
         image_id = hashlib.sha256(config).hexdigest()
         try:
             doc = json.loads(config)
@@ -980,7 +982,9 @@ class Store:
                 f"invalid container name {name!r}",
                 hint="use letters, digits and . _ - (starting with a letter or digit)",
             )
-        cid = secrets.token_hex(32)
+        # os.urandom, as secrets.token_hex does, without secrets' import of hmac and
+        # hashlib, which loads OpenSSL (policies.program_cache has the figure).
+        cid = os.urandom(32).hex()
         work = self.mkdtemp("container-")
         try:
             for sub in ("upper", "rootfs"):
@@ -1018,11 +1022,14 @@ class Store:
 
     @staticmethod
     def _auto_name(db: sqlite3.Connection) -> str:
+        from random import SystemRandom  # secrets.choice's own source, without secrets
+
+        choice = SystemRandom().choice
         for _ in range(100):
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            name = f"{choice(_ADJECTIVES)}_{choice(_NOUNS)}"
             if not db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 return name
-        return f"rsbox_{secrets.token_hex(6)}"
+        return f"rsbox_{os.urandom(6).hex()}"
 
     def container(self, ref: str) -> Container:
         """By full id, name, or unique id prefix (rootless.containers_lookup)."""
