@@ -49,11 +49,24 @@ IMAGE = {
 GROUPS = {"container": CONTAINER, "image": IMAGE}
 
 
-def expand(argv: list[str]) -> list[str]:
-    """`[--root DIR] container ls ...` -> `[--root DIR] ps ...`; anything else as it is."""
+def _command_index(argv: list[str]) -> int:
+    """Where the command is: after the global options (`--root DIR`, `--root=DIR`)."""
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] == "--root" else 1
+    return i
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command word of an expanded argv (`run`, `exec`, `system`...), None if there is
+    none (`rsbox`, `rsbox --help`)."""
+    i = _command_index(argv)
+    return argv[i] if i < len(argv) else None
+
+
+def expand(argv: list[str]) -> list[str]:
+    """`[--root DIR] container ls ...` -> `[--root DIR] ps ...`; anything else as it is."""
+    i = _command_index(argv)
     if i + 1 >= len(argv):
         return argv
     verbs = GROUPS.get(argv[i])

@@ -3,37 +3,38 @@
 Errors are printed as one line, `rsbox: error: MESSAGE (hint: HINT)`, never a traceback
 (set RSBOX_DEBUG=1 to see one), with Docker's exit codes: 125 when rsbox fails, 126 when
 the command cannot be executed, 127 when it is not found, else the command's own status.
-The subcommands live in `rootless.commands`.
+The subcommands live in `rootless.commands`; only the one asked for is imported.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
 
-from rootless.launch.prefork import Helper, wants_helper
+TYPE_CHECKING = False  # typing costs ~5 ms of CPU under load: not on `exec`'s path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    from rootless.aliases import expand
+    from rootless.aliases import command_of, expand
 
     # Docker's management forms (`container ls`, `image rm`) are the plain verbs.
     args = expand(sys.argv[1:] if argv is None else list(argv))
+    command = command_of(args)
     helper = None
-    if wants_helper(args):
+    if command in ("run", "start"):
         # First thing: P1 imports the FUSE server while we do the rest (rootless.launch.prefork).
-        helper = Helper()
-    import os
+        from rootless.launch.prefork import Helper
 
+        helper = Helper()
     from rootless.commands import Context, build_parser
     from rootless.errors import RsboxError
 
     try:
-        ns = build_parser().parse_args(args)
-        ctx = Context(
-            root=ns.root, helper=helper, image_stores=tuple(ns.image_store), tmp_root=ns.tmp_root
-        )
+        ns = build_parser(command).parse_args(args)
+        ctx = Context(ns.root, helper, tuple(ns.image_store), ns.tmp_root)
         code = int(ns.handler(ns, ctx))
     except RsboxError as exc:
         print(exc.line(), file=sys.stderr)
@@ -46,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if helper is not None and not helper.used:
             helper.abort()
     sys.stdout.flush()
-    if helper is not None:
-        # `run`: the store is closed and the container gone; skip the interpreter's
-        # teardown of every module it loaded (~10 ms of each run).
+    if helper is not None or command == "exec":
+        # `run`, `exec`: the work is done and nothing is left to close; skip the
+        # interpreter's teardown of every module it loaded (~10 ms of each run).
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)

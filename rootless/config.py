@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rootless import locations
 from rootless.errors import ConfigError, UsageError
 
-SYSTEM_FILE = Path("/etc/rsbox/config.toml")
 HINT = "see 'Configuration' in rsbox's README"
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -53,12 +53,8 @@ class Settings:
 
 
 def config_files(env: Mapping[str, str] = os.environ) -> list[Path]:
-    """The files to read (those that exist), in order."""
-    if explicit := env.get("RSBOX_CONFIG"):
-        path = Path(explicit)
-        return [path] if path.is_file() else []
-    home = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
-    return [p for p in (SYSTEM_FILE, Path(home) / "rsbox" / "config.toml") if p.is_file()]
+    """The files to read (those that exist), in order (rootless.locations)."""
+    return [Path(p) for p in locations.config_files(env)]
 
 
 def load_settings(env: Mapping[str, str] = os.environ) -> Settings:

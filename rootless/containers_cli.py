@@ -621,18 +621,6 @@ def _top(ns: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _exec(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.launch.exec import exec_in
-
-    if not ns.cmd:
-        raise UsageError("exec needs a command", hint="rsbox exec CONTAINER COMMAND [ARG...]")
-    if ns.workdir is not None and not ns.workdir.startswith("/"):
-        raise UsageError(f"working directory {ns.workdir!r} is not absolute", hint="use -w /path")
-    with ctx.store() as store:
-        c = store.container(ns.container)
-    return exec_in(c.dir, c.id, ns.cmd, ns.env, ns.workdir, ns.user, ns.tty, ns.interactive)
-
-
 def _port(ns: argparse.Namespace, ctx: Context) -> int:
     """Docker's format: `80/tcp -> 0.0.0.0:8080`."""
     from rootless.network import Port

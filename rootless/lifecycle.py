@@ -23,19 +23,26 @@ import contextlib
 import fcntl
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rootless import running
 from rootless.errors import ContainerError, UsageError
+from rootless.running import BPF_NAME as BPF_NAME  # re-exported: everyone's names for them
+from rootless.running import PROCESS_NAME as PROCESS_NAME
+from rootless.running import children as children
+from rootless.running import container_pid as container_pid
+from rootless.running import monitor_pid as monitor_pid
+
+if TYPE_CHECKING:
+    from rootless.launch.become import Process
 
 LOG_NAME = "ctr.log"
 STATE_NAME = "state.json"
 CONFIG_NAME = "config.json"
-BPF_NAME = "seccomp.bpf"  # the filter pid 1 got, for `exec` (rootless.launch.exec)
 # Exit code shown for a container whose monitor died without recording one.
 LOST_EXIT_CODE = 137
 
@@ -47,10 +54,7 @@ def restart_limit(policy: str) -> int | None:
 
 
 def runtime_base() -> Path:
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
-        return Path(xdg) / "rsbox"
-    return Path(f"/tmp/rsbox-{os.getuid()}")
+    return Path(running.runtime_base())
 
 
 def runtime_dir(cid: str, create: bool = False) -> Path:
@@ -163,30 +167,6 @@ class State:
         return self.status == "running"
 
 
-def monitor_pid(cid: str) -> int | None:
-    """The monitor's pid while it holds its lock (0 if it has not written it), else
-    None."""
-    path = runtime_dir(cid) / "monitor.lock"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # Held: the monitor writes its pid right after taking the lock.
-            for _ in range(100):
-                text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                if text.isdigit() and int(text) > 1:
-                    return int(text)
-                time.sleep(0.01)
-            return 0  # running, pid unknown
-        return None
-    finally:
-        os.close(fd)
-
-
 def state_of(cid: str, cdir: Path) -> State:
     pid = monitor_pid(cid)
     doc = read_json(cdir / STATE_NAME)
@@ -252,20 +232,9 @@ def wait_monitor(cid: str) -> None:
         os.close(fd)
 
 
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def container_pid(monitor: int) -> int | None:
-    """The host pid of the container's pid 1: the child (P3) of the monitor's child (P2)."""
-    for p2 in children(monitor):
-        for p3 in children(p2):
-            return p3
-    return None
+def save_process(cdir: Path, proc: Process) -> None:
+    """What `exec` starts from: the process pid 1 became (rootless.launch.exec)."""
+    atomic_write_json(cdir / PROCESS_NAME, proc.to_json(), durable=False)
 
 
 def save_bpf(cdir: Path, bpf: bytes | None) -> None:

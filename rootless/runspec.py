@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rootless.environ import merge_env as merge_env  # re-exported
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
@@ -327,24 +328,6 @@ class ProcessPlan:
             user=str(doc["user"]),
             hostname=str(doc["hostname"]),
         )
-
-
-def merge_env(
-    base: Sequence[str], overrides: Sequence[str], host_env: Mapping[str, str]
-) -> list[str]:
-    """Image Env, then -e in order. `-e KEY` (no '=') copies KEY from the host, as Docker
-    does, and is dropped when the host does not have it."""
-    merged: dict[str, str] = {}
-    for item in base:
-        key, _, value = item.partition("=")
-        merged[key] = value
-    for item in overrides:
-        key, eq, value = item.partition("=")
-        if eq:
-            merged[key] = value
-        elif key in host_env:
-            merged[key] = host_env[key]
-    return [f"{k}={v}" for k, v in merged.items()]
 
 
 def plan_process(spec: RunSpec, image: ImageDefaults, container_id: str) -> ProcessPlan:

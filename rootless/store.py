@@ -32,15 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import stat
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,13 +45,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import storefs
-from .config import Settings
+from .containers_lookup import find_row
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
-from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
+from .locations import root_dir
 from .storefs import StoreFs, StorePlan
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+    # rootless.extract (tarfile, gzip, bz2, lzma...) is imported where layers are written:
+    # `run` and `exec` never do, and it cost every run 11-24 ms of CPU under load.
+    from .extract import SpaceGuard
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEXPREFIX = re.compile(r"[0-9a-f]{4,64}")
@@ -291,19 +295,13 @@ class LayerInfo:
 
 
 def default_root(settings: Settings | None = None) -> Path:
-    """$RSBOX_ROOT, else [storage] root of rsbox's config file (``settings``, else read
-    now: rootless.config), else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
-    if env := os.environ.get("RSBOX_ROOT"):
-        return Path(env)
+    """The store when --root is not given (rootless.locations.root_dir): $RSBOX_ROOT,
+    else [storage] root of rsbox's config file (``settings``, else read now), else
+    $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
     if settings is None:
-        from .config import load_settings
-
-        settings = load_settings()
-    if settings.root is not None:
-        return settings.root
-    if xdg := os.environ.get("XDG_DATA_HOME"):
-        return Path(xdg) / "rsbox"
-    return Path.home() / ".local" / "share" / "rsbox"
+        return Path(root_dir())
+    configured = None if settings.root is None else str(settings.root)
+    return Path(root_dir(configured=configured, read_config=False))
 
 
 def image_store_list(
@@ -321,6 +319,8 @@ def _now() -> str:
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1024 * 1024):
@@ -634,7 +634,15 @@ class Store:
             self._db.execute("COMMIT")
 
     def mkdtemp(self, prefix: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.tmp))
+        """A new private directory in tmp/, as tempfile.mkdtemp makes one (without its
+        import, ~4 ms of CPU of every `run` under load)."""
+        while True:
+            path = self.tmp / f"{prefix}{os.urandom(8).hex()}"
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            return path
 
     def space_guard(self, what: str) -> SpaceGuard:
         """What every write of a layer or blob into this store is charged to: it refuses
@@ -649,6 +657,8 @@ class Store:
             f"free some space there, or lower the reserve with {RESERVE_ENV}=SIZE "
             "(such as 1G; 0 keeps nothing free)"
         )
+        from .extract import SpaceGuard
+
         return SpaceGuard(self.root, reserve, what, hint=hint)
 
     # -- blobs and layers ---------------------------------------------------------------
@@ -661,6 +671,10 @@ class Store:
         ``blob sha256:...``)."""
         if guard is None:
             guard = self.space_guard(f"blob sha256:{(digest or '?')[:12]}")
+        import tempfile
+
+        from .extract import copy_stream_sparse
+
         fd, tmpname = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         tmp = Path(tmpname)
         try:
@@ -690,7 +704,7 @@ class Store:
         *,
         digest: str | None = None,
         diff_id: str | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = None,
         created: list[str] | None = None,
     ) -> LayerInfo:
         """Store the layer tarball ``blob`` once: verify, keep the blob, extract.
@@ -817,14 +831,17 @@ class Store:
             return db.execute("DELETE FROM names WHERE name = ?", (name,)).rowcount > 0
 
     def _extract_new_layer(
-        self, blob: Path, blob_digest: str, max_bytes: int, diff_id: str | None
+        self, blob: Path, blob_digest: str, max_bytes: int | None, diff_id: str | None
     ) -> tuple[LayerInfo, bool]:
         """Extract, verify, then move into place. Returns the layer and whether this call
         created it (False: another command stored the same diff_id meanwhile)."""
         work = self.mkdtemp("layer-")
         try:
+            from .extract import DEFAULT_MAX_BYTES, extract_layer
+
             guard = self.space_guard(f"layer sha256:{blob_digest[:12]}")
-            result = extract_layer(blob, work / "layer", max_bytes=max_bytes, guard=guard)
+            limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+            result = extract_layer(blob, work / "layer", max_bytes=limit, guard=guard)
             info = LayerInfo(diff_id=result.diff_id, blob=blob_digest, size=result.size)
             _check_diff_id(info, diff_id)
             self.add_blob(blob, blob_digest, guard)  # only once it proved to be a sound layer
@@ -875,7 +892,7 @@ class Store:
             return False
         blob = found[1]
         db.execute("DELETE FROM layers WHERE diff_id = ?", (diff_id,))
-        gone = self.tmp / f"gone-{diff_id}-{secrets.token_hex(4)}"
+        gone = self.tmp / f"gone-{diff_id}-{os.urandom(4).hex()}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(self.layer_dir(diff_id), gone)
         if not db.execute("SELECT 1 FROM layers WHERE blob = ?", (blob,)).fetchone():
@@ -897,6 +914,8 @@ class Store:
         ``names`` must be normalised; a name already used by another image moves to this
         one (like ``docker tag``). Re-adding an existing image only adds names.
         """
+        import hashlib
+
         image_id = hashlib.sha256(config).hexdigest()
         try:
             doc = json.loads(config)
@@ -906,6 +925,8 @@ class Store:
             raise ImageError("image config is not a JSON object")
         ImageConfig.from_oci(doc)  # validate early
         created = str(doc.get("created") or "")
+        import tempfile
+
         fd, tmpname = tempfile.mkstemp(prefix="config-", dir=self.tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(config)
@@ -1271,7 +1292,9 @@ class Store:
                 f"invalid container name {name!r}",
                 hint="use letters, digits and . _ - (starting with a letter or digit)",
             )
-        cid = secrets.token_hex(32)
+        # os.urandom, as secrets.token_hex does, without secrets' import of hmac and
+        # hashlib, which loads OpenSSL (policies.program_cache has the figure).
+        cid = os.urandom(32).hex()
         work = self.mkdtemp("container-")
         local = self._local_upper_dir()
         try:
@@ -1317,6 +1340,8 @@ class Store:
         if self.plan is None or not self.plan.local_uppers:
             return None
         base = storefs.private_dir(self.tmp_root)
+        import tempfile
+
         return Path(tempfile.mkdtemp(prefix="upper-", dir=base))
 
     @property
@@ -1336,32 +1361,18 @@ class Store:
 
     @staticmethod
     def _auto_name(db: sqlite3.Connection) -> str:
+        from random import SystemRandom  # secrets.choice's own source, without secrets
+
+        choice = SystemRandom().choice
         for _ in range(100):
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            name = f"{choice(_ADJECTIVES)}_{choice(_NOUNS)}"
             if not db.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 return name
-        return f"rsbox_{secrets.token_hex(6)}"
+        return f"rsbox_{os.urandom(6).hex()}"
 
     def container(self, ref: str) -> Container:
-        """By full id, name, or unique id prefix."""
-        rows = self._db.execute(
-            "SELECT id, name, image_id FROM containers WHERE id = ? OR name = ?", (ref, ref)
-        ).fetchall()
-        if not rows and _HEXPREFIX.fullmatch(ref):
-            rows = self._db.execute(
-                "SELECT id, name, image_id FROM containers WHERE substr(id, 1, ?) = ?",
-                (len(ref), ref),
-            ).fetchall()
-            if len(rows) > 1:
-                raise ContainerError(
-                    f"container id prefix {ref!r} is ambiguous", hint="use more digits"
-                )
-        if not rows:
-            raise ContainerError(
-                f"no such container: {ref}", hint="list containers with `rsbox ps -a`"
-            )
-        cid, name, image_id = rows[0]
-        return self._container(cid, name, image_id)
+        """By full id, name, or unique id prefix (rootless.containers_lookup)."""
+        return self._container(*find_row(self._db, ref))
 
     def containers(self) -> list[Container]:
         return [

@@ -12,7 +12,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Final
+
+TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
+if TYPE_CHECKING:
+    from typing import Final
 
 # CDLL(None): the libc already loaded; find_library() would fork /sbin/ldconfig.
 _libc = ctypes.CDLL(None, use_errno=True)

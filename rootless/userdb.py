@@ -8,29 +8,25 @@ supplementary groups come from /etc/group; HOME comes from the passwd entry ("/"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rootless.errors import UsageError
+from rootless.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class ExecUser:
+class ExecUser(Record):
     uid: int
     gid: int
     groups: tuple[int, ...]
     home: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Passwd:
+class _Passwd(Record):
     name: str
     uid: int
     gid: int
     home: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Group:
+class _Group(Record):
     name: str
     gid: int
     members: tuple[str, ...]

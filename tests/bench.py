@@ -5,7 +5,7 @@
 startup  median wall time of `rsbox run --rm IMG true` next to `podman run --rm` (runtime
          runc: crun refuses this kernel's hybrid cgroups), each with its default network
          (a private one: rsbox's pasta, podman's own choice) and with `--network none`;
-         `ch-run` and `bwrap` on the same busybox rootfs. Target: rsbox <= 0.75 x podman.
+         `ch-run` and `bwrap` on the same busybox rootfs. Target (issue 14): rsbox <= 0.5 x podman.
 memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
          helper) while one container runs.
 logs     a detached container flooding its log: the monitor's CPU per MiB at 40 and
@@ -137,7 +137,7 @@ def bench_startup(peers: Peers, runs: int) -> None:
     for net in ("", "/none"):
         if f"rsbox{net}" in results and f"podman{net}" in results:
             ratio = results[f"rsbox{net}"] / results[f"podman{net}"]
-            print(f"  target rsbox{net} <= 0.75x podman{net}: {ratio:.2f}x")
+            print(f"  target rsbox{net} <= 0.5x podman{net}: {ratio:.2f}x")
 
 
 def _tree(pid: int) -> list[int]:

@@ -1,5 +1,5 @@
-"""`rsbox ps|logs|stop|kill|start|restart|rm|wait|inspect|top|port|exec|rename|stats|
-pause|unpause` and `rsbox container prune`: the parsers.
+"""`rsbox ps|logs|stop|kill|start|restart|rm|wait|inspect|top|port|rename|stats|pause|
+unpause` and `rsbox container prune`: the parsers (`exec` has its own module).
 
 The handlers live in `rootless.containers_cli` and `rootless.verbs_cli`, imported only
 when one of these commands runs, so that `rsbox run` parses its command line without them.
@@ -85,16 +85,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=lazy("_inspect"))
-
-    p = sub.add_parser("exec", help="run a command in a running container")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-w", "--workdir", metavar="DIR")
-    p.add_argument("-u", "--user", metavar="UID[:GID]")
-    p.add_argument("container")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=lazy("_exec"))
 
     p = sub.add_parser("port", help="a container's published ports")
     p.add_argument("container")

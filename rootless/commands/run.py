@@ -12,7 +12,7 @@ from rootless.commands import Context
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
-    from rootless.store import Store
+    from rootless.store import Image, Store
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument(
         "--pull",
+        choices=("missing", "always", "never"),
         metavar="missing|always|never",
         help="pull the image first (default: missing, or the config file's [run] pull)",
     )
@@ -115,14 +116,22 @@ def seccomp_choice(opts: Sequence[str], default: str = "default") -> str:
     return choice
 
 
-def _present(store: Store, ref: str) -> bool:
+def _image(store: Store, ref: str, pull: str) -> Image:
+    """The image to run, resolved once; pulled first as `docker run --pull` does
+    (rootless.image_commands)."""
     from rootless.errors import ImageNotFound
 
-    try:
-        store.resolve_image(ref)
-    except ImageNotFound:
-        return False
-    return True
+    if pull != "always":
+        try:
+            return store.resolve_image(ref)
+        except ImageNotFound:
+            if pull == "never":
+                raise
+    # Only now: importing the pull machinery costs `run` ~60 ms.
+    from rootless.image_commands import ensure_image
+
+    ensure_image(store, ref, pull)
+    return store.resolve_image(ref)
 
 
 def _run(ns: argparse.Namespace, ctx: Context) -> int:
@@ -131,14 +140,10 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.runspec import RunSpec, Volume
 
     settings = ctx.settings()  # the config file's defaults; flags override them
-    pull = ns.pull or settings.pull or "missing"
-    if pull != "never":  # pull as `docker run` does (rootless.image_commands)
-        with ctx.store() as store:
-            if pull != "missing" or not _present(store, ns.image):
-                # Only now: importing the pull machinery costs `run` ~60 ms.
-                from rootless.image_commands import ensure_image
-
-                ensure_image(store, ns.image, pull)
+    # One store, opened once and left open: the CLI ends `run` with os._exit, and the
+    # close of the last connection would checkpoint the WAL (an fsync) on every start.
+    store = ctx.store()
+    image = _image(store, ns.image, ns.pull or settings.pull or "missing")
     network_mode, network_options = network_choice(
         ns.network if ns.network is not None else settings.network
     )
@@ -185,4 +190,4 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
     )
     from rootless.launch.gather import run
 
-    return run(ctx.store, spec, ctx.helper)
+    return run(store, image, spec, ctx.helper)

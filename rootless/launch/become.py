@@ -40,10 +40,7 @@ import errno
 import os
 import resource
 import signal
-import socket
 import stat
-from dataclasses import dataclass
-from typing import NoReturn
 
 from rootless import syscalls as sc
 from rootless.errors import (
@@ -56,7 +53,15 @@ from rootless.errors import (
 from rootless.launch import caps as capabilities
 from rootless.launch.protocol import SUPERVISED_SIGNALS, kill_quietly, supervise_child
 from rootless.launch.terminal import take_terminal
+from rootless.record import Record
 from rootless.userdb import ExecUser, resolve_user
+
+TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
+if TYPE_CHECKING:
+    import socket
+    from typing import Any, NoReturn
+
+    from rootless.launch.protocol import Launch
 
 # An /etc/passwd or /etc/group larger than this is not one (it may be a symlink to
 # /dev/zero in a hostile image): read no more.
@@ -64,8 +69,7 @@ MAX_USERDB_BYTES = 4 << 20
 INIT_PATH = "/dev/init"  # where p3 binds rsbox-init for --init (mountplan)
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
+class Process(Record):
     """The container process to become: what `run`'s plan or `exec`'s flags asked."""
 
     argv: tuple[str, ...]
@@ -78,9 +82,49 @@ class Process:
     bpf: bytes | None  # None: unconfined (no_new_privs all the same)
     init: bool = False  # --init: execute rsbox-init (INIT_PATH), which runs argv
 
+    def to_json(self) -> dict[str, object]:
+        """What `exec` starts from (rootless.lifecycle.save_process): this process but its
+        argv, its filter (seccomp.bpf beside it) and --init."""
+        return {
+            "env": list(self.env),
+            "cwd": self.cwd,
+            "user": self.user,
+            "full_idmap": self.full_idmap,
+            "caps": sorted(self.caps),
+            "rlimits": [list(r) for r in self.rlimits],
+        }
 
-@dataclass(frozen=True, slots=True)
-class Learning:
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], argv: tuple[str, ...], bpf: bytes | None) -> Process:
+        return cls(
+            argv=argv,
+            env=tuple(str(e) for e in doc["env"]),
+            cwd=str(doc["cwd"]),
+            user=str(doc["user"]),
+            full_idmap=bool(doc["full_idmap"]),
+            caps=frozenset(str(c) for c in doc["caps"]),
+            rlimits=tuple((int(r), int(s), int(h)) for r, s, h in doc["rlimits"]),
+            bpf=bpf,
+        )
+
+
+def process_of(launch: Launch) -> Process:
+    """The container's pid 1, as the Launch describes it (p3; saved for `exec` by gather)."""
+    spec, plan = launch.spec, launch.plan
+    return Process(
+        argv=plan.argv,
+        env=plan.env,
+        cwd=plan.cwd,
+        user=plan.user,
+        full_idmap=launch.idmap.full,
+        caps=launch.caps,
+        rlimits=tuple(spec.limits().rlimits()) if spec.has_limits else (),
+        bpf=launch.bpf,
+        init=spec.init,
+    )
+
+
+class Learning(Record):
     """--seccomp-learn: the NOTIFY filter to install and where its listener goes."""
 
     program: bytes

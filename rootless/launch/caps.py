@@ -53,10 +53,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Final
 
 from rootless import syscalls
 from rootless.errors import HostError, UsageError
+
+TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
+if TYPE_CHECKING:
+    from typing import Final
 
 # <linux/capability.h>: the name of capability N is NAMES[N].
 NAMES: Final[tuple[str, ...]] = (

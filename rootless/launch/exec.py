@@ -27,13 +27,10 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from rootless import syscalls as sc
+from rootless.environ import merge_env
 from rootless.errors import ContainerError
 from rootless.launch.become import Process, become
 from rootless.launch.protocol import (
@@ -47,6 +44,12 @@ from rootless.launch.protocol import (
     read_error,
 )
 from rootless.launch.terminal import Stdio, open_pty, raw_terminal, relayed_stdio
+from rootless.record import Record
+
+TYPE_CHECKING = False  # see rootless.commands.exec: what this path does not import
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Sequence
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (
@@ -61,8 +64,7 @@ NAMESPACES = (
 DRAIN_SECONDS = 2.0  # output still flowing after the command exited (daemons may hold it)
 
 
-@dataclass(frozen=True, slots=True)
-class ExecSpec:
+class ExecSpec(Record):
     pid: int  # host pid of the container's pid 1
     process: Process
     tty: bool
@@ -122,6 +124,8 @@ def _e1(
     join(ns_fds)
     slave = -1
     if pty_sock is not None:
+        import socket
+
         master, slave = open_pty("/")
         socket.send_fds(pty_sock, [PTY_MASTER], [master])
         os.close(master)
@@ -194,6 +198,8 @@ def execute(spec: ExecSpec) -> int:
     relay = relayed_stdio(spec.tty, spec.interactive)
     p0_sock, e1_sock = (None, None)
     if spec.tty:
+        import socket  # only for the pty's master: ~4 ms of import otherwise
+
         p0_sock, e1_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     p0 = os.getpid()
@@ -215,6 +221,8 @@ def execute(spec: ExecSpec) -> int:
     }
     try:
         if p0_sock is not None:
+            import socket
+
             fds: list[int] = []
             with contextlib.suppress(OSError):
                 _, fds, _, _ = socket.recv_fds(p0_sock, 16, 1)
@@ -238,7 +246,7 @@ def execute(spec: ExecSpec) -> int:
 
 
 def exec_in(
-    store_dir: Path,
+    cdir: str,
     cid: str,
     argv: Sequence[str],
     env: Sequence[str],
@@ -247,9 +255,10 @@ def exec_in(
     tty: bool,
     interactive: bool,
 ) -> int:
-    from rootless.idmap import host_idmap
-    from rootless.lifecycle import BPF_NAME, CONFIG_NAME, container_pid, monitor_pid, read_json
-    from rootless.runspec import RunSpec, merge_env
+    """`rsbox exec`: the process pid 1 became (its environment, user, working directory,
+    capabilities, limits, id map and seccomp filter, saved by the launch that started it:
+    rootless.lifecycle.save_process), with this command and these flags."""
+    from rootless.running import container_pid, monitor_pid
 
     mon = monitor_pid(cid)
     pid = container_pid(mon) if mon and mon > 1 else None
@@ -257,25 +266,68 @@ def exec_in(
         raise ContainerError(
             f"container {cid[:12]} is not running", hint=f"start it: rsbox start {cid[:12]}"
         )
-    config = read_json(store_dir / CONFIG_NAME)
-    plan = config.get("plan") or {}
-    run_spec = RunSpec.from_json(config.get("spec") or {"image": ""})
-    try:
-        bpf: bytes | None = (store_dir / BPF_NAME).read_bytes()
-    except FileNotFoundError:
-        bpf = None
-    base_env = list(plan.get("env") or [])
+    base = _saved_process(cdir) or _planned_process(cdir)
+    base_env = list(base.env)
     if tty and not any(e.startswith("TERM=") for e in base_env):
         base_env.append("TERM=xterm")
     # `-e KEY` copies KEY from the caller, as Docker does: the one way in for our env.
-    process = Process(
+    process = base._replace(
         argv=tuple(argv),
-        env=tuple(merge_env(base_env, list(env), dict(os.environ))),
-        cwd=workdir or str(plan.get("cwd") or "/"),
-        user=user if user is not None else str(plan.get("user") or ""),
+        env=tuple(merge_env(base_env, list(env), os.environ)),
+        cwd=workdir or base.cwd,
+        user=user if user is not None else base.user,
+    )
+    return execute(ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive))
+
+
+def _bpf(cdir: str) -> bytes | None:
+    from rootless.running import BPF_NAME
+
+    try:
+        with open(os.path.join(cdir, BPF_NAME), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _saved_process(cdir: str) -> Process | None:
+    """What the launch saved (rootless.lifecycle.save_process); None if it saved nothing."""
+    import json
+
+    from rootless.running import PROCESS_NAME
+
+    try:
+        with open(os.path.join(cdir, PROCESS_NAME), "rb") as f:
+            doc = json.load(f)
+        return Process.from_json(doc, (), _bpf(cdir))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ContainerError(
+            f"container {os.path.basename(cdir)[:12]}: damaged {PROCESS_NAME}: {exc}",
+            hint="restart the container (rsbox restart), which writes it again",
+        ) from exc
+
+
+def _planned_process(cdir: str) -> Process:
+    """A container started by an rsbox that saved no process: the plan, recomputed from
+    its config.json (as exec did before)."""
+    from pathlib import Path
+
+    from rootless.idmap import host_idmap
+    from rootless.lifecycle import CONFIG_NAME, read_json
+    from rootless.runspec import RunSpec
+
+    config = read_json(Path(cdir) / CONFIG_NAME)
+    plan = config.get("plan") or {}
+    run_spec = RunSpec.from_json(config.get("spec") or {"image": ""})
+    return Process(
+        argv=(),
+        env=tuple(plan.get("env") or ()),
+        cwd=str(plan.get("cwd") or "/"),
+        user=str(plan.get("user") or ""),
         full_idmap=host_idmap(run_spec.userns).full,
         caps=run_spec.capabilities(),
         rlimits=tuple(run_spec.limits().rlimits()) if run_spec.has_limits else (),
-        bpf=bpf,
+        bpf=_bpf(cdir),
     )
-    return execute(ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive))

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from rootless import lifecycle
 from rootless.errors import UsageError
 from rootless.idmap import host_idmap
+from rootless.launch.become import process_of
 from rootless.launch.p0 import run as spawn_run
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import Launch
@@ -82,8 +82,9 @@ def _defaults(image: Image) -> ImageDefaults:
     )
 
 
-def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = None) -> int:
-    """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
+def run(store: Store, image: Image, spec: RunSpec, helper: Helper | None = None) -> int:
+    """Run `image` (resolved by the caller, once) from `store` (the caller's, left open).
+    `helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
     if spec.has_limits:
@@ -91,10 +92,7 @@ def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = 
     helper = helper or Helper()
     launched = False
     container = None
-    store = None
     try:
-        store = open_store()
-        image = store.resolve_image(spec.image)
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
         spec = replace(spec, volumes=_named_mounts(store, spec, image))
@@ -121,7 +119,7 @@ def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = 
             container.dir / lifecycle.CONFIG_NAME, config, durable=spec.detach
         )
         launch = _launch(store, container, image, spec, plan, bpf, caps)
-        lifecycle.save_bpf(container.dir, bpf)
+        _save_for_exec(launch, bpf)
         launched = True
         code = spawn_run(helper, launch)
         if spec.detach:
@@ -132,7 +130,7 @@ def run(open_store: Callable[[], Store], spec: RunSpec, helper: Helper | None = 
     finally:
         if not launched:
             helper.abort()
-        if spec.remove and not spec.detach and container is not None and store is not None:
+        if spec.remove and not spec.detach and container is not None:
             store.remove_container(container.id)
             if any(v.anonymous for v in spec.volumes):
                 from rootless.volumes import remove_anonymous
@@ -189,6 +187,13 @@ def _launch(
     )
 
 
+def _save_for_exec(launch: Launch, bpf: bytes | None) -> None:
+    """What `exec` starts from, in the container's directory: the filter and the process
+    of pid 1 (so that exec neither recomputes them nor imports what computing takes)."""
+    lifecycle.save_bpf(launch.cdir, bpf)
+    lifecycle.save_process(launch.cdir, process_of(launch))
+
+
 def _notify_program(
     store: Store, spec: RunSpec, caps: frozenset[str], full_idmap: bool
 ) -> bytes | None:
@@ -225,9 +230,9 @@ def start(store: Store, ref: str, helper: Helper | None = None, attach: bool = F
     try:
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
-        lifecycle.save_bpf(container.dir, bpf)
         restarts = int(os.environ.get("RSBOX_RESTART_COUNT", "0") or 0)
         launch = _launch(store, container, image, spec, plan, bpf, caps, restart_count=restarts)
+        _save_for_exec(launch, bpf)
         launched = True
         return spawn_run(helper, launch)
     finally:

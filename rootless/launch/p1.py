@@ -223,7 +223,7 @@ def _stdio(launch: Launch) -> Stdio:
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
         0o600,
     )
-    return Stdio((devnull, out_w, err_w), [devnull, out_w, err_w], logs=(out_r, err_r, log_fd))
+    return Stdio((devnull, out_w, err_w), [devnull, out_w, err_w], [], [], (out_r, err_r, log_fd))
 
 
 def _wire_network(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rootless import syscalls as sc
-from rootless.launch.become import Learning, Process, become
+from rootless.launch.become import Learning, become, process_of
 from rootless.launch.mountplan import CopyUp, Mount, Step, Symlink, mount_plan, secure_join
 from rootless.launch.protocol import PTY_MASTER, WIRED, Launch
 from rootless.launch.terminal import open_pty
@@ -131,28 +131,12 @@ def _read_byte(fd: int) -> bytes:
         os.close(fd)
 
 
-def process_of(launch: Launch) -> Process:
-    spec, plan = launch.spec, launch.plan
-    return Process(
-        argv=plan.argv,
-        env=plan.env,
-        cwd=plan.cwd,
-        user=plan.user,
-        full_idmap=launch.idmap.full,
-        caps=launch.caps,
-        # Computed while the host's / (and rootless.limits) is still there.
-        rlimits=tuple(spec.limits().rlimits()) if spec.has_limits else (),
-        bpf=launch.bpf,
-        init=spec.init,
-    )
-
-
 def main(pid1: Pid1) -> None:
     """Never returns: execve or raise (the caller reports and exits)."""
     sc.set_dumpable(False)
     launch = pid1.launch
     spec = launch.spec
-    proc = process_of(launch)
+    proc = process_of(launch)  # while the host's / (and rootless.limits) is still there
     rootfs = str(launch.rootfs)
     if not spec.interactive:
         devnull = os.open("/dev/null", os.O_RDONLY)

@@ -22,21 +22,6 @@ from collections.abc import Iterator
 from rootless.launch.protocol import FORWARDED_SIGNALS, die_with_parent, kill_quietly
 
 
-def wants_helper(argv: list[str]) -> bool:
-    """True for `rsbox [--root DIR] run|start ...` (the commands that need P1)."""
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--root":
-            i += 2
-            continue
-        if arg.startswith("-"):
-            i += 1
-            continue
-        return arg in ("run", "start")
-    return False
-
-
 @contextlib.contextmanager
 def lean_imports() -> Iterator[None]:
     """Skip two lookups that P1's imports make and nobody reads, on the start path of

@@ -20,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import TYPE_CHECKING, Final, NamedTuple, NoReturn
 
+from rootless.record import Record
+
+TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
+    from typing import Final, NoReturn
 
     from rootless.errors import RsboxError
     from rootless.idmap import IdMap
@@ -53,8 +56,8 @@ RESTART: Final = b"R"  # P1 -> its restarter: run `rsbox start` once I am gone
 PTY_MASTER: Final = b"m"  # P3 -> P1, exec -> P0: here is the pty master (SCM_RIGHTS)
 
 
-class Launch(NamedTuple):
-    """Everything the tree needs for one container, `run` and `start` alike. (A NamedTuple,
+class Launch(Record):
+    """Everything the tree needs for one container, `run` and `start` alike. (A Record,
     not a dataclass: prefork imports this module before its fork, and dataclasses costs
     ~8 ms of import on the start path.)"""
 

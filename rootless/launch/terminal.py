@@ -13,23 +13,25 @@ import fcntl
 import os
 import struct
 import termios
-import tty
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+from rootless.record import Record
+
+TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # <asm-generic/ioctls.h>; Python's termios module lacks them.
 _TIOCGPTN = 0x80045430
 _TIOCSPTLCK = 0x40045431
 
 
-@dataclass(slots=True)
-class Stdio:
+class Stdio(Record):
     """The container's fds 0-2 and what rsbox copies for them."""
 
     fds: tuple[int, int, int]  # what the container's process gets as 0, 1, 2
     theirs: list[int]  # our copies to close once the child has its own
-    inputs: list[tuple[int, int]] = field(default_factory=list)  # (user's fd, pipe in)
-    outputs: list[tuple[int, int]] = field(default_factory=list)  # (pipe out, user's fd)
+    inputs: list[tuple[int, int]]  # (user's fd, pipe in)
+    outputs: list[tuple[int, int]]  # (pipe out, user's fd)
     logs: tuple[int, int, int] | None = None  # detached: (stdout, stderr, log file)
 
 
@@ -39,9 +41,9 @@ def relayed_stdio(tty: bool, interactive: bool) -> Stdio:
     /dev/null; with -t the container's pty takes 0-2 later, so /dev/null until then."""
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     if tty:
-        return Stdio((devnull, devnull, devnull), [devnull])
+        return Stdio((devnull, devnull, devnull), [devnull], [], [])
     fds: list[int] = []
-    stdio = Stdio((0, 1, 2), [devnull])
+    stdio = Stdio((0, 1, 2), [devnull], [], [])
     for fd in (0, 1, 2):
         if fd == 0 and not interactive:
             fds.append(devnull)
@@ -57,8 +59,7 @@ def relayed_stdio(tty: bool, interactive: bool) -> Stdio:
             stdio.outputs.append((r, fd))
             stdio.theirs.append(w)
             fds.append(w)
-    stdio.fds = (fds[0], fds[1], fds[2])
-    return stdio
+    return stdio._replace(fds=(fds[0], fds[1], fds[2]))
 
 
 def open_pty(root: str) -> tuple[int, int]:
@@ -87,6 +88,8 @@ def raw_terminal(enabled: bool) -> Iterator[None]:
     if not enabled or not os.isatty(0):
         yield
         return
+    import tty
+
     saved = termios.tcgetattr(0)
     tty.setraw(0)
     try:

@@ -103,3 +103,24 @@ def test_bad_file_fails_in_one_line_and_info_names_the_files(tmp_path: Path) -> 
     (tmp_path / "config.toml").write_text('[storage]\nimage-stores = ["/shared"]\n')
     info = cli(env, "info")
     assert f"rsbox config: {tmp_path / 'config.toml'}\n" in info.stdout, info.stdout
+
+
+def test_exec_finds_the_container_in_the_store_the_file_names(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    """`exec` resolves the store without the store module (rootless.locations): it must
+    still honour [storage] root. Control: without the file the same name is unknown."""
+    env = with_config(tmp_path, f'[storage]\nroot = "{rsbox.root}"\n')
+    name = f"cfgexec-{os.getpid()}"
+    started = cli(env, "run", "-d", "--name", name, "--network", "none", busybox, "sleep", "60")
+    assert started.returncode == 0, started.stderr
+    try:
+        res = cli(env, "exec", name, "echo", "found")
+        assert (res.returncode, res.stdout) == (0, "found\n"), res.stderr
+        cid = started.stdout.strip()
+        assert cli(env, "exec", cid, "true").returncode == 0  # the full id: no database
+        without = {**env, "RSBOX_CONFIG": "/dev/null", "XDG_DATA_HOME": str(tmp_path / "xdg")}
+        res = cli(without, "exec", name, "true")
+        assert res.returncode == 125 and "no such container" in res.stderr, res.stderr
+    finally:
+        cli(env, "rm", "-f", name)
