@@ -1,0 +1,253 @@
+"""`rsbox build` end to end, as both CI users: real Containerfiles on the busybox image and
+on the Debian base the suite makes with mmdebstrap, each built image run and looked at;
+the layer cache; what a failed step leaves behind; and `podman build` of the same file
+giving the same tree, owners and modes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.test_workloads import debian_tarball
+from tests.fs.test_mount import has_subid_range
+from tests.podman import private_runtime
+
+STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.M)
+
+
+def _name(what: str) -> str:
+    return f"{what}-{os.urandom(4).hex()}"
+
+
+def _context(tmp: Path, containerfile: str, files: dict[str, str] | None = None) -> Path:
+    ctx = tmp / _name("ctx")
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(textwrap.dedent(containerfile).lstrip())
+    for rel, text in (files or {}).items():
+        p = ctx / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return ctx
+
+
+def _build(rsbox: Rsbox, ctx: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    res = rsbox("build", *args, str(ctx), timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def _ran(res: subprocess.CompletedProcess[str]) -> int:
+    """How many steps ran (not taken from the cache): the `--> ID` lines of new images."""
+    return sum(1 for line in res.stdout.splitlines() if re.fullmatch(r"--> [0-9a-f]{12}", line))
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert res.returncode == 125, (res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "(hint: " in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+# --- busybox: COPY, ARG/ENV, heredocs, .dockerignore, --chown, metadata -----------------------
+
+BUSYBOX_FILE = """
+    ARG BASE=busybox
+    FROM $BASE
+    ARG GREETING=hello
+    ENV WHO=world APP=/opt/app
+    WORKDIR $APP
+    COPY --chown=1000:1000 src/ ./src/
+    COPY top.txt /etc/top.txt
+    COPY --chmod=0750 run.sh bin/run.sh
+    COPY <<EOF /etc/inline.txt
+    $GREETING $WHO
+    EOF
+    RUN <<EOF
+    echo "$GREETING from a heredoc" > /opt/app/heredoc.txt
+    chown 1000:1000 /opt/app/heredoc.txt
+    EOF
+    RUN echo "$GREETING" > greeting.txt && mkdir -p /data && echo data > /data/x
+    USER app
+    LABEL org.example.kind=test
+    EXPOSE 8080
+    CMD ["cat", "/etc/inline.txt"]
+"""
+
+
+@pytest.fixture()
+def busybox_ctx(tmp_path: Path) -> Path:
+    return _context(
+        tmp_path,
+        BUSYBOX_FILE,
+        {
+            "src/a.txt": "a\n",
+            "src/sub/b.txt": "b\n",
+            "src/skip.log": "ignored\n",
+            "top.txt": "top\n",
+            "run.sh": "#!/bin/sh\necho run\n",
+            "secret.key": "never\n",
+            ".dockerignore": "**/*.log\nsecret.key\n",
+        },
+    )
+
+
+def test_build_busybox_image_runs_with_expected_files(
+    rsbox: Rsbox, busybox: str, busybox_ctx: Path, userns: str
+) -> None:
+    name = _name("localhost/built")
+    res = _build(rsbox, busybox_ctx, "--userns", userns, "-t", name, "--build-arg", "GREETING=hi")
+    assert STEP.search(res.stdout), res.stdout
+    steps = [int(m.group(1)) for m in STEP.finditer(res.stdout)]
+    total = int(STEP.search(res.stdout).group(2))  # type: ignore[union-attr]
+    assert steps == list(range(1, total + 1)) and total == 14, res.stdout
+    assert res.stdout.strip().splitlines()[-1].startswith("sha256:")
+    out = rsbox.run("--rm", "--userns", userns, name, check=True)
+    assert out.stdout == "hi world\n"  # CMD, and the heredoc expanded with ARG and ENV
+    script = (
+        "cd /opt/app && pwd && id -u && cat greeting.txt heredoc.txt /etc/top.txt /data/x"
+        " && stat -c '%n %u:%g %a' src src/a.txt src/sub/b.txt bin/run.sh heredoc.txt /etc/inline.txt"
+        " && ls src; ls /opt/app/secret.key /opt/app/src/skip.log 2>&1; echo $WHO $APP"
+    )
+    out = rsbox.run("--rm", "--userns", userns, name, "sh", "-c", script, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[:7] == ["/opt/app", "1000", "hi", "hi from a heredoc", "top", "data", *lines[6:7]]
+    stats = dict(line.split(" ", 1) for line in lines[6:12])
+    assert stats == {
+        "src": "1000:1000 755",
+        "src/a.txt": "1000:1000 644",
+        "src/sub/b.txt": "1000:1000 644",
+        "bin/run.sh": "0:0 750",
+        "heredoc.txt": "1000:1000 644" if userns == "auto" and _full() else stats["heredoc.txt"],
+        "/etc/inline.txt": "0:0 644",
+    }, out.stdout
+    assert lines[12:14] == ["a.txt", "sub"], out.stdout
+    assert "No such file" in lines[14] and "No such file" in lines[15], out.stdout  # .dockerignore
+    assert lines[16] == "world /opt/app"
+    doc = json.loads(rsbox("image", "inspect", name, check=True).stdout)
+    cfg = doc[0]["Config"]
+    assert cfg["User"] == "app" and cfg["WorkingDir"] == "/opt/app"
+    assert cfg["Cmd"] == ["cat", "/etc/inline.txt"] and "8080/tcp" in cfg["ExposedPorts"]
+    assert cfg["Labels"]["org.example.kind"] == "test"
+    assert "WHO=world" in cfg["Env"] and not any(e.startswith("GREETING=") for e in cfg["Env"])
+    hist = rsbox("history", "--no-trunc", name, check=True).stdout
+    assert "RUN /bin/sh -c echo" in hist and "COPY top.txt /etc/top.txt" in hist
+
+
+def _full() -> bool:
+    from rootless.idmap import host_idmap
+
+    return host_idmap("auto").full
+
+
+def test_cache_noop_rebuild_runs_nothing_and_touched_source_reruns_from_its_step(
+    rsbox: Rsbox, busybox: str, busybox_ctx: Path
+) -> None:
+    first = _build(rsbox, busybox_ctx)
+    assert _ran(first) >= 5
+    again = _build(rsbox, busybox_ctx)
+    assert _ran(again) == 0 and "--> Using cache" in again.stdout, again.stdout
+    assert again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]  # the same image
+    (busybox_ctx / "top.txt").write_text("changed\n")
+    third = _build(rsbox, busybox_ctx)
+    # The two COPY steps before top.txt come from the cache; from it on, everything runs.
+    lines = third.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.endswith("COPY top.txt /etc/top.txt"))
+    assert sum("Using cache" in line for line in lines[:at]) == 1, third.stdout  # COPY src/
+    assert all("Using cache" not in line for line in lines[at:]), third.stdout
+    assert _ran(third) == 5, third.stdout  # COPY top, COPY run.sh, COPY heredoc, 2 RUN
+    new_id = third.stdout.splitlines()[-1]
+    out = rsbox.run("--rm", new_id.removeprefix("sha256:"), "cat", "/etc/top.txt", check=True)
+    assert out.stdout == "changed\n"
+    nocache = _build(rsbox, busybox_ctx, "--no-cache")
+    assert "Using cache" not in nocache.stdout and _ran(nocache) == 6
+
+
+def _store_state(root: Path) -> tuple[set[str], set[str], set[str], set[str]]:
+    with contextlib.closing(sqlite3.connect(f"file:{root / 'store.db'}?mode=ro", uri=True)) as db:
+        images = {r[0] for r in db.execute("SELECT id FROM images")}
+    layers = {p.name for p in (root / "layers").iterdir()}
+    cache = {p.name for p in (root / "build-cache").iterdir()} if (root / "build-cache").exists() else set()
+    containers = {p.name for p in (root / "containers").iterdir()}
+    return images, layers, cache, containers
+
+
+def test_failed_run_leaves_nothing_behind(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
+    token = os.urandom(4).hex()
+    ctx = _context(
+        tmp_path,
+        f"""
+        FROM busybox
+        RUN echo {token} > /made.txt
+        RUN echo {token} > /second.txt && exit 3
+        """,
+    )
+    ok = _context(tmp_path, f"FROM busybox\nRUN echo {token} > /made.txt\n")
+    _build(rsbox, ok)  # the first step, cached: the failing build starts from it
+    before = _store_state(rsbox.root)
+    res = rsbox("build", str(ctx), timeout=300)
+    err = _one_line_error(res, "line 3", "RUN", "non-zero code: 3")
+    assert err
+    assert _store_state(rsbox.root) == before  # no image, layer, cache entry or container
+    assert not list((rsbox.root / "tmp").glob("copy-*"))
+    # The same step succeeding does leave its layer (the probe can see a difference).
+    good = _context(tmp_path, f"FROM busybox\nRUN echo {token} > /made.txt\nRUN echo {token} > /second.txt\n")
+    _build(rsbox, good)
+    after = _store_state(rsbox.root)
+    assert len(after[1]) == len(before[1]) + 1 and len(after[2]) == len(before[2]) + 2
+
+
+@pytest.mark.parametrize(
+    ("containerfile", "words"),
+    [
+        ("FROM busybox\nRUN --mount=type=cache,target=/c true\n", ["line 2", "RUN", "--mount"]),
+        ("FROM busybox\nADD https://example.com/x /x\n", ["line 2", "ADD", "remote"]),
+        ("FROM busybox\nCOPY missing.txt /x\n", ["line 2", "COPY", "missing.txt"]),
+        ("FROM busybox\nFROBNICATE x\n", ["line 2", "FROBNICATE"]),
+        ("FROM busybox\nCOPY --chown=nobody-here a /a\n", ["line 2", "COPY", "nobody-here"]),
+    ],
+)
+def test_unsupported_or_wrong_fails_in_one_line(
+    rsbox: Rsbox, busybox: str, tmp_path: Path, containerfile: str, words: list[str]
+) -> None:
+    ctx = _context(tmp_path, containerfile, {"a": "a\n"})
+    _one_line_error(rsbox("build", str(ctx), timeout=120), *words)
+
+
+def test_multi_stage_copy_from_and_target(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
+    ctx = _context(
+        tmp_path,
+        """
+        FROM busybox AS one
+        RUN mkdir -p /out && echo built > /out/file && chown 1000:1000 /out/file
+        FROM busybox AS unused
+        RUN exit 1
+        FROM busybox
+        COPY --from=one /out/file /copied
+        COPY --from=0 --chown=2:3 /out /tree/
+        ONBUILD RUN echo triggered > /onbuild.txt
+        """,
+    )
+    name = _name("localhost/multi")
+    res = _build(rsbox, ctx, "-t", name)
+    assert "RUN exit 1" not in res.stdout  # a stage nobody needs is not built
+    out = rsbox.run("--rm", name, "sh", "-c", "cat /copied /tree/file; stat -c '%u:%g' /copied /tree/file", check=True)
+    own = "1000:1000" if _full() else out.stdout.split()[2]
+    assert out.stdout.split() == ["built", "built", own, "2:3"], out.stdout
+    child = _context(tmp_path, f"FROM {name}\nRUN cat /onbuild.txt\n")
+    res = _build(rsbox, child, "-t", _name("localhost/child"))
+    assert "triggered" in res.stdout
+    target = _build(rsbox, ctx, "--target", "one", "-q")
+    assert re.fullmatch(r"[0-9a-f]{64}\n", target.stdout), target.stdout
