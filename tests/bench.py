@@ -10,6 +10,8 @@ memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
          helper) while one container runs.
 logs     a detached container flooding its log: the monitor's CPU per MiB at 40 and
          400 MiB, and `find` in the container during the flood (tests/bench_logs.py).
+build    `rsbox build` vs `podman build` of one Debian Containerfile (apt, venv + pip,
+         COPY): cold and no-op rebuild (tests/bench_build.py).
 
 Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
 reported, not fatal: benchmarks measure, they do not pass or fail.
@@ -28,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.bench_build import bench_build
 from tests.bench_fs import bench_fs
 from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_logs import bench_logs
@@ -192,6 +195,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "pull": bench_pull,
     "fs": lambda _peers, runs: bench_fs(runs),
     "logs": bench_logs,
+    "build": bench_build,
 }
 
 
