@@ -21,7 +21,6 @@ import shutil
 import statistics
 import subprocess
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
