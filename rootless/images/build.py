@@ -34,7 +34,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from rootless.images import build_cache
 from rootless.images.build_copy import (
     ContextReader,
     Owner,
+    Payload,
     digest,
     mkdirs,
     parse_chown,
@@ -86,9 +88,10 @@ from rootless.images.instructions import (
     Volume,
     Workdir,
 )
+from rootless.images.syntax import heredoc_opener
 from rootless.runspec import DEFAULT_PATH
 from rootless.runspec import Volume as Bind
-from rootless.store import Image, Store, rmtree_forcefully
+from rootless.store import Container, Image, Store, rmtree_forcefully
 
 #: Where --host-ca puts the host's bundle in a RUN step, and the variables that name it.
 HOST_CA_SOURCE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -102,6 +105,15 @@ HOST_CA_ENV = (
     "NODE_EXTRA_CA_CERTS",
 )
 _DEFAULT_SHELL = ("/bin/sh", "-c")
+SCRIPT_TARGET = "/run/rsbox/heredoc-script"
+
+
+def _script(ins: Run) -> str | None:
+    """The body of ``RUN <<EOF`` (the heredoc alone) when it starts with ``#!``."""
+    if ins.exec_form or len(ins.heredocs) != 1 or heredoc_opener(ins.args[0].strip()) is None:
+        return None
+    body = ins.heredocs[0].body
+    return body if body.startswith("#!") else None
 
 
 @dataclass(frozen=True)
@@ -394,7 +406,11 @@ class Builder:
                 )
             network = ins.network
         shell = tuple(state.config.get("Shell") or _DEFAULT_SHELL)
-        argv = tuple(ins.args) if ins.exec_form else (*shell, shell_command(ins))
+        script = _script(ins)
+        if script is not None:
+            argv: tuple[str, ...] = (SCRIPT_TARGET,)
+        else:
+            argv = tuple(ins.args) if ins.exec_form else (*shell, shell_command(ins))
         if not argv or not argv[0]:
             raise BuildError(f"line {ins.line}: RUN: no command", hint="give RUN a command")
         env = dict(step.env)
@@ -416,16 +432,35 @@ class Builder:
         binds, ca_env = host_ca_binding(self.opts.host_ca)
         for k, v in ca_env.items():
             env.setdefault(k, v)
-        self._commit_step(
-            state,
-            key,
-            "RUN " + (json.dumps(list(argv)) if ins.exec_form else " ".join(argv)),
-            lambda c, image: self._launch(c, image, state, ins, argv, env, network, binds),
-        )
+        created_by = "RUN " + (json.dumps(list(argv)) if ins.exec_form else " ".join(argv))
+        with self._script_file(script) as script_bind:
+            binds = (*binds, *script_bind)
+            self._commit_step(
+                state,
+                key,
+                created_by if script is None else f"RUN {ins.source}",
+                lambda c, image: self._launch(c, image, state, ins, argv, env, network, binds),
+            )
+
+    @contextlib.contextmanager
+    def _script_file(self, script: str | None) -> Iterator[tuple[Bind, ...]]:
+        """A ``RUN <<EOF`` body that starts with ``#!``: BuildKit runs it as a file, with
+        its interpreter. It is bound read-only into the step (never into the layer)."""
+        if script is None:
+            yield ()
+            return
+        fd, name = tempfile.mkstemp(prefix="script-", dir=self.store.tmp)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            os.chmod(name, 0o755)
+            yield (Bind(Path(name), SCRIPT_TARGET, True),)
+        finally:
+            os.unlink(name)
 
     def _launch(
         self,
-        c: Any,
+        c: Container,
         image: Image,
         state: State,
         ins: Run,
@@ -509,7 +544,9 @@ class Builder:
             for p in items:
                 p.tar.unlink(missing_ok=True)
 
-    def _place(self, c: Any, image: Image, items: Any, owner: Owner | None) -> None:
+    def _place(
+        self, c: Container, image: Image, items: Sequence[Payload], owner: Owner | None
+    ) -> None:
         from rootless.cp import UnionTarget
 
         try:
@@ -550,7 +587,9 @@ class Builder:
 
     # -- images ------------------------------------------------------------------------
 
-    def _commit_step(self, state: State, key: str, created_by: str, work: Any) -> None:
+    def _commit_step(
+        self, state: State, key: str, created_by: str, work: Callable[[Container, Image], None]
+    ) -> None:
         """A container from the current layers; `work(container, image)` changes its
         writable layer; that layer and the config become the next image."""
         c = self.store.create_container(

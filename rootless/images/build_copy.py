@@ -333,12 +333,28 @@ def _is_archive(path: Path) -> bool:
 
 def _extract_into(out: _TarOut, archive: Path, owner: Owner | None, mode: int | None) -> None:
     """ADD's auto-extraction: the archive's members, named as in it (checked by
-    rootless.cp.apply_archive: nothing outside the destination)."""
+    rootless.cp.apply_archive: nothing outside the destination). Directories the
+    archive leaves out are made (0755, root's unless --chown), as tar itself does."""
+    seen: set[str] = set()
     with tarfile.open(archive, "r:*") as src:
         for member in src:
-            if member.name in ("", ".", "./"):
+            name = posixpath.normpath(member.name).lstrip("/")
+            if name in ("", "."):
                 continue
-            info = member  # a copy of the header with our owner/mode decisions
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in seen:
+                    seen.add(parent)
+                    made = tarfile.TarInfo(parent)
+                    made.type, made.mode = tarfile.DIRTYPE, 0o755
+                    made.mtime = int(member.mtime)
+                    if owner is not None:
+                        made.uid, made.gid = owner.uid, owner.gid
+                    out.add(made)
+            seen.add(name)
+            info = member  # the header, with our owner/mode decisions
+            info.name = name
             if owner is not None:
                 info.uid, info.gid = owner.uid, owner.gid
             if mode is not None and not member.issym():

@@ -534,3 +534,55 @@ def test_podman_build_of_the_same_file_gives_the_same_tree(
     tree = _tree(rsbox, name)
     for path in ("/app", "/app/src", "/app/src/a.txt", "/app/src/sub/b.txt"):
         assert tree[path][2:4] == (1000, 1000), (path, tree[path])
+
+
+def test_add_extracts_a_local_tar_and_a_shebang_heredoc_runs_with_its_interpreter(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    ctx = _context(
+        tmp_path,
+        """
+        FROM busybox
+        ADD files.tar.gz /opt/
+        ADD plain.txt /opt/plain.txt
+        RUN <<EOF
+        #!/bin/cat
+        printed-by-cat
+        EOF
+        LABEL from.file=yes
+        """,
+        {"plain.txt": "plain\n"},
+    )
+    with tarfile.open(ctx / "files.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("pkg/bin/tool")
+        data = b"#!/bin/sh\necho tool\n"
+        info.size, info.mode, info.uid, info.gid = len(data), 0o755, 1234, 1234
+        tar.addfile(info, io.BytesIO(data))
+    name = _name("localhost/added")
+    res = _build(rsbox, ctx, "-t", name, "--label", "from.cli=1")
+    # /bin/cat ran the script file (sh would have tried a command `printed-by-cat`)
+    assert "printed-by-cat" in res.stdout and "not found" not in res.stdout + res.stderr
+    out = rsbox.run("--rm", name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True)
+    assert out.stdout == "tool\nplain\n"
+    tree = _tree(rsbox, name)
+    assert tree["/opt/pkg/bin/tool"][1:4] == (0o755, 1234, 1234)  # the archive's owners
+    assert not any("heredoc-script" in p or p.startswith("/run/rsbox") for p in tree)
+    labels = json.loads(rsbox("image", "inspect", name, check=True).stdout)[0]["Config"]["Labels"]
+    assert labels == {"from.file": "yes", "from.cli": "1"}
+
+
+def test_quiet_prints_only_the_id_and_no_step_output(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    marker = os.urandom(4).hex()
+    ctx = _context(tmp_path, f"FROM busybox\nRUN echo visible-{marker}\n")
+    res = _build(rsbox, ctx, "-q", "--no-cache")
+    assert re.fullmatch(r"[0-9a-f]{64}\n", res.stdout), res.stdout
+    assert marker not in res.stderr
+    loud = _build(rsbox, ctx, "--no-cache")
+    assert f"visible-{marker}" in loud.stdout  # the probe: without -q the output shows
+
+
+def test_missing_base_with_pull_never_fails_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM localhost/no-such-base:v9\nRUN true\n")
+    _one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
