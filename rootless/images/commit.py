@@ -347,3 +347,26 @@ def history_rows(store: Store, image: Image) -> list[HistoryRow]:
         )
     rows.reverse()
     return rows
+
+
+def intermediate_ids(store: Store) -> set[str]:
+    """Untagged images another image is built on (its history and layers continue
+    them): the states a build leaves behind, and untagged bases of later commits.
+    `rsbox images` hides them unless -a, as `docker images` and `podman images` do."""
+    prefixes: set[str] = set()
+    own: dict[str, str] = {}
+    for image in store.images():
+        with contextlib.suppress(Exception):
+            doc = json.loads(store.image_config_bytes(image.id))
+            ids = [i.diff_id for i in store.image_layers(image.id)]
+            history = consistent_history(doc, len(ids))
+            n = 0
+            for i, h in enumerate(history):
+                n += 0 if h.get("empty_layer") else 1
+                key = _prefix_key(history[: i + 1], ids[:n])
+                if i == len(history) - 1:
+                    if not image.names:
+                        own[image.id] = key
+                else:
+                    prefixes.add(key)
+    return {image_id for image_id, key in own.items() if key in prefixes}

@@ -164,6 +164,11 @@ def test_build_busybox_image_runs_with_expected_files(
     assert cfg["Cmd"] == ["cat", "/etc/inline.txt"] and "8080/tcp" in cfg["ExposedPorts"]
     assert cfg["Labels"]["org.example.kind"] == "test"
     assert "WHO=world" in cfg["Env"] and not any(e.startswith("GREETING=") for e in cfg["Env"])
+    # the intermediate states are untagged images: listed only with -a, as docker/podman
+    shown = rsbox("images", "-q", "--no-trunc", check=True).stdout.split()
+    every = rsbox("images", "-a", "-q", "--no-trunc", check=True).stdout.split()
+    final = res.stdout.strip().splitlines()[-1]
+    assert final in shown and set(shown) < set(every) and len(every) - len(shown) >= 5
     hist = rsbox("history", "--no-trunc", name, check=True).stdout
     assert "RUN /bin/sh -c echo" in hist and "COPY top.txt /etc/top.txt" in hist
 
