@@ -242,7 +242,7 @@ class Builder:
         )
         final: State | None = None
         for stage in stages:
-            final = self._stage(cf, stage, scope, progress, last=stage.index == target.index)
+            final = self._stage(cf, stage, scope, progress)
             self.results[stage.index] = final
         assert final is not None
         return self._finish(final, progress)
@@ -283,8 +283,6 @@ class Builder:
         stage: Stage,
         scope: Mapping[str, str],
         progress: _Progress,
-        *,
-        last: bool,
     ) -> State:
         stage = resolve_from(cf, stage, scope)
         progress.step(f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else ""))

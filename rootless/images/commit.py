@@ -361,12 +361,11 @@ def intermediate_ids(store: Store) -> set[str]:
             ids = [i.diff_id for i in store.image_layers(image.id)]
             history = consistent_history(doc, len(ids))
             n = 0
-            for i, h in enumerate(history):
-                n += 0 if h.get("empty_layer") else 1
-                key = _prefix_key(history[: i + 1], ids[:n])
-                if i == len(history) - 1:
-                    if not image.names:
-                        own[image.id] = key
-                else:
+            for i in range(len(history) + 1):  # every prefix, the empty one included
+                n += 1 if i and not history[i - 1].get("empty_layer") else 0
+                key = _prefix_key(history[:i], ids[:n])
+                if i < len(history):
                     prefixes.add(key)
+                elif not image.names:
+                    own[image.id] = key
     return {image_id for image_id, key in own.items() if key in prefixes}

@@ -23,6 +23,7 @@ import pytest
 from rootless.idmap import host_idmap
 from tests.e2e.conftest import IN_CI, Rsbox
 from tests.e2e.test_workloads import debian_tarball
+from tests.images import make_busybox_rootfs
 from tests.podman import private_runtime
 
 STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.M)
@@ -591,3 +592,32 @@ def test_quiet_prints_only_the_id_and_no_step_output(
 def test_missing_base_with_pull_never_fails_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM localhost/no-such-base:v9\nRUN true\n")
     _one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
+
+
+def test_scratch_stage_with_copy_from_an_image(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
+    ctx = _context(
+        tmp_path,
+        f"""
+        FROM scratch
+        COPY --from={busybox} /bin/busybox /bin/busybox
+        COPY --from={busybox} /etc/passwd /etc/group /etc/
+        ENTRYPOINT ["/bin/busybox"]
+        """,
+    )
+    name = _name("localhost/scratch-built")
+    _build(rsbox, ctx, "-t", name)
+    out = rsbox.run("--rm", name, "echo", "from scratch", check=True)
+    assert out.stdout == "from scratch\n"
+    tree = _tree(rsbox, name)
+    assert (
+        set(tree) >= {"/bin/busybox", "/etc/passwd", "/etc/group"} and "/etc/lower.txt" not in tree
+    )
+    # in a store of its own: neither the empty base nor the states are listed
+    own = Rsbox(tmp_path / "own-store")
+    rootfs = make_busybox_rootfs(tmp_path / "bb")
+    own("import", str(rootfs), busybox, check=True)
+    _build(own, ctx, "-t", name)
+    listed = own("images", "--format", "{{.Repository}}", check=True).stdout.split()
+    assert sorted(listed) == sorted(["localhost/busybox", name]), listed
+    every = own("images", "-a", "--format", "{{.Repository}}", check=True).stdout.split()
+    assert every.count("<none>") == 3, every  # scratch, and the states after each COPY
