@@ -241,6 +241,7 @@ def payloads(
         for doc in ins.heredocs:
             made.append(_heredoc(doc, dest, tmp, owner, mode))
         if stage is not None:
+            assert isinstance(ins, Copy)  # only COPY takes --from
             for src in ins.sources:
                 made.append(_from_stage(ins, src, dest, tmp, stage, owner, mode))
         else:
@@ -364,7 +365,7 @@ def _extract_into(out: _TarOut, archive: Path, owner: Owner | None, mode: int | 
 
 
 def _from_stage(
-    ins: Copy | Add,
+    ins: Copy,
     src: str,
     dest: str,
     tmp: Path,
@@ -375,12 +376,12 @@ def _from_stage(
     from rootless.images.layer_tar import TarWriter
 
     try:
-        source = find_source(
-            stack, src, True, f"stage {ins.from_ if isinstance(ins, Copy) else ''}"
-        )
+        source = find_source(stack, src, True, f"--from={ins.from_}")
     except ContainerError as exc:
         raise _fail(
-            ins, f"{src}: not found in --from={getattr(ins, 'from_', '')}", "check the path"
+            ins,
+            f"{src}: no such file in --from={ins.from_}",
+            "check the path (it is taken from the root of that stage or image)",
         ) from exc
     fd, name = tempfile.mkstemp(prefix="from-", suffix=".tar", dir=tmp)
     raw = Path(name)

@@ -276,6 +276,8 @@ def test_failed_run_leaves_nothing_behind(rsbox: Rsbox, busybox: str, tmp_path: 
         ("FROM busybox\nADD https://example.com/x /x\n", ["line 2", "ADD", "remote"]),
         ("FROM busybox\nCOPY missing.txt /x\n", ["line 2", "COPY", "missing.txt"]),
         ("FROM busybox\nFROBNICATE x\n", ["line 2", "FROBNICATE"]),
+        ("FROM busybox AS a\nFROM busybox\nCOPY --from=a /nope /x\n", ["line 3", "COPY", "/nope"]),
+        ("FROM busybox\nCOPY a b c\n", ["line 2", "COPY", "must be a directory"]),
         ("FROM busybox\nCOPY --chown=nobody-here a /a\n", ["line 2", "COPY", "nobody-here"]),
     ],
 )
