@@ -536,23 +536,31 @@ class Builder:
             if self._cached(state, key):
                 return
             self._commit_step(
-                state, key, ins.source, lambda c, image: self._place(c, image, items, owner)
+                state, key, ins.source, lambda c, image: self._place(ins, c, image, items, owner)
             )
         finally:
             for p in items:
                 p.tar.unlink(missing_ok=True)
 
     def _place(
-        self, c: Container, image: Image, items: Sequence[Payload], owner: Owner | None
+        self,
+        ins: Copy | Add,
+        c: Container,
+        image: Image,
+        items: Sequence[Payload],
+        owner: Owner | None,
     ) -> None:
         from rootless.cp import UnionTarget
 
         try:
             place(UnionTarget(image.layers, c.upper), items, owner)
+        except RsboxError as exc:
+            raise BuildError(f"line {ins.line}: {ins.keyword}: {exc.message}", exc.hint) from exc
         except OSError as exc:
             raise BuildError(
-                f"cannot write into the step's layer: {exc.strerror or exc}",
-                hint="check the destination path of the COPY/ADD",
+                f"line {ins.line}: {ins.keyword}: cannot write {exc.filename or 'the layer'}: "
+                f"{exc.strerror or exc}",
+                hint="check the destination path, and the free space of the store",
             ) from exc
 
     def _owner(self, state: State, ins: Copy | Add) -> Owner:

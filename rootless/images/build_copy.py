@@ -263,9 +263,18 @@ def payloads(
                 for rel in found:
                     made.append(_from_context(ins, rel, dest, tmp, context, owner, mode))
         return made
-    except BaseException:
+    except BaseException as exc:
         for p in made:
             p.tar.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            where = exc.filename or "a source"
+            raise _fail(
+                ins,
+                f"cannot read {where}: {exc.strerror or exc}",
+                "make it readable, or exclude it in .dockerignore",
+            ) from exc
+        if isinstance(exc, tarfile.TarError):
+            raise _fail(ins, f"cannot extract the archive: {exc}", "check the archive") from exc
         raise
 
 

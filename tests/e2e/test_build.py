@@ -623,3 +623,13 @@ def test_scratch_stage_with_copy_from_an_image(rsbox: Rsbox, busybox: str, tmp_p
     assert sorted(listed) == sorted(["localhost/busybox", name]), listed
     every = own("images", "-a", "--format", "{{.Repository}}", check=True).stdout.split()
     assert every.count("<none>") == 3, every  # scratch, and the states after each COPY
+
+
+def test_unreadable_context_file_fails_in_one_line(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    ctx = _context(tmp_path, "FROM busybox\nCOPY . /ctx/\n", {"locked.txt": "x\n", "ok.txt": "y\n"})
+    (ctx / "locked.txt").chmod(0)
+    _one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
+    (ctx / ".dockerignore").write_text("locked.txt\n")  # the probe: excluded, it builds
+    _build(rsbox, ctx)
