@@ -300,21 +300,39 @@ def test_multi_stage_copy_from_and_target(rsbox: Rsbox, busybox: str, tmp_path: 
         COPY --from=one /out/file /copied
         COPY --from=0 --chown=2:3 /out /tree/
         ONBUILD RUN echo triggered > /onbuild.txt
+        HEALTHCHECK --interval=5s --retries=2 CMD test -e /copied
+        STOPSIGNAL SIGUSR1
+        VOLUME /data
+        SHELL ["/bin/sh", "-ec"]
+        ENTRYPOINT echo from the shell form
         """,
     )
     name = _name("localhost/multi")
     res = _build(rsbox, ctx, "-t", name)
     assert "RUN exit 1" not in res.stdout  # a stage nobody needs is not built
-    out = rsbox.run("--rm", name, "sh", "-c", "cat /copied /tree/file", check=True)
+    out = rsbox.run(
+        "--rm", "--entrypoint", "", name, "sh", "-c", "cat /copied /tree/file", check=True
+    )
     assert out.stdout.split() == ["built", "built"], out.stdout
     tree = _tree(rsbox, name)
     # --from keeps the stage's owner (1000 when the stage's chown could take effect: a
     # full map), --chown sets it.
     assert tree["/copied"][2:4] == ((1000, 1000) if _full() else (0, 0)), tree["/copied"]
     assert tree["/tree/file"][2:4] == (2, 3) and tree["/tree"][2:4] == (2, 3)
+    doc = json.loads(rsbox("image", "inspect", name, check=True).stdout)[0]
+    cfg = doc["Config"]
+    assert cfg["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "test -e /copied"], "Interval": 5_000_000_000, "Retries": 2
+    }  # fmt: skip
+    assert cfg["StopSignal"] == "SIGUSR1" and "/data" in cfg["Volumes"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "echo from the shell form"]
+    assert cfg["OnBuild"] == ["RUN echo triggered > /onbuild.txt"]
     child = _context(tmp_path, f"FROM {name}\nRUN cat /onbuild.txt\n")
-    res = _build(rsbox, child, "-t", _name("localhost/child"))
+    child_name = _name("localhost/child")
+    res = _build(rsbox, child, "-t", child_name)
     assert "triggered" in res.stdout
+    child_cfg = json.loads(rsbox("image", "inspect", child_name, check=True).stdout)[0]["Config"]
+    assert not child_cfg.get("OnBuild")  # triggers are not inherited
     target = _build(rsbox, ctx, "--target", "one", "-q")
     assert re.fullmatch(r"[0-9a-f]{64}\n", target.stdout), target.stdout
 
