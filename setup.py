@@ -1,9 +1,16 @@
-"""The one build step pyproject.toml cannot say: compile rsbox-init into the package.
+"""The build steps pyproject.toml cannot say: compile rsbox's two C parts into the package.
 
 pyproject.toml holds the metadata; this adds to build_py the compilation of
-rootless/launch/init.c into rootless/launch/rsbox-init, a static binary (images such as
-a busybox-only one have no libc to link against). $CC overrides the compiler (default cc);
-gcc and libc6-dev (which has libc.a) are in setup.sh's package list.
+
+- rootless/launch/init.c into rootless/launch/rsbox-init, a static binary (images such as
+  a busybox-only one have no libc to link against); gcc and libc6-dev (which has libc.a)
+  are in setup.sh's package list. Without it there is no rsbox: a failure stops the build.
+- fs/cache_shim.c into fs/librsbox-fscache.so, the libfuse shim that lets the kernel cache
+  directory listings and symlink targets (fs/kcache.py). It needs libfuse3-dev and
+  pkg-config, which pyfuse3's own build needs too. Without it the filesystem works, only
+  slower, and `rsbox info` says so: a failure is a warning.
+
+$CC overrides the compiler (default cc).
 """
 
 from __future__ import annotations
@@ -20,18 +27,25 @@ from setuptools.command.build_py import build_py
 
 SOURCE = Path("rootless", "launch", "init.c")
 BINARY = Path("rootless", "launch", "rsbox-init")
+SHIM_SOURCE = Path("fs", "cache_shim.c")
+SHIM = Path("fs", "librsbox-fscache.so")
+
+
+def _pkg_config(*args: str) -> list[str]:
+    out = subprocess.run(["pkg-config", *args, "fuse3"], check=True, capture_output=True, text=True)
+    return shlex.split(out.stdout)
 
 
 class BuildPyWithInit(build_py):
-    def _binary(self) -> Path:
+    def _out(self, rel: Path) -> Path:
         # An editable install imports the package from the source tree: build it there.
-        return BINARY if getattr(self, "editable_mode", False) else Path(self.build_lib, BINARY)
+        return rel if getattr(self, "editable_mode", False) else Path(self.build_lib, rel)
 
     def run(self) -> None:
         super().run()
-        out = self._binary()
-        out.parent.mkdir(parents=True, exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
+        out = self._out(BINARY)
+        out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [*cc, "-static", "-Os", "-s", "-Wall", "-Wextra", "-o", str(out), str(SOURCE)]
         self.announce(" ".join(cmd), level=logging.INFO)
         try:
@@ -41,15 +55,49 @@ class BuildPyWithInit(build_py):
                 f"building rsbox-init failed ({exc}): a C compiler and a static libc are "
                 "needed (Debian: apt-get install gcc libc6-dev)"
             ) from exc
+        self._build_shim(cc)
+
+    def _build_shim(self, cc: list[str]) -> None:
+        out = self._out(SHIM)
+        try:
+            # --no-as-needed: the shim calls libfuse only through dlvsym(RTLD_NEXT), which
+            # finds it only among the shim's own dependencies.
+            cmd = [
+                *cc,
+                "-shared",
+                "-fPIC",
+                "-O2",
+                "-s",
+                "-Wall",
+                "-Wextra",
+                *_pkg_config("--cflags"),
+                "-o",
+                str(out),
+                str(SHIM_SOURCE),
+                "-Wl,--no-as-needed",
+                *_pkg_config("--libs"),
+                "-ldl",
+            ]
+            self.announce(" ".join(cmd), level=logging.INFO)
+            subprocess.run(cmd, check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            out.unlink(missing_ok=True)
+            self.warn(
+                f"building {SHIM} failed ({exc}): the filesystem works without it, with no "
+                "kernel caching of listings (Debian: apt-get install libfuse3-dev pkg-config)"
+            )
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
-        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib, BINARY))]
+        shim = Path(self.build_lib, SHIM)  # absent if its build failed (a warning)
+        built = [str(Path(self.build_lib, BINARY)), *([str(shim)] if shim.exists() else [])]
+        return [*super().get_outputs(include_bytecode), *built]
 
     def get_output_mapping(self) -> dict[str, str]:
         """Editable installs: build_lib's copy is the source tree's (strict mode links it)."""
         mapping = dict(super().get_output_mapping())
         if getattr(self, "editable_mode", False):
-            mapping[str(Path(self.build_lib, BINARY))] = str(BINARY)
+            for p in (BINARY, SHIM):
+                mapping[str(Path(self.build_lib, p))] = str(p)
         return mapping
 
 

@@ -16,10 +16,13 @@ cd "$(dirname "$0")"
 # docker-registry/apache2-utils (htpasswd)/openssl: the registry tests' real registry.
 # slirp4netns/passt (pasta): a container's own network namespace, -p (rsbox run --network).
 # mmdebstrap: the Debian image of tests/e2e/test_workloads.py (git/gcc/python3/sqlite3).
+# zsh/fish: tests/e2e/test_completion.py runs the completion scripts in them; bash-completion
+# loads the one `./setup.sh venv` installs for you.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
 charliecloud-runtime fuse-overlayfs docker-registry apache2-utils openssl
-golang-github-containers-common git strace gdb nodejs slirp4netns passt mmdebstrap"
+golang-github-containers-common git strace gdb nodejs slirp4netns passt mmdebstrap zsh fish
+bash-completion"
 
 packages() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -39,6 +42,10 @@ venv() {
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
     # A regular install: an editable one adds an import hook to every Python start-up.
     .venv/bin/pip install -q --disable-pip-version-check '.[test,lint]' nox
+    # bash completion for you (bash-completion loads it at the first TAB on `rsbox`);
+    # zsh: source <(rsbox completion zsh); fish: rsbox completion fish > ~/.config/fish/completions/rsbox.fish
+    comp="${XDG_DATA_HOME:-$HOME/.local/share}/bash-completion/completions"
+    mkdir -p "$comp" && .venv/bin/rsbox completion bash > "$comp/rsbox"
 }
 
 demo() {

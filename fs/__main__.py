@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fs import server
+from fs import kcache, server
 from fs.union import UnionSpec
 
 
-def parse(argv: list[str]) -> tuple[UnionSpec, Path]:
+def parse(argv: list[str]) -> tuple[UnionSpec, Path, kcache.Mode | None]:
     ap = argparse.ArgumentParser(prog="python -m fs", description=__doc__.splitlines()[0])
     ap.add_argument("mountpoint", type=Path)
     ap.add_argument(
@@ -37,15 +37,21 @@ def parse(argv: list[str]) -> tuple[UnionSpec, Path]:
         default=UnionSpec.max_nodes,
         help="inode table size past which the kernel is asked to drop old entries",
     )
+    ap.add_argument(
+        "--no-kernel-cache",
+        action="store_true",
+        help="do not let the kernel cache listings and symlinks (fs.kcache; for debugging)",
+    )
     ns = ap.parse_args(argv)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
-    return spec, ns.mountpoint
+    # the flag only turns it off; otherwise RSBOX_FS_KERNEL_CACHE decides
+    return spec, ns.mountpoint, kcache.Mode.OFF if ns.no_kernel_cache else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec, mountpoint = parse(sys.argv[1:] if argv is None else argv)
-    server.mount(spec, mountpoint)
+    spec, mountpoint, kernel_cache = parse(sys.argv[1:] if argv is None else argv)
+    server.mount(spec, mountpoint, kernel_cache=kernel_cache)
     server.serve_until_signal()
     return 0
 

@@ -5,7 +5,9 @@ symlink's metadata (fs.resolve.write_link_meta); this module only moves bytes an
 override of files and directories. A regular file is written under a temporary name in the
 same directory (rename(2) must stay on one filesystem) and renamed into place, so a crash
 never leaves a half-copied file under the real name. The reserved `.wh..wh.` prefix keeps
-the temporary out of every listing, even after a crash.
+the temporary out of every listing, even after a crash. That copy is a `FileCopy` in
+steps, so that fs.server can move the bytes of a big file on a worker thread while it
+goes on answering other requests (the temporary is all the thread touches).
 
 Bytes move with copy_file_range(2), in the kernel (a reflink where the filesystem can),
 region by region between SEEK_DATA and SEEK_HOLE so holes stay holes. Since Linux 5.19 it
@@ -20,6 +22,7 @@ import contextlib
 import errno
 import os
 import stat
+from dataclasses import dataclass
 
 from fs.meta import EntryMeta
 from fs.resolve import Layer, disk_mode, join, split, temp_name, write_override
@@ -80,8 +83,68 @@ def _copy_data(src: str, dst: str) -> None:
         os.close(fi)
 
 
-def copy_entry(src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_result) -> None:
-    """Create `path` in the upper as a copy of lower entry `src` (lstat `st`)."""
+@dataclass(frozen=True)
+class FileCopy:
+    """A file's copy-up in steps, so that the bytes can move on another thread while the
+    caller goes on answering requests (fs.server does, for big files):
+
+    - `run` writes the temporary next to the target: the data (`data`), or nothing when
+      the caller truncates the copy to 0 at once (an open with O_TRUNC). It touches
+      nothing else, so it may run on any thread, and leaves nothing behind if it fails.
+    - `finish` gives the temporary its metadata and renames it into place; `abort`
+      removes it instead.
+    """
+
+    src: str
+    tmp: str
+    dst: str
+    meta: EntryMeta
+    st: os.stat_result
+    data: bool = True
+
+    @classmethod
+    def plan(
+        cls, src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_result, data: bool
+    ) -> FileCopy:
+        tmp = upper.at(join(split(path)[0], temp_name()))
+        return cls(src, tmp, upper.at(path), meta, st, data and stat.S_ISREG(st.st_mode))
+
+    @property
+    def size(self) -> int:
+        """Bytes `run` copies (at most: holes are skipped)."""
+        return self.st.st_size if self.data else 0
+
+    def run(self) -> None:
+        try:
+            if self.data:
+                _copy_data(self.src, self.tmp)
+            else:  # truncated at once, or fifo/socket/device: the override keeps the type
+                os.close(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC))
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> None:
+        times = (self.st.st_atime_ns, self.st.st_mtime_ns)
+        try:
+            os.chmod(self.tmp, disk_mode(self.meta.mode))
+            write_override(self.tmp, self.meta)
+            os.utime(self.tmp, ns=times)
+            os.rename(self.tmp, self.dst)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+def copy_entry(
+    src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_result, *, data: bool = True
+) -> None:
+    """Create `path` in the upper as a copy of lower entry `src` (lstat `st`); `data`
+    False leaves a regular file empty (its caller truncates it to 0 at once)."""
     times = (st.st_atime_ns, st.st_mtime_ns)
     dst = upper.at(path)
     if stat.S_ISDIR(st.st_mode):
@@ -90,18 +153,7 @@ def copy_entry(src: str, upper: Layer, path: str, meta: EntryMeta, st: os.stat_r
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
     else:
-        tmp = upper.at(join(split(path)[0], temp_name()))
-        try:
-            if stat.S_ISREG(st.st_mode):
-                _copy_data(src, tmp)
-            else:  # fifo/socket/device on disk or placeholder: the override keeps the type
-                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC))
-            os.chmod(tmp, disk_mode(meta.mode))
-            write_override(tmp, meta)
-            os.utime(tmp, ns=times)
-            os.rename(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        job = FileCopy.plan(src, upper, path, meta, st, data)
+        job.run()
+        job.finish()
     os.utime(dst, ns=times, follow_symlinks=False)

@@ -24,6 +24,9 @@ benchmarks can mount our filesystem the same way as its peer:
   passes for a rootless user) and refused otherwise. `noacl`, `fsync=`, `volatile`,
   `static_nlink`, `xino=`, `threaded=`, `context=`, `index=`, `redirect_dir=`, `ro` and
   other fuse-overlayfs tuning options are accepted and ignored.
+- `no_kernel_cache` (or `kernel_cache=0`, `=opendir`): ours, for debugging: the kernel
+  does not cache listings and symlink targets, or still sends OPENDIR (fs.kcache; the
+  default is RSBOX_FS_KERNEL_CACHE's, on).
 - Once mounted it goes to the background (the command returns 0), as fuse-overlayfs
   does, unless `-f`. The daemon exits when the filesystem is unmounted.
 """
@@ -36,7 +39,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fs import server
+from fs import kcache, server
 from fs.union import UnionSpec
 
 _IGNORED = {
@@ -83,6 +86,7 @@ class Options:
     foreground: bool
     squash_uid: int | None
     squash_gid: int | None
+    kernel_cache: kcache.Mode | None = None  # None: RSBOX_FS_KERNEL_CACHE decides
 
 
 def _identity_mapping(value: str) -> bool:
@@ -118,6 +122,7 @@ def parse(argv: list[str]) -> Options:
     lowers: list[Path] = []
     upper: Path | None = None
     squash_uid = squash_gid = None
+    kernel_cache: kcache.Mode | None = None
     for opt in filter(None, opts):
         key, _, value = opt.partition("=")
         if key == "lowerdir":
@@ -132,6 +137,13 @@ def parse(argv: list[str]) -> Options:
             squash_uid = int(value)
         elif key == "squash_to_gid":
             squash_gid = int(value)
+        elif key == "no_kernel_cache":
+            kernel_cache = kcache.Mode.OFF
+        elif key == "kernel_cache":
+            try:
+                kernel_cache = kcache.Mode(value)
+            except ValueError:
+                raise UsageError(f"kernel_cache={value}: 0, opendir or 1") from None
         elif key in ("uidmapping", "gidmapping"):
             if not _identity_mapping(value):
                 raise UsageError(f"{key}={value}: only the identity mapping is supported")
@@ -140,7 +152,7 @@ def parse(argv: list[str]) -> Options:
     if not lowers:
         raise UsageError("-o lowerdir=DIR[:DIR...] is required")
     mountpoint = Path(positional[-1]).resolve()  # SOURCE (mount(8) passes one) is ignored
-    return Options(mountpoint, lowers, upper, foreground, squash_uid, squash_gid)
+    return Options(mountpoint, lowers, upper, foreground, squash_uid, squash_gid, kernel_cache)
 
 
 def _mapped_ids() -> range:
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         squash_gid=o.squash_gid,
     )
     try:
-        server.mount(spec, o.mountpoint)
+        server.mount(spec, o.mountpoint, kernel_cache=o.kernel_cache)
     except OSError as exc:
         print(f"rsbox-overlayfs: {exc}", file=sys.stderr)
         return 1

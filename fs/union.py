@@ -18,7 +18,10 @@ How the upper is written (so that a later commit can export it as an OCI layer a
   linked, copied up and deleted.
 - Copy-up happens on the first change: parents first, then the entry (fs.copyup),
   keeping the merged metadata and our inode number. Handles already open on the lower
-  copy are moved onto the upper one, so every reader sees the writes.
+  copy are moved onto the upper one, so every reader sees the writes. A regular file's
+  copy can also be done in steps (`copy_up_start`, its bytes anywhere, `copy_up_finish`)
+  by a caller that keeps the node in place meanwhile (fs.server, for big files); an open
+  with O_TRUNC or a truncation to 0 copies no bytes at all.
 
 Everything here is synchronous and raises OSError; fs.server turns that into FUSE replies.
 Nothing recurses over the tree and paths past PATH_MAX go through fs.longpath, so a tree
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NewType
 
-from fs.copyup import copy_entry
+from fs.copyup import FileCopy, copy_entry
 from fs.inodes import ROOT_INODE, Inode, InodeTable, Node
 from fs.meta import EntryMeta, LayerMeta
 from fs.resolve import (
@@ -72,6 +75,7 @@ __all__ = [
     "OVERRIDE_XATTR",
     "ROOT_INODE",
     "Attr",
+    "CopyUp",
     "FileHandle",
     "Inode",
     "Union",
@@ -129,12 +133,35 @@ class Attr:
     ctime_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class CopyUp:
+    """A regular file being copied up (Union.copy_up_start): `node`, at `path` then."""
+
+    node: Node
+    path: str
+    file: FileCopy
+
+    @property
+    def size(self) -> int:
+        return self.file.size
+
+
+def opens_for_writing(flags: int) -> bool:
+    """Whether an open with these flags changes the file (so it is copied up first)."""
+    return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
+
+
 @dataclass(slots=True)
 class _Open:
     fd: int
     node: Node
     flags: int = 0
     names: list[str] = field(default_factory=list)  # directory snapshot for readdir
+
+
+# readdir_ino's offsets: a snapshot number (8 bits) and a position in it (23 bits)
+_POS_BITS = 23
+_POS_MASK = (1 << _POS_BITS) - 1
 
 
 def _key(real: str) -> tuple[int, int]:
@@ -179,6 +206,9 @@ class Union:
         self._fh = itertools.count(1)
         self.table = InodeTable(self.upper, self._root_dirs())
         self._open: dict[FileHandle, _Open] = {}
+        # readdir_ino's listings by number: (directory inode, names)
+        self._snapshots: dict[int, tuple[Inode, list[str]]] = {}
+        self._snapshot_numbers = itertools.count()
 
     # ---- resolution -------------------------------------------------------------------
 
@@ -375,16 +405,71 @@ class Union:
 
     # ---- copy-up ----------------------------------------------------------------------
 
-    def _copy_up(self, node: Node) -> None:
-        """Make `node` live in the upper (parents first), keeping metadata and inode."""
+    def _copy_up(self, node: Node, *, data: bool = True) -> None:
+        """Make `node` live in the upper (parents first), keeping metadata and inode;
+        `data` False: a regular file's bytes are not needed (it is truncated to 0 next)."""
+        job = self._start_copy_up(node, data)
+        if job is not None:
+            job.file.run()
+            self.copy_up_finish(job)
+
+    def copy_up_start(self, ino: int, *, data: bool = True) -> CopyUp | None:
+        """The first step of a copy-up whose bytes move on another thread (fs.server does
+        this for big files): the parents copied up, the file's copy planned. The caller
+        then runs `job.file.run()` on any thread, and `copy_up_finish(job)` here (or
+        `job.file.abort()`). Until then it must let no request remove, rename or copy up
+        the node or a directory above it (`is_within` says which would), nor start another
+        copy-up of it. None: nothing is left to copy (the node is in the upper, or gone),
+        or it is no regular file and was copied up here at once (it has no bytes)."""
+        return self._start_copy_up(self.node(ino), data)
+
+    def _start_copy_up(self, node: Node, data: bool) -> CopyUp | None:
         if node.layer.is_upper or node.unlinked:
-            return
-        self._ensure_upper_dir(split(node.path)[0])
-        self._copy_one(node.path, node.layer, node.dirs)
+            return None
+        path = node.path
+        self._ensure_upper_dir(split(path)[0])
+        src = node.layer.at(path)
+        st = os.lstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            self._copy_one(path, node.layer, node.dirs)
+            self._copied(node)
+            return None
+        meta = self._entry_meta_at(node.layer, path, node.dirs)
+        self._drop_whiteout(*split(path))
+        return CopyUp(node, path, FileCopy.plan(src, self.upper, path, meta, st, data))
+
+    def copy_up_finish(self, job: CopyUp) -> None:
+        node = job.node
+        if node.unlinked or node.path != job.path:  # the caller let it move: a bug
+            job.file.abort()
+            raise OSError(errno.EIO, "moved or removed during its copy-up", job.path)
+        job.file.finish()
+        self._copied(node)
+
+    def _copied(self, node: Node) -> None:
+        """`node` has just been copied to the upper: point it there."""
         self._refresh(node)
         if not node.is_dir:
             self.table.set_host(node, _key(self.upper.at(node.path)))
             self._reopen(node)
+
+    def is_within(self, ino: int, parent_ino: int, name: str) -> bool:
+        """Whether the entry `name` of directory `parent_ino` is node `ino` or a directory
+        above one of its names (so that removing or renaming it moves the node)."""
+        nodes = self.table.nodes
+        node, parent = nodes.get(Inode(ino)), nodes.get(Inode(parent_ino))
+        top = None if parent is None else self.table.child(parent, name)
+        if node is None or top is None:
+            return False
+        if node is top:
+            return True
+        for above, _ in node.names():
+            at: Node | None = above
+            while at is not None:
+                if at is top:
+                    return True
+                at = at.parent
+        return False
 
     def _reopen(self, node: Node) -> None:
         """Handles opened on the lower copy now read the upper one (same fd number)."""
@@ -832,7 +917,7 @@ class Union:
         fh: int | None = None,
     ) -> Attr:
         node = self.node(ino)
-        self._copy_up(node)
+        self._copy_up(node, data=size != 0)
         self._own_upper_dir(node)
         of = self._open.get(FileHandle(fh)) if fh is not None else None
         if node.unlinked and of is None:
@@ -940,9 +1025,8 @@ class Union:
         cache: always, since layers are immutable and every write to the upper comes
         through the kernel (we are its only writer)."""
         node = self.node(ino)
-        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
-        if writing:
-            self._copy_up(node)
+        if opens_for_writing(flags):
+            self._copy_up(node, data=not flags & os.O_TRUNC)
         fd = os.open(node.layer.at(node.path), _host_flags(flags))
         fh = FileHandle(next(self._fh))
         self._open[fh] = _Open(fd, node, flags)
@@ -989,14 +1073,45 @@ class Union:
         parent = of.node
         if start == 0:
             of.names = [".", "..", *self._listing(parent)]
-        names = of.names
+        return self._entries(parent, of.names, start, 0)
+
+    def readdir_ino(self, ino: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
+        """`readdir` for a kernel that opens directories without asking us (fs.kcache's
+        no-opendir: there is no handle, and no RELEASEDIR to drop a snapshot on). The
+        listing taken at offset 0 is kept in `_snapshots` under a number (1-255) that
+        every offset carries, so that readers of one directory that interleave each go
+        on in their own snapshot, until it is read to its end; the oldest is dropped to
+        make room (as is one that a reader left half-way). An offset whose snapshot is
+        gone reads the same positions of a fresh listing. Offsets stay below 2**31:
+        32-bit programs get EOVERFLOW from glibc's readdir beyond (ext4 does the same)."""
+        parent = self._dir(ino)
+        number, pos = start >> _POS_BITS, start & _POS_MASK
+        mine = self._snapshots.get(number) if start else None
+        if mine is not None and mine[0] == parent.ino:
+            names = mine[1]
+        else:
+            mine = None
+            names = [".", "..", *self._listing(parent)]
+            if not start and len(names) < _POS_MASK:
+                number = next(self._snapshot_numbers) % 255 + 1  # the oldest one goes
+                mine = self._snapshots[number] = (parent.ino, names)
+            elif not start or len(names) >= _POS_MASK:
+                number, pos = 0, start  # a directory of 8M entries: plain positions
+            # else: its snapshot is gone; the same positions of this fresh listing
+        yield from self._entries(parent, names, pos, number << _POS_BITS)
+        if mine is not None and self._snapshots.get(number) is mine:
+            del self._snapshots[number]  # read to its end (an early stop never gets here)
+
+    def _entries(
+        self, parent: Node, names: list[str], start: int, base: int
+    ) -> Iterator[tuple[int, str, Node, bool]]:
         # The warm path (`find` over a tree the kernel has seen): the child is in the
         # table, found by its name alone; only a new child goes through resolution.
         child = self.table.child
         for i in range(start, len(names)):
             name = names[i]
             if i < 2:
-                yield i + 1, name, self._dot(parent, name), False
+                yield base | (i + 1), name, self._dot(parent, name), False
                 continue
             node = child(parent, name)
             if node is None:
@@ -1004,7 +1119,7 @@ class Union:
                     node = self._find(parent.ino, name)
                 except FileNotFoundError:
                     continue
-            yield i + 1, name, node, True
+            yield base | (i + 1), name, node, True
 
     def oldest_entries(self, n: int) -> Iterator[tuple[int, str]]:
         """(parent inode, name) of the directories holding the `n` longest-known nodes

@@ -21,6 +21,7 @@ from rootless.errors import ContainerError, UsageError
 from rootless.launch.protocol import kill_quietly
 
 if TYPE_CHECKING:
+    from rootless.runspec import Volume
     from rootless.store import Container, Store
 
 
@@ -423,11 +424,14 @@ def _restart(ns: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def remove_container(store: Store, c: Container, force: bool) -> None:
+def remove_container(store: Store, c: Container, force: bool, volumes: bool = False) -> None:
+    """`rm [-f] [-v]`: -v also removes the container's anonymous volumes (Docker's rule:
+    named volumes stay)."""
     import shutil
 
     from rootless.lifecycle import exclusive, runtime_dir
 
+    mounts = _anonymous_volumes(c) if volumes else ()
     if force:
         stop_container(c, 0)
     for attempt in range(50):
@@ -444,11 +448,29 @@ def remove_container(store: Store, c: Container, force: bool) -> None:
     stop_pasta(runtime_dir(c.id))  # when the monitor was killed before it could
     with contextlib.suppress(OSError):
         shutil.rmtree(runtime_dir(c.id))
+    if mounts:
+        from rootless.volumes import remove_anonymous
+
+        remove_anonymous(store, mounts)
+
+
+def _anonymous_volumes(c: Container) -> tuple[Volume, ...]:
+    from rootless.runspec import Volume
+
+    spec = _config(c).get("spec") or {}
+    return tuple(
+        v
+        for v in (Volume.from_json(doc) for doc in spec.get("volumes") or ())
+        if v.kind == "volume" and v.anonymous
+    )
 
 
 def _rm(ns: argparse.Namespace, ctx: Context) -> int:
     with ctx.store() as store:
-        return _report(_each(ctx, ns.containers), lambda c: remove_container(store, c, ns.force))
+        return _report(
+            _each(ctx, ns.containers),
+            lambda c: remove_container(store, c, ns.force, ns.volumes),
+        )
 
 
 def _wait(ns: argparse.Namespace, ctx: Context) -> int:
@@ -520,6 +542,7 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
                 },
                 # What pid 1 and every exec run with (root; a non-root user has none).
                 "EffectiveCaps": sorted(RunSpec.from_json(spec).capabilities()) if spec else [],
+                "Mounts": _mounts(spec),
                 "NetworkSettings": {"Ports": _published(spec)},
                 "LogPath": str(c.dir / LOG_NAME),
                 "UpperDir": str(c.upper),
@@ -532,6 +555,28 @@ def _inspect(ns: argparse.Namespace, ctx: Context) -> int:
     else:
         print(json.dumps(docs, indent=2))
     return code
+
+
+def _mounts(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Docker's inspect `Mounts` (what `{{range .Mounts}}{{.Name}} {{.Destination}}{{end}}`
+    reads): volumes with their name and driver, binds, tmpfs."""
+    from rootless.runspec import Volume
+
+    out: list[dict[str, Any]] = []
+    for v in (Volume.from_json(doc) for doc in spec.get("volumes") or ()):
+        m: dict[str, Any] = {"Type": v.kind}
+        if v.kind == "volume":
+            m |= {"Name": v.name, "Source": str(v.source), "Driver": "local"}
+        else:
+            m["Source"] = str(v.source) if v.kind == "bind" else ""
+        m |= {
+            "Destination": v.target,
+            "Mode": "ro" if v.readonly else "",
+            "RW": not v.readonly,
+            "Propagation": "rprivate" if v.kind == "bind" else "",
+        }
+        out.append(m)
+    return out
 
 
 def _published(spec: dict[str, Any]) -> dict[str, list[dict[str, str]]]:

@@ -9,6 +9,8 @@
      +-- StoreError            the store is locked, damaged or unwritable
      |    +-- StoreFull         a write would leave less than the reserve free
      +-- ContainerError        unknown container, name in use, ...
+     +-- ConfigError           a configuration file (registries.conf, rsbox's config.toml)
+     +-- VolumeError           unknown volume, invalid name, volume in use
      +-- BuildError            a Containerfile or .dockerignore rsbox cannot build from
      +-- CommandNotFound       exit 127 (Docker's "command not found")
      +-- CommandNotExecutable  exit 126 (Docker's "cannot invoke")
@@ -64,6 +66,14 @@ class StoreFull(StoreError):
 
 
 class ContainerError(RsboxError):
+    pass
+
+
+class ConfigError(RsboxError):
+    """A configuration file rsbox cannot use; the message names the file and the key."""
+
+
+class VolumeError(RsboxError):
     pass
 
 

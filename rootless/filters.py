@@ -12,6 +12,10 @@ pattern, `*` not crossing `/`, matched against the name with and without its tag
 without `localhost/` or `docker.io/library/`).
 
 A container's labels are its image's (rsbox's `run` has no --label).
+
+For volumes (docs volume_ls.md, volume_prune.md): `dangling` (true: no container, running
+or not, uses it), `driver` (only `local` exists), `label`, `label!` (the volume has not that
+label, or not that value), `name` (a part of the name).
 """
 
 from __future__ import annotations
@@ -25,6 +29,19 @@ from rootless.errors import UsageError
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 CONTAINER_KEYS = ("ancestor", "exited", "id", "label", "name", "status")
 IMAGE_KEYS = ("dangling", "label", "reference")
+VOLUME_KEYS = ("dangling", "driver", "label", "label!", "name")
+
+
+def _boolean(key: str, values: Sequence[str]) -> bool | None:
+    found = {v.lower() for v in values}
+    if not found:
+        return None
+    if not found <= {"true", "false", "1", "0"} or len(found) > 1:
+        raise UsageError(
+            f"invalid filter '{key}={','.join(sorted(found))}'",
+            hint=f"use {key}=true or {key}=false",
+        )
+    return found.pop() in ("true", "1")
 
 
 def _split(items: Sequence[str], known: Sequence[str], what: str) -> dict[str, list[str]]:
@@ -212,3 +229,34 @@ class ImageFilter:
         return [
             n for n in names if any(p.fullmatch(f) for p in self.references for f in short_forms(n))
         ]
+
+
+@dataclass(frozen=True)
+class VolumeFilter:
+    dangling: bool | None = None
+    drivers: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str | None], ...] = ()
+    not_labels: tuple[tuple[str, str | None], ...] = ()
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, items: Sequence[str], keys: Sequence[str] = VOLUME_KEYS) -> VolumeFilter:
+        given = _split(items, keys, "volumes")
+        return cls(
+            dangling=_boolean("dangling", given.get("dangling", [])),
+            drivers=tuple(given.get("driver", [])),
+            labels=_labels(given.get("label", [])),
+            not_labels=_labels(given.get("label!", [])),
+            names=tuple(given.get("name", [])),
+        )
+
+    def matches(self, name: str, labels: Mapping[str, str], in_use: bool) -> bool:
+        if self.dangling is not None and self.dangling == in_use:
+            return False
+        if self.drivers and "local" not in self.drivers:
+            return False
+        if self.labels and not labels_match(self.labels, labels):
+            return False
+        if any(labels_match([kv], labels) for kv in self.not_labels):
+            return False
+        return not self.names or any(n in name for n in self.names)

@@ -10,13 +10,19 @@ directories included, symlinks not followed. The store's parts:
   blobs and configs of images no container uses (what `image prune -a` frees).
 * Containers: `containers/` (each container's writable layer, log, config). Active:
   running. Reclaimable: the stopped ones (what `container prune` frees).
-* Local Volumes and Build Cache: rsbox has neither yet; they show as 0.
+* Local Volumes: `volumes/` (rootless.volumes). Active: used by at least one container
+  (running or not). Reclaimable: the volumes no container uses (what `volume prune -a`
+  frees). A directory the container made unreadable to the user (a non-root owner under
+  the full id map, mode 0700) counts as itself only, as `du` run by the user would.
+* Build Cache: rsbox has none yet; it shows as 0.
 
 What prune removes is Docker's definition (docker/cli docs container_prune.md,
 image_prune.md, system_prune.md): `container prune` every container that is not running;
 `image prune` the dangling images (no name: an image pulled only by digest is one) that
 no container uses;
-`image prune -a` every image that no container (running or stopped) uses. Each removal goes
+`image prune -a` every image that no container (running or stopped) uses; `volume prune`
+(and `system prune --volumes`) every anonymous volume no container (running or stopped)
+uses, `volume prune -a` every such volume, named or not (Docker 23's rule). Each removal goes
 through the store's own path (`Store.prune_image`, the CLI's container removal), which
 checks again under the store's writer lock (or the container's monitor lock): an image a
 container started using meanwhile, or a container that started meanwhile, is kept.
@@ -32,6 +38,7 @@ from pathlib import Path
 
 from rootless.errors import ContainerError
 from rootless.store import Container, Image, Store
+from rootless.volumes import VolumeRecord, Volumes
 
 
 def disk_usage(paths: Iterable[Path], seen: set[tuple[int, int]] | None = None) -> int:
@@ -76,6 +83,13 @@ class ContainerUsage:
 
 
 @dataclass(frozen=True)
+class VolumeUsage:
+    volume: VolumeRecord
+    size: int
+    links: int  # containers that use it
+
+
+@dataclass(frozen=True)
 class Usage:
     """One line of `system df`."""
 
@@ -93,6 +107,7 @@ class DiskUsage:
     build_cache: Usage
     image_items: tuple[ImageUsage, ...] = ()
     container_items: tuple[ContainerUsage, ...] = ()
+    volume_items: tuple[VolumeUsage, ...] = ()
 
 
 def _image_parts(store: Store, image: Image) -> list[Path]:
@@ -144,6 +159,13 @@ def compute_disk_usage(store: Store, running: Callable[[Container], bool]) -> Di
     containers_size = sum(i.size for i in container_items) + disk_usage(
         [store.root / "containers"], cseen
     )
+    vols = Volumes(store)
+    links = {name: len(users) for name, users in vols.users().items()}
+    vseen: set[tuple[int, int]] = set()
+    volume_items = tuple(
+        VolumeUsage(v, disk_usage([v.mountpoint.parent], vseen), links.get(v.name, 0))
+        for v in vols.all()
+    )
     return DiskUsage(
         images=Usage(
             len(images), sum(1 for i in images if users.get(i.id)), images_size, images_reclaimable
@@ -154,10 +176,16 @@ def compute_disk_usage(store: Store, running: Callable[[Container], bool]) -> Di
             containers_size,
             sum(i.size for i in container_items if not i.running),
         ),
-        volumes=Usage(0, 0, 0, 0),
+        volumes=Usage(
+            len(volume_items),
+            sum(1 for v in volume_items if v.links),
+            sum(v.size for v in volume_items),  # as Docker: no volume, 0B
+            sum(v.size for v in volume_items if not v.links),
+        ),
         build_cache=Usage(0, 0, 0, 0),
         image_items=tuple(image_items),
         container_items=tuple(container_items),
+        volume_items=volume_items,
     )
 
 
@@ -170,6 +198,7 @@ class PruneReport:
     Images:` with `untagged:`/`deleted:` lines, `Total reclaimed space:`)."""
 
     containers: list[str] = field(default_factory=list)  # ids
+    volumes: list[str] = field(default_factory=list)  # names
     images: list[tuple[str, str]] = field(default_factory=list)  # ("untagged"|"deleted", what)
     reclaimed: int = 0
 
@@ -215,3 +244,23 @@ def prune_images(store: Store, *, all_unused: bool, report: PruneReport) -> None
         report.images.append(("deleted", f"sha256:{pruned.id}"))
         report.images += [("deleted", f"sha256:{d}") for d in pruned.layers]
     report.reclaimed += sum(s for p, s in sizes.items() if not os.path.lexists(p))
+
+
+def prune_volumes(
+    store: Store, *, all_volumes: bool, keep: Callable[[VolumeRecord], bool], report: PruneReport
+) -> None:
+    """`volume prune [-a]`: the volumes no container uses, anonymous ones only unless
+    `all_volumes`, except those `keep` (a --filter) spares. `Volumes.remove` checks the
+    use again under the store's lock: a volume a new container took meanwhile stays."""
+    from rootless.errors import VolumeError
+
+    vols = Volumes(store)
+    used = vols.users()
+    for v in vols.all():
+        if v.name in used or (not all_volumes and not v.anonymous) or keep(v):
+            continue
+        try:
+            report.reclaimed += vols.remove(v.name)
+        except VolumeError:
+            continue
+        report.volumes.append(v.name)

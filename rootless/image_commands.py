@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .config import PULL_POLICIES
 from .errors import UsageError
 from .image_import import import_rootfs
 from .store import Image, Store, normalize_name, split_name
 
 if TYPE_CHECKING:
     from .registry.client import TransportOptions
+    from .registry.reference import Reference
 
 
 def cmd_import(store: Store, src: str, ref: str) -> str:
@@ -185,14 +187,13 @@ def cmd_pull(
 
         path, tag = parse_oci_ref(ref)
         return import_rootfs(store, ref, f"{path.name.lower() or 'image'}:{tag or 'latest'}")
+    from .registry import conf
     from .registry.progress import make_progress
     from .registry.pull import Platform, pull
-    from .registry.reference import parse_reference
 
-    reference = parse_reference(ref)
     image, _ = pull(
         store,
-        reference,
+        conf.load().candidates(ref),
         opts=opts,
         platform=Platform.parse(platform) if platform else None,
         progress=make_progress(quiet),
@@ -303,6 +304,7 @@ def cmd_push(
             )
         path, tag = parse_oci_ref(src)
         ref = parse_reference(dest)
+        opts = _push_options(ref, opts)
         progress = make_progress(quiet)
         return trio.run(lambda: push_layout(path, tag, ref, opts=opts, progress=progress))
     image = store.resolve_image(src)
@@ -324,11 +326,19 @@ def cmd_push(
     reference = parse_reference(target)
     if reference.digest:
         raise UsageError("cannot push to a digest", hint="push to NAME:TAG")
+    opts = _push_options(reference, opts)
     digest, _ = push(store, image, reference, opts=opts, progress=make_progress(quiet))
     return digest
 
 
-PULL_POLICIES = ("missing", "always", "never")
+def _push_options(ref: Reference, opts: TransportOptions) -> TransportOptions:
+    """registries.conf on a push, as Podman: no mirror or rewrite, but a blocked name is
+    refused and an insecure one may use plain HTTP or an untrusted certificate."""
+    from .registry import conf
+
+    registries = conf.load()
+    registries.check_push(ref)
+    return dataclasses.replace(opts, tls_verify=False) if registries.insecure(ref) else opts
 
 
 def ensure_image(store: Store, ref: str, policy: str = "missing") -> None:

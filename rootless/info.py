@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rootless import syscalls as sc
 from rootless.errors import HostError
@@ -215,10 +216,19 @@ def _init() -> Check:
     return Check("init", True, f"rsbox-init at {path} (pid 1 of --init)")
 
 
+def _fs_cache() -> Check:
+    from fs import kcache
+
+    ok, detail = kcache.report()
+    fix = "" if ok else "reinstall rsbox with gcc, pkg-config and libfuse3-dev: ./setup.sh venv"
+    return Check("fs kernel cache", ok, detail, fix)
+
+
 def checks() -> list[Check]:
     return [
         _userns(),
         _fuse(),
+        _fs_cache(),
         _subids(),
         _seccomp(),
         _cgroup(),
@@ -238,4 +248,26 @@ def render_info() -> str:
         lines.append(f"  {mark:8} {c.name}: {c.detail}")
         if c.fix:
             lines.append(f"  {'':8}   fix: {c.fix}")
+    lines.append("files read:")
+    lines += [f"  {what}: {text}" for what, text in config_files_read()]
     return "\n".join(lines)
+
+
+def config_files_read() -> list[tuple[str, str]]:
+    """Each kind of configuration file rsbox reads: the files, in their reading order, or
+    why they cannot be used."""
+    from rootless.config import load_settings
+    from rootless.errors import ConfigError
+    from rootless.registry import conf
+
+    out = []
+    loaders: list[tuple[str, Callable[[], tuple[Path, ...]]]] = [
+        ("rsbox config", lambda: load_settings().files),
+        ("registries.conf", lambda: conf.load().files),
+    ]
+    for what, files in loaders:
+        try:
+            out.append((what, ", ".join(map(str, files())) or "none"))
+        except ConfigError as exc:
+            out.append((what, f"UNUSABLE {exc.message}"))
+    return out

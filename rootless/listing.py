@@ -141,11 +141,32 @@ DISK_USAGE = Schema(
 # `system df -v`: one table per kind, in Docker's columns.
 DF_IMAGES = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}"
 DF_CONTAINERS = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}"
-VOLUME = Schema(
+_VOLUME_HEADERS = {
+    "Name": "VOLUME NAME",
+    "Driver": "DRIVER",
+    "Scope": "SCOPE",
+    "Mountpoint": "MOUNTPOINT",
+    "Labels": "LABELS",
+    "Links": "LINKS",
+    "Size": "SIZE",
+    "Group": "GROUP",
+    "Availability": "AVAILABILITY",
+    "Status": "STATUS",
+}
+_VOLUME_JSON = ("Driver", "Labels", "Links", "Mountpoint", "Name", "Scope", "Size")
+VOLUME = Schema(  # `system df -v`
     kind="volume",
-    headers={"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"},
-    json_fields=("Links", "Name", "Size"),
+    headers=_VOLUME_HEADERS,
+    json_fields=_VOLUME_JSON,
     default="table {{.Name}}\t{{.Links}}\t{{.Size}}",
+    methods={"Label": label_header},
+)
+VOLUME_LS = Schema(  # `volume ls`
+    kind="volume",
+    headers=_VOLUME_HEADERS,
+    json_fields=_VOLUME_JSON,
+    default="table {{.Driver}}\t{{.Name}}",
+    methods={"Label": label_header},
 )
 BUILD_CACHE = Schema(
     kind="build cache record",
@@ -199,8 +220,9 @@ class ContainerView:
     created: datetime | None
     created_text: str | None  # as config.json has it
     ports: tuple[str, ...]  # Docker's `0.0.0.0:8080->80/tcp`
-    mounts: tuple[str, ...]  # bind mount sources
+    mounts: tuple[str, ...]  # volume names, bind mount sources
     network: str
+    local_volumes: int = 0  # named and anonymous volumes it mounts
 
     @property
     def labels(self) -> Mapping[str, str]:
@@ -245,7 +267,11 @@ def container_views(store: Store) -> list[ContainerView]:
                 created=parse_time(cfg.get("created")),
                 created_text=cfg.get("created"),
                 ports=tuple(ports),
-                mounts=tuple(str(v.source) for v in spec.volumes) if spec else (),
+                # Docker's .Mounts: a volume's name, else the bind's source (no tmpfs).
+                mounts=tuple(v.name or str(v.source) for v in spec.volumes if v.kind != "tmpfs")
+                if spec
+                else (),
+                local_volumes=sum(v.kind == "volume" for v in spec.volumes) if spec else 0,
                 network=spec.network if spec else "",
             )
         )
@@ -297,7 +323,7 @@ def container_row(
         "Labels": ",".join(sorted(f"{k}={v}" for k, v in labels.items())),
         "Label": lambda name: labels.get(name, ""),
         "Mounts": ",".join(mounts),
-        "LocalVolumes": "0",
+        "LocalVolumes": str(view.local_volumes),
         "Networks": view.network,
     }
     return Row(CONTAINER, values)
@@ -380,3 +406,25 @@ def disk_usage_rows(usage: Any) -> list[Row]:
             )
         )
     return rows
+
+
+def volume_row(
+    name: str, mountpoint: str, labels: Mapping[str, str], usage: tuple[int, int] | None = None
+) -> Row:
+    """Docker's volume row; `usage` (links, bytes) only in `system df -v`, else N/A as
+    `volume ls` shows. Labels in name order (Docker's come in map order)."""
+    links, size = (str(usage[0]), human_size(usage[1])) if usage else ("N/A", "N/A")
+    values: dict[str, Any] = {
+        "Name": name,
+        "Driver": "local",
+        "Scope": "local",
+        "Mountpoint": mountpoint,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "Label": lambda key: labels.get(key, ""),
+        "Links": links,
+        "Size": size,
+        "Group": "N/A",
+        "Availability": "N/A",
+        "Status": "N/A",
+    }
+    return Row(VOLUME, values)

@@ -7,7 +7,6 @@ Docker's rules for Entrypoint/Cmd/Env/WorkingDir/User). All of it is pure and un
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,32 +26,56 @@ USERNS_MODES = ("auto", "single")
 
 @dataclass(frozen=True, slots=True)
 class Volume:
+    """One mount the user asked for (`-v`, `--mount`, `--tmpfs`) or the image's VOLUME
+    brought (rootless.mountspec parses them all).
+
+    kind "bind": `source` is the host path. kind "volume": `name` is the volume in the
+    store (rootless.volumes); `source` is its directory once resolved (empty before).
+    kind "tmpfs": `options` is the tmpfs mount data (size=..., mode=...), `source` empty.
+    `copy_up`: fill the volume from the image's files at `target` before mounting it (a
+    new, empty volume at its first use); never saved, so `start` never copies again."""
+
     source: Path
     target: str
     readonly: bool = False
+    kind: str = "bind"
+    name: str = ""
+    anonymous: bool = False
+    options: str = ""
+    copy_up: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Volume:
-        """`SRC:DST[:ro|rw]` with an absolute or ./relative host path, as `docker -v`."""
-        parts = text.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise UsageError(
-                f"invalid volume {text!r}", hint="use -v /host/path:/container/path[:ro]"
-            )
-        mode = parts[2] if len(parts) == 3 else "rw"
-        if mode not in ("ro", "rw"):
-            raise UsageError(f"invalid volume mode {mode!r} in {text!r}", hint="use :ro or :rw")
-        if not parts[1].startswith("/"):
-            raise UsageError(
-                f"volume destination {parts[1]!r} is not absolute", hint="write it as /path"
-            )
-        src = parts[0]
-        if not (src.startswith("/") or src.startswith(".")):
-            raise UsageError(
-                f"named volumes are not supported: {src!r}",
-                hint="give a host path: -v /abs/path:/dst or -v ./rel:/dst",
-            )
-        return cls(Path(os.path.abspath(src)), os.path.normpath(parts[1]), mode == "ro")
+        """`-v SRC:DST[:OPTS]`, `-v NAME:DST[:OPTS]` or `-v DST` (rootless.mountspec)."""
+        from rootless.mountspec import parse_volume_flag
+
+        return parse_volume_flag(text)
+
+    def to_json(self) -> list[object]:
+        return [
+            str(self.source),
+            self.target,
+            self.readonly,
+            self.kind,
+            self.name,
+            self.anonymous,
+            self.options,
+        ]
+
+    @classmethod
+    def from_json(cls, doc: Sequence[object]) -> Volume:
+        """What `to_json` wrote, or the `[source, target, readonly]` of older records."""
+        src, target, ro, *rest = doc
+        kind, name, anonymous, options = (list(rest) + ["bind", "", False, ""][len(rest) :])[:4]
+        return cls(
+            Path(str(src)),
+            str(target),
+            bool(ro),
+            str(kind),
+            str(name),
+            bool(anonymous),
+            str(options),
+        )
 
 
 MAX_ID = 65535  # the largest id a container's user namespace maps (rootless.idmap)
@@ -150,7 +173,7 @@ class RunSpec:
         doc["network_options"] = list(self.network_options)
         doc["cap_add"] = list(self.cap_add)
         doc["cap_drop"] = list(self.cap_drop)
-        doc["volumes"] = [[str(v.source), v.target, v.readonly] for v in self.volumes]
+        doc["volumes"] = [v.to_json() for v in self.volumes]
         return doc
 
     @classmethod
@@ -166,8 +189,8 @@ class RunSpec:
         kw["cap_add"] = _strs(doc.get("cap_add"))
         kw["cap_drop"] = _strs(doc.get("cap_drop"))
         kw["volumes"] = tuple(
-            Volume(Path(s), t, bool(ro))
-            for s, t, ro in doc.get("volumes") or ()  # type: ignore[attr-defined]
+            Volume.from_json(v)
+            for v in doc.get("volumes") or ()  # type: ignore[attr-defined]
         )
         return cls(**kw)  # type: ignore[arg-type]
 
@@ -231,14 +254,20 @@ class RunSpec:
             raise UsageError(
                 f"working directory {self.workdir!r} is not absolute", hint="use -w /path"
             )
+        targets: set[str] = set()
         for v in self.volumes:
-            if not v.source.exists():
+            if v.kind == "bind" and not v.source.exists():
                 raise UsageError(
                     f"volume source {v.source} does not exist",
                     hint="create it first (rsbox, like podman, does not create host paths)",
                 )
             if v.target == "/":
                 raise UsageError("cannot mount a volume on /", hint="pick a directory below /")
+            if v.target in targets:
+                raise UsageError(
+                    f"duplicate mount point: {v.target}", hint="mount one thing at each path"
+                )
+            targets.add(v.target)
         for item in self.env:
             if not item or item.startswith("="):
                 raise UsageError(f"invalid environment variable {item!r}", hint="use -e KEY=VALUE")

@@ -44,6 +44,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
+from .config import Settings
 from .errors import ContainerError, ImageError, ImageNotFound, LayerError, StoreError, UsageError
 from .extract import DEFAULT_MAX_BYTES, SpaceGuard, copy_stream_sparse, extract_layer
 
@@ -125,11 +126,12 @@ def normalize_name(ref: str, default_domain: str = LOCAL_DOMAIN) -> str:
     """
     if "@" in ref:
         raise UsageError(f"invalid image name {ref!r}: digests cannot be used as names")
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = default_domain, ref
+    from .registry.reference import registry_part
+
+    domain = registry_part(ref)
+    path = ref[len(domain) + 1 :] if domain is not None else ref
+    if domain is None:
+        domain = default_domain
     tag = "latest"
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
@@ -154,8 +156,9 @@ def split_name(name: str) -> tuple[str, str]:
 
 def _short_candidates(ref: str) -> tuple[str, str] | None:
     """For an unqualified ref, the (path, tag) to match against any registry."""
-    first, _, rest = ref.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
+    from .registry.reference import registry_part
+
+    if registry_part(ref) is not None:
         return None
     path, tag = ref, "latest"
     if ":" in path.rsplit("/", 1)[-1]:
@@ -270,10 +273,17 @@ class LayerInfo:
     size: int
 
 
-def default_root() -> Path:
-    """$RSBOX_ROOT, else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
+def default_root(settings: Settings | None = None) -> Path:
+    """$RSBOX_ROOT, else [storage] root of rsbox's config file (``settings``, else read
+    now: rootless.config), else $XDG_DATA_HOME/rsbox, else ~/.local/share/rsbox."""
     if env := os.environ.get("RSBOX_ROOT"):
         return Path(env)
+    if settings is None:
+        from .config import load_settings
+
+        settings = load_settings()
+    if settings.root is not None:
+        return settings.root
     if xdg := os.environ.get("XDG_DATA_HOME"):
         return Path(xdg) / "rsbox"
     return Path.home() / ".local" / "share" / "rsbox"
@@ -467,6 +477,12 @@ class Store:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The writer lock alone, for records kept beside the database (rootless.volumes):
+        whoever holds it sees the containers table as no other command changes it. Never
+        call a method that writes the database while holding it (the same lock)."""
+        return self._flock(self.root / "lock")
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[sqlite3.Connection]:

@@ -37,7 +37,12 @@ DANGLING_WARNING = "WARNING! This will remove all dangling images."
 ALL_IMAGES_WARNING = (
     "WARNING! This will remove all images without at least one container associated to them."
 )
-VOLUMES_NOTE = "rsbox: --volumes: rsbox has no volumes yet, so there are none to prune"
+VOLUMES_WARNING = (
+    "WARNING! This will remove anonymous local volumes not used by at least one container."
+)
+ALL_VOLUMES_WARNING = (
+    "WARNING! This will remove all local volumes not used by at least one container."
+)
 
 
 def confirm(message: str) -> bool:
@@ -54,11 +59,15 @@ def _running(c: Container) -> bool:
     return monitor_pid(c.id) is not None
 
 
-def _print_report(report: PruneReport, containers: bool, images: bool) -> None:
+def _print_report(
+    report: PruneReport, containers: bool, images: bool, volumes: bool = False
+) -> None:
     from rootless.format import human_size
 
     if containers and report.containers:
         print("Deleted Containers:\n" + "".join(f"{cid}\n" for cid in report.containers))
+    if volumes and report.volumes:
+        print("Deleted Volumes:\n" + "".join(f"{name}\n" for name in report.volumes))
     if images and report.images:
         print("Deleted Images:\n" + "".join(f"{what}: {x}\n" for what, x in report.images))
     print("Total reclaimed space:", human_size(report.reclaimed))
@@ -97,20 +106,19 @@ def image_prune(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def system_prune(ns: argparse.Namespace, ctx: Context) -> int:
-    """Docker's `system prune`: stopped containers, then dangling (or, -a, unused)
-    images. rsbox has no networks, volumes or build cache: nothing is said of them;
-    `--volumes` is accepted and changes nothing (said on stderr)."""
-    from rootless.housekeeping import PruneReport, prune_images
+    """Docker's `system prune`: stopped containers, then (--volumes) the anonymous
+    volumes no container uses, then dangling (or, -a, unused) images. rsbox has no
+    networks or build cache: nothing is said of them."""
+    from rootless.housekeeping import PruneReport, prune_images, prune_volumes
 
-    if ns.volumes:
-        print(VOLUMES_NOTE, file=sys.stderr)
     images = (
         "all images without at least one container associated to them"
         if ns.all
         else "all dangling images"
     )
+    volumes = "  - all anonymous volumes not used by at least one container\n" if ns.volumes else ""
     question = (
-        f"WARNING! This will remove:\n  - all stopped containers\n  - {images}\n\n"
+        f"WARNING! This will remove:\n  - all stopped containers\n{volumes}  - {images}\n\n"
         "Are you sure you want to continue?"
     )
     if not ns.force and not confirm(question):
@@ -118,8 +126,31 @@ def system_prune(ns: argparse.Namespace, ctx: Context) -> int:
     report = PruneReport()
     with ctx.store() as store:
         _prune_containers(store, report)
+        if ns.volumes:
+            prune_volumes(store, all_volumes=False, keep=lambda v: False, report=report)
         prune_images(store, all_unused=ns.all, report=report)
-    _print_report(report, containers=True, images=True)
+    _print_report(report, containers=True, images=True, volumes=True)
+    return 0
+
+
+def volume_prune(ns: argparse.Namespace, ctx: Context) -> int:
+    """`volume prune [-a] [--filter label=...|label!=...] [-f]`."""
+    from rootless.filters import VolumeFilter
+    from rootless.housekeeping import PruneReport, prune_volumes
+
+    filt = VolumeFilter.parse(ns.filter, ("label", "label!"))
+    warning = ALL_VOLUMES_WARNING if ns.all else VOLUMES_WARNING
+    if not ns.force and not confirm(f"{warning}\nAre you sure you want to continue?"):
+        return 0
+    report = PruneReport()
+    with ctx.store() as store:
+        prune_volumes(
+            store,
+            all_volumes=ns.all,
+            keep=lambda v: not filt.matches(v.name, v.labels, in_use=False),
+            report=report,
+        )
+    _print_report(report, containers=False, images=False, volumes=True)
     return 0
 
 
@@ -154,6 +185,7 @@ def _df_verbose(store: Store, usage: object, format_text: str | None) -> str:
         container_row,
         container_views,
         image_rows,
+        volume_row,
     )
 
     assert isinstance(usage, DiskUsage)
@@ -174,9 +206,13 @@ def _df_verbose(store: Store, usage: object, format_text: str | None) -> str:
         for item in usage.container_items
         if item.container.id in views
     ]
+    volumes = [
+        volume_row(v.volume.name, str(v.volume.mountpoint), v.volume.labels, (v.links, v.size))
+        for v in usage.volume_items
+    ]
     if not table:
         template = Template.parse(str(format_text))
-        doc = {"Images": images, "Containers": containers, "Volumes": [], "BuildCache": []}
+        doc = {"Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []}
         return template.execute(doc)
     parts = [
         "Images space usage:\n\n",
@@ -184,7 +220,7 @@ def _df_verbose(store: Store, usage: object, format_text: str | None) -> str:
         "\nContainers space usage:\n\n",
         OutputFormat.parse(DF_CONTAINERS, CONTAINER).render(containers, CONTAINER),
         "\nLocal Volumes space usage:\n\n",
-        OutputFormat.parse(VOLUME.default, VOLUME).render([], VOLUME),
+        OutputFormat.parse(VOLUME.default, VOLUME).render(volumes, VOLUME),
         f"\nBuild cache usage: {human_size(usage.build_cache.size)}\n\n",
         OutputFormat.parse(BUILD_CACHE.default, BUILD_CACHE).render([], BUILD_CACHE),
     ]

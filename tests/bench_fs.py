@@ -23,6 +23,19 @@ Then a rename under load (`python -m tests.bench_fs rename` runs only this): a d
 while another process stats names in another directory, each a fresh LOOKUP the server
 must answer. Printed: the longest and the median stat, and how long the rename took.
 Target (issue 11): no request waits longer than 100 ms.
+
+Then big trees (`python -m tests.bench_fs trees [RUNS [RSBOX_MAX_NODES [KIND,...]]]`):
+find+stat, cold then warm twice, over 150k and 500k entries in the shape of the host's
+/usr (its directories, names and symlinks, files empty; one copy of its tree per layer, so
+2 and 4 layers here; cached), for every mount kind, with the peak RSS of the FUSE server.
+Target (issue 14): warm <= 1.2x fuse-overlayfs, RSS bounded.
+
+Then copy-up under load (`python -m tests.bench_fs copyup [RUNS]`): the bench image's
+1 GiB file is opened for writing (a copy-up) while another process stats fresh names;
+printed: the longest stat and how long the open took. Target (issue 14): < 50 ms.
+
+Every figure is the median over its runs, with [min-max] next to it: the machine is
+shared and noisy.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = (
@@ -196,6 +210,12 @@ class Mount:
             subprocess.run(["umount", self.mnt], check=True)
 
 
+def _spread(values: list[float], scale: float = 1.0, fmt: str = ".3f") -> str:
+    """`median [min-max]`, each times `scale`."""
+    lo, mid, hi = min(values) * scale, statistics.median(values) * scale, max(values) * scale
+    return f"{mid:{fmt}} [{lo:{fmt}}-{hi:{fmt}}]"
+
+
 def _timed(cmd: str, cwd: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(["sh", "-c", cmd], cwd=cwd, check=True, stdout=subprocess.DEVNULL)
@@ -236,60 +256,61 @@ def bench_fs(runs: int) -> None:
     runs = max(1, min(runs, 5))
     img = _image()
     medians: dict[str, dict[str, float]] = {}
+    spreads: dict[str, dict[str, str]] = {}
     for kind in KINDS:
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             print("fs: fuse-overlayfs is not installed; skipped")
             continue
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--driver", kind, str(img), str(runs)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"fs: {kind} failed: {proc.stderr.strip()[-800:]}")
+        times = _in_userns(f"fs: {kind}", "--driver", kind, str(img), str(runs))
+        if times is None:
             continue
-        times: dict[str, list[float]] = json.loads(proc.stdout.strip().splitlines()[-1])
         medians[kind] = {w: statistics.median(v) for w, v in times.items()}
+        spreads[kind] = {w: _spread(v) for w, v in times.items()}
     files = sum(1 for _ in (img).rglob("*"))
-    print(f"\nfs: median wall time over {runs} fresh mounts each; image of {files} entries")
-    print(f"  {'workload':22}" + "".join(f"{k:>16}" for k in KINDS) + "  rsbox/fuse-ovl  rsbox/ovl")
+    print(
+        f"\nfs: median wall time in s [min-max] over {runs} fresh mounts each; "
+        f"image of {files} entries"
+    )
+    print(f"  {'workload':20}" + "".join(f"{k:>26}" for k in KINDS) + "  rsbox/fuse-ovl  rsbox/ovl")
     for w in WORKLOADS:
-        row = "".join(f"{medians[k][w]:>15.3f}s" if k in medians else f"{'-':>16}" for k in KINDS)
+        row = "".join(f"{spreads[k][w]:>26}" if k in spreads else f"{'-':>26}" for k in KINDS)
         r = medians.get("rsbox", {}).get(w)
         ratios = ""
         for peer in ("fuse-overlayfs", "overlay"):
             p = medians.get(peer, {}).get(w)
             ratios += f"{r / p:>15.2f}x" if r and p else f"{'-':>16}"
-        print(f"  {w:22}{row}{ratios}")
+        print(f"  {w:20}{row}{ratios}")
     bench_fs_memory()
     bench_fs_rename()
+    bench_fs_trees(runs)
+    bench_fs_copyup(runs)
 
 
 def bench_fs_memory() -> None:
     print("\nfs memory: peak RSS of the rsbox server after one find+stat of N files")
     for count in (50_000, 500_000):
         layer = _many_files(count)
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--walk", str(layer)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {count}: failed: {proc.stderr.strip()[-400:]}")
+        walked = _in_userns(str(count), "--walk", str(layer))
+        if walked is None:
             continue
-        took, peak = json.loads(proc.stdout.strip().splitlines()[-1])
+        took, peak = walked
         print(f"  {count:>7} files  {took:6.2f} s  peak RSS {peak / 1024:6.1f} MiB")
 
 
-# One LOOKUP after another, each of a name never asked for (so neither the kernel's entry
-# cache nor its negative one answers), for SECONDS; prints the latencies' max and median.
-_STATTER = r"""
+# One LOOKUP after another, each of a fresh name (so neither the kernel's entry cache nor
+# its negative one answers), under directory DIR, until SECONDS have passed or the file
+# STOP exists (checked every 64 lookups); prints the latencies' max and median.
+_LOOKUPS = r"""
 import json, os, sys, time
-seconds = float(sys.argv[1])
+where, seconds, stop = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 lat = []
 print("ready", flush=True)
 end = time.perf_counter() + seconds
 i = 0
-while time.perf_counter() < end:
+while time.perf_counter() < end and (i % 64 or not os.path.exists(stop)):
     t = time.perf_counter()
     try:
-        os.stat(f"other/n{i}")
+        os.stat(f"{where}/n{i}")
     except FileNotFoundError:
         pass
     lat.append(time.perf_counter() - t)
@@ -297,6 +318,31 @@ while time.perf_counter() < end:
 lat.sort()
 print(json.dumps({"max": lat[-1], "median": lat[len(lat) // 2], "stats": len(lat)}))
 """
+
+
+def _start_lookups(mnt: Path, where: str, seconds: str, stop: str) -> subprocess.Popen[str]:
+    """_LOOKUPS running in `mnt`, once it has said it is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOOKUPS, where, seconds, stop],
+        cwd=mnt,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _in_userns(what: str, *args: str) -> Any:
+    """`python -m tests.bench_fs ARGS` in a user+mount namespace of its own: its last
+    line, parsed from JSON; None (and a line saying why, about `what`) when it failed."""
+    argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
+    argv += [sys.executable, "-m", "tests.bench_fs", *args]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {what}: failed: {proc.stderr.strip()[-400:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _fill_big(count: int) -> Callable[[Path], None]:
@@ -320,14 +366,7 @@ def _rename_under_load(kind: str, count: int) -> dict[str, float]:
         mount = Mount(kind, [work / "L0"], work, fill=_fill_big(count), max_nodes=4 * count)
         with mount as mnt:
             known = _timed("find big -printf '%s\n' | wc -l > /dev/null", mnt)
-            statter = subprocess.Popen(
-                [sys.executable, "-c", _STATTER, "2.0"],
-                cwd=mnt,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert statter.stdout is not None
-            assert statter.stdout.readline().strip() == "ready"
+            statter = _start_lookups(mnt, "other", "2.0", "/nonexistent")
             time.sleep(0.5)
             t0 = time.perf_counter()
             os.rename(mnt / "big", mnt / "big2")
@@ -346,17 +385,193 @@ def bench_fs_rename(count: int = 100_000) -> None:
     for kind in ("rsbox", "fuse-overlayfs"):
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             continue
-        argv = ["unshare", "--user", "--map-root-user", "--mount", "--"]
-        argv += [sys.executable, "-m", "tests.bench_fs", "--rename", kind, str(count)]
-        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"  {kind}: failed: {proc.stderr.strip()[-400:]}")
+        r = _in_userns(kind, "--rename", kind, str(count))
+        if r is None:
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"  {kind:15} longest stat {r['max'] * 1000:8.1f} ms  median "
             f"{r['median'] * 1e6:6.0f} us  ({r['stats']} stats)  rename "
             f"{r['rename'] * 1000:7.1f} ms  (find over the {count}: {r['lookup_all']:.2f} s)"
+        )
+
+
+# ---- big trees --------------------------------------------------------------------------
+
+TREE_SIZES = (150_000, 500_000)
+_TREE_LAYERS = 4
+
+
+def _usr_entries() -> list[tuple[str, str | None]]:
+    """(relative path, symlink target or None; directories end in /) of the host's /usr,
+    each directory before what it holds."""
+    out: list[tuple[str, str | None]] = []
+    for top, dirs, files in os.walk("/usr"):
+        rel = os.path.relpath(top, "/usr")
+        base = "" if rel == "." else rel + "/"
+        dirs.sort()
+        for d in list(dirs):
+            if os.path.islink(os.path.join(top, d)):
+                dirs.remove(d)  # os.walk does not enter it: a symlink, listed below
+                files.append(d)
+            else:
+                out.append((f"{base}{d}/", None))
+        for f in sorted(files):
+            full = os.path.join(top, f)
+            out.append((base + f, os.readlink(full) if os.path.islink(full) else None))
+    return out
+
+
+def _usr_shape(count: int) -> Path:
+    """_TREE_LAYERS layers holding `count` entries in the shape of the host's /usr:
+    copy k of its tree (directories, names, symlinks; files empty) is c{k}/ in layer
+    k % _TREE_LAYERS, the last copy cut short."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rsbox-bench"
+    img = cache / f"usr-shape-{count}"
+    if (img / "done").exists():
+        return img
+    shutil.rmtree(img, ignore_errors=True)
+    entries = _usr_entries()
+    made = copy = 0
+    while made < count:
+        root = img / f"L{copy % _TREE_LAYERS}" / "fs" / f"c{copy}"
+        root.mkdir(parents=True)
+        made += 1
+        for rel, target in entries:
+            if made >= count:
+                break
+            path = root / rel
+            if rel.endswith("/"):
+                path.mkdir()
+            elif target is not None:
+                path.symlink_to(target)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+            made += 1
+        copy += 1
+    (img / "done").touch()
+    return img
+
+
+def _server_rss(mount: Mount) -> int:
+    """Peak RSS in KiB of the FUSE server of `mount` (0 for the kernel's overlay)."""
+    pid = mount.proc.pid if mount.proc is not None else None
+    if pid is None and mount.kind == "fuse-overlayfs":
+        for entry in Path("/proc").iterdir():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"fuse-overlayfs") and str(mount.mnt).encode() in cmd:
+                pid = int(entry.name)
+    if pid is None:
+        return 0
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+
+
+def _tree_driver(
+    kind: str, img: Path, runs: int, max_nodes: int | None = None
+) -> dict[str, list[float]]:
+    """Inside the namespace: cold, warm and again-warm find+stat of the whole tree."""
+    out: dict[str, list[float]] = {"cold": [], "warm": [], "warm2": [], "rss": []}
+    find = "find . -printf '%s %m %u\\n' > /dev/null"
+    layers = [img / f"L{i}" for i in range(_TREE_LAYERS) if (img / f"L{i}").exists()]
+    with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
+        for _ in range(runs):
+            _timed(f"find {' '.join(f'{p}/fs' for p in layers)} > /dev/null", img)
+            mount = Mount(kind, layers, Path(tmp), max_nodes=max_nodes)
+            with mount as mnt:
+                out["cold"].append(_timed(find, mnt))
+                out["warm"].append(_timed(find, mnt))
+                out["warm2"].append(_timed(find, mnt))
+                out["rss"].append(_server_rss(mount))
+    return out
+
+
+def bench_fs_trees(
+    runs: int,
+    sizes: tuple[int, ...] = TREE_SIZES,
+    max_nodes: int | None = None,
+    kinds: tuple[str, ...] = KINDS,
+) -> None:
+    """`max_nodes`: rsbox's inode table cap (fs.union.UnionSpec.max_nodes) if not the
+    default, to see what the cap costs."""
+    cap = "" if max_nodes is None else f"; rsbox with --max-nodes {max_nodes}"
+    print(
+        "\nfs big trees: find+stat of N entries shaped like /usr (one copy of its tree per"
+        f" layer), s [min-max] over {runs} fresh mounts{cap}; warm = right after the cold"
+        " walk, warm2 = once more\n(target: warm <= 1.2x fuse-overlayfs, server RSS bounded)"
+    )
+    for count in sizes:
+        img = _usr_shape(count)
+        results: dict[str, dict[str, list[float]]] = {}
+        for kind in kinds:
+            if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
+                continue
+            cap_arg = [str(max_nodes)] if max_nodes is not None and kind == "rsbox" else []
+            tree = _in_userns(f"{count} {kind}", "--tree", kind, str(img), str(runs), *cap_arg)
+            if tree is not None:
+                results[kind] = tree
+        for kind, r in results.items():
+            rss = f"  peak RSS {statistics.median(r['rss']) / 1024:6.1f} MiB" if r["rss"][0] else ""
+            print(
+                f"  {count:>7} {kind:15} cold {_spread(r['cold'], fmt='.2f'):>19}  warm "
+                f"{_spread(r['warm'], fmt='.3f'):>22}  warm2 {_spread(r['warm2'], fmt='.3f'):>22}"
+                f"{rss}"
+            )
+        mine = results.get("rsbox")
+        for peer in ("fuse-overlayfs", "overlay"):
+            if mine and peer in results:
+                ratio = [
+                    statistics.median(mine[w]) / statistics.median(results[peer][w])
+                    for w in ("warm", "warm2")
+                ]
+                print(f"  {count:>7} rsbox/{peer}: warm {ratio[0]:.2f}x, warm2 {ratio[1]:.2f}x")
+
+
+# ---- copy-up under load -----------------------------------------------------------------
+
+
+def _copyup_driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
+    """Inside the namespace: open the 1 GiB file for writing (its copy-up) while another
+    process looks names up; the longest lookup and the open's own time, per run."""
+    out: dict[str, list[float]] = {"max": [], "median": [], "open": []}
+    layers = [img / f"L{i}" for i in range(len(LAYOUT))]
+    with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
+        for _ in range(runs):
+            stop = Path(tmp) / "stop"
+            stop.unlink(missing_ok=True)
+            _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
+            with Mount(kind, layers, Path(tmp)) as mnt:
+                waiter = _start_lookups(mnt, "usr", "inf", str(stop))
+                time.sleep(0.3)
+                out["open"].append(
+                    _timed(f'{sys.executable} -c \'open("big", "r+b").close()\'', mnt)
+                )
+                time.sleep(0.1)
+                stop.touch()
+                result = json.loads(waiter.communicate(timeout=60)[0].strip().splitlines()[-1])
+                out["max"].append(result["max"])
+                out["median"].append(result["median"])
+    return out
+
+
+def bench_fs_copyup(runs: int) -> None:
+    print(
+        "\nfs copy-up under load: the 1 GiB file is opened for writing (copied up) while"
+        f"\nanother process looks up fresh names; ms [min-max] over {runs} fresh mounts"
+        "\n(target: the longest lookup < 50 ms)"
+    )
+    img = _image()
+    for kind in KINDS:
+        if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
+            continue
+        r = _in_userns(kind, "--copyup", kind, str(img), str(runs))
+        if r is None:
+            continue
+        print(
+            f"  {kind:15} longest lookup {_spread(r['max'], 1000, '.1f'):>22} ms  median "
+            f"{_spread(r['median'], 1e6, '.0f'):>16} us  the open {_spread(r['open'], 1000, '.0f'):>18} ms"
         )
 
 
@@ -373,6 +588,21 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["--walk"]:
         print(json.dumps(_walk_rss(Path(argv[1]))))
+        return 0
+    if argv[:1] == ["--tree"]:
+        cap = int(argv[4]) if len(argv) > 4 else None
+        print(json.dumps(_tree_driver(argv[1], Path(argv[2]), int(argv[3]), cap)))
+        return 0
+    if argv[:1] == ["trees"]:  # trees [RUNS [RSBOX_MAX_NODES [KINDS,...]]]
+        cap = int(argv[2]) if len(argv) > 2 else None
+        kinds = tuple(argv[3].split(",")) if len(argv) > 3 else KINDS
+        bench_fs_trees(int(argv[1]) if len(argv) > 1 else 3, max_nodes=cap, kinds=kinds)
+        return 0
+    if argv[:1] == ["--copyup"]:
+        print(json.dumps(_copyup_driver(argv[1], Path(argv[2]), int(argv[3]))))
+        return 0
+    if argv[:1] == ["copyup"]:
+        bench_fs_copyup(int(argv[1]) if len(argv) > 1 else 3)
         return 0
     bench_fs(int(argv[0]) if argv else 3)
     return 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
+    from rootless.config import Settings
     from rootless.launch.prefork import Helper
     from rootless.store import Store
 
@@ -29,7 +30,9 @@ MODULES = (
     "rootless.commands.build",
     "rootless.commands.info",
     "rootless.commands.system",
+    "rootless.commands.volumes",
     "rootless.commands.policy",
+    "rootless.commands.completion",
 )
 
 
@@ -40,11 +43,20 @@ class Context:
 
     root: Path | None
     helper: Helper | None = None
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """rsbox's config file (rootless.config), read once; flags override it."""
+        if self._settings is None:
+            from rootless.config import load_settings
+
+            self._settings = load_settings()
+        return self._settings
 
     def store(self) -> Store:
-        from rootless.store import Store
+        from rootless.store import Store, default_root
 
-        return Store.open(self.root)
+        return Store.open(self.root or default_root(self.settings()))
 
 
 Handler = Callable[[argparse.Namespace, Context], int]
@@ -62,7 +74,10 @@ def build_parser() -> Parser:
         prog="rsbox", description="Rootless containers for people who do not have root."
     )
     parser.add_argument(
-        "--root", type=Path, help="store directory (default: $RSBOX_ROOT or $XDG_DATA_HOME/rsbox)"
+        "--root",
+        type=Path,
+        help="store directory (default: $RSBOX_ROOT, the config file's [storage] root, "
+        "or $XDG_DATA_HOME/rsbox)",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name in MODULES:

@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="kill running ones first")
+    p.add_argument("-v", "--volumes", action="store_true", help="also their anonymous volumes")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=lazy("_rm"))
 

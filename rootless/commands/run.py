@@ -24,7 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     r.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     r.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]")
+    r.add_argument(
+        "-v", "--volume", action="append", default=[], metavar="SRC|NAME:DST[:ro]", help="or DST"
+    )
+    r.add_argument(
+        "--mount", action="append", default=[], metavar="type=bind|volume|tmpfs,src=,dst=[,ro]"
+    )
+    r.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]")
     r.add_argument("-w", "--workdir", metavar="DIR")
     r.add_argument("-u", "--user", metavar="UID[:GID]")
     r.add_argument("--hostname", metavar="NAME")
@@ -68,7 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run under a filter that records every syscall; write the profile it needs",
     )
     r.add_argument(
-        "--pull", default="missing", metavar="missing|always|never", help="pull the image first"
+        "--pull",
+        metavar="missing|always|never",
+        help="pull the image first (default: missing, or the config file's [run] pull)",
     )
     r.add_argument("image")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -119,16 +127,21 @@ def _present(store: Store, ref: str) -> bool:
 
 def _run(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.launch.caps import parse_cap
+    from rootless.mountspec import parse_mount_flag, parse_tmpfs_flag
     from rootless.runspec import RunSpec, Volume
 
-    if ns.pull != "never":  # pull as `docker run` does (rootless.image_commands)
+    settings = ctx.settings()  # the config file's defaults; flags override them
+    pull = ns.pull or settings.pull or "missing"
+    if pull != "never":  # pull as `docker run` does (rootless.image_commands)
         with ctx.store() as store:
-            if ns.pull != "missing" or not _present(store, ns.image):
+            if pull != "missing" or not _present(store, ns.image):
                 # Only now: importing the pull machinery costs `run` ~60 ms.
                 from rootless.image_commands import ensure_image
 
-                ensure_image(store, ns.image, ns.pull)
-    network_mode, network_options = network_choice(ns.network)
+                ensure_image(store, ns.image, pull)
+    network_mode, network_options = network_choice(
+        ns.network if ns.network is not None else settings.network
+    )
     spec = RunSpec(
         image=ns.image,
         command=tuple(ns.cmd),
@@ -136,7 +149,11 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         interactive=ns.interactive,
         tty=ns.tty,
         env=tuple(ns.env),
-        volumes=tuple(Volume.parse(v) for v in ns.volume),
+        volumes=(
+            *(Volume.parse(v) for v in ns.volume),
+            *(parse_mount_flag(m) for m in ns.mount),
+            *(parse_tmpfs_flag(t) for t in ns.tmpfs),
+        ),
         workdir=ns.workdir,
         user=ns.user,
         hostname=ns.hostname,
@@ -150,7 +167,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cpus=ns.cpus,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
-        log_opts=tuple(ns.log_opt),
+        log_opts=(*settings.log_opts, *ns.log_opt),  # a repeated key: the last wins
         init=ns.init,
         restart=ns.restart,
         userns=ns.userns,
@@ -158,7 +175,10 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cap_drop=tuple(parse_cap(c) for c in ns.cap_drop),
         privileged=ns.privileged,
         # Docker's --privileged: no filter, unless one is asked for by name (refused).
-        seccomp=seccomp_choice(ns.security_opt, "unconfined" if ns.privileged else "default"),
+        seccomp=seccomp_choice(
+            ns.security_opt,
+            "unconfined" if ns.privileged else settings.seccomp or "default",
+        ),
         seccomp_learn=ns.seccomp_learn.absolute() if ns.seccomp_learn else None,
         detach=ns.detach,
         host_env=dict(os.environ),

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--volumes",
         action="store_true",
-        help="also volumes (rsbox has none yet: nothing more is removed)",
+        help="also the anonymous volumes no container uses",
     )
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=lazy("system_prune", "rootless.verbs_cli"))

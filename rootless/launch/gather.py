@@ -22,7 +22,7 @@ from rootless.idmap import host_idmap
 from rootless.launch.p0 import run as spawn_run
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import Launch
-from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
+from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, Volume, plan_process
 
 if TYPE_CHECKING:
     from rootless.store import Container, Image, Store
@@ -99,8 +99,18 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
         caps = spec.capabilities()
         bpf = seccomp_filter(store, spec.seccomp, caps)
         learn_program = _learn_program() if spec.seccomp_learn else None
-        config: dict[str, object] = {"image": spec.image, "command": list(spec.command)}
+        spec = replace(spec, volumes=_named_mounts(store, spec, image))
+        config: dict[str, object] = {
+            "image": spec.image,
+            "command": list(spec.command),
+            # Written with the record: from then on `volume rm` and prune see them used.
+            "volumes": [v.name for v in spec.volumes if v.kind == "volume"],
+        }
         container = store.create_container(image, spec.name, config)
+        if config["volumes"]:
+            from rootless.volumes import Volumes
+
+            spec = replace(spec, volumes=Volumes(store).attach(spec.volumes))
         plan = plan_process(spec, _defaults(image), container.id)
         config.update(
             spec=spec.to_json(),
@@ -128,6 +138,10 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
             helper.abort()
         if spec.remove and not spec.detach and container is not None and store is not None:
             store.remove_container(container.id)
+            if any(v.anonymous for v in spec.volumes):
+                from rootless.volumes import remove_anonymous
+
+                remove_anonymous(store, spec.volumes)
             with contextlib.suppress(OSError):
                 shutil.rmtree(lifecycle.runtime_dir(container.id))
 
@@ -156,6 +170,16 @@ def run_step(
     finally:
         if not launched:
             helper.abort()
+
+
+def _named_mounts(store: Store, spec: RunSpec, image: Image) -> tuple[Volume, ...]:
+    """The user's mounts plus the image's VOLUMEs, every anonymous volume named."""
+    from rootless.volumes import image_volume_paths, name_anonymous
+
+    paths = image_volume_paths(store, image.id)
+    if not paths and not any(v.kind == "volume" for v in spec.volumes):
+        return spec.volumes
+    return name_anonymous(spec.volumes, paths)
 
 
 def _launch(

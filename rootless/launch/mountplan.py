@@ -10,7 +10,10 @@ order matters:
 3. /sys is the host's, bound read-only, unless the container has a network namespace of
    its own: only then may we mount a fresh sysfs (read-only), which lists its interfaces.
 4. /etc/hosts, /etc/hostname, /etc/resolv.conf are files rsbox wrote for this container.
-5. The user's volumes, so that they may cover any of the above (as Docker allows).
+5. The user's mounts (-v, --mount, --tmpfs, the image's VOLUMEs), so that they may cover
+   any of the above (as Docker allows), parents before what is mounted below them; a new
+   volume is first filled from the image at its path (`CopyUp`, rootless.launch.copyup),
+   which the mount then covers.
 6. Masks last (Docker's list): over /proc entries that leak host state or are writable;
    none with --privileged (Docker's rule).
 7. --init: rsbox-init, bound read-only at /dev/init (our own tmpfs: nothing is created in
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rootless import syscalls as sc
+from rootless.mountspec import tmpfs_mount_args
 from rootless.runspec import Volume
 
 HOST_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -71,7 +75,15 @@ class Symlink:
     points_to: str
 
 
-Step = Mount | Symlink
+@dataclass(frozen=True, slots=True)
+class CopyUp:
+    """Fill the (empty, new) volume directory `dest` from the rootfs at `target`."""
+
+    target: str
+    dest: str
+
+
+Step = Mount | Symlink | CopyUp
 
 
 def mount_plan(
@@ -117,7 +129,15 @@ def mount_plan(
         )
     for name, path in sorted(etc_files.items()):
         steps.append(Mount(f"/etc/{name}", str(path), None, sc.MS_BIND, create="file"))
-    for v in volumes:
+    # Docker's order: by depth, so that /a is mounted before /a/b (stable: the user's
+    # order otherwise).
+    for v in sorted(volumes, key=lambda v: v.target.rstrip("/").count("/")):
+        if v.kind == "tmpfs":
+            flags, data = tmpfs_mount_args(v.options)
+            steps.append(Mount(v.target, "tmpfs", "tmpfs", flags, data or None))
+            continue
+        if v.copy_up:
+            steps.append(CopyUp(v.target, str(v.source)))
         kind = "dir" if v.source.is_dir() else "file"
         steps.append(
             Mount(

@@ -295,6 +295,10 @@ def _remove(launch: Launch, rundir: Path) -> None:
     try:
         with Store.open(launch.store_root) as store:
             store.remove_container(launch.cid)
+            if any(v.anonymous for v in launch.spec.volumes):
+                from rootless.volumes import remove_anonymous
+
+                remove_anonymous(store, launch.spec.volumes)
     except Exception as exc:
         print(f"rsbox: error: --rm could not remove {launch.cid[:12]}: {exc}", file=sys.stderr)
         return

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rootless import syscalls as sc
 from rootless.launch.become import Learning, Process, become
-from rootless.launch.mountplan import Mount, Step, Symlink, mount_plan, secure_join
+from rootless.launch.mountplan import CopyUp, Mount, Step, Symlink, mount_plan, secure_join
 from rootless.launch.protocol import PTY_MASTER, WIRED, Launch
 from rootless.launch.terminal import open_pty
 
@@ -89,6 +89,10 @@ def apply_steps(rootfs: str, steps: list[Step]) -> None:
             link = secure_join(rootfs, step.target)
             if not os.path.lexists(link):
                 os.symlink(step.points_to, link)
+        elif isinstance(step, CopyUp):
+            from rootless.launch.copyup import copy_up
+
+            copy_up(secure_join(rootfs, step.target), step.dest)
         else:
             _do_mount(rootfs, step)
 

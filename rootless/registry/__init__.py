@@ -1,6 +1,7 @@
 """The registry side of rsbox: OCI distribution spec v2 client, pull, push, credentials.
 
     reference.py  image references: ``alpine`` -> docker.io/library/alpine:latest, digests
+    conf.py       containers-registries.conf(5): short names, aliases, rewrites, mirrors, blocks
     auth.py       credentials (rsbox's own file, Docker's and Podman's) and login/logout
     client.py     the HTTP client on trio (httpx): auth challenges, TLS, retries
     pull.py       registry -> store: manifests, platform selection, streamed layers

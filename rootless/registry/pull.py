@@ -19,12 +19,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import platform as _platform
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, cast
@@ -32,7 +33,7 @@ from typing import Any, TypeVar, TypeVarTuple, cast
 import httpx
 import trio
 
-from rootless.errors import LayerError, RsboxError
+from rootless.errors import ImageError, LayerError, RsboxError
 from rootless.extract import (
     DEFAULT_MAX_BYTES,
     ExtractResult,
@@ -45,6 +46,7 @@ from rootless.store import Image, Store, rmtree_forcefully
 
 from . import RegistryError
 from .client import Interrupted, RegistryClient, TransportOptions
+from .conf import Candidate, Source
 from .progress import Progress, Quiet
 from .reference import DIGEST, Reference
 
@@ -477,19 +479,65 @@ async def pull_image(
 ) -> tuple[Image, list[str]]:
     """Pull ``ref`` into ``store``; returns the image and the blob digests downloaded."""
     progress = progress or Quiet()
-    async with RegistryClient(ref.registry, ref.endpoint, opts) as client:
-        puller = Puller(store, client, ref, platform or Platform.host(), progress)
+    try:
+        return await _pull_from(store, ref, ref, opts, platform, progress, names)
+    finally:
+        progress.close()
+
+
+async def _pull_from(
+    store: Store,
+    source: Reference,
+    name: Reference,
+    opts: TransportOptions,
+    platform: Platform | None,
+    progress: Progress,
+    names: list[str] | None = None,
+) -> tuple[Image, list[str]]:
+    """Pull ``source`` (where the bytes are: a mirror, a rewritten location) and store it
+    as ``name`` (what the user asked for)."""
+    async with RegistryClient(source.registry, source.endpoint, opts) as client:
+        puller = Puller(store, client, source, platform or Platform.host(), progress)
         if names is None:
-            names = [ref.name] if ref.tag or not ref.digest else []
-        try:
-            image = await puller.pull(names)
-        finally:
-            progress.close()
-        if ref.digest_ref is not None:
-            store.add_digest_ref(ref.digest_ref, image.id)
+            names = [name.name] if name.tag or not name.digest else []
+        image = await puller.pull(names)
+        if name.digest_ref is not None:
+            store.add_digest_ref(name.digest_ref, image.id)
         return image, puller.fetched
 
 
-def pull(store: Store, ref: Reference, **kw: Any) -> tuple[Image, list[str]]:
+async def pull_first(
+    store: Store,
+    candidates: Sequence[Candidate],
+    *,
+    opts: TransportOptions,
+    platform: Platform | None = None,
+    progress: Progress | None = None,
+) -> tuple[Image, list[str]]:
+    """The first candidate name (short-name search order) whose first source (mirrors in
+    order, then the primary location: registries.conf) has the image, as Podman tries
+    them. An insecure source may use plain HTTP or an untrusted certificate."""
+    progress = progress or Quiet()
+    failed: list[tuple[Source, ImageError]] = []
+    try:
+        for candidate in candidates:
+            for source in candidate.sources:
+                o = dataclasses.replace(opts, tls_verify=False) if source.insecure else opts
+                try:
+                    return await _pull_from(
+                        store, source.ref, candidate.name, o, platform, progress
+                    )
+                except ImageError as exc:
+                    failed.append((source, exc))
+    finally:
+        progress.close()
+    if len(failed) == 1:
+        raise failed[0][1]
+    tried = "; ".join(f"{s.ref}: {e.message}" for s, e in failed)
+    last = failed[-1][1]
+    raise type(last)(f"no source had the image ({tried})", hint=last.hint)
+
+
+def pull(store: Store, candidates: Sequence[Candidate], **kw: Any) -> tuple[Image, list[str]]:
     """Synchronous entry point (the CLI)."""
-    return trio.run(lambda: pull_image(store, ref, **kw))
+    return trio.run(lambda: pull_first(store, candidates, **kw))

@@ -60,17 +60,31 @@ class Reference:
         return s
 
 
+def registry_part(name: str) -> str | None:
+    """The registry a name starts with, or None for a short name (``alpine``,
+    ``library/alpine``): the first component is a registry when it contains a ``.`` or a
+    ``:`` or is ``localhost`` and something follows it."""
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def valid_registry(host: str) -> bool:
+    """host[:port] (or [v6]:port), as the grammar allows it in a reference."""
+    return bool(_DOMAIN.fullmatch(host))
+
+
 def parse_reference(ref: str) -> Reference:
     """Parse a reference; raises UsageError with a hint when it is not one."""
     hint = "an image reference looks like [REGISTRY/]NAME[:TAG][@sha256:DIGEST]"
     name, at, digest = ref.partition("@")
     if at and not DIGEST.fullmatch(digest):
         raise UsageError(f"invalid digest in {ref!r}", hint="digests are sha256:<64 hex digits>")
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, path = first, rest
-    else:
-        registry, path = DOCKER_HUB, name
+    registry = registry_part(name)
+    path = name[len(registry) + 1 :] if registry is not None else name
+    if registry is None:
+        registry = DOCKER_HUB
     tag: str | None = None
     last = path.rsplit("/", 1)[-1]
     if ":" in last:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from fs import server
+from fs import kcache, server
 from fs.union import UnionSpec
 
 
@@ -41,11 +41,12 @@ def main() -> int:
     ap.add_argument("--upper", type=Path, required=True)
     ap.add_argument("--single-id", action="store_true")
     ap.add_argument("--max-nodes", type=int, default=UnionSpec.max_nodes)
+    ap.add_argument("--kernel-cache", type=kcache.Mode, default=None)  # 0, opendir, 1
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
-    server.mount(spec, ns.mountpoint)
+    server.mount(spec, ns.mountpoint, kernel_cache=ns.kernel_cache)
     # The launcher forks (and may unshare) right after mount(): it must leave us with one
     # thread. /proc counts threads started by C code too, not only Python's.
     threads = len(os.listdir("/proc/self/task"))
@@ -64,6 +65,7 @@ def main() -> int:
     try:
         code = trio.run(_serve_while, pid)
         print(f"harness: {server.inode_count()} inodes at the end", file=sys.stderr)
+        print(f"harness: kernel cache: {kcache.status().detail}", file=sys.stderr)
     finally:
         server.close()
     return code

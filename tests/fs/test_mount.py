@@ -86,8 +86,10 @@ def run_in_mount(
     *,
     full_map: bool = True,
     max_nodes: int | None = None,
+    flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint."""
+    """Mount lowers + tmp_path/upper, run `sh -euc script` in the mountpoint (`flags`: more
+    of tests.fs.harness's options)."""
     _require(full_map)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -98,7 +100,7 @@ def run_in_mount(
         args.append("--single-id")
     if max_nodes is not None:
         args += ["--max-nodes", str(max_nodes)]
-    args += [str(mnt), "--", "sh", "-euxc", script]
+    args += [*flags, str(mnt), "--", "sh", "-euxc", script]
     proc = subprocess.run(
         [*_unshare(full_map), *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -381,3 +383,53 @@ def test_inode_table_stays_near_its_cap_on_a_big_walk(tmp_path: Path) -> None:
     assert _inodes_at_end(capped) <= 2 * 300
     uncapped = run_in_mount(tmp_path / "uncapped", lowers, walk, full_map=False)
     assert _inodes_at_end(uncapped) >= 3000
+
+
+_BUSY_WHILE_COPYING = r"""
+import os, subprocess, sys
+# Two writers open the big lower file at once (one copy-up; both appends land), while
+# this process keeps using the rest of the filesystem.
+writers = [
+    subprocess.Popen([sys.executable, "-c", f"open('big', 'ab').write(b'<{tag}>')"])
+    for tag in "AB"
+]
+done = 0
+while any(w.poll() is None for w in writers) or done < 100:
+    os.stat(f"etc/f{done % 50}")
+    os.listdir("etc")
+    with open(f"tmp/n{done}", "w") as f:
+        f.write("x")
+    done += 1
+assert [w.wait() for w in writers] == [0, 0]
+print(done, "requests while copying", file=sys.stderr)
+"""
+
+
+def test_copy_up_of_a_big_file_lets_other_requests_through(tmp_path: Path) -> None:
+    """A 256 MiB file copied up on a worker thread (fs.server): the copy completes with
+    the right bytes, two writers racing on it make one copy and both writes land, and
+    other requests are answered meanwhile (how long they wait: tests/bench_fs.py)."""
+    import hashlib
+
+    tree = {f"etc/f{i}": str(i) for i in range(50)}
+    tree["tmp/"] = ""
+    layer = make_layer(tmp_path / "l0", tree)
+    block = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    with open(layer / "fs/big", "wb") as f:
+        for i in range(256):
+            chunk = i.to_bytes(4, "big") + block[4:]
+            f.write(chunk)
+            digest.update(chunk)
+    (tmp_path / "busy.py").write_text(_BUSY_WHILE_COPYING)
+    run_in_mount(tmp_path, [layer], f"{sys.executable} {tmp_path / 'busy.py'}", full_map=False)
+    size = 256 << 20
+    with open(tmp_path / "upper/big", "rb") as f:
+        copied = hashlib.sha256()
+        for _ in range(256):
+            copied.update(f.read(1 << 20))
+        tail = f.read()
+    assert copied.hexdigest() == digest.hexdigest()
+    assert tail in (b"<A><B>", b"<B><A>")
+    assert (layer / "fs/big").stat().st_size == size
+    assert not list((tmp_path / "upper").glob(".wh..wh..rsbox-tmp.*"))

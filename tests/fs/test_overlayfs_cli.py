@@ -44,6 +44,16 @@ def test_parse_fuse_overlayfs_command_line(tmp_path: Path) -> None:
         parse(["m"])
 
 
+def test_parse_kernel_cache_knob() -> None:
+    from fs.kcache import Mode
+
+    assert parse(["-o", "lowerdir=a", "m"]).kernel_cache is None  # the environment decides
+    assert parse(["-o", "lowerdir=a,no_kernel_cache", "m"]).kernel_cache is Mode.OFF
+    assert parse(["-o", "lowerdir=a,kernel_cache=opendir", "m"]).kernel_cache is Mode.OPENDIR
+    with pytest.raises(UsageError, match="kernel_cache=x"):
+        parse(["-o", "lowerdir=a,kernel_cache=x", "m"])
+
+
 def test_parse_accepts_mount8s_source_argument(tmp_path: Path) -> None:
     """mount(8) -> mount.fuse3 runs `rsbox-overlayfs SOURCE MOUNTPOINT -o OPTS,dev,suid`:
     the source comes first and is ignored, as fuse-overlayfs does."""

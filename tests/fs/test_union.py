@@ -577,3 +577,113 @@ def test_copy_up_across_filesystems_falls_back_and_keeps_holes(
         assert f.read() == b"tail"
     assert upper.stat().st_size == 64 << 20
     assert upper.stat().st_blocks * 512 < 1 << 20  # 8 bytes of data, not 64 MiB
+
+
+def _tmp_files(root: Path) -> list[str]:
+    return [p.name for p in root.rglob(".wh..wh..rsbox-tmp.*")]
+
+
+def test_copy_up_in_steps_equals_the_one_step_copy_up(tmp_path: Path) -> None:
+    """copy_up_start / run (any thread) / copy_up_finish: the same result as a write's
+    own copy-up; the lower stays untouched and no temporary is left."""
+    u = _union(tmp_path, {"d/big": "0123456789" * 1000})
+    attr = _walk(u, "d/big")
+    job = u.copy_up_start(attr.ino)
+    assert job is not None and job.size == 10_000
+    assert (tmp_path / "upper/d").is_dir() and not (tmp_path / "upper/d/big").exists()
+    assert _read(u, "d/big") == b"0123456789" * 1000  # still served from the lower
+    job.file.run()
+    u.copy_up_finish(job)
+    assert (tmp_path / "upper/d/big").read_bytes() == b"0123456789" * 1000
+    assert u.getattr(attr.ino).ino == attr.ino
+    assert u.copy_up_start(attr.ino) is None  # in the upper now
+    assert _tmp_files(tmp_path / "upper") == []
+    assert (tmp_path / "l0/fs/d/big").read_text() == "0123456789" * 1000
+
+
+def test_copy_up_without_data_for_a_truncating_open(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"f": "old content"})
+    fh, _ = u.open(_walk(u, "f").ino, os.O_WRONLY | os.O_TRUNC)
+    u.write(fh, 0, b"new")
+    u.release(fh)
+    assert (tmp_path / "upper/f").read_bytes() == b"new"
+    assert (tmp_path / "l0/fs/f").read_text() == "old content"
+
+
+def test_copy_up_of_a_directory_or_symlink_needs_no_second_step(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"d/": "", "l": ("->", "d")})
+    assert u.copy_up_start(_walk(u, "d").ino) is None
+    assert u.copy_up_start(_walk(u, "l").ino) is None
+    assert (tmp_path / "upper/d").is_dir() and (tmp_path / "upper/l").is_symlink()
+
+
+def test_copy_up_abort_or_a_moved_node_leaves_nothing(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"a/f": "x" * 100})
+    ino = _walk(u, "a/f").ino
+    job = u.copy_up_start(ino)
+    assert job is not None
+    job.file.run()
+    job.file.abort()
+    assert _tmp_files(tmp_path / "upper") == [] and not (tmp_path / "upper/a/f").exists()
+    job = u.copy_up_start(ino)
+    assert job is not None
+    job.file.run()
+    u.rename(_walk(u, "a").ino, "f", ROOT_INODE, "g", 0)  # what fs.server never lets happen
+    with pytest.raises(OSError) as exc:
+        u.copy_up_finish(job)
+    assert _errno(exc) == errno.EIO
+    assert _tmp_files(tmp_path / "upper") == []
+    assert _read(u, "g") == b"x" * 100
+
+
+def test_is_within_names_the_node_and_every_directory_above_it(tmp_path: Path) -> None:
+    u = _union(tmp_path, {"a/b/f": "", "a/c": "", "z": ""})
+    f = _walk(u, "a/b/f").ino
+    a, b = _walk(u, "a").ino, _walk(u, "a/b").ino
+    assert u.is_within(f, ROOT_INODE, "a") and u.is_within(f, a, "b") and u.is_within(f, b, "f")
+    assert not u.is_within(f, a, "c") and not u.is_within(f, ROOT_INODE, "z")
+    assert not u.is_within(f, b, "missing")
+    fh, _ = u.open(f, os.O_WRONLY)  # a hard link's names count too
+    u.release(fh)
+    u.link(f, ROOT_INODE, "other")
+    assert u.is_within(f, ROOT_INODE, "other")
+
+
+def _ls_ino(u: Union, ino: int, stop_after: int | None = None, start: int = 0) -> list[int]:
+    """Offsets from readdir_ino, as the server takes them (stopping early if asked)."""
+    out = []
+    for off, _name, _node, _counted in u.readdir_ino(ino, start):
+        out.append(off)
+        if stop_after is not None and len(out) == stop_after:
+            break
+    return out
+
+
+def test_readdir_by_inode_keeps_each_readers_snapshot(tmp_path: Path) -> None:
+    """Without OPENDIR (fs.kcache) there is no handle: each listing's offsets carry its
+    snapshot, so readers that interleave with a change each see a consistent listing."""
+    u = _union(tmp_path, {f"d/f{i}": "" for i in range(10)})
+    d = _walk(u, "d").ino
+
+    def names(ino: int, start: int) -> list[str]:
+        return [e[1] for e in u.readdir_ino(ino, start)]
+
+    first = _ls_ino(u, d, stop_after=5)  # ".", "..", f0, f1, f2
+    u.unlink(d, "f0")  # both positions 2 of the old listing and of a new one change
+    u.create(d, "a-new", 0o644, os.O_WRONLY, 0, 0)
+    second = _ls_ino(u, d, stop_after=3)
+    rest_first = names(d, first[-1])
+    assert rest_first == [f"f{i}" for i in range(3, 10)]  # the old snapshot, f0 gone: skipped
+    assert sorted(names(d, second[-1])) == sorted(f"f{i}" for i in range(1, 10))
+    assert all(0 < off < 2**31 for off in first + second)  # 32-bit readdir stays happy
+    assert first[0] >> 23 != second[0] >> 23  # two snapshots
+
+
+def test_readdir_by_inode_with_a_lost_snapshot_reads_a_fresh_listing(tmp_path: Path) -> None:
+    u = _union(tmp_path, {f"d/f{i}": "" for i in range(5)})
+    d = _walk(u, "d").ino
+    offs = _ls_ino(u, d, stop_after=3)
+    for _ in range(300):  # 255 newer listings push it out
+        _ls_ino(u, d, stop_after=1)
+    rest = [e[1] for e in u.readdir_ino(d, offs[-1])]
+    assert rest == ["f1", "f2", "f3", "f4"]  # the same positions, in a fresh listing

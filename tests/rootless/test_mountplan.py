@@ -51,3 +51,27 @@ def test_full_map_gives_devpts_the_tty_group(tmp_path: Path) -> None:
     steps = mount_plan(etc_files={}, volumes=(), full_idmap=True)
     pts = next(s for s in steps if isinstance(s, Mount) and s.target == "/dev/pts")
     assert pts.data is not None and "gid=5" in pts.data
+
+
+def test_mounts_go_parents_first_copy_up_before_its_volume_tmpfs_as_asked(tmp_path: Path) -> None:
+    from rootless import syscalls as sc
+    from rootless.launch.mountplan import CopyUp
+    from rootless.mountspec import parse_tmpfs_flag
+
+    vols = (
+        Volume(tmp_path, "/a/b/c", kind="volume", name="deep", copy_up=True),
+        parse_tmpfs_flag("/a:size=1m,exec"),
+        Volume(tmp_path, "/a/b"),
+    )
+    steps = [s for s in mount_plan(etc_files={}, volumes=vols, full_idmap=False)]
+    mine = [s for s in steps if s.target.startswith("/a")]
+    assert [(type(s).__name__, s.target) for s in mine] == [
+        ("Mount", "/a"),
+        ("Mount", "/a/b"),
+        ("CopyUp", "/a/b/c"),
+        ("Mount", "/a/b/c"),
+    ]
+    tmpfs = mine[0]
+    assert isinstance(tmpfs, Mount) and tmpfs.fstype == "tmpfs"
+    assert tmpfs.flags == sc.MS_NOSUID | sc.MS_NODEV and tmpfs.data == "size=1m"
+    assert isinstance(mine[2], CopyUp) and mine[2].dest == str(tmp_path)

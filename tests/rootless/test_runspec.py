@@ -70,9 +70,17 @@ def test_volume_parse(tmp_path: Path) -> None:
     v = Volume.parse(f"{tmp_path}:/data:ro")
     assert (v.source, v.target, v.readonly) == (tmp_path, "/data", True)
     assert not Volume.parse(f"{tmp_path}:/data/").readonly
-    for bad in ("x", f"{tmp_path}:rel", f"{tmp_path}:/d:rx", "named:/d"):
+    for bad in ("x", f"{tmp_path}:rel", f"{tmp_path}:/d:rx", "a:b:c:d", "n$me:/d", "x:/d"):
         with pytest.raises(UsageError):
             Volume.parse(bad)
+    named = Volume.parse("cache:/d:ro,nocopy,Z")
+    assert (named.kind, named.name, named.target, named.readonly) == ("volume", "cache", "/d", True)
+    assert named.options == "nocopy"
+    anonymous = Volume.parse("/d/")
+    assert (anonymous.kind, anonymous.anonymous, anonymous.target) == ("volume", True, "/d")
+    assert Volume.from_json(named.to_json()) == named
+    old = Volume.from_json([str(tmp_path), "/d", True])  # a record of an older rsbox
+    assert (old.kind, old.source, old.readonly) == ("bind", tmp_path, True)
 
 
 @pytest.mark.parametrize(
