@@ -115,6 +115,13 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
         )
     if ns.userns not in USERNS_MODES:
         raise UsageError(f"unsupported --userns {ns.userns!r}", hint="use auto or single")
+    volumes = tuple(Volume.parse(v) for v in ns.volume)
+    for v in volumes:
+        if v.kind != "bind":
+            raise UsageError(
+                f"rsbox build -v takes a host path: {v.name or v.target!r} is not one",
+                hint="use -v /host/dir:/dir (named volumes and tmpfs are for rsbox run)",
+            )
     opts = BuildOptions(
         context=context.absolute(),
         containerfile=find_containerfile(context, ns.file),
@@ -126,7 +133,7 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
         platform=ns.platform,
         labels=tuple(_pairs(ns.label, "--label", False)),
         network=ns.network,
-        volumes=tuple(Volume.parse(v) for v in ns.volume),
+        volumes=volumes,
         host_ca=ns.host_ca,
         quiet=ns.quiet,
         userns=ns.userns,
