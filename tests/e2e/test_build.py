@@ -651,3 +651,38 @@ def test_unreadable_context_file_fails_in_one_line(
     _one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
     (ctx / ".dockerignore").write_text("locked.txt\n")  # the probe: excluded, it builds
     _build(rsbox, ctx)
+
+
+def test_volume_is_bound_into_run_steps_but_not_the_image_and_network_none(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "seed").write_text("seeded\n")
+    ctx = _context(
+        tmp_path,
+        """
+        FROM busybox
+        RUN cat /cache/seed > /from-cache.txt && echo written > /cache/out
+        RUN cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort > /ifaces
+        """,
+    )
+    name = _name("localhost/volume-built")
+    _build(rsbox, ctx, "-t", name, "-v", f"{cache}:/cache", "--network", "none")
+    assert (cache / "out").read_text() == "written\n"  # the step wrote to the host dir
+    out = rsbox.run(
+        "--rm",
+        name,
+        "sh",
+        "-c",
+        "cat /from-cache.txt /ifaces; test -e /cache || echo no-cache",
+        check=True,
+    )
+    assert out.stdout == "seeded\nlo\nno-cache\n", out.stdout  # the mount point is not kept
+    tree = _tree(rsbox, name)
+    assert "/cache/seed" not in tree and "/cache/out" not in tree
+    # the probe: with the host's network (the default) the step sees more than lo
+    host = _context(tmp_path, "FROM busybox\nRUN cat /proc/net/dev | tail -n +3 | wc -l > /n\n")
+    name2 = _name("localhost/hostnet-built")
+    _build(rsbox, host, "-t", name2)
+    assert int(rsbox.run("--rm", name2, "cat", "/n", check=True).stdout) > 1
