@@ -43,7 +43,7 @@ IMAGE = {
     "list": "images",
     "rm": "rmi",
     "remove": "rmi",
-    **{verb: verb for verb in ("pull", "push", "tag", "load", "save", "import")},
+    **{verb: verb for verb in ("pull", "push", "tag", "load", "save", "import", "build")},
 }
 
 GROUPS = {"container": CONTAINER, "image": IMAGE}

@@ -88,10 +88,12 @@ def cmd_images(
     filters: Sequence[str] = (),
     quiet: bool = False,
     trunc: bool = True,
+    all_images: bool = False,
 ) -> str:
     """List images: ``table`` (like ``podman images``), ``json``, or a Go template
     (``{{.ID}}``, ``table {{.Repository}}\\t{{.Tag}}``: Docker's fields, rootless.listing).
-    ``filters``: ``--filter`` items (rootless.filters); ``quiet``: ids only.
+    ``filters``: ``--filter`` items (rootless.filters); ``quiet``: ids only; untagged
+    intermediate images (rootless.images.commit.intermediate_ids) only with ``all_images``.
 
     JSON objects: Id (hex), Names (normalised), Size (bytes, uncompressed), Created (the
     config's RFC 3339 string), Layers (``sha256:<diff_id>``, bottom first), ReadOnly
@@ -107,8 +109,13 @@ def cmd_images(
     if quiet or fmt not in ("table", "json"):
         template = OutputFormat.parse("{{.ID}}" if quiet else fmt, IMAGE)
     shown: list[tuple[Image, list[str]]] = []
+    hidden: set[str] = set()
+    if not all_images:
+        from .images.commit import intermediate_ids
+
+        hidden = intermediate_ids(store)
     for image in store.images():
-        if wanted.matches(image.names, image.config.labels):
+        if image.id not in hidden and wanted.matches(image.names, image.config.labels):
             shown.append((image, wanted.names_shown(image.names)))
     images = [image for image, _ in shown]
     if template is not None:

@@ -12,6 +12,8 @@ logs     a detached container flooding its log: the monitor's CPU per MiB at 40 
          400 MiB, and `find` in the container during the flood (tests/bench_logs.py).
 stores   one read-only image store for 8 users: disk and startup against private
          copies (tests/bench_stores.py).
+build    `rsbox build` vs `podman build` of one Debian Containerfile (apt, venv + pip,
+         COPY): cold and no-op rebuild (tests/bench_build.py).
 
 Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
 reported, not fatal: benchmarks measure, they do not pass or fail.
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.bench_build import bench_build
 from tests.bench_fs import bench_fs
 from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_logs import bench_logs
@@ -196,6 +199,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "fs": lambda _peers, runs: bench_fs(runs),
     "logs": bench_logs,
     "stores": bench_stores,
+    "build": bench_build,
 }
 
 

@@ -36,6 +36,7 @@ MODULES = (
     "rootless.commands.containers",
     "rootless.commands.images",
     "rootless.commands.changes",
+    "rootless.commands.build",
     "rootless.commands.info",
     "rootless.commands.system",
     "rootless.commands.volumes",

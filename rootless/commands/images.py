@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     im = sub.add_parser("images", help="list images")
     im.add_argument("-q", "--quiet", action="store_true", help="image ids only")
+    im.add_argument(
+        "-a", "--all", action="store_true", help="also untagged intermediate images (of builds)"
+    )
     im.add_argument("--no-trunc", action="store_true")
     im.add_argument(
         "-f",
@@ -148,6 +151,7 @@ def _images(ns: argparse.Namespace, ctx: Context) -> int:
         filters=ns.filter,
         quiet=ns.quiet,
         trunc=not ns.no_trunc,
+        all_images=ns.all,
     )
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0

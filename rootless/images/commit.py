@@ -36,7 +36,7 @@ import json
 import os
 import posixpath
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -112,8 +112,21 @@ def _command(args: tuple[str, ...], exec_form: bool, shell: list[str]) -> list[s
     return list(args) if exec_form else [*shell, *args]
 
 
-def apply_changes(config: Mapping[str, Any], changes: Sequence[Instruction]) -> dict[str, Any]:
-    """The image config's `config` object after `changes` (see the module docstring)."""
+def apply_changes(
+    config: Mapping[str, Any], changes: Sequence[Instruction], *, expanded: bool = False
+) -> dict[str, Any]:
+    """The image config's `config` object after `changes` (see the module docstring).
+    With `expanded` the words are taken as they are: `rsbox build` expanded them once
+    already (rootless.images.evaluate), and expanding twice would change ``$$`` or a
+    quoted ``$``."""
+    expand_words_: Callable[[str, Mapping[str, str]], list[str]]
+    expand_: Callable[[str, Mapping[str, str]], str]
+    if expanded:
+        expand_words_ = _as_words
+        expand_ = _as_is
+    else:
+        expand_words_ = expand_words
+        expand_ = expand
     cfg: dict[str, Any] = json.loads(json.dumps(dict(config)))  # a deep copy
     shell = list(cfg.get("Shell") or DEFAULT_SHELL)
     cmd_set = False
@@ -127,34 +140,42 @@ def apply_changes(config: Mapping[str, Any], changes: Sequence[Instruction]) -> 
             if not cmd_set:
                 cfg["Cmd"] = None
         elif isinstance(ins, Env):
-            pairs = [(expand(k, env), expand(v, env)) for k, v in ins.pairs]
+            pairs = [(expand_(k, env), expand_(v, env)) for k, v in ins.pairs]
             merged = _env_map(cfg.get("Env") or [])
             merged.update(pairs)
             cfg["Env"] = [f"{k}={v}" for k, v in merged.items()]
         elif isinstance(ins, Workdir):
-            path = expand(ins.path, env)
+            path = expand_(ins.path, env)
             cfg["WorkingDir"] = posixpath.normpath(
                 posixpath.join("/", cfg.get("WorkingDir") or "/", path)
             )
         elif isinstance(ins, User):
-            cfg["User"] = expand(ins.user, env)
+            cfg["User"] = expand_(ins.user, env)
         elif isinstance(ins, Label):
             labels = dict(cfg.get("Labels") or {})
-            labels.update((expand(k, env), expand(v, env)) for k, v in ins.pairs)
+            labels.update((expand_(k, env), expand_(v, env)) for k, v in ins.pairs)
             cfg["Labels"] = labels
         elif isinstance(ins, Expose):
             ports = dict(cfg.get("ExposedPorts") or {})
             for word in ins.ports:
-                for port in expand_words(word, env):
+                for port in expand_words_(word, env):
                     ports[port if "/" in port else f"{port}/tcp"] = {}
             cfg["ExposedPorts"] = ports
         elif isinstance(ins, Volume):
             volumes = dict(cfg.get("Volumes") or {})
-            volumes.update((expand(p, env), {}) for p in ins.paths)
+            volumes.update((expand_(p, env), {}) for p in ins.paths)
             cfg["Volumes"] = volumes
         elif isinstance(ins, StopSignal):
-            cfg["StopSignal"] = expand(ins.signal, env)
+            cfg["StopSignal"] = expand_(ins.signal, env)
     return {k: v for k, v in cfg.items() if v is not None}
+
+
+def _as_is(text: str, env: Mapping[str, str]) -> str:
+    return text
+
+
+def _as_words(text: str, env: Mapping[str, str]) -> list[str]:
+    return [text]
 
 
 def rfc3339(seconds: int | None) -> str:
@@ -211,45 +232,55 @@ def new_config(
 
 def commit(store: Store, c: Container, names: Sequence[str], opts: CommitOptions) -> Image:
     """Make the image (see the module docstring); `names` are normalised."""
-    from fs.changes import upper_changes
-    from rootless.snapshot import container_stack, mount_points, settled
-
     check_compression(opts.compression)
     changes = parse_changes(opts.changes)
     base = store.resolve_image(c.image_id)
     adopted = store.adopt_layers(base)  # an image of a read-only store: see there
     base_doc = json.loads(store.image_config_bytes(base.id))
     base_layers = len(store.image_layers(base.id))
+    diff_id, created = store_upper_layer(
+        store, c, compression=opts.compression, clamp=opts.timestamp, pause=opts.pause
+    )
+    created = [*adopted, *created]
+    try:
+        config = new_config(base_doc, base_layers, diff_id, changes, opts)
+        diff_ids = [info.diff_id for info in store.image_layers(base.id)]
+        if diff_id is not None:
+            diff_ids.append(diff_id)
+        return store.add_image(config, diff_ids, names)
+    except BaseException:
+        store.discard_layers(created)
+        raise
+
+
+def store_upper_layer(
+    store: Store, c: Container, *, compression: str, clamp: int | None, pause: bool = False
+) -> tuple[str | None, list[str]]:
+    """The container's changes as a layer in the store: (its diff_id, or None when there
+    is nothing to commit; the diff_ids this call put into the store, for
+    `Store.discard_layers` if the image that should use them cannot be added)."""
+    from fs.changes import upper_changes
+    from rootless.snapshot import container_stack, mount_points, settled
+
     work = store.mkdtemp("commit-")
     try:
         blob = work / "layer"
         written = None
-        with settled(c, pause=opts.pause):
+        with settled(c, pause=pause):
             found = upper_changes(container_stack(store, c), mount_points(c))
             if found:
                 with open(blob, "wb") as f:
                     try:
-                        written = write_layer(
-                            found.items, f, compression=opts.compression, clamp=opts.timestamp
-                        )
+                        written = write_layer(found.items, f, compression=compression, clamp=clamp)
                     except OSError as exc:
                         raise _read_error(c, exc) from exc
                     f.flush()
                     os.fsync(f.fileno())
-        created: list[str] = list(adopted)
-        if written is not None:
-            store.add_layer(blob, digest=written.digest, diff_id=written.diff_id, created=created)
-        config = new_config(
-            base_doc, base_layers, written.diff_id if written else None, changes, opts
-        )
-        diff_ids = [info.diff_id for info in store.image_layers(base.id)]
-        if written is not None:
-            diff_ids.append(written.diff_id)
-        try:
-            return store.add_image(config, diff_ids, names)
-        except BaseException:
-            store.discard_layers(created)
-            raise
+        created: list[str] = []
+        if written is None:
+            return None, created
+        store.add_layer(blob, digest=written.digest, diff_id=written.diff_id, created=created)
+        return written.diff_id, created
     finally:
         rmtree_forcefully(work)
 
@@ -318,3 +349,25 @@ def history_rows(store: Store, image: Image) -> list[HistoryRow]:
         )
     rows.reverse()
     return rows
+
+
+def intermediate_ids(store: Store) -> set[str]:
+    """Untagged images another image is built on (its history and layers continue
+    them): the states a build leaves behind, and untagged bases of later commits.
+    `rsbox images` hides them unless -a, as `docker images` and `podman images` do."""
+    prefixes: set[str] = set()
+    own: dict[str, str] = {}
+    for image in store.images():
+        with contextlib.suppress(Exception):
+            doc = json.loads(store.image_config_bytes(image.id))
+            ids = [i.diff_id for i in store.image_layers(image.id)]
+            history = consistent_history(doc, len(ids))
+            n = 0
+            for i in range(len(history) + 1):  # every prefix, the empty one included
+                n += 1 if i and not history[i - 1].get("empty_layer") else 0
+                key = _prefix_key(history[:i], ids[:n])
+                if i < len(history):
+                    prefixes.add(key)
+                elif not image.names:
+                    own[image.id] = key
+    return {image_id for image_id, key in own.items() if key in prefixes}

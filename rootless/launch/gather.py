@@ -140,6 +140,32 @@ def run(store: Store, image: Image, spec: RunSpec, helper: Helper | None = None)
                 shutil.rmtree(lifecycle.runtime_dir(container.id))
 
 
+def run_step(
+    store: Store, container: Container, image: Image, spec: RunSpec, plan: ProcessPlan
+) -> int:
+    """One `rsbox build` RUN step in `container` (made by the build from `image`, whose
+    layers it runs on): the same Launch and process tree as `rsbox run`, in the
+    foreground, with the plan the build computed. Returns the command's status."""
+    spec.validate()
+    helper = Helper()  # forked here: the build process has no thread running now
+    launched = False
+    try:
+        caps = spec.capabilities()
+        bpf = seccomp_filter(store, spec.seccomp, caps)
+        config = lifecycle.read_json(container.dir / lifecycle.CONFIG_NAME)
+        config.update(spec=spec.to_json(), plan=plan.to_json(), created=lifecycle.now())
+        config.update(image_id=image.id, name=container.name)
+        lifecycle.atomic_write_json(container.dir / lifecycle.CONFIG_NAME, config, durable=False)
+        launch = _launch(store, container, image, spec, plan, bpf, caps)
+        launched = True
+        code = spawn_run(helper, launch)
+        lifecycle.forget_runtime(container.id)
+        return code
+    finally:
+        if not launched:
+            helper.abort()
+
+
 def _named_mounts(store: Store, spec: RunSpec, image: Image) -> tuple[Volume, ...]:
     """The user's mounts plus the image's VOLUMEs, every anonymous volume named."""
     from rootless.volumes import image_volume_paths, name_anonymous
