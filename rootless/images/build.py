@@ -142,8 +142,9 @@ def run_seccomp(idmap: IdMap) -> str:
     With a full id map (a subordinate range) a step runs under the default profile, like
     any container: chown and set*id work for real on the mapped ids. With the single-id
     map the kernel refuses every id but 0 (EINVAL), which breaks package managers and
-    chown; until the union records such calls (ownership emulation, branch `owner`),
-    the `fakeroot` profile makes them succeed without effect."""
+    chown: a step runs under `fakeroot`, whose chown and set*id calls P1 answers there,
+    emulating the ids and keeping the owners in the union (rootless.launch.fakeroot), and
+    the image's USER is taken on through them (rootless.launch.become)."""
     return "default" if idmap.full else "fakeroot"
 
 

@@ -125,10 +125,13 @@ def process_of(launch: Launch) -> Process:
 
 
 class Learning(Record):
-    """--seccomp-learn: the NOTIFY filter to install and where its listener goes."""
+    """A NOTIFY filter to install and where its listener goes: --seccomp-learn's, or
+    fakeroot's under a single-id map (`emulated_ids`: P1 answers the set*id calls,
+    rootless.launch.fakeroot, so the image's USER is taken on through them)."""
 
     program: bytes
     sock: socket.socket
+    emulated_ids: bool = False
 
 
 def read_userdb(path: str) -> str:
@@ -237,7 +240,11 @@ def _seal(
     with contextlib.suppress(OSError):  # as root, as Docker does; chdir says what failed
         os.makedirs(proc.cwd, exist_ok=True)
     capabilities.limit_bounding(proc.caps)
-    _switch_ids(user, proc.full_idmap)
+    # Under fakeroot on a single-id map the kernel cannot switch to a USER other than 0:
+    # the switch is made once P1 answers set*id calls (below), which it emulates and keeps.
+    emulated = learning is not None and learning.emulated_ids and not proc.full_idmap
+    if not emulated:
+        _switch_ids(user, proc.full_idmap)
     capabilities.set_current(proc.caps if user.uid == 0 else frozenset())
     try:
         os.chdir(proc.cwd)
@@ -260,6 +267,10 @@ def _seal(
 
         install_and_send(learning.sock, learning.program)
         learning.sock.close()
+        if emulated and (user.uid or user.gid or user.groups):
+            os.setgroups(list(user.groups))  # each answered by P1: no kernel check
+            os.setresgid(user.gid, user.gid, user.gid)
+            os.setresuid(user.uid, user.uid, user.uid)
     return exe, env
 
 

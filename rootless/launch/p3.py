@@ -170,5 +170,7 @@ def main(pid1: Pid1) -> None:
         os._exit(125)  # P1 reported why
     learning = None
     if pid1.learn_sock is not None and launch.notify_program is not None:
-        learning = Learning(launch.notify_program, pid1.learn_sock)
+        # no --seccomp-learn: fakeroot under a single-id map (rootless.launch.gather)
+        emulated = launch.spec.seccomp_learn is None
+        learning = Learning(launch.notify_program, pid1.learn_sock, emulated)
     become(proc, error_fd=pid1.error_fd, terminal=slave, learning=learning)

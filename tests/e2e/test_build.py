@@ -22,6 +22,7 @@ import pytest
 
 from rootless.idmap import host_idmap
 from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.test_fakeroot import _headers
 from tests.e2e.test_workloads import debian_tarball
 from tests.images import make_busybox_rootfs
 from tests.podman import private_runtime
@@ -360,11 +361,13 @@ APT_PIP_FILE = """
 
 
 # apt drops privileges to _apt and checks that it did, and USER 1001 is no id of a
-# single-id namespace: on that map this build needs ownership emulation (branch owner).
+# single-id namespace: on that map the build's RUN steps get fakeroot's ownership
+# emulation (rootless.launch.fakeroot), and so must the container that shows the result:
+# only the emulation can show owners other than root there.
 SINGLE_ID = not host_idmap("auto").full
+SHOW_OWNERS = ("--security-opt", "seccomp=fakeroot") if SINGLE_ID else ()
 
 
-@pytest.mark.xfail(SINGLE_ID, reason="needs ownership emulation (branch owner)", strict=True)
 def test_debian_apt_useradd_user_and_pip_into_a_venv(
     rsbox: Rsbox, debian: str, tmp_path: Path
 ) -> None:
@@ -372,7 +375,7 @@ def test_debian_apt_useradd_user_and_pip_into_a_venv(
     name = _name("localhost/debian-built")
     res = rsbox("build", "--host-ca", "-t", name, str(ctx), timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = rsbox.run("--rm", name, "sh", "-c",
+    out = rsbox.run("--rm", *SHOW_OWNERS, name, "sh", "-c",
                     "id -un; hello; venv/bin/python app/main.py; cat made.txt; "
                     "stat -c '%U:%G %a %n' /home/builder/app/main.py made.txt venv venv/bin/python3 "
                     "venv/lib/python3.11/site-packages/six.py",
@@ -391,6 +394,64 @@ def test_debian_apt_useradd_user_and_pip_into_a_venv(
     assert not any(p.startswith("/run/rsbox") for p in tree), [p for p in tree if "rsbox" in p]
     env = json.loads(rsbox("image", "inspect", name, check=True).stdout)[0]["Config"]["Env"]
     assert not any(e.startswith(("SSL_CERT_FILE", "PIP_CERT")) for e in env), env
+
+
+OWNERS_FILE = """
+    FROM debian-build-base
+    RUN apt-get update -q && apt-get install -y -q --no-install-recommends at \\
+        && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
+        /var/cache/debconf/*-old /var/cache/ldconfig
+    RUN useradd -m -u 1001 builder && mkdir /srv/data && chown builder:daemon /srv/data
+    COPY --chown=1001:2000 app/ /srv/app/
+    USER builder
+    RUN mkdir -p ~/made && touch ~/made/f /srv/data/by-builder && ln -s made ~/ln
+"""
+# (path, uid, gid, mode) the build means, whichever user builds it
+OWNERS_EXPECTED = {
+    "var/spool/cron/atjobs": (1, 1, 0o1770),  # dpkg's chown of `at`, after apt's drop to _apt
+    "usr/bin/at": (1, 1, 0o6755),
+    "srv/data": (1001, 1, 0o755),
+    "srv/app/main.py": (1001, 2000, 0o644),
+    "home/builder/made/f": (1001, 1001, 0o644),
+    "srv/data/by-builder": (1001, 1001, 0o644),
+    "home/builder/ln": (1001, 1001, 0o777),
+}
+
+
+def _layer_headers(rsbox: Rsbox, image: str, tmp_path: Path) -> list[dict[str, tarfile.TarInfo]]:
+    """Every layer of `image` as `rsbox save` writes it: name -> tar header."""
+    out = tmp_path / f"{os.urandom(4).hex()}.tar"
+    rsbox("save", "-o", str(out), image, check=True, timeout=300)
+    layers = []
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        for name in manifest[0]["Layers"]:
+            raw = archive.extractfile(name).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
+                layers.append({m.name.rstrip("/"): m for m in layer.getmembers()})
+    return layers
+
+
+def test_a_single_id_build_keeps_the_owners_a_full_map_gives(
+    rsbox: Rsbox, debian: str, full_map: bool, tmp_path: Path
+) -> None:
+    """Issue 12's bar: without subordinate ids the build keeps true owners (fakeroot's
+    emulation), and its layers' headers (names, types, modes, owners, link targets) are
+    those of the same Containerfile built with a full id map and real chown/set*id."""
+    ctx = _context(tmp_path, OWNERS_FILE, {"app/main.py": "print('hi')\n"})
+    single = _name("localhost/owners-single")
+    _build(rsbox, ctx, "--no-cache", "--userns", "single", "-t", single, timeout=900)
+    mine = _layer_headers(rsbox, single, tmp_path)
+    merged = {n: m for layer in mine for n, m in layer.items()}
+    got = {n: (merged[n].uid, merged[n].gid, merged[n].mode) for n in OWNERS_EXPECTED}
+    assert got == OWNERS_EXPECTED
+    if full_map:  # the user with a range: the same file with real ids, real chown
+        full = _name("localhost/owners-full")
+        _build(rsbox, ctx, "--no-cache", "--userns", "auto", "-t", full, timeout=900)
+        theirs = _layer_headers(rsbox, full, tmp_path)
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs, strict=True):
+            assert _headers(a) == _headers(b)
 
 
 def test_host_ca_reaches_https_only_when_asked(rsbox: Rsbox, debian: str, tmp_path: Path) -> None:
@@ -588,7 +649,7 @@ def test_add_extracts_a_local_tar_and_a_shebang_heredoc_runs_with_its_interprete
     res = _build(rsbox, ctx, "-t", name, "--label", "from.cli=1")
     # /bin/cat ran the script file (sh would have tried a command `printed-by-cat`)
     assert "printed-by-cat" in res.stdout and "not found" not in res.stdout + res.stderr
-    out = rsbox.run("--rm", name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True)
+    out = rsbox.run("--rm", *SHOW_OWNERS, name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True)
     assert out.stdout == "tool\nplain\n"
     tree = _tree(rsbox, name)
     assert tree["/opt/pkg/bin/tool"][1:4] == (0o755, 1234, 1234)  # the archive's owners
