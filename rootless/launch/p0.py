@@ -20,7 +20,8 @@ import pickle
 import signal
 import subprocess
 
-from rootless import lifecycle, network
+from rootless import lifecycle, network, slurm
+from rootless import syscalls as sc
 from rootless.errors import HostError, RsboxError
 from rootless.idmap import IdMap
 from rootless.launch.prefork import Helper
@@ -72,12 +73,22 @@ def run(helper: Helper, launch: Launch) -> int:
     container command's exit status, or raises what P1..P3 reported."""
     helper.used = True
     pid1 = helper.pid
+    grace = None if launch.spec.detach else slurm.term_grace(os.environ)
+    if grace is not None:
+        sc.set_child_subreaper()  # pasta stays in the job's process tree (rootless.slurm)
     with raw_terminal(launch.spec.tty and launch.spec.interactive):
         # Forward signals from now on; the default disposition would kill P0 and,
         # through PDEATHSIG, the container without giving the command a say.
         previous = {
             s: signal.signal(s, lambda sig, _f: kill_quietly(pid1, sig)) for s in FORWARDED_SIGNALS
         }
+        if grace is not None:
+            previous[signal.SIGTERM] = signal.signal(
+                signal.SIGTERM, lambda sig, _f: _term_in_job(pid1, grace)
+            )
+            previous[signal.SIGALRM] = signal.signal(
+                signal.SIGALRM, lambda _s, _f: kill_quietly(pid1, signal.SIGKILL)
+            )
         try:
             with open(helper.launch_w, "wb", closefd=False) as f:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -90,6 +101,8 @@ def run(helper: Helper, launch: Launch) -> int:
                 return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
         finally:
+            if grace is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in previous.items():
                 signal.signal(s, h)
     err = read_error(helper.err_r)
@@ -97,6 +110,15 @@ def run(helper: Helper, launch: Launch) -> int:
     if err is not None:
         raise err
     return exit_code(status)
+
+
+def _term_in_job(pid1: int, grace: float) -> None:
+    """SIGTERM from Slurm: the container's to handle, for `grace` seconds; then SIGALRM
+    kills it (through P1: P2's guard ends the rest), before Slurm's own SIGKILL would
+    take us too, so that the usual cleanup still runs (rootless.slurm)."""
+    kill_quietly(pid1, signal.SIGTERM)
+    if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+        signal.setitimer(signal.ITIMER_REAL, grace)
 
 
 def _map(helper: Helper, idmap: IdMap) -> None:
