@@ -102,6 +102,7 @@ class RunSpec:
     cpus: str | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
+    cgroup_parent: str | None = None  # --cgroup-parent (rootless.cgroups)
     log_opts: tuple[str, ...] = ()  # --log-opt KEY=VALUE (LogOptions, rootless.lifecycle)
     init: bool = False  # --init: rsbox-init as pid 1 (rootless.launch.become)
     cap_add: tuple[str, ...] = ()  # --cap-add, canonical names (rootless.launch.caps)

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--cpus", metavar="N")
     r.add_argument("--pids-limit", type=int, metavar="N")
     r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    r.add_argument(
+        "--cgroup-parent",
+        metavar="PATH",
+        help="the delegated cgroup v2 to make the container's cgroup in (default: your own)",
+    )
     r.add_argument("--log-opt", action="append", default=[], metavar="max-size=10m|max-file=3")
     r.add_argument(
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
@@ -150,6 +155,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         cpus=ns.cpus,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
+        cgroup_parent=ns.cgroup_parent,
         log_opts=tuple(ns.log_opt),
         init=ns.init,
         restart=ns.restart,

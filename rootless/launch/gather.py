@@ -25,6 +25,7 @@ from rootless.launch.protocol import Launch
 from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, plan_process
 
 if TYPE_CHECKING:
+    from rootless.cgroups import ContainerCgroup
     from rootless.store import Container, Image, Store
 
 
@@ -85,8 +86,6 @@ def run(root: Path | None, spec: RunSpec, helper: Helper | None = None) -> int:
     """`helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
-    if spec.has_limits:
-        print(spec.limits().describe(), file=sys.stderr, flush=True)
     helper = helper or Helper()
     launched = False
     container = None
@@ -147,6 +146,7 @@ def _launch(
     """What the process tree needs for this container (run and start alike)."""
     from rootless.launch.initbin import init_binary
 
+    cgroup = _cgroup(spec, container.id)
     return Launch(
         spec=spec,
         plan=plan,
@@ -164,7 +164,24 @@ def _launch(
         restart_count=restart_count,
         learn_program=learn_program,
         init_binary=init_binary() if spec.init else None,
+        cgroup=cgroup,
     )
+
+
+def _cgroup(spec: RunSpec, cid: str) -> ContainerCgroup | None:
+    """The container's own cgroup when ours is delegated (rootless.cgroups), and the one
+    line saying which limit is enforced by what."""
+    from rootless import cgroups
+
+    cg, _ = cgroups.for_container(cid, spec.limits(), spec.cgroup_parent)
+    if spec.has_limits:
+        if cg is None:
+            line = spec.limits().describe()
+        else:
+            missing = "its cgroup has no controller for it"
+            line = spec.limits().describe(cg.enforced, missing)
+        print(line, file=sys.stderr, flush=True)
+    return cg
 
 
 def _learn_program() -> bytes:

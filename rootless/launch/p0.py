@@ -20,7 +20,7 @@ import pickle
 import signal
 import subprocess
 
-from rootless import lifecycle, network, slurm
+from rootless import cgroups, lifecycle, network, slurm
 from rootless import syscalls as sc
 from rootless.errors import HostError, RsboxError
 from rootless.idmap import IdMap
@@ -94,17 +94,25 @@ def run(helper: Helper, launch: Launch) -> int:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.close(helper.launch_w)
             if os.read(helper.ready_r, 1) == USERNS_MADE:
+                if launch.cgroup is not None:
+                    _into_cgroup(helper, launch)
                 _map(helper, launch.idmap)
                 if launch.spec.network == "pasta":
                     _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
+        except BaseException:
+            if launch.cgroup is not None:
+                launch.cgroup.remove()  # whatever started in it: gone with it
+            raise
         finally:
             if grace is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in previous.items():
                 signal.signal(s, h)
+    if launch.cgroup is not None:
+        launch.cgroup.remove()  # what left the tree (a daemon) dies with the container
     err = read_error(helper.err_r)
     helper.close()
     if err is not None:
@@ -119,6 +127,22 @@ def _term_in_job(pid1: int, grace: float) -> None:
     kill_quietly(pid1, signal.SIGTERM)
     if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
         signal.setitimer(signal.ITIMER_REAL, grace)
+
+
+def _into_cgroup(helper: Helper, launch: Launch) -> None:
+    """P1 into the container's cgroup while it waits for its maps, before it forks P2:
+    every process of the container starts inside (rootless.cgroups)."""
+    assert launch.cgroup is not None
+    try:
+        launch.cgroup.attach(helper.pid)
+        cgroups.record(lifecycle.runtime_dir(launch.cid, create=True), launch.cgroup)
+    except OSError as exc:
+        helper.abort()
+        launch.cgroup.remove()
+        raise HostError(
+            f"cannot move the container into its cgroup {launch.cgroup.path}: {exc.strerror}",
+            hint="--cgroup-parent must contain the cgroup you run in (see rsbox info)",
+        ) from exc
 
 
 def _map(helper: Helper, idmap: IdMap) -> None:

@@ -280,6 +280,8 @@ def _record_exit(launch: Launch, started: str, code: int) -> None:
                 "finished_at": lifecycle.now(),
                 "exit_code": code,
                 "restart_count": launch.restart_count,
+                # memory.events counts the kernel's OOM kills in the container's cgroup.
+                "oom_killed": launch.cgroup is not None and launch.cgroup.oom_killed(),
             },
             durable=launch.spec.detach,
         )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from pathlib import Path
 
+    from rootless.cgroups import ContainerCgroup
     from rootless.errors import RsboxError
     from rootless.idmap import IdMap
     from rootless.runspec import ProcessPlan, RunSpec
@@ -73,6 +74,7 @@ class Launch(NamedTuple):
     restart_count: int  # --restart: how many times the monitor restarted it so far
     learn_program: bytes | None  # --seccomp-learn: the NOTIFY filter P3 installs
     init_binary: Path | None  # --init: rsbox-init, bound at /dev/init
+    cgroup: ContainerCgroup | None  # the container's own cgroup v2, when delegated
 
 
 # --- errors across the tree -------------------------------------------------------------
