@@ -67,6 +67,7 @@ class ExecSpec:
     process: Process
     tty: bool
     interactive: bool
+    cgroup: Path | None = None  # the container's own cgroup (rootless.cgroups), if any
 
 
 def open_namespaces(
@@ -119,6 +120,8 @@ def _e1(
     die_with_parent(p0, GUARD_SIGNAL)  # default action until become() handles it: we die
     for fd, target in zip(stdio, (0, 1, 2), strict=True):
         os.dup2(fd, target)
+    if spec.cgroup is not None:
+        _into_cgroup(spec.cgroup)
     join(ns_fds)
     slave = -1
     if pty_sock is not None:
@@ -186,6 +189,21 @@ def _drop_inputs(inputs: dict[int, int], outputs: dict[int, int]) -> None:
         if dst not in outputs:
             os.close(dst)
     inputs.clear()
+
+
+def _into_cgroup(cgroup: Path) -> None:
+    """Into the container's cgroup before anything else (while the host's /sys is ours
+    to see), so that E2 is born inside its limits. The kernel allows it only from a
+    cgroup under the same delegated parent (from another login session it does not):
+    then the command runs outside it, under the rlimits, and says so."""
+    try:
+        (cgroup / "cgroup.procs").write_text("0\n")
+    except OSError as exc:
+        os.write(
+            2,
+            f"rsbox: warning: this exec runs outside the container's cgroup {cgroup} "
+            f"({exc.strerror}): its cgroup limits do not apply to it\n".encode(),
+        )
 
 
 def execute(spec: ExecSpec) -> int:
@@ -278,4 +296,16 @@ def exec_in(
         rlimits=tuple(run_spec.limits().rlimits()) if run_spec.has_limits else (),
         bpf=bpf,
     )
-    return execute(ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive))
+    from rootless.cgroups import recorded
+    from rootless.lifecycle import runtime_dir
+
+    cg = recorded(runtime_dir(cid))
+    return execute(
+        ExecSpec(
+            pid=pid,
+            process=process,
+            tty=tty,
+            interactive=interactive,
+            cgroup=cg.path if cg is not None else None,
+        )
+    )
