@@ -23,10 +23,21 @@ What the child gets, and from where:
   internal processes" rule, EBUSY). What no cgroup enforces stays an rlimit
   (rootless.limits), and `run` says which is which in one line.
 
-The container's cgroup holds P1 (the filesystem server) too: P0 moves P1 there before
-P1 forks anything, so every process of the container is inside from its first
-instruction, with no window. So the memory limit counts the server's memory as well
-(tens of MiB), and pause freezes it with the container.
+The layout, one directory per container under the parent:
+
+    rsbox-<id>/          cgroup.kill here ends everything below (teardown, `rm`)
+      server/            P1, the container's filesystem server: P0 moves it in while P1
+                         waits for its id maps, before it forks
+      container/         P2 moves itself in before it unshares the cgroup namespace (so
+                         the container sees this as its root), then forks pid 1; every
+                         `exec` joins it first. The limits, memory.events, freeze and
+                         stats are this one's.
+
+Two leaves because of the kernel's "no internal processes" rule (a cgroup that passes
+controllers down holds no process itself), and because the server must keep serving
+while the container is frozen: `commit`/`cp` of a paused container read its root
+filesystem through it. The limits cover the container's processes, not the server (as
+Docker's do not cover conmon or the storage driver).
 
 `plan` (which file gets which value) and the readers of `memory.events` and
 `cgroup.events` are pure functions, unit-tested without a hierarchy.
@@ -48,6 +59,8 @@ from rootless.limits import Limits
 CPU_PERIOD = 100_000  # µs, the kernel's and Docker's default period for cpu.max
 CONTROLLERS = ("memory", "pids", "cpu", "io")
 NAME_PREFIX = "rsbox-"
+SERVER = "server"
+CONTAINER = "container"
 
 
 class Hierarchy(NamedTuple):
@@ -142,17 +155,26 @@ def parse_keyed(text: str) -> Mapping[str, int]:
 
 
 class ContainerCgroup(NamedTuple):
-    """The container's cgroup directory; `enforced`: the limits its files enforce."""
+    """The container's cgroup directory (rsbox-<id>); `enforced`: the limits its files
+    enforce. See the layout above."""
 
     path: Path
     enforced: frozenset[str]
 
-    def attach(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+    @property
+    def container(self) -> Path:
+        return self.path / CONTAINER
+
+    def attach_server(self, pid: int) -> None:
+        (self.path / SERVER / "cgroup.procs").write_text(f"{pid}\n")
+
+    def enter(self) -> None:
+        """The calling process into the container's leaf."""
+        (self.container / "cgroup.procs").write_text("0\n")
 
     def oom_killed(self) -> bool:
         try:
-            events = parse_keyed((self.path / "memory.events").read_text())
+            events = parse_keyed((self.container / "memory.events").read_text())
         except OSError:
             return False
         return events.get("oom_kill", 0) > 0
@@ -164,11 +186,11 @@ class ContainerCgroup(NamedTuple):
             return False
 
     def freeze(self, frozen: bool) -> None:
-        (self.path / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
+        (self.container / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
 
     def remove(self, timeout: float = 5.0) -> None:
-        """Kill what is left in it (cgroup.kill), wait until empty, rmdir. Quiet when it
-        is gone already."""
+        """Kill what is left in it (cgroup.kill: the whole subtree), wait until empty,
+        rmdir the leaves and it. Quiet when it is gone already."""
         if not self.path.exists():
             return
         with contextlib.suppress(OSError):
@@ -177,8 +199,9 @@ class ContainerCgroup(NamedTuple):
         deadline = time.monotonic() + timeout
         while self.populated() and time.monotonic() < deadline:
             time.sleep(0.01)  # SIGKILLed tasks leave within milliseconds
-        with contextlib.suppress(FileNotFoundError):
-            self.path.rmdir()
+        for d in (self.path / SERVER, self.container, self.path):
+            with contextlib.suppress(FileNotFoundError):
+                d.rmdir()
 
 
 def _enable(parent: Path, wanted: Iterable[str]) -> None:
@@ -216,19 +239,22 @@ def for_container(
         wanted.append("cpu")
     _enable(parent, wanted)
     path = parent / f"{NAME_PREFIX}{cid}"
+    cg = ContainerCgroup(path, frozenset())
     try:
         path.mkdir(exist_ok=True)
-        available = (path / "cgroup.controllers").read_text().split()
+        _enable(path, wanted)  # empty yet: the rule lets it pass them on to the leaves
+        (path / SERVER).mkdir(exist_ok=True)
+        cg.container.mkdir(exist_ok=True)
+        available = (cg.container / "cgroup.controllers").read_text().split()
         files, enforced = plan(limits, available)
         for name, value in files.items():
             try:
-                (path / name).write_text(value + "\n")
+                (cg.container / name).write_text(value + "\n")
             except FileNotFoundError:  # memory.swap.max without swap accounting
                 if name != "memory.swap.max":
                     raise
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            path.rmdir()
+        cg.remove()
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return None, f"cannot make a cgroup in {parent}: {exc.strerror}"
         raise

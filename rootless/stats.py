@@ -172,8 +172,8 @@ def with_cgroup(s: Sample, cgroup: Path) -> Sample:
     """Where the container has a cgroup of its own (rootless.cgroups), its figures
     replace the /proc sums, as Docker reads them: CPU from cpu.stat's usage_usec (a core
     file of every v2 cgroup), memory.current and memory.max, pids.current, each when the
-    controller is there. They include the container's filesystem server, which runs in
-    the same cgroup."""
+    controller is there. `cgroup`: the container's leaf, without its filesystem server
+    (rootless.cgroups)."""
     if not s.running:
         return s
     cpu, memory, tasks, limit = s.cpu_ticks, s.memory, s.tasks, s.memory_limit

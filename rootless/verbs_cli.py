@@ -227,7 +227,7 @@ def _sample(c: Container) -> Sample:
     pid1 = container_pid(mon) if mon else None
     s = sample(pid1, mon or None)
     cg = recorded(runtime_dir(c.id)) if s.running else None
-    return with_cgroup(s, cg.path) if cg is not None else s
+    return with_cgroup(s, cg.container) if cg is not None else s
 
 
 def _stats_rows(
@@ -264,10 +264,10 @@ def _stats_rows(
 
 
 def stats(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.format import OutputFormat
-    from rootless.listing import STATS
     from rootless.cgroups import recorded
+    from rootless.format import OutputFormat
     from rootless.lifecycle import runtime_dir
+    from rootless.listing import STATS
     from rootless.stats import CGROUP_NOTE, SOURCE_NOTE, host_memory
 
     fmt = OutputFormat.parse(ns.format, STATS)
@@ -364,8 +364,8 @@ def _own_freezer(cid: str, pid1: int) -> Path | str:
     from rootless.stats import find_freezer, namespace_pids
 
     cg = recorded(runtime_dir(cid))
-    if cg is not None and (cg.path / "cgroup.freeze").exists():
-        return cg.path / "cgroup.freeze"
+    if cg is not None and (cg.container / "cgroup.freeze").exists():
+        return cg.container / "cgroup.freeze"
     try:
         with open(f"/proc/{pid1}/cgroup") as f:
             cgroup = f.read()

@@ -306,6 +306,6 @@ def exec_in(
             process=process,
             tty=tty,
             interactive=interactive,
-            cgroup=cg.path if cg is not None else None,
+            cgroup=cg.container if cg is not None else None,
         )
     )

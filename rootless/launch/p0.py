@@ -130,11 +130,11 @@ def _term_in_job(pid1: int, grace: float) -> None:
 
 
 def _into_cgroup(helper: Helper, launch: Launch) -> None:
-    """P1 into the container's cgroup while it waits for its maps, before it forks P2:
-    every process of the container starts inside (rootless.cgroups)."""
+    """P1 into its leaf of the container's cgroup while it waits for its maps, before it
+    forks P2, which enters the container's leaf itself (rootless.cgroups)."""
     assert launch.cgroup is not None
     try:
-        launch.cgroup.attach(helper.pid)
+        launch.cgroup.attach_server(helper.pid)
         cgroups.record(lifecycle.runtime_dir(launch.cid, create=True), launch.cgroup)
     except OSError as exc:
         helper.abort()

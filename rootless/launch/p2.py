@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rootless import network
 from rootless import syscalls as sc
+from rootless.errors import HostError
 from rootless.launch import p3
 from rootless.launch.become import close_fds_except
 from rootless.launch.protocol import (
@@ -92,6 +93,16 @@ def main(
     # Held until our handlers know P3's pid; P3 gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     die_with_parent(p1, GUARD_SIGNAL)
+    if launch.cgroup is not None:
+        # Before the cgroup namespace is made, so that it is rooted at the container's
+        # leaf, and before pid 1 exists, so that everything it starts is inside.
+        try:
+            launch.cgroup.enter()
+        except OSError as exc:
+            raise HostError(
+                f"cannot enter the container's cgroup {launch.cgroup.container}: {exc.strerror}",
+                hint="see rsbox info (cgroup v2 delegation)",
+            ) from exc
     _unshare(launch)
     wired = _announce_network(sync) if sync is not None else -1
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we

@@ -70,11 +70,19 @@ def test_a_container_runs_in_a_cgroup_of_its_own_that_goes_with_it(
 ) -> None:
     rsbox.run("-d", "--name", name, busybox, "sleep", "600", check=True)
     info = _inspect(rsbox, name)
-    cid, pid1 = str(info["Id"]), info["State"]["Pid"]  # type: ignore[index]
+    state = info["State"]
+    assert isinstance(state, dict)
+    cid, pid1, monitor = str(info["Id"]), state["Pid"], state["MonitorPid"]
     cg = own / f"rsbox-{cid}"
-    procs = {int(p) for p in (cg / "cgroup.procs").read_text().split()}
-    # pid 1, and the filesystem server and P2 around it (moved in before it forked).
-    assert pid1 in procs and len(procs) == 3, procs
+
+    def procs(leaf: str) -> set[int]:
+        return {int(p) for p in (cg / leaf / "cgroup.procs").read_text().split()}
+
+    # The filesystem server (the monitor) in one leaf; pid 1 and P2 above it in the
+    # other, which pause freezes and the limits cover; nothing in the parent itself.
+    assert procs("server") == {monitor}
+    assert pid1 in procs("container") and len(procs("container")) == 2
+    assert not (cg / "cgroup.procs").read_text().split()
     assert _events(cg)["populated"] == 1
     # In its cgroup namespace the container sees its cgroup as the root.
     out = rsbox("exec", name, "cat", "/proc/self/cgroup", check=True).stdout
@@ -92,11 +100,16 @@ def test_pause_freezes_the_containers_cgroup_and_unpause_thaws_it(
     own: Path, rsbox: Rsbox, busybox: str, name: str
 ) -> None:
     rsbox.run("-d", "--name", name, busybox, "sleep", "600", check=True)
-    cg = own / f"rsbox-{_inspect(rsbox, name)['Id']}"
+    top = own / f"rsbox-{_inspect(rsbox, name)['Id']}"
+    cg = top / "container"
     assert _events(cg)["frozen"] == 0
     assert rsbox("pause", name).returncode == 0
     _wait("the kernel to report the cgroup frozen", lambda: _events(cg)["frozen"] == 1)
-    assert own.joinpath("cgroup.freeze").read_text().strip() == "0"  # not the user's
+    # Neither the user's cgroup nor the filesystem server: a paused container's files
+    # can still be read (diff goes through the server's sync).
+    assert own.joinpath("cgroup.freeze").read_text().strip() == "0"
+    assert _events(top / "server")["frozen"] == 0
+    assert rsbox("diff", name).returncode == 0
     assert rsbox("unpause", name).returncode == 0
     _wait("the thaw", lambda: _events(cg)["frozen"] == 0)
     assert rsbox("exec", name, "echo", "alive", check=True).stdout == "alive\n"
@@ -107,12 +120,13 @@ def test_cgroup_kill_ends_every_process_in_a_cgroup(own: Path) -> None:
     common ancestor is ours, so we may), then ContainerCgroup.remove: cgroup.kill, wait
     for cgroup.events to say empty, rmdir."""
     path = own / f"rsbox-test-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
     cg = ContainerCgroup(path, frozenset())
+    for d in (path, path / "server", cg.container):
+        d.mkdir()
     procs = [subprocess.Popen(["sleep", "600"]) for _ in range(2)]
     try:
-        for p in procs:
-            cg.attach(p.pid)
+        cg.attach_server(procs[0].pid)
+        (cg.container / "cgroup.procs").write_text(f"{procs[1].pid}\n")
         assert cg.populated()
         cg.remove()
         assert [p.wait(timeout=10) for p in procs] == [-signal.SIGKILL] * 2
@@ -121,8 +135,9 @@ def test_cgroup_kill_ends_every_process_in_a_cgroup(own: Path) -> None:
         for p in procs:
             p.kill()
             p.wait()
-        if path.exists():
-            path.rmdir()
+        for d in (path / "server", cg.container, path):
+            if d.exists():
+                d.rmdir()
 
 
 def test_cgroup_parent_places_the_cgroup_and_must_be_delegated(
@@ -137,7 +152,7 @@ def test_cgroup_parent_places_the_cgroup_and_must_be_delegated(
         rsbox.run("-d", "--name", name, "--cgroup-parent", rel, busybox, "sleep", "600",
                   check=True)  # fmt: skip
         cid = _inspect(rsbox, name)["Id"]
-        assert (sub / f"rsbox-{cid}" / "cgroup.procs").read_text().split()
+        assert (sub / f"rsbox-{cid}" / "container" / "cgroup.procs").read_text().split()
         rsbox("rm", "-f", name, check=True)
     finally:
         sub.rmdir()
@@ -166,7 +181,7 @@ def test_stats_reads_the_containers_cgroup(
     own: Path, rsbox: Rsbox, busybox: str, name: str
 ) -> None:
     rsbox.run("-d", "--name", name, busybox, "sh", "-c", "while :; do :; done", check=True)
-    cg = own / f"rsbox-{_inspect(rsbox, name)['Id']}"
+    cg = own / f"rsbox-{_inspect(rsbox, name)['Id']}" / "container"
     res = rsbox("stats", "--no-stream", "--format", "{{.CPUPerc}}", name, check=True)
     assert "from each container's own cgroup" in res.stderr
     assert float(res.stdout.strip().rstrip("%")) > 0

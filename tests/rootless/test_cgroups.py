@@ -81,10 +81,12 @@ def test_what_the_cgroup_enforces_gets_no_rlimit_and_the_line_says_so() -> None:
 def test_oom_kills_and_population_are_read_from_the_event_files(tmp_path: Path) -> None:
     assert parse_keyed("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")["oom_kill"] == 1
     cg = ContainerCgroup(tmp_path, frozenset())
+    cg.container.mkdir()
     assert not cg.oom_killed()  # no memory controller: no memory.events
-    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    events = cg.container / "memory.events"  # the container's, not its server's
+    events.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
     assert not cg.oom_killed()
-    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
+    events.write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")
     assert cg.oom_killed()
     (tmp_path / "cgroup.events").write_text("populated 1\nfrozen 0\n")
     assert cg.populated()
