@@ -103,6 +103,7 @@ class RunSpec:
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
     cgroup_parent: str | None = None  # --cgroup-parent (rootless.cgroups)
+    cgroups: str = "enabled"  # --cgroups enabled|disabled, as Podman's
     log_opts: tuple[str, ...] = ()  # --log-opt KEY=VALUE (LogOptions, rootless.lifecycle)
     init: bool = False  # --init: rsbox-init as pid 1 (rootless.launch.become)
     cap_add: tuple[str, ...] = ()  # --cap-add, canonical names (rootless.launch.caps)
@@ -208,6 +209,12 @@ class RunSpec:
             )
         if self.has_limits:
             self.limits()
+        if self.cgroups not in ("enabled", "disabled"):
+            raise UsageError(f"invalid --cgroups {self.cgroups!r}", hint="use enabled or disabled")
+        if self.cgroups == "disabled" and self.cgroup_parent is not None:
+            raise UsageError(
+                "--cgroup-parent and --cgroups disabled cannot be combined", hint="drop one"
+            )
         self.log_options()
         kind, colon, count = self.restart.partition(":")
         if kind not in ("no", "on-failure") or (colon and (kind == "no" or not count.isdigit())):

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PATH",
         help="the delegated cgroup v2 to make the container's cgroup in (default: your own)",
     )
+    r.add_argument(
+        "--cgroups",
+        default="enabled",
+        metavar="enabled|disabled",
+        help="disabled: no cgroup of the container's own even where delegated (rlimits only)",
+    )
     r.add_argument("--log-opt", action="append", default=[], metavar="max-size=10m|max-file=3")
     r.add_argument(
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
@@ -156,6 +162,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
         cgroup_parent=ns.cgroup_parent,
+        cgroups=ns.cgroups,
         log_opts=tuple(ns.log_opt),
         init=ns.init,
         restart=ns.restart,

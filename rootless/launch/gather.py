@@ -173,7 +173,9 @@ def _cgroup(spec: RunSpec, cid: str) -> ContainerCgroup | None:
     line saying which limit is enforced by what."""
     from rootless import cgroups
 
-    cg, _ = cgroups.for_container(cid, spec.limits(), spec.cgroup_parent)
+    cg = None
+    if spec.cgroups == "enabled":
+        cg, _ = cgroups.for_container(cid, spec.limits(), spec.cgroup_parent)
     if spec.has_limits:
         if cg is None:
             line = spec.limits().describe()
