@@ -1,10 +1,10 @@
 """`rsbox stats` and `pause`: what a container uses, read from /proc; its cgroup freezer.
 
-Where the numbers come from. Docker reads a container's cgroup. rsbox puts no container
-in a cgroup of its own (a user may create cgroups only in a delegated cgroup v2 subtree,
-which this kind of host does not have; see rootless.limits and `rsbox info`), so the
-figures are read from /proc, for the processes of the container's pid namespace (pid 1,
-its descendants, and what `exec` started):
+Where the numbers come from. Docker reads a container's cgroup. rsbox gives a container
+a cgroup of its own only in a delegated cgroup v2 subtree (rootless.cgroups; then
+`with_cgroup` puts its CPU, memory and pids figures in place of the sums below).
+Otherwise the figures are read from /proc, for the processes of the container's pid
+namespace (pid 1, its descendants, and what `exec` started):
 
 * CPU %: utime + stime + cutime + cstime (/proc/PID/stat: the process's own time and its
   reaped children's), summed, between two samples, over the wall time between them;
@@ -25,7 +25,8 @@ Processes of the container are found by their pid namespace (/proc/PID/ns/pid eq
 pid 1's). All of them run as the user (or ids of the user's subordinate range in a user
 namespace the user owns), so the user may read these files.
 
-Pause. Docker freezes the container's cgroup (cgroup.freeze). Without a cgroup of the
+Pause. Docker freezes the container's cgroup (cgroup.freeze); so does rsbox where the
+container has one (rootless.cgroups). Without a cgroup of the
 container's own there is nothing to freeze (freezing the user's cgroup would freeze the
 user's shell and rsbox too), so `pause` and `unpause` fail with one line saying so;
 `find_freezer` is the check, and the freezer is used when it passes.
