@@ -188,6 +188,14 @@ class ContainerCgroup(NamedTuple):
     def freeze(self, frozen: bool) -> None:
         (self.container / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
 
+    def leave(self) -> None:
+        """The monitor of a detached container, once it has ended: out into the parent,
+        then remove the cgroup (no P0 is left to). The kernel refuses when the parent
+        passes controllers down (no internal processes): then `rm` removes it."""
+        with contextlib.suppress(OSError):
+            (self.path.parent / "cgroup.procs").write_text("0\n")
+            self.remove()
+
     def remove(self, timeout: float = 5.0) -> None:
         """Kill what is left in it (cgroup.kill: the whole subtree), wait until empty,
         rmdir the leaves and it. Quiet when it is gone already."""

@@ -164,6 +164,8 @@ def main(pipes: Pipes) -> None:
     except Exception as exc:  # the container is gone; say so and finish the bookkeeping
         print(f"rsbox: warning: closing the root filesystem: {exc!r}", file=sys.stderr)
     _record_exit(launch, started, code)
+    if detach and launch.cgroup is not None:
+        launch.cgroup.leave()
     if detach and launch.spec.remove:
         _remove(launch, rundir)
     for fd in keep_net:

@@ -89,11 +89,14 @@ def test_a_container_runs_in_a_cgroup_of_its_own_that_goes_with_it(
     assert "0::/\n" in out
     rsbox("rm", "-f", name, check=True)
     assert not cg.exists()
-    # A foreground run leaves none behind either.
+    # A foreground run leaves none behind either, nor a detached one once it has ended.
     before = {p.name for p in own.iterdir() if p.name.startswith("rsbox-")}
     res = rsbox.run("--rm", busybox, "sh", "-c", "cat /proc/self/cgroup")
     assert res.returncode == 0 and res.stdout.endswith("0::/\n"), res.stderr
     assert {p.name for p in own.iterdir() if p.name.startswith("rsbox-")} == before
+    short = rsbox.run("-d", "--name", name, busybox, "true", check=True).stdout.strip()
+    rsbox("wait", name, check=True)
+    _wait("the monitor to remove the cgroup", lambda: not (own / f"rsbox-{short}").exists())
 
 
 def test_pause_freezes_the_containers_cgroup_and_unpause_thaws_it(
