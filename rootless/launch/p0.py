@@ -22,7 +22,7 @@ import subprocess
 
 from rootless import cgroups, lifecycle, network, slurm
 from rootless import syscalls as sc
-from rootless.errors import HostError, RsboxError
+from rootless.errors import ContainerError, HostError, RsboxError
 from rootless.idmap import IdMap
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import (
@@ -103,16 +103,14 @@ def run(helper: Helper, launch: Launch) -> int:
                 return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
         except BaseException:
-            if launch.cgroup is not None:
-                launch.cgroup.remove()  # whatever started in it: gone with it
+            _release_cgroup(launch)  # whatever started in it: gone with it
             raise
         finally:
             if grace is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in previous.items():
                 signal.signal(s, h)
-    if launch.cgroup is not None:
-        launch.cgroup.remove()  # what left the tree (a daemon) dies with the container
+    _release_cgroup(launch)  # what left the tree (a daemon) dies with the container
     err = read_error(helper.err_r)
     helper.close()
     if err is not None:
@@ -138,11 +136,21 @@ def _into_cgroup(helper: Helper, launch: Launch) -> None:
         cgroups.record(lifecycle.runtime_dir(launch.cid, create=True), launch.cgroup)
     except OSError as exc:
         helper.abort()
-        launch.cgroup.remove()
+        _release_cgroup(launch)
         raise HostError(
             f"cannot move the container into its cgroup {launch.cgroup.path}: {exc.strerror}",
             hint="--cgroup-parent must contain the cgroup you run in (see rsbox info)",
         ) from exc
+
+
+def _release_cgroup(launch: Launch) -> None:
+    """Kill what is left in the container's cgroup and remove it, under the monitor lock
+    (as `rm`): when another monitor holds it (two `start`s at once, and ours lost), the
+    cgroup is the winner's, and stays."""
+    if launch.cgroup is None:
+        return
+    with contextlib.suppress(ContainerError), lifecycle.exclusive(launch.cid):
+        launch.cgroup.remove()
 
 
 def _map(helper: Helper, idmap: IdMap) -> None:
