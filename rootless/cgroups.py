@@ -16,7 +16,8 @@ What the child gets, and from where:
   ones that left the container's process tree), `cgroup.events` (populated).
 * Only for a controller the parent passes down (its `cgroup.subtree_control`): memory
   (`memory.max`, `memory.swap.max`, and `memory.events` whose `oom_kill` count says an
-  OOM kill happened: OOMKilled), pids (`pids.max`), cpu (`cpu.max` for `--cpus`), io
+  OOM kill happened: OOMKilled), pids (`pids.max`), cpu (`cpu.max` for `--cpus`,
+  `cpu.weight` for `--cpu-shares`), io
   (`io.max`: rsbox has no per-device flag yet, so none is written). rsbox asks the
   parent to pass them down (`+memory` ...) and takes what it gets: a cgroup that has
   processes of its own (the user's shell) cannot pass domain controllers down (the "no
@@ -141,7 +142,17 @@ def plan(limits: Limits, available: Iterable[str]) -> tuple[dict[str, str], froz
     if limits.cpus is not None and "cpu" in have:
         files["cpu.max"] = f"{max(1000, round(limits.cpus * CPU_PERIOD))} {CPU_PERIOD}"
         done.add("cpus")
+    if limits.cpu_shares is not None and "cpu" in have:
+        files["cpu.weight"] = str(cpu_weight(limits.cpu_shares))
+        done.add("cpu-shares")
     return files, frozenset(done)
+
+
+def cpu_weight(shares: int) -> int:
+    """cgroup v1's cpu.shares (2..262144, 1024 the default) as v2's cpu.weight (1..10000,
+    100 the default), by runc's linear map of one range onto the other (so 1024 gives
+    39, not 100: runc's figures, which users of `docker run --cpu-shares` on v2 see)."""
+    return 1 + ((shares - 2) * 9999) // 262142
 
 
 def parse_keyed(text: str) -> Mapping[str, int]:
@@ -243,7 +254,7 @@ def for_container(
             )
         return None, why or ""
     wanted = [c for c, v in (("memory", limits.memory), ("pids", limits.pids)) if v is not None]
-    if limits.cpus is not None:
+    if limits.cpus is not None or limits.cpu_shares is not None:
         wanted.append("cpu")
     _enable(parent, wanted)
     path = parent / f"{NAME_PREFIX}{cid}"

@@ -218,6 +218,7 @@ def _limits() -> Check:
             ("--memory", "memory", "memory.max"),
             ("--pids-limit", "pids", "pids.max"),
             ("--cpus", "cpu", "cpu.max"),
+            ("--cpu-shares", "cpu", "cpu.weight"),
         )
         if ctl in available
     ]
@@ -233,7 +234,11 @@ def _limits() -> Check:
         [
             *([", ".join(by_cgroup)] if by_cgroup else []),
             ", ".join([*rest, "--ulimit"]) + " as rlimits",
-            *([] if "cpu" in available else ["--cpus not enforced (no cpu controller)"]),
+            *(
+                []
+                if "cpu" in available
+                else ["--cpus, --cpu-shares not enforced (no cpu controller)"]
+            ),
         ]
     )
     return Check("resource limits", True, detail, "")

@@ -11,7 +11,7 @@ processes:
   container's, not the host user's. A fork bomb hits EAGAIN at N.
 * `--memory M` -> RLIMIT_AS on each process: no process may map more than M. Not a
   total for the container (a total needs the memory controller).
-* `--cpus` needs the cpu controller: not enforced, and said so.
+* `--cpus` and `--cpu-shares` need the cpu controller: not enforced, and said so.
 
 `describe` is the one line `run` prints saying which is which.
 """
@@ -77,10 +77,16 @@ class Limits:
     cpus: float | None = None
     pids: int | None = None
     ulimits: tuple[str, ...] = ()
+    cpu_shares: int | None = None  # --cpu-shares: a relative weight (cgroup cpu.weight)
 
     @classmethod
     def from_flags(
-        cls, memory: str | None, cpus: str | None, pids: int | None, ulimits: Sequence[str]
+        cls,
+        memory: str | None,
+        cpus: str | None,
+        pids: int | None,
+        ulimits: Sequence[str],
+        cpu_shares: int | None = None,
     ) -> Limits:
         mem = parse_size(memory) if memory else None
         if mem is not None and mem < 6 << 20:
@@ -97,13 +103,15 @@ class Limits:
                 raise UsageError(f"invalid --cpus {cpus!r}", hint="e.g. --cpus 1.5") from None
         if pids is not None and not 0 < pids <= MAX_LIMIT:
             raise UsageError("--pids-limit must be positive", hint="e.g. --pids-limit 64")
+        if cpu_shares is not None and not 2 <= cpu_shares <= 262144:
+            raise UsageError("--cpu-shares must be 2 to 262144", hint="1024 is the default weight")
         for u in ulimits:
             parse_ulimit(u)
-        return cls(mem, cpu, pids, tuple(ulimits))
+        return cls(mem, cpu, pids, tuple(ulimits), cpu_shares)
 
     @property
     def any(self) -> bool:
-        return bool(self.memory or self.cpus or self.pids or self.ulimits)
+        return bool(self.memory or self.cpus or self.pids or self.ulimits or self.cpu_shares)
 
     def rlimits(self, by_cgroup: frozenset[str] | None = None) -> list[tuple[int, int, int]]:
         """The rlimits pid 1 and exec get; `by_cgroup`: limits the container's cgroup
@@ -134,10 +142,14 @@ class Limits:
                 done.append(f"memory {self.memory >> 20}m per process (RLIMIT_AS; not a total)")
         if self.cpus is not None and "cpus" in by_cgroup:
             done.append(f"cpus {self.cpus:g} (cgroup cpu.max)")
+        if self.cpu_shares is not None and "cpu-shares" in by_cgroup:
+            done.append(f"cpu-shares {self.cpu_shares} (cgroup cpu.weight)")
         if self.ulimits:
             done.append("ulimits " + ",".join(self.ulimits))
         if self.cpus is not None and "cpus" not in by_cgroup:
             not_done.append(f"cpus {self.cpus:g}")
+        if self.cpu_shares is not None and "cpu-shares" not in by_cgroup:
+            not_done.append(f"cpu-shares {self.cpu_shares}")
         line = "rsbox: limits enforced: " + ("; ".join(done) or "none")
         if not_done:
             line += f"; NOT enforced: {', '.join(not_done)} ({why_not})"

@@ -100,6 +100,7 @@ class RunSpec:
     add_hosts: tuple[str, ...] = ()  # NAME:IP
     memory: str | None = None  # see rootless.limits
     cpus: str | None = None
+    cpu_shares: int | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
     cgroup_parent: str | None = None  # --cgroup-parent (rootless.cgroups)
@@ -114,12 +115,14 @@ class RunSpec:
 
     @property
     def has_limits(self) -> bool:
-        return bool(self.memory or self.cpus or self.pids_limit or self.ulimits)
+        return bool(self.memory or self.cpus or self.pids_limit or self.ulimits or self.cpu_shares)
 
     def limits(self) -> Limits:
         from rootless.limits import Limits
 
-        return Limits.from_flags(self.memory, self.cpus, self.pids_limit, self.ulimits)
+        return Limits.from_flags(
+            self.memory, self.cpus, self.pids_limit, self.ulimits, self.cpu_shares
+        )
 
     def log_options(self) -> LogOptions:
         """--log-opt, parsed (the json-file log's rotation; checked by validate)."""

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
     r.add_argument("--memory", "-m", metavar="SIZE", help="e.g. 64m (see rsbox info)")
     r.add_argument("--cpus", metavar="N")
+    r.add_argument("--cpu-shares", "-c", type=int, metavar="N", help="relative weight, e.g. 512")
     r.add_argument("--pids-limit", type=int, metavar="N")
     r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
     r.add_argument(
@@ -159,6 +160,7 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         add_hosts=tuple(ns.add_host),
         memory=ns.memory,
         cpus=ns.cpus,
+        cpu_shares=ns.cpu_shares,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
         cgroup_parent=ns.cgroup_parent,

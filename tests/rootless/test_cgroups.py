@@ -14,6 +14,7 @@ import pytest
 from rootless.cgroups import (
     ContainerCgroup,
     Hierarchy,
+    cpu_weight,
     delegated,
     parse_keyed,
     parse_mountinfo,
@@ -64,6 +65,12 @@ def test_each_limit_goes_to_its_file_only_when_the_controller_is_there() -> None
     assert plan(Limits(), ["memory", "pids", "cpu"]) == ({}, frozenset())
     # A tiny --cpus still gets the kernel's minimum quota (1 ms), not 0.
     assert plan(Limits(cpus=0.001), ["cpu"])[0] == {"cpu.max": "1000 100000"}
+    # --cpu-shares: v1's range mapped onto cpu.weight's, ends to ends, as runc does.
+    assert plan(Limits(cpu_shares=512), ["cpu"]) == ({"cpu.weight": "20"}, {"cpu-shares"})
+    assert (cpu_weight(2), cpu_weight(1024), cpu_weight(262144)) == (1, 39, 10000)
+    assert plan(Limits(cpu_shares=512), ["memory"]) == ({}, frozenset())
+    with pytest.raises(UsageError, match="cpu-shares"):
+        Limits.from_flags(None, None, None, (), cpu_shares=1)
 
 
 def test_what_the_cgroup_enforces_gets_no_rlimit_and_the_line_says_so() -> None:
