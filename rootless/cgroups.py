@@ -104,6 +104,18 @@ def hierarchy(proc: str = "/proc/self") -> Hierarchy | None:
     return Hierarchy(mount, own)
 
 
+def default_parent(h: Hierarchy) -> Path:
+    """Where containers' cgroups go without --cgroup-parent. Beside our own cgroup when
+    its parent is delegated to us too (systemd: the slice of our scope, inside
+    user@UID.service): our own holds processes (this one, the user's shell), so the
+    kernel lets it pass no controller down, while the slice can. Else inside our own
+    (then only freeze, kill and events, as on this project's CI)."""
+    own = resolve_parent(h, None)
+    if own != h.mount and delegated(own.parent) is None:
+        return own.parent
+    return own
+
+
 def resolve_parent(h: Hierarchy, cgroup_parent: str | None) -> Path:
     """Podman's --cgroup-parent for cgroupfs: a path in the hierarchy ("/a/b"; a relative
     one is taken from its root too). Default: our own cgroup."""
@@ -171,6 +183,7 @@ class ContainerCgroup(NamedTuple):
 
     path: Path
     enforced: frozenset[str]
+    home: Path | None = None  # the cgroup of the rsbox that made it (for `leave`)
 
     @property
     def container(self) -> Path:
@@ -200,11 +213,12 @@ class ContainerCgroup(NamedTuple):
         (self.container / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
 
     def leave(self) -> None:
-        """The monitor of a detached container, once it has ended: out into the parent,
-        then remove the cgroup (no P0 is left to). The kernel refuses when the parent
-        passes controllers down (no internal processes): then `rm` removes it."""
+        """The monitor of a detached container, once it has ended: back into the cgroup
+        rsbox was started from, then remove the container's (no P0 is left to). When the
+        kernel refuses (that cgroup is gone, or passes controllers down: no internal
+        processes), `rm` removes it."""
         with contextlib.suppress(OSError):
-            (self.path.parent / "cgroup.procs").write_text("0\n")
+            (self.home or self.path.parent).joinpath("cgroup.procs").write_text("0\n")
             self.remove()
 
     def remove(self, timeout: float = 5.0) -> None:
@@ -244,7 +258,11 @@ def for_container(
     """Make the container's cgroup and write its limits. (None, why) without delegation;
     with `--cgroup-parent` that is an error instead."""
     h = hierarchy()
-    parent = resolve_parent(h, cgroup_parent) if h is not None else None
+    parent = None
+    if h is not None:
+        parent = (
+            resolve_parent(h, cgroup_parent) if cgroup_parent is not None else default_parent(h)
+        )
     why = "no cgroup v2 hierarchy" if parent is None else delegated(parent)
     if parent is None or why is not None:
         if cgroup_parent is not None:
@@ -277,7 +295,8 @@ def for_container(
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return None, f"cannot make a cgroup in {parent}: {exc.strerror}"
         raise
-    return ContainerCgroup(path, enforced), ""
+    assert h is not None
+    return ContainerCgroup(path, enforced, resolve_parent(h, None)), ""
 
 
 def recorded(rundir: Path) -> ContainerCgroup | None:

@@ -129,7 +129,7 @@ def _cgroup() -> Check:
             "no cgroup v2 hierarchy: containers get no cgroup of their own",
             "boot with systemd.unified_cgroup_hierarchy=1 and log in through systemd --user",
         )
-    mine = cgroups.resolve_parent(h, None)
+    mine = cgroups.default_parent(h)
     why = cgroups.delegated(mine)
     if why is not None:
         return Check(
@@ -148,7 +148,7 @@ def _cgroup() -> Check:
     return Check(
         "cgroup v2 delegation",
         True,
-        f"{mine} is yours: each container gets a child cgroup (freeze, kill; controllers "
+        f"{mine} is yours: each container gets a cgroup there (freeze, kill; controllers "
         f"available: {' '.join(wanted) or 'none'}, passed down now: {' '.join(passed) or 'none'})",
     )
 
@@ -207,7 +207,7 @@ def _limits() -> Check:
     from rootless import cgroups
 
     h = cgroups.hierarchy()
-    mine = cgroups.resolve_parent(h, None) if h is not None else None
+    mine = cgroups.default_parent(h) if h is not None else None
     available: list[str] = []
     if mine is not None and cgroups.delegated(mine) is None:
         with contextlib.suppress(OSError):

@@ -29,11 +29,12 @@ from tests.shared import unavailable
 
 @pytest.fixture(scope="module")
 def own() -> Path:
-    """Our own cgroup, delegated to us."""
+    """Where containers' cgroups go: the delegated cgroup above the suite's own leaf
+    (.ci/cgroup.sh makes USER.delegate/suite), as for a systemd scope in its slice."""
     h = cgroups.hierarchy()
     if h is None:
         unavailable("no cgroup v2 hierarchy is mounted")
-    mine = cgroups.resolve_parent(h, None)
+    mine = cgroups.default_parent(h)
     why = cgroups.delegated(mine)
     if why is not None:
         unavailable(f"the suite does not run in a delegated cgroup v2 ({why}); see .ci/cgroup.sh")

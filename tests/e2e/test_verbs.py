@@ -377,7 +377,7 @@ def own_cgroup_delegated() -> bool:
     from rootless import cgroups
 
     h = cgroups.hierarchy()
-    return h is not None and cgroups.delegated(cgroups.resolve_parent(h, None)) is None
+    return h is not None and cgroups.delegated(cgroups.default_parent(h)) is None
 
 
 def test_rename_then_ps_shows_the_new_name(rsbox: Rsbox, busybox: str, name: str) -> None:

@@ -15,6 +15,7 @@ from rootless.cgroups import (
     ContainerCgroup,
     Hierarchy,
     cpu_weight,
+    default_parent,
     delegated,
     parse_keyed,
     parse_mountinfo,
@@ -108,6 +109,19 @@ def _cgroup_dir(path: Path, owner_writable: bool = True) -> Path:
     if not owner_writable:
         (path / "cgroup.procs").chmod(0o444)
     return path
+
+
+def test_containers_go_beside_our_cgroup_when_its_parent_is_ours_too(tmp_path: Path) -> None:
+    """A systemd scope holds processes, so only its slice can pass controllers down."""
+    slice_ = _cgroup_dir(tmp_path / "user.slice")
+    _cgroup_dir(slice_ / "me.scope")
+    h = Hierarchy(tmp_path, "/user.slice/me.scope")
+    assert default_parent(h) == slice_
+    (slice_ / "cgroup.procs").chmod(0o444)  # the slice is not ours: inside our own
+    assert default_parent(h) == slice_ / "me.scope"
+    # At the hierarchy's root there is no parent to go beside.
+    _cgroup_dir(tmp_path / "x")
+    assert default_parent(Hierarchy(tmp_path / "x", "/")) == tmp_path / "x"
 
 
 def test_delegation_needs_the_directory_and_both_files_writable(tmp_path: Path) -> None:
