@@ -16,7 +16,9 @@ What that means for a container:
   cleans up as after any exit, before Slurm's SIGKILL.
 * pasta daemonizes: reparented to init, it is no descendant of slurmstepd, and a SIGKILL
   of the whole tree (which runs no guard) would leave it behind. In a job P0 is a child
-  subreaper, so pasta stays in the step's tree and gets the step's signals.
+  subreaper, so pasta stays in the step's tree and gets the step's signals (under
+  proctrack/linuxproc; proctrack/pgid misses it, pasta has its own session, and P2's
+  guard stops it after our own kill).
 * The job's variables (SLURM_*, SLURMD_*) reach the container: rootless.runspec.
 """
 
