@@ -237,6 +237,39 @@ class ContainerCgroup(NamedTuple):
                 d.rmdir()
 
 
+def hold_for_orphan(cg: ContainerCgroup) -> tuple[int, int, int] | None:
+    """P2's handles (close-on-exec) for `remove_orphaned`, opened before it unshares the
+    cgroup namespace and pivots its root: the home cgroup's cgroup.procs (the kernel
+    checks a migration against the namespace the file was opened in, since Linux 5.16),
+    the container's cgroup and its parent."""
+    if cg.home is None:
+        return None
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fds: list[int] = []
+    try:
+        fds.append(os.open(cg.home / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        fds.append(os.open(cg.path, flags))
+        fds.append(os.open(cg.path.parent, flags))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return fds[0], fds[1], fds[2]
+
+
+def remove_orphaned(fds: tuple[int, int, int], name: str) -> None:
+    """P2, when P1 and P0 are gone (a `kill -9` of rsbox) and pid 1 has been reaped (so
+    its whole pid namespace is gone): nobody else will remove the container's cgroup.
+    Out of it into the home cgroup, then rmdir the leaves and it; quiet on refusal (a
+    slirp4netns still leaving): `rm` finishes."""
+    home, top, parent = fds
+    with contextlib.suppress(OSError):
+        os.write(home, b"0\n")
+        for leaf in (SERVER, CONTAINER):
+            os.rmdir(leaf, dir_fd=top)
+        os.rmdir(name, dir_fd=parent)
+
+
 def _enable(parent: Path, wanted: Iterable[str]) -> None:
     """Ask `parent` to pass each controller down; a refusal (EBUSY: the parent has
     processes of its own; EINVAL/ENOENT: not available to it) just leaves it out."""

@@ -29,7 +29,7 @@ import signal
 import socket
 from pathlib import Path
 
-from rootless import network
+from rootless import cgroups, network
 from rootless import syscalls as sc
 from rootless.errors import HostError
 from rootless.launch import p3
@@ -93,6 +93,7 @@ def main(
     # Held until our handlers know P3's pid; P3 gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     die_with_parent(p1, GUARD_SIGNAL)
+    orphan = None
     if launch.cgroup is not None:
         # Before the cgroup namespace is made, so that it is rooted at the container's
         # leaf, and before pid 1 exists, so that everything it starts is inside.
@@ -103,19 +104,20 @@ def main(
                 f"cannot enter the container's cgroup {launch.cgroup.container}: {exc.strerror}",
                 hint="see rsbox info (cgroup v2 delegation)",
             ) from exc
+        orphan = cgroups.hold_for_orphan(launch.cgroup)
     _unshare(launch)
     wired = _announce_network(sync) if sync is not None else -1
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
     # nor the container need them, and a container that held /dev/fuse could keep its
     # own rootfs alive after P1 died, blocked on it forever.
     keep = [err_w, wired, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
-    close_fds_except(*keep)
+    close_fds_except(*keep, *(orphan or ()))
     pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock, wired)
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     host = (os.open(rundir, flags), os.open("/proc", flags))
     pid3 = os.fork()
     if pid3 == 0:
-        for fd in host:  # ours, not the container's
+        for fd in (*host, *(orphan or ())):  # ours, not the container's
             os.close(fd)
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -126,11 +128,13 @@ def main(
         if mine is not None:
             mine.close()
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
-    close_fds_except(*host)
+    close_fds_except(*host, *(orphan or ()))
     code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
     if os.getppid() != p1:
         # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
         # FUSE connection, and a page-in from the rootfs then kills the command), so the
         # guard's work is done here too.
         _guard(pid3, host)
+        if orphan is not None and launch.cgroup is not None:
+            cgroups.remove_orphaned(orphan, launch.cgroup.path.name)
     os._exit(code)

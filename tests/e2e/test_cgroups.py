@@ -100,6 +100,24 @@ def test_a_container_runs_in_a_cgroup_of_its_own_that_goes_with_it(
     _wait("the monitor to remove the cgroup", lambda: not (own / f"rsbox-{short}").exists())
 
 
+def test_a_sigkilled_rsbox_leaves_no_cgroup(own: Path, rsbox: Rsbox, busybox: str) -> None:
+    """kill -9 of `rsbox run`: P1 dies with it, P2 (outside the container's pid
+    namespace) kills pid 1, then removes the cgroup through handles it opened early."""
+    before = {p.name for p in own.iterdir() if p.name.startswith("rsbox-")}
+    proc = subprocess.Popen(
+        rsbox.argv("run", "--rm", busybox, "sh", "-c", "echo ready; sleep 600"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    made = {p.name for p in own.iterdir() if p.name.startswith("rsbox-")} - before
+    assert len(made) == 1, made  # the probe sees the container's cgroup while it runs
+    cg = own / made.pop()
+    proc.kill()
+    proc.communicate(timeout=10)
+    _wait("the cgroup to go", lambda: not cg.exists())
+
+
 def test_pause_freezes_the_containers_cgroup_and_unpause_thaws_it(
     own: Path, rsbox: Rsbox, busybox: str, name: str
 ) -> None:
