@@ -265,9 +265,20 @@ def remove_orphaned(fds: tuple[int, int, int], name: str) -> None:
     home, top, parent = fds
     with contextlib.suppress(OSError):
         os.write(home, b"0\n")
-        for leaf in (SERVER, CONTAINER):
-            os.rmdir(leaf, dir_fd=top)
-        os.rmdir(name, dir_fd=parent)
+        # P1's parent-death signal reached us while P1 was still exiting: its leaf may
+        # be busy for a moment yet (EBUSY), so the removal is retried for a while.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                for leaf in (SERVER, CONTAINER):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(leaf, dir_fd=top)
+                os.rmdir(name, dir_fd=parent)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
 
 
 def _enable(parent: Path, wanted: Iterable[str]) -> None:

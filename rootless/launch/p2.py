@@ -81,6 +81,29 @@ def _guard(pid3: int, host: tuple[int, int]) -> None:
     network.stop_pasta(*host)
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: set at the start of do_exit()
+
+
+def _parent_gone(p1: int, proc: int) -> bool:
+    """P1 has died or is dying. Our parent-death signal and reparenting come late in
+    P1's exit, after its files are closed: the FUSE connection is aborted by then, and
+    P3 can die of it first, so that our wait returns while getppid() is still P1. The
+    PF_EXITING flag (field 9 of /proc/PID/stat) is set from the start of the exit. In a
+    normal exit P1 is waiting for us and cannot be exiting."""
+    if os.getppid() != p1:
+        return True
+    try:
+        fd = os.open(f"{p1}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            text = os.read(fd, 1024).decode(errors="replace")
+        finally:
+            os.close(fd)
+        flags = int(text.rsplit(")", 1)[1].split()[9 - 3])  # split()[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return True
+    return bool(flags & PF_EXITING)
+
+
 def main(
     launch: Launch,
     p1: int,
@@ -130,7 +153,7 @@ def main(
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
     close_fds_except(*host, *(orphan or ()))
     code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
-    if os.getppid() != p1:
+    if _parent_gone(p1, host[1]):
         # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
         # FUSE connection, and a page-in from the rootfs then kills the command), so the
         # guard's work is done here too.
