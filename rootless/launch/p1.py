@@ -166,12 +166,12 @@ def main(pipes: Pipes) -> None:
     _record_exit(launch, started, code)
     if detach and launch.cgroup is not None:
         launch.cgroup.leave()
-    if detach and launch.spec.remove:
-        _remove(launch, rundir)
     for fd in keep_net:
         os.close(fd)
-    if by_p0:
+    if by_p0:  # before _remove: its pid file is in the runtime directory
         network.stop_pasta(rundir)
+    if detach and launch.spec.remove:
+        _remove(launch, rundir)
     if restarter >= 0:
         _ask_restart(launch, restarter, code, rundir)
     os.close(lock_fd)
