@@ -443,9 +443,13 @@ def remove_container(store: Store, c: Container, force: bool, volumes: bool = Fa
             if attempt == 49 or not force:
                 raise
             time.sleep(0.05)
+    from rootless.cgroups import recorded
     from rootless.network import stop_pasta
 
     stop_pasta(runtime_dir(c.id))  # when the monitor was killed before it could
+    cg = recorded(runtime_dir(c.id))  # a detached container's, left for us to remove
+    if cg is not None:
+        cg.remove()
     with contextlib.suppress(OSError):
         shutil.rmtree(runtime_dir(c.id))
     if mounts:

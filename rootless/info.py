@@ -6,6 +6,7 @@ process: unshare, mounts), rather than guessing from sysctls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -123,27 +124,37 @@ def _seccomp() -> Check:
 
 
 def _cgroup() -> Check:
-    path = "/sys/fs/cgroup/cgroup.controllers"
-    if not os.path.exists(path):
+    from rootless import cgroups
+
+    h = cgroups.hierarchy()
+    if h is None:
         return Check(
             "cgroup v2 delegation",
             False,
-            "no unified cgroup v2 hierarchy (v1 or hybrid): "
-            "resource limits cannot be enforced by cgroups",
+            "no cgroup v2 hierarchy: containers get no cgroup of their own",
             "boot with systemd.unified_cgroup_hierarchy=1 and log in through systemd --user",
         )
+    mine = cgroups.default_parent(h)
+    why = cgroups.delegated(mine)
+    if why is not None:
+        return Check(
+            "cgroup v2 delegation",
+            False,
+            f"{why}: containers get no cgroup of their own, limits are rlimits",
+            "log in through systemd (user@.service delegates a subtree), "
+            "or run rsbox under `systemd-run --user --scope -p Delegate=yes`",
+        )
     try:
-        with open("/proc/self/cgroup") as f:
-            rel = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "/")
+        have = (mine / "cgroup.controllers").read_text().split()
+        passed = (mine / "cgroup.subtree_control").read_text().split()
     except OSError:
-        rel = "/"
-    mine = os.path.join("/sys/fs/cgroup", rel.lstrip("/"))
-    ok = os.access(os.path.join(mine, "cgroup.procs"), os.W_OK)
+        have = passed = []
+    wanted = [c for c in cgroups.CONTROLLERS if c in have]
     return Check(
         "cgroup v2 delegation",
-        ok,
-        f"{mine} is {'writable' if ok else 'not writable'}",
-        "" if ok else "log in through systemd (user@.service delegates a subtree)",
+        True,
+        f"{mine} is yours: each container gets a cgroup there (freeze, kill; controllers "
+        f"available: {' '.join(wanted) or 'none'}, passed down now: {' '.join(passed) or 'none'})",
     )
 
 
@@ -198,18 +209,44 @@ def _network() -> Check:
 
 
 def _limits() -> Check:
-    from rootless.limits import cgroup_v2_delegated
+    from rootless import cgroups
 
-    ok = cgroup_v2_delegated()
-    return Check(
-        "resource limits",
-        True,
-        "cgroup v2 delegated, but rsbox applies rlimits only"
-        if ok
-        else "--pids-limit (RLIMIT_NPROC per user namespace), --memory (RLIMIT_AS per "
-        "process), --ulimit enforced; --cpus not enforced (no cgroup v2 delegation)",
-        "",
+    h = cgroups.hierarchy()
+    mine = cgroups.default_parent(h) if h is not None else None
+    available: list[str] = []
+    if mine is not None and cgroups.delegated(mine) is None:
+        with contextlib.suppress(OSError):
+            available = (mine / "cgroup.controllers").read_text().split()
+    by_cgroup = [
+        f"{flag} (cgroup {file})"
+        for flag, ctl, file in (
+            ("--memory", "memory", "memory.max"),
+            ("--pids-limit", "pids", "pids.max"),
+            ("--cpus", "cpu", "cpu.max"),
+            ("--cpu-shares", "cpu", "cpu.weight"),
+        )
+        if ctl in available
+    ]
+    rest = [
+        text
+        for ctl, text in (
+            ("pids", "--pids-limit (RLIMIT_NPROC per user namespace)"),
+            ("memory", "--memory (RLIMIT_AS per process)"),
+        )
+        if ctl not in available
+    ]
+    detail = "; ".join(
+        [
+            *([", ".join(by_cgroup)] if by_cgroup else []),
+            ", ".join([*rest, "--ulimit"]) + " as rlimits",
+            *(
+                []
+                if "cpu" in available
+                else ["--cpus, --cpu-shares not enforced (no cpu controller)"]
+            ),
+        ]
     )
+    return Check("resource limits", True, detail, "")
 
 
 def _init() -> Check:

@@ -1,22 +1,23 @@
 """`--memory`, `--cpus`, `--pids-limit`, `--ulimit`: what this host lets us enforce.
 
-A delegated cgroup v2 subtree (systemd's user slice with `Delegate=yes`) would cap the
-whole container. Without one (cgroup v1, or v2 without delegation: this machine's
-case), rsbox uses rlimits, set in the container's pid 1 and in `exec`'d processes:
+A delegated cgroup v2 subtree with the controllers (systemd's user@.service with
+`Delegate=yes`) caps the whole container: rootless.cgroups. What no cgroup enforces
+(cgroup v1, v2 without delegation, or a controller the parent does not pass down: this
+machine's case), rsbox does with rlimits, set in the container's pid 1 and in `exec`'d
+processes:
 
 * `--pids-limit N` -> RLIMIT_NPROC. Since Linux 5.14 it counts the processes of a uid
   *in its user namespace* (ucounts), and the container has its own: the limit is the
   container's, not the host user's. A fork bomb hits EAGAIN at N.
 * `--memory M` -> RLIMIT_AS on each process: no process may map more than M. Not a
   total for the container (a total needs the memory controller).
-* `--cpus` needs the cpu controller: not enforced, and said so.
+* `--cpus` and `--cpu-shares` need the cpu controller: not enforced, and said so.
 
 `describe` is the one line `run` prints saying which is which.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 from collections.abc import Sequence
@@ -76,10 +77,16 @@ class Limits:
     cpus: float | None = None
     pids: int | None = None
     ulimits: tuple[str, ...] = ()
+    cpu_shares: int | None = None  # --cpu-shares: a relative weight (cgroup cpu.weight)
 
     @classmethod
     def from_flags(
-        cls, memory: str | None, cpus: str | None, pids: int | None, ulimits: Sequence[str]
+        cls,
+        memory: str | None,
+        cpus: str | None,
+        pids: int | None,
+        ulimits: Sequence[str],
+        cpu_shares: int | None = None,
     ) -> Limits:
         mem = parse_size(memory) if memory else None
         if mem is not None and mem < 6 << 20:
@@ -96,47 +103,54 @@ class Limits:
                 raise UsageError(f"invalid --cpus {cpus!r}", hint="e.g. --cpus 1.5") from None
         if pids is not None and not 0 < pids <= MAX_LIMIT:
             raise UsageError("--pids-limit must be positive", hint="e.g. --pids-limit 64")
+        if cpu_shares is not None and not 2 <= cpu_shares <= 262144:
+            raise UsageError("--cpu-shares must be 2 to 262144", hint="1024 is the default weight")
         for u in ulimits:
             parse_ulimit(u)
-        return cls(mem, cpu, pids, tuple(ulimits))
+        return cls(mem, cpu, pids, tuple(ulimits), cpu_shares)
 
     @property
     def any(self) -> bool:
-        return bool(self.memory or self.cpus or self.pids or self.ulimits)
+        return bool(self.memory or self.cpus or self.pids or self.ulimits or self.cpu_shares)
 
-    def rlimits(self) -> list[tuple[int, int, int]]:
+    def rlimits(self, by_cgroup: frozenset[str] | None = None) -> list[tuple[int, int, int]]:
+        """The rlimits pid 1 and exec get; `by_cgroup`: limits the container's cgroup
+        enforces ("memory", "pids"), which need none."""
+        skip = by_cgroup or frozenset()
         out = [parse_ulimit(u) for u in self.ulimits]
-        if self.pids is not None:
+        if self.pids is not None and "pids" not in skip:
             out.append((resource.RLIMIT_NPROC, self.pids, self.pids))
-        if self.memory is not None:
+        if self.memory is not None and "memory" not in skip:
             out.append((resource.RLIMIT_AS, self.memory, self.memory))
         return out
 
-    def describe(self) -> str:
+    def describe(
+        self, by_cgroup: frozenset[str] = frozenset(), why_not: str = "needs a delegated cgroup v2"
+    ) -> str:
+        """The one line `run` prints. `by_cgroup`: what the container's cgroup enforces
+        (rootless.cgroups); the rest is rlimits, or nothing, for `why_not`."""
         done, not_done = [], []
         if self.pids is not None:
-            done.append(f"pids {self.pids} (RLIMIT_NPROC, per container user namespace)")
+            if "pids" in by_cgroup:
+                done.append(f"pids {self.pids} (cgroup pids.max)")
+            else:
+                done.append(f"pids {self.pids} (RLIMIT_NPROC, per container user namespace)")
         if self.memory is not None:
-            done.append(f"memory {self.memory >> 20}m per process (RLIMIT_AS; not a total)")
+            if "memory" in by_cgroup:
+                done.append(f"memory {self.memory >> 20}m for the container (cgroup memory.max)")
+            else:
+                done.append(f"memory {self.memory >> 20}m per process (RLIMIT_AS; not a total)")
+        if self.cpus is not None and "cpus" in by_cgroup:
+            done.append(f"cpus {self.cpus:g} (cgroup cpu.max)")
+        if self.cpu_shares is not None and "cpu-shares" in by_cgroup:
+            done.append(f"cpu-shares {self.cpu_shares} (cgroup cpu.weight)")
         if self.ulimits:
             done.append("ulimits " + ",".join(self.ulimits))
-        if self.cpus is not None:
+        if self.cpus is not None and "cpus" not in by_cgroup:
             not_done.append(f"cpus {self.cpus:g}")
+        if self.cpu_shares is not None and "cpu-shares" not in by_cgroup:
+            not_done.append(f"cpu-shares {self.cpu_shares}")
         line = "rsbox: limits enforced: " + ("; ".join(done) or "none")
         if not_done:
-            line += f"; NOT enforced: {', '.join(not_done)} (needs a delegated cgroup v2)"
+            line += f"; NOT enforced: {', '.join(not_done)} ({why_not})"
         return line
-
-
-def cgroup_v2_delegated() -> bool:
-    """True when our own cgroup v2 directory is writable by us (delegation)."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        if line.startswith("0::"):
-            path = "/sys/fs/cgroup" + line[3:]
-            return os.path.exists("/sys/fs/cgroup/cgroup.controllers") and os.access(path, os.W_OK)
-    return False

@@ -124,8 +124,11 @@ class RunSpec:
     add_hosts: tuple[str, ...] = ()  # NAME:IP
     memory: str | None = None  # see rootless.limits
     cpus: str | None = None
+    cpu_shares: int | None = None
     pids_limit: int | None = None
     ulimits: tuple[str, ...] = ()
+    cgroup_parent: str | None = None  # --cgroup-parent (rootless.cgroups)
+    cgroups: str = "enabled"  # --cgroups enabled|disabled, as Podman's
     log_opts: tuple[str, ...] = ()  # --log-opt KEY=VALUE (LogOptions, rootless.lifecycle)
     init: bool = False  # --init: rsbox-init as pid 1 (rootless.launch.become)
     cap_add: tuple[str, ...] = ()  # --cap-add, canonical names (rootless.launch.caps)
@@ -136,12 +139,14 @@ class RunSpec:
 
     @property
     def has_limits(self) -> bool:
-        return bool(self.memory or self.cpus or self.pids_limit or self.ulimits)
+        return bool(self.memory or self.cpus or self.pids_limit or self.ulimits or self.cpu_shares)
 
     def limits(self) -> Limits:
         from rootless.limits import Limits
 
-        return Limits.from_flags(self.memory, self.cpus, self.pids_limit, self.ulimits)
+        return Limits.from_flags(
+            self.memory, self.cpus, self.pids_limit, self.ulimits, self.cpu_shares
+        )
 
     def log_options(self) -> LogOptions:
         """--log-opt, parsed (the json-file log's rotation; checked by validate)."""
@@ -231,6 +236,12 @@ class RunSpec:
             )
         if self.has_limits:
             self.limits()
+        if self.cgroups not in ("enabled", "disabled"):
+            raise UsageError(f"invalid --cgroups {self.cgroups!r}", hint="use enabled or disabled")
+        if self.cgroups == "disabled" and self.cgroup_parent is not None:
+            raise UsageError(
+                "--cgroup-parent and --cgroups disabled cannot be combined", hint="drop one"
+            )
         self.log_options()
         kind, colon, count = self.restart.partition(":")
         if kind not in ("no", "on-failure") or (colon and (kind == "no" or not count.isdigit())):

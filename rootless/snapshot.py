@@ -53,9 +53,17 @@ def mount_points(c: Container) -> frozenset[str]:
     return LAUNCHER_PATHS | frozenset(t for t in targets if t)
 
 
-def _freezer(pid1: int) -> Path | None:
+def _freezer(cid: str, pid1: int) -> Path | None:
+    """The container's own cgroup leaf (rootless.cgroups: the filesystem server, which
+    must answer the sync below, is not in it), else a cgroup of pid 1's holding only
+    the container."""
+    from rootless.cgroups import recorded
+    from rootless.lifecycle import runtime_dir
     from rootless.stats import find_freezer, namespace_pids
 
+    cg = recorded(runtime_dir(cid))
+    if cg is not None and (cg.container / "cgroup.freeze").exists():
+        return cg.container / "cgroup.freeze"
     try:
         with open(f"/proc/{pid1}/cgroup") as f:
             text = f.read()
@@ -93,7 +101,7 @@ def settled(c: Container, *, pause: bool = False) -> Iterator[bool]:
         raise ContainerError(
             f"container {c.name} is starting or stopping", hint="try again in a moment"
         )
-    freeze = _freezer(pid1) if pause else None
+    freeze = _freezer(c.id, pid1) if pause else None
     if freeze is not None:
         try:
             freeze.write_text("1")

@@ -1,10 +1,10 @@
 """`rsbox stats` and `pause`: what a container uses, read from /proc; its cgroup freezer.
 
-Where the numbers come from. Docker reads a container's cgroup. rsbox puts no container
-in a cgroup of its own (a user may create cgroups only in a delegated cgroup v2 subtree,
-which this kind of host does not have; see rootless.limits and `rsbox info`), so the
-figures are read from /proc, for the processes of the container's pid namespace (pid 1,
-its descendants, and what `exec` started):
+Where the numbers come from. Docker reads a container's cgroup. rsbox gives a container
+a cgroup of its own only in a delegated cgroup v2 subtree (rootless.cgroups; then
+`with_cgroup` puts its CPU, memory and pids figures in place of the sums below).
+Otherwise the figures are read from /proc, for the processes of the container's pid
+namespace (pid 1, its descendants, and what `exec` started):
 
 * CPU %: utime + stime + cutime + cstime (/proc/PID/stat: the process's own time and its
   reaped children's), summed, between two samples, over the wall time between them;
@@ -25,7 +25,8 @@ Processes of the container are found by their pid namespace (/proc/PID/ns/pid eq
 pid 1's). All of them run as the user (or ids of the user's subordinate range in a user
 namespace the user owns), so the user may read these files.
 
-Pause. Docker freezes the container's cgroup (cgroup.freeze). Without a cgroup of the
+Pause. Docker freezes the container's cgroup (cgroup.freeze); so does rsbox where the
+container has one (rootless.cgroups). Without a cgroup of the
 container's own there is nothing to freeze (freezing the user's cgroup would freeze the
 user's shell and rsbox too), so `pause` and `unpause` fail with one line saying so;
 `find_freezer` is the check, and the freezer is used when it passes.
@@ -36,13 +37,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SOURCE_NOTE = (
     "rsbox: stats read from /proc of each container's processes "
     "(no container has a cgroup of its own here)"
+)
+CGROUP_NOTE = (
+    "rsbox: stats read from each container's own cgroup (CPU; memory and pids when their "
+    "controllers are there), the rest from /proc"
 )
 
 
@@ -59,6 +64,7 @@ class Sample:
     net_rx: int = 0
     net_tx: int = 0
     running: bool = False
+    memory_limit: int = 0  # the cgroup's memory.max; 0: none (the host's memory)
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,29 @@ def sample(pid1: int | None, monitor: int | None) -> Sample:
     return Sample(now, cpu, memory, tasks, read, write, rx, tx, running=bool(pids))
 
 
+def with_cgroup(s: Sample, cgroup: Path) -> Sample:
+    """Where the container has a cgroup of its own (rootless.cgroups), its figures
+    replace the /proc sums, as Docker reads them: CPU from cpu.stat's usage_usec (a core
+    file of every v2 cgroup), memory.current and memory.max, pids.current, each when the
+    controller is there. `cgroup`: the container's leaf, without its filesystem server
+    (rootless.cgroups)."""
+    if not s.running:
+        return s
+    cpu, memory, tasks, limit = s.cpu_ticks, s.memory, s.tasks, s.memory_limit
+    stat = _read(str(cgroup / "cpu.stat"))
+    if stat is not None:
+        usec = next((int(v) for k, _, v in (ln.partition(" ") for ln in stat.splitlines())
+                     if k == "usage_usec" and v.isdigit()), None)  # fmt: skip
+        cpu = usec * CLOCK_TICKS // 1_000_000 if usec is not None else cpu
+    current = (_read(str(cgroup / "memory.current")) or "").strip()
+    memory = int(current) if current.isdigit() else memory
+    ceiling = (_read(str(cgroup / "memory.max")) or "").strip()
+    limit = int(ceiling) if ceiling.isdigit() else limit
+    count = (_read(str(cgroup / "pids.current")) or "").strip()
+    tasks = int(count) if count.isdigit() else tasks
+    return replace(s, cpu_ticks=cpu, memory=memory, tasks=tasks, memory_limit=limit)
+
+
 def host_memory() -> int:
     return parse_keyed(_read("/proc/meminfo") or "", "MemTotal")
 
@@ -175,6 +204,7 @@ def usage(before: Sample, after: Sample, memory_limit: int) -> Usage:
     elapsed = after.when - before.when
     ticks = max(0, after.cpu_ticks - before.cpu_ticks) if before.running else 0
     cpu = ticks / CLOCK_TICKS / elapsed * 100 if elapsed > 0 else 0.0
+    memory_limit = after.memory_limit or memory_limit
     mem_percent = after.memory / memory_limit * 100 if memory_limit else 0.0
     return Usage(
         cpu,

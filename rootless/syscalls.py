@@ -44,6 +44,7 @@ MNT_DETACH: Final = 2
 # <linux/prctl.h>
 PR_SET_PDEATHSIG: Final = 1
 PR_SET_NO_NEW_PRIVS: Final = 38
+PR_SET_CHILD_SUBREAPER: Final = 36
 
 # <linux/seccomp.h>
 SECCOMP_SET_MODE_FILTER: Final = 1
@@ -135,6 +136,10 @@ def prctl(option: int, arg2: int = 0, what: str = "prctl") -> None:
 
 def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1, "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
 class _SockFprog(ctypes.Structure):

@@ -27,6 +27,8 @@ from rootless.commands import Context
 from rootless.errors import ContainerError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rootless.format import OutputFormat, Row
     from rootless.housekeeping import PruneReport
     from rootless.stats import Sample
@@ -253,12 +255,15 @@ def _targets(store: Store, refs: Sequence[str], all_: bool) -> list[tuple[str, C
 
 
 def _sample(c: Container) -> Sample:
-    from rootless.lifecycle import container_pid, monitor_pid
-    from rootless.stats import sample
+    from rootless.cgroups import recorded
+    from rootless.lifecycle import container_pid, monitor_pid, runtime_dir
+    from rootless.stats import sample, with_cgroup
 
     mon = monitor_pid(c.id)
     pid1 = container_pid(mon) if mon else None
-    return sample(pid1, mon or None)
+    s = sample(pid1, mon or None)
+    cg = recorded(runtime_dir(c.id)) if s.running else None
+    return with_cgroup(s, cg.container) if cg is not None else s
 
 
 def _stats_rows(
@@ -295,16 +300,19 @@ def _stats_rows(
 
 
 def stats(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.cgroups import recorded
     from rootless.format import OutputFormat
+    from rootless.lifecycle import runtime_dir
     from rootless.listing import STATS
-    from rootless.stats import SOURCE_NOTE, host_memory
+    from rootless.stats import CGROUP_NOTE, SOURCE_NOTE, host_memory
 
     fmt = OutputFormat.parse(ns.format, STATS)
     limit = host_memory()
     interval = 1.0
     with ctx.store() as store:
         targets = _targets(store, ns.containers, ns.all)
-        print(SOURCE_NOTE, file=sys.stderr, flush=True)
+        own = any(recorded(runtime_dir(c.id)) for _, c in targets)
+        print(CGROUP_NOTE if own else SOURCE_NOTE, file=sys.stderr, flush=True)
         before = {c.id: _sample(c) for _, c in targets}
         if ns.no_stream:
             if not targets:
@@ -351,7 +359,6 @@ def _stream(
 
 def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
     from rootless.lifecycle import container_pid, monitor_pid
-    from rootless.stats import find_freezer, namespace_pids
 
     code = 0
     with ctx.store() as store:
@@ -362,12 +369,7 @@ def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
                 pid1 = container_pid(mon) if mon else None
                 if pid1 is None:
                     raise ContainerError(f"container {c.name} is not running", hint="rsbox ps -a")
-                try:
-                    with open(f"/proc/{pid1}/cgroup") as f:
-                        cgroup = f.read()
-                except OSError:
-                    cgroup = ""
-                freezer = find_freezer(cgroup, namespace_pids(pid1))
+                freezer = _own_freezer(c.id, pid1)
                 if isinstance(freezer, str):
                     raise ContainerError(
                         f"cannot {verb} container {c.name}: {freezer}",
@@ -387,6 +389,25 @@ def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
                 continue
             print(ref, flush=True)
     return code
+
+
+def _own_freezer(cid: str, pid1: int) -> Path | str:
+    """The cgroup.freeze of the container's own cgroup (rootless.cgroups), else of the
+    cgroup its pid 1 is in when that holds only the container (find_freezer), else why
+    there is none."""
+    from rootless.cgroups import recorded
+    from rootless.lifecycle import runtime_dir
+    from rootless.stats import find_freezer, namespace_pids
+
+    cg = recorded(runtime_dir(cid))
+    if cg is not None and (cg.container / "cgroup.freeze").exists():
+        return cg.container / "cgroup.freeze"
+    try:
+        with open(f"/proc/{pid1}/cgroup") as f:
+            cgroup = f.read()
+    except OSError:
+        cgroup = ""
+    return find_freezer(cgroup, namespace_pids(pid1))
 
 
 def pause(ns: argparse.Namespace, ctx: Context) -> int:

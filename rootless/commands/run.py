@@ -47,8 +47,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
     r.add_argument("--memory", "-m", metavar="SIZE", help="e.g. 64m (see rsbox info)")
     r.add_argument("--cpus", metavar="N")
+    r.add_argument("--cpu-shares", "-c", type=int, metavar="N", help="relative weight, e.g. 512")
     r.add_argument("--pids-limit", type=int, metavar="N")
     r.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    r.add_argument(
+        "--cgroup-parent",
+        metavar="PATH",
+        help="the delegated cgroup v2 to make the container's cgroup in (default: your own)",
+    )
+    r.add_argument(
+        "--cgroups",
+        default="enabled",
+        metavar="enabled|disabled",
+        help="disabled: no cgroup of the container's own even where delegated (rlimits only)",
+    )
     r.add_argument("--log-opt", action="append", default=[], metavar="max-size=10m|max-file=3")
     r.add_argument(
         "--init", action="store_true", help="a minimal pid 1 that reaps and forwards signals"
@@ -170,8 +182,11 @@ def _run(ns: argparse.Namespace, ctx: Context) -> int:
         add_hosts=tuple(ns.add_host),
         memory=ns.memory,
         cpus=ns.cpus,
+        cpu_shares=ns.cpu_shares,
         pids_limit=ns.pids_limit,
         ulimits=tuple(ns.ulimit),
+        cgroup_parent=ns.cgroup_parent,
+        cgroups=ns.cgroups,
         log_opts=(*settings.log_opts, *ns.log_opt),  # a repeated key: the last wins
         init=ns.init,
         restart=ns.restart,

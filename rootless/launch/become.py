@@ -118,7 +118,10 @@ def process_of(launch: Launch) -> Process:
         user=plan.user,
         full_idmap=launch.idmap.full,
         caps=launch.caps,
-        rlimits=tuple(spec.limits().rlimits()) if spec.has_limits else (),
+        # What the container's cgroup enforces needs no rlimit as well.
+        rlimits=tuple(spec.limits().rlimits(launch.cgroup.enforced if launch.cgroup else None))
+        if spec.has_limits
+        else (),
         bpf=launch.bpf,
         init=spec.init,
     )

@@ -50,6 +50,7 @@ TYPE_CHECKING = False  # see rootless.commands.exec: what this path does not imp
 if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
+    from pathlib import Path
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (
@@ -69,6 +70,7 @@ class ExecSpec(Record):
     process: Process
     tty: bool
     interactive: bool
+    cgroup: Path | None = None  # the container's own cgroup (rootless.cgroups), if any
 
 
 def open_namespaces(
@@ -121,6 +123,8 @@ def _e1(
     die_with_parent(p0, GUARD_SIGNAL)  # default action until become() handles it: we die
     for fd, target in zip(stdio, (0, 1, 2), strict=True):
         os.dup2(fd, target)
+    if spec.cgroup is not None:
+        _into_cgroup(spec.cgroup)
     join(ns_fds)
     slave = -1
     if pty_sock is not None:
@@ -190,6 +194,21 @@ def _drop_inputs(inputs: dict[int, int], outputs: dict[int, int]) -> None:
         if dst not in outputs:
             os.close(dst)
     inputs.clear()
+
+
+def _into_cgroup(cgroup: Path) -> None:
+    """Into the container's cgroup before anything else (while the host's /sys is ours
+    to see), so that E2 is born inside its limits. The kernel allows it only from a
+    cgroup under the same delegated parent (from another login session it does not):
+    then the command runs outside it, under the rlimits, and says so."""
+    try:
+        (cgroup / "cgroup.procs").write_text("0\n")
+    except OSError as exc:
+        os.write(
+            2,
+            f"rsbox: warning: this exec runs outside the container's cgroup {cgroup} "
+            f"({exc.strerror}): its cgroup limits do not apply to it\n".encode(),
+        )
 
 
 def execute(spec: ExecSpec) -> int:
@@ -277,7 +296,10 @@ def exec_in(
         cwd=workdir or base.cwd,
         user=user if user is not None else base.user,
     )
-    return execute(ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive))
+    cgroup = _container_cgroup(cid)
+    return execute(
+        ExecSpec(pid=pid, process=process, tty=tty, interactive=interactive, cgroup=cgroup)
+    )
 
 
 def _bpf(cdir: str) -> bytes | None:
@@ -331,3 +353,20 @@ def _planned_process(cdir: str) -> Process:
         rlimits=tuple(run_spec.limits().rlimits()) if run_spec.has_limits else (),
         bpf=_bpf(cdir),
     )
+
+
+def _container_cgroup(cid: str) -> Path | None:
+    """The container's own cgroup, when its launch made one (rootless.cgroups.record):
+    the exec'd process joins it. Most containers have none: then neither pathlib nor
+    rootless.cgroups is imported on exec's path."""
+    from rootless.running import runtime_base
+
+    rundir = os.path.join(runtime_base(), cid)
+    if not os.path.exists(os.path.join(rundir, "cgroup")):
+        return None
+    from pathlib import Path
+
+    from rootless.cgroups import recorded
+
+    cg = recorded(Path(rundir))
+    return cg.container if cg is not None else None

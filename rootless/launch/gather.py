@@ -26,6 +26,7 @@ from rootless.launch.protocol import Launch
 from rootless.runspec import ImageDefaults, ProcessPlan, RunSpec, Volume, plan_process
 
 if TYPE_CHECKING:
+    from rootless.cgroups import ContainerCgroup
     from rootless.store import Container, Image, Store
 
 
@@ -87,8 +88,6 @@ def run(store: Store, image: Image, spec: RunSpec, helper: Helper | None = None)
     `helper` is P1 when the CLI forked it early (rootless.prefork); else made here.
     Detached (`-d`): prints the container id once it runs and returns 0."""
     spec.validate()
-    if spec.has_limits:
-        print(spec.limits().describe(), file=sys.stderr, flush=True)
     helper = helper or Helper()
     launched = False
     container = None
@@ -192,6 +191,7 @@ def _launch(
 
     idmap = host_idmap(spec.userns)
     notify_program = _notify_program(store, spec, caps, idmap.full)
+    cgroup = _cgroup(spec, container.id)
     return Launch(
         spec=spec,
         plan=plan,
@@ -210,6 +210,7 @@ def _launch(
         restart_count=restart_count,
         notify_program=notify_program,
         init_binary=init_binary() if spec.init else None,
+        cgroup=cgroup,
     )
 
 
@@ -218,6 +219,24 @@ def _save_for_exec(launch: Launch, bpf: bytes | None) -> None:
     of pid 1 (so that exec neither recomputes them nor imports what computing takes)."""
     lifecycle.save_bpf(launch.cdir, bpf)
     lifecycle.save_process(launch.cdir, process_of(launch))
+
+
+def _cgroup(spec: RunSpec, cid: str) -> ContainerCgroup | None:
+    """The container's own cgroup when ours is delegated (rootless.cgroups), and the one
+    line saying which limit is enforced by what."""
+    from rootless import cgroups
+
+    cg = None
+    if spec.cgroups == "enabled":
+        cg, _ = cgroups.for_container(cid, spec.limits(), spec.cgroup_parent)
+    if spec.has_limits:
+        if cg is None:
+            line = spec.limits().describe()
+        else:
+            missing = "its cgroup has no controller for it"
+            line = spec.limits().describe(cg.enforced, missing)
+        print(line, file=sys.stderr, flush=True)
+    return cg
 
 
 def _notify_program(

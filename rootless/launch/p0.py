@@ -20,8 +20,9 @@ import pickle
 import signal
 import subprocess
 
-from rootless import lifecycle, network
-from rootless.errors import HostError, RsboxError
+from rootless import cgroups, lifecycle, network, slurm
+from rootless import syscalls as sc
+from rootless.errors import ContainerError, HostError, RsboxError
 from rootless.idmap import IdMap
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import (
@@ -72,31 +73,84 @@ def run(helper: Helper, launch: Launch) -> int:
     container command's exit status, or raises what P1..P3 reported."""
     helper.used = True
     pid1 = helper.pid
+    grace = None if launch.spec.detach else slurm.term_grace(os.environ)
+    if grace is not None:
+        sc.set_child_subreaper()  # pasta stays in the job's process tree (rootless.slurm)
     with raw_terminal(launch.spec.tty and launch.spec.interactive):
         # Forward signals from now on; the default disposition would kill P0 and,
         # through PDEATHSIG, the container without giving the command a say.
         previous = {
             s: signal.signal(s, lambda sig, _f: kill_quietly(pid1, sig)) for s in FORWARDED_SIGNALS
         }
+        if grace is not None:
+            previous[signal.SIGTERM] = signal.signal(
+                signal.SIGTERM, lambda sig, _f: _term_in_job(pid1, grace)
+            )
+            previous[signal.SIGALRM] = signal.signal(
+                signal.SIGALRM, lambda _s, _f: kill_quietly(pid1, signal.SIGKILL)
+            )
         try:
             with open(helper.launch_w, "wb", closefd=False) as f:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.close(helper.launch_w)
             if os.read(helper.ready_r, 1) == USERNS_MADE:
+                if launch.cgroup is not None:
+                    _into_cgroup(helper, launch)
                 _map(helper, launch.idmap)
                 if launch.spec.network == "pasta":
                     _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)
             _, status = os.waitpid(pid1, 0)
+        except BaseException:
+            _release_cgroup(launch)  # whatever started in it: gone with it
+            raise
         finally:
+            if grace is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in previous.items():
                 signal.signal(s, h)
+    _release_cgroup(launch)  # what left the tree (a daemon) dies with the container
     err = read_error(helper.err_r)
     helper.close()
     if err is not None:
         raise err
     return exit_code(status)
+
+
+def _term_in_job(pid1: int, grace: float) -> None:
+    """SIGTERM from Slurm: the container's to handle, for `grace` seconds; then SIGALRM
+    kills it (through P1: P2's guard ends the rest), before Slurm's own SIGKILL would
+    take us too, so that the usual cleanup still runs (rootless.slurm)."""
+    kill_quietly(pid1, signal.SIGTERM)
+    if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+        signal.setitimer(signal.ITIMER_REAL, grace)
+
+
+def _into_cgroup(helper: Helper, launch: Launch) -> None:
+    """P1 into its leaf of the container's cgroup while it waits for its maps, before it
+    forks P2, which enters the container's leaf itself (rootless.cgroups)."""
+    assert launch.cgroup is not None
+    try:
+        launch.cgroup.attach_server(helper.pid)
+        cgroups.record(lifecycle.runtime_dir(launch.cid, create=True), launch.cgroup)
+    except OSError as exc:
+        helper.abort()
+        _release_cgroup(launch)
+        raise HostError(
+            f"cannot move the container into its cgroup {launch.cgroup.path}: {exc.strerror}",
+            hint="--cgroup-parent must contain the cgroup you run in (see rsbox info)",
+        ) from exc
+
+
+def _release_cgroup(launch: Launch) -> None:
+    """Kill what is left in the container's cgroup and remove it, under the monitor lock
+    (as `rm`): when another monitor holds it (two `start`s at once, and ours lost), the
+    cgroup is the winner's, and stays."""
+    if launch.cgroup is None:
+        return
+    with contextlib.suppress(ContainerError), lifecycle.exclusive(launch.cid):
+        launch.cgroup.remove()
 
 
 def _map(helper: Helper, idmap: IdMap) -> None:

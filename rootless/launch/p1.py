@@ -167,12 +167,14 @@ def main(pipes: Pipes) -> None:
     except Exception as exc:  # the container is gone; say so and finish the bookkeeping
         print(f"rsbox: warning: closing the root filesystem: {exc!r}", file=sys.stderr)
     _record_exit(launch, started, code)
-    if detach and launch.spec.remove:
-        _remove(launch, rundir)
+    if detach and launch.cgroup is not None:
+        launch.cgroup.leave()
     for fd in keep_net:
         os.close(fd)
-    if by_p0:
+    if by_p0:  # before _remove: its pid file is in the runtime directory
         network.stop_pasta(rundir)
+    if detach and launch.spec.remove:
+        _remove(launch, rundir)
     if restarter >= 0:
         _ask_restart(launch, restarter, code, rundir)
     os.close(lock_fd)
@@ -283,6 +285,8 @@ def _record_exit(launch: Launch, started: str, code: int) -> None:
                 "finished_at": lifecycle.now(),
                 "exit_code": code,
                 "restart_count": launch.restart_count,
+                # memory.events counts the kernel's OOM kills in the container's cgroup.
+                "oom_killed": launch.cgroup is not None and launch.cgroup.oom_killed(),
             },
             durable=launch.spec.detach,
         )

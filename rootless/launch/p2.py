@@ -29,8 +29,9 @@ import signal
 import socket
 from pathlib import Path
 
-from rootless import network
+from rootless import cgroups, network
 from rootless import syscalls as sc
+from rootless.errors import HostError
 from rootless.launch import p3
 from rootless.launch.become import close_fds_except
 from rootless.launch.protocol import (
@@ -80,6 +81,29 @@ def _guard(pid3: int, host: tuple[int, int]) -> None:
     network.stop_pasta(*host)
 
 
+PF_EXITING = 0x4  # include/linux/sched.h: set at the start of do_exit()
+
+
+def _parent_gone(p1: int, proc: int) -> bool:
+    """P1 has died or is dying. Our parent-death signal and reparenting come late in
+    P1's exit, after its files are closed: the FUSE connection is aborted by then, and
+    P3 can die of it first, so that our wait returns while getppid() is still P1. The
+    PF_EXITING flag (field 9 of /proc/PID/stat) is set from the start of the exit. In a
+    normal exit P1 is waiting for us and cannot be exiting."""
+    if os.getppid() != p1:
+        return True
+    try:
+        fd = os.open(f"{p1}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            text = os.read(fd, 1024).decode(errors="replace")
+        finally:
+            os.close(fd)
+        flags = int(text.rsplit(")", 1)[1].split()[9 - 3])  # split()[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return True
+    return bool(flags & PF_EXITING)
+
+
 def main(
     launch: Launch,
     p1: int,
@@ -92,19 +116,31 @@ def main(
     # Held until our handlers know P3's pid; P3 gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     die_with_parent(p1, GUARD_SIGNAL)
+    orphan = None
+    if launch.cgroup is not None:
+        # Before the cgroup namespace is made, so that it is rooted at the container's
+        # leaf, and before pid 1 exists, so that everything it starts is inside.
+        try:
+            launch.cgroup.enter()
+        except OSError as exc:
+            raise HostError(
+                f"cannot enter the container's cgroup {launch.cgroup.container}: {exc.strerror}",
+                hint="see rsbox info (cgroup v2 delegation)",
+            ) from exc
+        orphan = cgroups.hold_for_orphan(launch.cgroup)
     _unshare(launch)
     wired = _announce_network(sync) if sync is not None else -1
     # The FUSE device, the monitor's lock and the store's files stay with P1: neither we
     # nor the container need them, and a container that held /dev/fuse could keep its
     # own rootfs alive after P1 died, blocked on it forever.
     keep = [err_w, wired, *(s.fileno() for s in (pty_sock, learn_sock) if s is not None)]
-    close_fds_except(*keep)
+    close_fds_except(*keep, *(orphan or ()))
     pid1 = p3.Pid1(launch, err_w, pty_sock, learn_sock, wired)
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     host = (os.open(rundir, flags), os.open("/proc", flags))
     pid3 = os.fork()
     if pid3 == 0:
-        for fd in host:  # ours, not the container's
+        for fd in (*host, *(orphan or ())):  # ours, not the container's
             os.close(fd)
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -115,11 +151,13 @@ def main(
         if mine is not None:
             mine.close()
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
-    close_fds_except(*host)
+    close_fds_except(*host, *(orphan or ()))
     code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
-    if os.getppid() != p1:
+    if _parent_gone(p1, host[1]):
         # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
         # FUSE connection, and a page-in from the rootfs then kills the command), so the
         # guard's work is done here too.
         _guard(pid3, host)
+        if orphan is not None and launch.cgroup is not None:
+            cgroups.remove_orphaned(orphan, launch.cgroup.path.name)
     os._exit(code)

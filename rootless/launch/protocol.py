@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Final, NoReturn
 
+    from rootless.cgroups import ContainerCgroup
     from rootless.errors import RsboxError
     from rootless.idmap import IdMap
     from rootless.runspec import ProcessPlan, RunSpec
@@ -78,6 +79,7 @@ class Launch(Record):
     # so), or fakeroot's true-owner filter under a single-id map (policies.fakeroot).
     notify_program: bytes | None
     init_binary: Path | None  # --init: rsbox-init, bound at /dev/init
+    cgroup: ContainerCgroup | None  # the container's own cgroup v2, when delegated
 
 
 # --- errors across the tree -------------------------------------------------------------

@@ -282,6 +282,20 @@ def test_pasta_does_not_outlive_a_killed_rsbox(rsbox: Rsbox, busybox: str, marke
         rsbox("rm", "-f", name)
 
 
+def test_pasta_does_not_outlive_a_detached_rm_container(rsbox: Rsbox, busybox: str) -> None:
+    """`run -d --rm`: the monitor stops pasta before it removes the runtime directory
+    that holds pasta's pid file."""
+    cid = rsbox.run("-d", "--rm", busybox, "sleep", "3", check=True).stdout.strip()
+    pid_file = Path(json.loads(rsbox("inspect", cid, check=True).stdout)[0]["RuntimeDir"])
+    pasta = int((pid_file / "pasta.pid").read_text().split()[0])
+    assert _live_pasta(pasta)  # control: it runs
+    deadline = time.monotonic() + 30
+    while _live_pasta(pasta):
+        assert time.monotonic() < deadline, "pasta outlived the removed container"
+        time.sleep(0.05)
+    assert rsbox("inspect", cid).returncode != 0  # and --rm did remove it
+
+
 def _live_pasta(pid: int) -> bool:
     """pid is a pasta that runs (a zombie waiting for this machine's pid 1 is done)."""
     try:

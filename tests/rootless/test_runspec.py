@@ -51,6 +51,13 @@ def test_env_order_and_host_passthrough() -> None:
     assert env == ["A=3", "B=2", "HOSTONLY=h"]
 
 
+def test_slurm_variables_pass_over_the_image_and_under_dash_e() -> None:
+    host = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "1", "SLURMD_NODENAME": "n2", "HOME": "/h"}
+    env = merge_env(["SLURM_JOB_ID=image", "A=1"], ["SLURM_PROCID=9"], host)
+    assert env == ["SLURM_JOB_ID=7", "A=1", "SLURM_PROCID=9", "SLURMD_NODENAME=n2"]
+    assert merge_env(["A=1"], [], {"HOME": "/h", "XSLURM_X": "1"}) == ["A=1"]
+
+
 def test_defaults_path_hostname_and_term() -> None:
     plan = plan_process(RunSpec("img", command=("true",), tty=True), ImageDefaults(), CID)
     assert f"PATH={DEFAULT_PATH}" in plan.env
