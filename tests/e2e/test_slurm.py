@@ -49,8 +49,10 @@ def bindir(rsbox: Rsbox, tmp_path: Path) -> Path:
     d.mkdir()
     src = Path(__file__).resolve().parents[2]
     shim = d / "rsbox"
+    # Both node names are this one machine: a node's local disk is a directory per name.
     shim.write_text(
         "#!/bin/sh\n"
+        '[ -n "$RSBOX_TMP_ROOT" ] && export RSBOX_TMP_ROOT="$RSBOX_TMP_ROOT/$SLURMD_NODENAME"\n'
         f"PYTHONPATH={shlex.quote(str(src))} exec {shlex.quote(sys.executable)} "
         f'-m rootless --root {shlex.quote(str(rsbox.root))} "$@"\n'
     )
@@ -112,7 +114,10 @@ def test_the_readme_sbatch_script_runs_one_task_on_each_node(
     cluster: None, busybox: str, bindir: Path, tmp_path: Path
 ) -> None:
     script = tmp_path / "job.sh"
-    script.write_text(readme_sbatch_script().replace("busybox", busybox))
+    local = tmp_path / "node-local"
+    text = readme_sbatch_script().replace("busybox", busybox)
+    assert "RSBOX_TMP_ROOT=/tmp/rsbox-layers-$USER" in text
+    script.write_text(text.replace("/tmp/rsbox-layers-$USER", str(local)))
     out = tmp_path / "job.out"
     res = _run(
         "sbatch", "--wait", "--parsable", "-o", str(out), "-D", str(tmp_path), str(script),
@@ -127,6 +132,12 @@ def test_the_readme_sbatch_script_runs_one_task_on_each_node(
     ], out.read_text()
     assert _job_field(job, "JobState") == "COMPLETED"
     assert _job_field(job, "ExitCode") == "0:0"
+    # The store is shared by both "nodes"; each task's writable layer was made in its
+    # node's own directory (private to the user) and went with its --rm container.
+    assert sorted(p.name for p in local.iterdir()) == ["n1", "n2"]
+    for node in ("n1", "n2"):
+        d = local / node
+        assert (d.stat().st_mode & 0o777, list(d.iterdir())) == (0o700, []), node
 
 
 def test_a_failing_container_fails_the_batch_job_with_its_status(
