@@ -84,20 +84,25 @@ ROOT = Credentials()
 # --- the set*id rules of kernel/sys.c (ids already checked with `check_id`) ---------------
 
 
-def setuid(c: Credentials, uid: int) -> Credentials:
-    if c.may_set_ids:
-        return replace(c, ruid=uid, euid=uid, suid=uid, fsuid=uid)
-    if uid in (c.ruid, c.suid):
-        return replace(c, euid=uid, fsuid=uid)
+def _set(old: tuple[int, int, int], new: int, privileged: bool) -> tuple[int, int, int]:
+    """setuid/setgid on (real, effective, saved): all three when privileged, else only the
+    effective one, to the real or the saved id."""
+    r, _, s = old
+    if privileged:
+        return new, new, new
+    if new in (r, s):
+        return r, new, s
     raise _perm()
+
+
+def setuid(c: Credentials, uid: int) -> Credentials:
+    ruid, euid, suid = _set((c.ruid, c.euid, c.suid), uid, c.may_set_ids)
+    return replace(c, ruid=ruid, euid=euid, suid=suid, fsuid=euid)
 
 
 def setgid(c: Credentials, gid: int) -> Credentials:
-    if c.may_set_ids:
-        return replace(c, rgid=gid, egid=gid, sgid=gid, fsgid=gid)
-    if gid in (c.rgid, c.sgid):
-        return replace(c, egid=gid, fsgid=gid)
-    raise _perm()
+    rgid, egid, sgid = _set((c.rgid, c.egid, c.sgid), gid, c.may_set_ids)
+    return replace(c, rgid=rgid, egid=egid, sgid=sgid, fsgid=egid)
 
 
 def _setre(

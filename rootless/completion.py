@@ -96,6 +96,23 @@ def command_table(parser: argparse.ArgumentParser) -> dict[str, Verb]:
     return table
 
 
+def _verbs(table: dict[str, Verb]) -> list[str]:
+    """The top-level verbs (no management form `image:inspect`, no top level "")."""
+    return sorted(k for k in table if k and ":" not in k)
+
+
+def _tables(table: dict[str, Verb]) -> list[tuple[str, Iterator[tuple[str, str]]]]:
+    """The associative arrays the bash and zsh functions read, as (name, key/value pairs);
+    each shell writes them in its own dialect."""
+    rows = sorted(table.items())
+    return [
+        ("_rsbox_subverbs", ((v, " ".join(table[v].subverbs)) for v in _verbs(table))),
+        ("_rsbox_flags", (("rsbox" if k == "" else k, " ".join(v.flags)) for k, v in rows)),
+        ("_rsbox_value_flags", ((k, " ".join(v.value_flags)) for k, v in rows if k)),
+        ("_rsbox_positionals", ((k, " ".join(v.positionals)) for k, v in rows if k)),
+    ]
+
+
 def _bash_assoc(name: str, items: Iterator[tuple[str, str]]) -> str:
     body = "\n".join(f"    [{key!s}]={_quote(value)}" for key, value in items)
     return f"declare -gA {name}=(\n{body}\n)"
@@ -179,24 +196,12 @@ complete -o default -F _rsbox_complete rsbox
 
 def bash_script(parser: argparse.ArgumentParser) -> str:
     table = command_table(parser)
-    verbs = sorted(k for k in table if k and ":" not in k)
+    verbs = _verbs(table)
     parts = [
         "# rsbox completion for bash (`rsbox completion bash`); generated from rsbox's parser.",
         "# Install: rsbox completion bash > ~/.local/share/bash-completion/completions/rsbox",
         _bash_assoc("_rsbox_verbs", ((v, "1") for v in verbs)),
-        _bash_assoc("_rsbox_subverbs", ((v, " ".join(table[v].subverbs)) for v in verbs)),
-        _bash_assoc(
-            "_rsbox_flags",
-            (("rsbox" if k == "" else k, " ".join(v.flags)) for k, v in sorted(table.items())),
-        ),
-        _bash_assoc(
-            "_rsbox_value_flags",
-            ((k, " ".join(v.value_flags)) for k, v in sorted(table.items()) if k),
-        ),
-        _bash_assoc(
-            "_rsbox_positionals",
-            ((k, " ".join(v.positionals)) for k, v in sorted(table.items()) if k),
-        ),
+        *(_bash_assoc(name, items) for name, items in _tables(table)),
         _BASH_FUNCTION.strip(),
     ]
     return "\n".join(parts) + "\n"
@@ -265,23 +270,10 @@ def _zsh_assoc(name: str, items: Iterator[tuple[str, str]]) -> str:
 
 def zsh_script(parser: argparse.ArgumentParser) -> str:
     table = command_table(parser)
-    verbs = sorted(k for k in table if k and ":" not in k)
     parts = [
         "# rsbox completion for zsh (`rsbox completion zsh`); generated from rsbox's parser.",
         "# Install: add `source <(rsbox completion zsh)` to ~/.zshrc",
-        _zsh_assoc("_rsbox_subverbs", ((v, " ".join(table[v].subverbs)) for v in verbs)),
-        _zsh_assoc(
-            "_rsbox_flags",
-            (("rsbox" if k == "" else k, " ".join(v.flags)) for k, v in sorted(table.items())),
-        ),
-        _zsh_assoc(
-            "_rsbox_value_flags",
-            ((k, " ".join(v.value_flags)) for k, v in sorted(table.items()) if k),
-        ),
-        _zsh_assoc(
-            "_rsbox_positionals",
-            ((k, " ".join(v.positionals)) for k, v in sorted(table.items()) if k),
-        ),
+        *(_zsh_assoc(name, items) for name, items in _tables(table)),
         _ZSH_FUNCTION.strip(),
     ]
     return "\n".join(parts) + "\n"
@@ -303,7 +295,7 @@ end"""
 
 def fish_script(parser: argparse.ArgumentParser) -> str:
     table = command_table(parser)
-    verbs = sorted(k for k in table if k and ":" not in k)
+    verbs = _verbs(table)
     lines = [
         "# rsbox completion for fish (`rsbox completion fish`); generated from rsbox's parser.",
         "# Install: rsbox completion fish > ~/.config/fish/completions/rsbox.fish",

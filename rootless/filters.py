@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rootless.errors import UsageError
+from rootless.pathmatch import compile_pattern
 
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 CONTAINER_KEYS = ("ancestor", "exited", "id", "label", "name", "status")
@@ -149,33 +150,14 @@ class ContainerFilter:
 
 
 def _pattern(glob: str) -> re.Pattern[str]:
-    """Go's path.Match as a regular expression: `*` and `?` never match `/`."""
-    out = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = glob.find("]", i + 2)
-            if end < 0:
-                raise UsageError(f"invalid reference pattern {glob!r}", hint="a '[' has no ']'")
-            body = glob[i + 1 : end]
-            if body.startswith("^"):
-                body = "^" + re.escape(body[1:]).replace("\\-", "-")
-            else:
-                body = re.escape(body).replace("\\-", "-")
-            out.append(f"[{body}]")
-            i = end
-        elif c == "\\" and i + 1 < len(glob):
-            i += 1
-            out.append(re.escape(glob[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out))
+    """Go's path.Match, as Docker matches a reference: `*` and `?` never match `/`."""
+    try:
+        return compile_pattern(glob)
+    except ValueError as exc:
+        raise UsageError(
+            f"invalid reference pattern {glob!r}: {exc}",
+            hint="escape a literal [ ] - or \\ with \\",
+        ) from None
 
 
 def short_forms(name: str) -> list[str]:

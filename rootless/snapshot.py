@@ -53,26 +53,6 @@ def mount_points(c: Container) -> frozenset[str]:
     return LAUNCHER_PATHS | frozenset(t for t in targets if t)
 
 
-def _freezer(cid: str, pid1: int) -> Path | None:
-    """The container's own cgroup leaf (rootless.cgroups: the filesystem server, which
-    must answer the sync below, is not in it), else a cgroup of pid 1's holding only
-    the container."""
-    from rootless.cgroups import recorded
-    from rootless.lifecycle import runtime_dir
-    from rootless.stats import find_freezer, namespace_pids
-
-    cg = recorded(runtime_dir(cid))
-    if cg is not None and (cg.container / "cgroup.freeze").exists():
-        return cg.container / "cgroup.freeze"
-    try:
-        with open(f"/proc/{pid1}/cgroup") as f:
-            text = f.read()
-    except OSError:
-        return None
-    found = find_freezer(text, namespace_pids(pid1))
-    return found if isinstance(found, Path) else None
-
-
 def _wait_frozen(freeze: Path, deadline: float) -> None:
     events = freeze.with_name("cgroup.events")
     while time.monotonic() < deadline:
@@ -86,6 +66,7 @@ def _wait_frozen(freeze: Path, deadline: float) -> None:
 def settled(c: Container, *, pause: bool = False) -> Iterator[bool]:
     """See the module docstring. Yields whether the container is running."""
     from rootless.launch.enter import run_inside, running_pid1, sync_root
+    from rootless.stats import container_freezer
 
     lock = contextlib.ExitStack()
     try:
@@ -101,7 +82,8 @@ def settled(c: Container, *, pause: bool = False) -> Iterator[bool]:
         raise ContainerError(
             f"container {c.name} is starting or stopping", hint="try again in a moment"
         )
-    freeze = _freezer(c.id, pid1) if pause else None
+    found = container_freezer(c.id, pid1) if pause else None
+    freeze = found if isinstance(found, Path) else None  # no freezer: sync without one
     if freeze is not None:
         try:
             freeze.write_text("1")

@@ -251,3 +251,22 @@ def find_freezer(
     if not os.access(freeze, os.W_OK):
         return f"its cgroup {path} is not delegated to you (cgroup.freeze is not writable)"
     return freeze
+
+
+def container_freezer(cid: str, pid1: int) -> Path | str:
+    """The cgroup.freeze of the container's own cgroup leaf (rootless.cgroups: the
+    filesystem server is not in it, so it can still answer while the container is frozen),
+    else that of the cgroup its pid 1 is in when it holds only the container
+    (find_freezer), else why there is none."""
+    from rootless.cgroups import recorded
+    from rootless.lifecycle import runtime_dir
+
+    cg = recorded(runtime_dir(cid))
+    if cg is not None and (cg.container / "cgroup.freeze").exists():
+        return cg.container / "cgroup.freeze"
+    try:
+        with open(f"/proc/{pid1}/cgroup") as f:
+            cgroup = f.read()
+    except OSError:
+        cgroup = ""  # pid 1 is gone: find_freezer says there is no cgroup
+    return find_freezer(cgroup, namespace_pids(pid1))

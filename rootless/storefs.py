@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fs.inode_meta import takes_user_xattrs
 from rootless import syscalls as sc
 from rootless.errors import StoreError
 from rootless.lifecycle import atomic_write_json, read_json
@@ -89,18 +88,9 @@ def classify(f_type: int) -> tuple[str, Kind]:
 
 
 def probe_user_xattrs(directory: Path) -> bool:
-    """Whether files in `directory` take user.* xattrs: really sets one on a new file."""
-    fd, name = tempfile.mkstemp(prefix=".xattr-probe-", dir=directory)
-    try:
-        os.setxattr(fd, "user.rsbox.probe", b"1")
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
-            return False
-        raise
-    finally:
-        os.close(fd)
-        os.unlink(name)
-    return True
+    """Whether files in `directory` take user.* xattrs: really sets one on a new file
+    (fs's probe, which the union also runs on an upper directory)."""
+    return takes_user_xattrs(os.fspath(directory))
 
 
 Probe = Callable[[Path], bool]

@@ -27,8 +27,6 @@ from rootless.commands import Context
 from rootless.errors import ContainerError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from rootless.format import OutputFormat, Row
     from rootless.housekeeping import PruneReport
     from rootless.stats import Sample
@@ -359,6 +357,7 @@ def _stream(
 
 def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
     from rootless.lifecycle import container_pid, monitor_pid
+    from rootless.stats import container_freezer
 
     code = 0
     with ctx.store() as store:
@@ -369,7 +368,7 @@ def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
                 pid1 = container_pid(mon) if mon else None
                 if pid1 is None:
                     raise ContainerError(f"container {c.name} is not running", hint="rsbox ps -a")
-                freezer = _own_freezer(c.id, pid1)
+                freezer = container_freezer(c.id, pid1)
                 if isinstance(freezer, str):
                     raise ContainerError(
                         f"cannot {verb} container {c.name}: {freezer}",
@@ -389,25 +388,6 @@ def _freeze(ns: argparse.Namespace, ctx: Context, value: str, verb: str) -> int:
                 continue
             print(ref, flush=True)
     return code
-
-
-def _own_freezer(cid: str, pid1: int) -> Path | str:
-    """The cgroup.freeze of the container's own cgroup (rootless.cgroups), else of the
-    cgroup its pid 1 is in when that holds only the container (find_freezer), else why
-    there is none."""
-    from rootless.cgroups import recorded
-    from rootless.lifecycle import runtime_dir
-    from rootless.stats import find_freezer, namespace_pids
-
-    cg = recorded(runtime_dir(cid))
-    if cg is not None and (cg.container / "cgroup.freeze").exists():
-        return cg.container / "cgroup.freeze"
-    try:
-        with open(f"/proc/{pid1}/cgroup") as f:
-            cgroup = f.read()
-    except OSError:
-        cgroup = ""
-    return find_freezer(cgroup, namespace_pids(pid1))
 
 
 def pause(ns: argparse.Namespace, ctx: Context) -> int:

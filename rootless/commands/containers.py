@@ -26,20 +26,23 @@ def lazy(name: str, module: str = "rootless.containers_cli") -> Handler:
     return handler
 
 
+def filter_and_format(p: argparse.ArgumentParser, filter_keys: str) -> None:
+    """A listing's Docker options: repeatable `-f/--filter KEY=VALUE` (rootless.filters
+    parses them) and `--format` (rootless.format)."""
+    p.add_argument(
+        "-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help=filter_keys
+    )
+    p.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="also stopped containers")
     p.add_argument("-q", "--quiet", action="store_true", help="ids only")
     p.add_argument("--no-trunc", action="store_true")
-    p.add_argument(
-        "-f",
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="status, name, id, label, ancestor, exited (repeat: same key OR, keys AND)",
+    filter_and_format(
+        p, "status, name, id, label, ancestor, exited (repeat: same key OR, keys AND)"
     )
-    p.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
     p.set_defaults(handler=lazy("_ps"))
 
     p = sub.add_parser("logs", help="print a detached container's output")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from rootless.aliases import IMAGE
 from rootless.commands import Context
-from rootless.commands.containers import FORMAT_HELP
+from rootless.commands.containers import filter_and_format
 from rootless.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,15 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-a", "--all", action="store_true", help="also untagged intermediate images (of builds)"
     )
     im.add_argument("--no-trunc", action="store_true")
-    im.add_argument(
-        "-f",
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dangling=true|false, label=KEY[=VALUE], reference=PATTERN",
-    )
-    im.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
+    filter_and_format(im, "dangling=true|false, label=KEY[=VALUE], reference=PATTERN")
     im.set_defaults(handler=_images)
 
     p = sub.add_parser("pull", help="pull an image from a registry (or oci:DIR[:TAG])")

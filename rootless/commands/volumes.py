@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rootless.commands import Handler
-from rootless.commands.containers import FORMAT_HELP, lazy
+from rootless.commands.containers import filter_and_format, lazy
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,15 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = vsub.add_parser("ls", aliases=["list"], help="list volumes")
     p.add_argument("-q", "--quiet", action="store_true", help="names only")
-    p.add_argument(
-        "-f",
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dangling, driver, label, label!, name",
-    )
-    p.add_argument("--format", metavar="FORMAT", help=FORMAT_HELP)
+    filter_and_format(p, "dangling, driver, label, label!, name")
     p.set_defaults(handler=handler("ls"))
 
     p = vsub.add_parser("inspect", help="volumes as JSON")

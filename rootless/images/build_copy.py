@@ -46,6 +46,7 @@ from fs.changes import Stack
 from rootless.cp import Plan, Target, apply_archive, find_source, resolve_scoped, source_items
 from rootless.errors import BuildError, ContainerError
 from rootless.images.instructions import Add, Copy, Heredoc
+from rootless.pathmatch import compile_pattern
 from rootless.userdb import resolve_user
 
 _GLOB = re.compile(r"[*?\[]")
@@ -84,37 +85,12 @@ def parse_chmod(ins: Copy | Add, text: str) -> int:
     return int(text, 8)
 
 
-def _component_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                raise ValueError("unterminated character class")
-            body = pattern[i + 1 : end]
-            out.append("[" + ("^" + body[1:] if body.startswith("^") else body) + "]")
-            i = end
-        elif ch == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(out))
-
-
 def match_sources(pattern: str, files: Sequence[str]) -> list[str]:
     """The context paths (relative, "" the root) a COPY source names."""
     cleaned = posixpath.normpath("/" + pattern).lstrip("/")
     if not _GLOB.search(cleaned):
         return [cleaned] if cleaned == "" or cleaned in files else []
-    regex = _component_regex(cleaned)
+    regex = compile_pattern(cleaned)
     return [f for f in files if regex.fullmatch(f)]
 
 
@@ -247,7 +223,12 @@ def payloads(
         else:
             assert context is not None
             for src in ins.sources:
-                found = match_sources(src, context.files)
+                try:
+                    found = match_sources(src, context.files)
+                except ValueError as exc:
+                    raise _fail(
+                        ins, f"bad pattern {src!r}: {exc}", "escape a literal [ ] - or \\ with \\"
+                    ) from None
                 if not found:
                     raise _fail(
                         ins,
