@@ -280,6 +280,7 @@ def test_failed_run_leaves_nothing_behind(rsbox: Rsbox, busybox: str, tmp_path: 
         ("FROM busybox AS a\nFROM busybox\nCOPY --from=a /nope /x\n", ["line 3", "COPY", "/nope"]),
         ("FROM busybox\nCOPY a b c\n", ["line 2", "COPY", "must be a directory"]),
         ("FROM busybox\nCOPY --chown=nobody-here a /a\n", ["line 2", "COPY", "nobody-here"]),
+        ("FROM busybox\nCOPY [ab /x\n", ["line 2", "COPY", "[ab"]),  # Go's ErrBadPattern
     ],
 )
 def test_unsupported_or_wrong_fails_in_one_line(
