@@ -1,0 +1,3 @@
+"""env: per-project environments. config.py parses rsbox.toml into an EnvConfig;
+steps.py turns its [env]/[build] into the Containerfile the builder runs and records the
+base in rsbox.lock; container.py keeps the project's one long-running container."""
