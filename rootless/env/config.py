@@ -290,3 +290,31 @@ def load_config(start: Path) -> EnvConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {root / FILENAME}: {exc}", hint="check the file") from exc
     return parse_config(root, text)
+
+
+def template(name: str, base: str) -> str:
+    """What `rsbox env init` writes: the keys that matter first, the rest commented out
+    with their defaults, so the file documents itself."""
+    return f"""\
+# rsbox.toml: this directory's environment (see `rsbox env --help` and the README,
+# "Per-project environments"). Edit, then `rsbox env build`.
+[env]
+name = "{name}"  # the image is localhost/rsbox-env-{name}:latest
+base = "{base}"  # any image rsbox can pull or has; rsbox.lock records what it was
+# containerfile = "Containerfile"  # build this file instead of base + [build]
+
+[build]  # each entry a cached layer, in this order: apt, run, pip, npm
+# apt = ["python3-venv", "jq"]
+# run = ["python3 -m venv /opt/venv"]
+# pip = {{ python = "/opt/venv/bin/python", requirements = "requirements.txt" }}
+# npm = {{ global = ["typescript@5.4.5"] }}
+
+[run]  # the long-running container (rsbox env up; rsbox shell)
+# env = {{ PATH = "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin" }}
+# mounts = []  # host paths, bound at the same path
+# network = "host"  # or "private"
+# host_ca = true  # the host's CA bundle for the build's RUN steps
+
+[expose]
+# bins = ["python", "jq"]
+"""

@@ -1,0 +1,131 @@
+"""`rsbox env init|build|up|down|status` and `rsbox shell`: per-project environments
+(rootless.env). The project is found from the working directory (rsbox.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rootless.commands import Context
+from rootless.errors import ImageNotFound, UsageError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = sub.add_parser("env", help="this project's environment (rsbox.toml)")
+    esub = group.add_subparsers(dest="env_command", required=True, parser_class=type(group))
+    p = esub.add_parser("init", help="write a commented rsbox.toml here")
+    p.add_argument("--base", default="docker.io/library/debian:12", metavar="IMAGE")
+    p.add_argument("--name", metavar="NAME", help="default: the directory's name")
+    p.set_defaults(handler=_init)
+    p = esub.add_parser("build", help="build the environment's image from rsbox.toml")
+    p.add_argument("--no-cache", action="store_true", help="run every step again")
+    p.set_defaults(handler=_build)
+    esub.add_parser("up", help="start the project's container").set_defaults(handler=_up)
+    esub.add_parser("down", help="remove the project's container").set_defaults(handler=_down)
+    esub.add_parser("status", help="project, image, container").set_defaults(handler=_status)
+    p = sub.add_parser("shell", help="a shell (or CMD) in this project's environment")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="default: a login shell")
+    p.set_defaults(handler=_shell)
+
+
+def _cli(ctx: Context) -> list[str]:
+    """argv of this rsbox with the same store options."""
+    argv = [sys.executable, "-m", "rootless"]
+    if ctx.root_arg is not None:
+        argv += ["--root", ctx.root_arg]
+    for store in ctx.image_stores:
+        argv += ["--image-store", store]
+    if ctx.tmp_root is not None:
+        argv += ["--tmp-root", ctx.tmp_root]
+    return argv
+
+
+def _init(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import FILENAME, default_name, template
+    from rootless.lifecycle import atomic_write_text
+
+    here = Path.cwd()
+    path = here / FILENAME
+    if path.exists():
+        raise UsageError(f"{path} exists", hint="edit it, or remove it first")
+    name = ns.name or default_name(here)
+    # Parsed before it is written: a bad --name or --base fails here, not at build.
+    from rootless.env.config import parse_config
+
+    parse_config(here, template(name, ns.base))
+    atomic_write_text(path, template(name, ns.base))
+    print(f"wrote {path}")
+    return 0
+
+
+def _build(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.steps import build_env
+
+    cfg = load_config(Path.cwd())
+    with ctx.store() as store:
+        image = build_env(store, cfg, no_cache=ns.no_cache)
+    print(f"{cfg.image} sha256:{image.id}", flush=True)
+    return 0
+
+
+def _built(ctx: Context, image: str) -> str:
+    """The environment image's id, or "" when it is not built."""
+    with ctx.store() as store:
+        try:
+            return store.resolve_image(image).id
+        except ImageNotFound:
+            return ""
+
+
+def _need_image(ctx: Context, image: str) -> None:
+    if not _built(ctx, image):
+        raise ImageNotFound(f"the environment {image} is not built", hint="rsbox env build")
+
+
+def _up(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.container import up
+
+    cfg = load_config(Path.cwd())
+    _need_image(ctx, cfg.image)
+    print(f"{cfg.container}: {up(_cli(ctx), ctx.root_arg, cfg)}")
+    return 0
+
+
+def _down(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.container import down
+
+    cfg = load_config(Path.cwd())
+    removed = down(_cli(ctx), ctx.root_arg, cfg)
+    print(f"{cfg.container}: {'removed' if removed else 'absent'}")
+    return 0
+
+
+def _status(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.container import state
+
+    cfg = load_config(Path.cwd())
+    image = _built(ctx, cfg.image)
+    print(f"project:   {cfg.root}")
+    print(f"image:     {cfg.image} " + (f"sha256:{image[:12]}" if image else "(not built)"))
+    print(f"container: {cfg.container} {state(ctx.root_arg, cfg)}")
+    return 0
+
+
+def _shell(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.container import exec_args, up
+
+    cfg = load_config(Path.cwd())
+    _need_image(ctx, cfg.image)
+    cli = _cli(ctx)
+    up(cli, ctx.root_arg, cfg)
+    cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
+    argv = [*cli, *exec_args(cfg, Path.cwd(), cmd, sys.stdin.isatty() and sys.stdout.isatty())]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # entry is `rsbox exec`: its status, signals and streams

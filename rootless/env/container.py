@@ -1,0 +1,122 @@
+"""The project's one long-running container, `rsbox-env-NAME`, and the way into it.
+
+`up` starts it detached from the environment's image: `--init` as pid 1 over a `sleep`
+that never ends, the project bound read-write at its host path, [run] mounts at theirs,
+[run] env, and the host's network unless `network = "private"` (pasta). A stopped one is
+started again; a running one is left alone. `up` holds an flock on a file named after the
+container while it looks and starts, so two concurrent first entries start one container.
+
+Entry (`rsbox shell`) is `rsbox exec` on that container, in the directory the user is in
+(the same path inside, as the project is bound at its host path): the one sealed path
+into a container (rootless.launch.become), never a new one.
+
+The container is started and stopped by the CLI's own `run -d`, `start` and `rm -f`
+(`cli` is argv of rsbox with the same --root): what `rsbox run` does for a container, a
+project's container gets, and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rootless.env.config import EnvConfig
+from rootless.errors import ContainerError, RsboxError
+
+# A sleep both coreutils and busybox accept (2**31 - 1 seconds, 68 years).
+_FOREVER = ("sleep", "2147483647")
+
+
+def run_args(cfg: EnvConfig) -> list[str]:
+    """`rsbox run` arguments that start the project's container."""
+    args = ["run", "-d", "--init", "--name", cfg.container]
+    args += ["--network", "host" if cfg.network == "host" else "pasta"]
+    args += ["-v", f"{cfg.root}:{cfg.root}"]
+    for m in cfg.mounts:
+        args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
+    for key, value in cfg.env.items():
+        args += ["-e", f"{key}={value}"]
+    args += ["-w", str(cfg.root), cfg.image, *_FOREVER]
+    return args
+
+
+def state(root_arg: str | None, cfg: EnvConfig) -> str:
+    """absent, stopped or running."""
+    from rootless.containers_lookup import container_dir
+    from rootless.running import monitor_pid
+
+    try:
+        cid, _ = container_dir(root_arg, cfg.container)
+    except ContainerError:
+        return "absent"
+    return "stopped" if monitor_pid(cid) is None else "running"
+
+
+@contextmanager
+def _starting(cfg: EnvConfig) -> Iterator[None]:
+    from rootless.running import runtime_base
+
+    os.makedirs(runtime_base(), mode=0o700, exist_ok=True)
+    fd = os.open(
+        os.path.join(runtime_base(), f"{cfg.container}.up.lock"),
+        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _cli(cli: Sequence[str], *args: str) -> None:
+    res = subprocess.run([*cli, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if res.returncode != 0:
+        lines = res.stderr.decode(errors="replace").strip().splitlines()
+        raise RsboxError(
+            f"rsbox {args[0]} of {cfg_name(args)} failed: " + (lines[-1] if lines else ""),
+            hint="see `rsbox env status`",
+        )
+
+
+def cfg_name(args: Sequence[str]) -> str:
+    return next((a for a in args if a.startswith("rsbox-env-")), "the environment")
+
+
+def up(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> str:
+    """Make the project's container run; returns what was done."""
+    with _starting(cfg):
+        now = state(root_arg, cfg)
+        if now == "running":
+            return "running"
+        if now == "stopped":
+            _cli(cli, "start", cfg.container)
+            return "started"
+        _cli(cli, *run_args(cfg))
+        return "created"
+
+
+def down(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> bool:
+    """Remove the project's container (its image stays); False if there was none."""
+    with _starting(cfg):
+        if state(root_arg, cfg) == "absent":
+            return False
+        _cli(cli, "rm", "-f", cfg.container)
+        return True
+
+
+def exec_args(cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool) -> list[str]:
+    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`."""
+    inside = cwd.absolute()
+    if inside != cfg.root and cfg.root not in inside.parents:
+        inside = cfg.root  # a shell started from outside the project starts at its root
+    args = ["exec", "-i"] + (["-t"] if tty else [])
+    for name in ("TERM", "LANG", *sorted(k for k in os.environ if k.startswith("LC_"))):
+        if name in os.environ:
+            args += ["-e", f"{name}={os.environ[name]}"]
+    args += ["-w", str(inside), cfg.container]
+    return args + (list(cmd) if cmd else ["/bin/sh", "-l"])

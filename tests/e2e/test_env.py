@@ -1,0 +1,184 @@
+"""Per-project environments end to end, as both CI users: `rsbox env init`, `env build`
+from rsbox.toml (busybox for the steps that need no package manager, the suite's Debian
+base for an apt step), rsbox.lock, the project's one container (`env up/down/status`) and
+`rsbox shell` into it at the host path of the working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Rsbox
+from tests.e2e.test_workloads import debian_tarball
+
+
+def _project(tmp: Path, toml: str, files: dict[str, str] | None = None) -> Path:
+    root = tmp / f"proj-{os.urandom(3).hex()}"
+    root.mkdir()
+    (root / "rsbox.toml").write_text(textwrap.dedent(toml).lstrip())
+    for rel, text in (files or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+# The CLI runs in the project's directory: the source tree the suite runs from must stay
+# first on its path (`python -m rootless` would otherwise find the installed package).
+SOURCE = str(Path(__file__).resolve().parents[2])
+
+
+def _in(
+    rsbox: Rsbox, cwd: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        rsbox.argv(*args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": SOURCE},
+    )
+
+
+def _ok(rsbox: Rsbox, cwd: Path, *args: str, timeout: float = 300) -> str:
+    res = _in(rsbox, cwd, *args, timeout=timeout)
+    assert res.returncode == 0, f"{args} -> {res.returncode}\n{res.stdout[-3000:]}{res.stderr}"
+    return res.stdout
+
+
+def _steps_run(out: str) -> int:
+    return sum(1 for line in out.splitlines() if line.startswith("--> ") and len(line) == 16)
+
+
+def test_init_writes_a_config_that_builds_and_refuses_to_overwrite(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "My Thesis"
+    root.mkdir()
+    assert "wrote" in _ok(rsbox, root, "env", "init", "--base", busybox)
+    text = (root / "rsbox.toml").read_text()
+    assert 'name = "my-thesis"' in text and f'base = "{busybox}"' in text
+    again = _in(rsbox, root, "env", "init")
+    assert again.returncode == 125
+    assert again.stderr.startswith("rsbox: error: ") and "exists" in again.stderr
+    assert (root / "rsbox.toml").read_text() == text
+    assert "localhost/rsbox-env-my-thesis:latest" in _ok(rsbox, root, "env", "build")
+
+
+def test_a_bad_key_fails_in_one_line_naming_key_and_line(rsbox: Rsbox, tmp_path: Path) -> None:
+    root = _project(tmp_path, '[env]\nbase = "busybox"\n[run]\nnetwrok = "host"\n')
+    sub = root / "src"
+    sub.mkdir()
+    res = _in(rsbox, sub, "env", "build")
+    assert res.returncode == 125
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert f"{root / 'rsbox.toml'}:4: [run] netwrok: unknown key" in res.stderr
+    outside = _in(rsbox, tmp_path, "env", "status")
+    assert outside.returncode == 125 and "hint: run `rsbox env init`" in outside.stderr
+
+
+def test_build_steps_are_cached_layers_and_the_lock_records_the_base(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [build]
+        run = ["echo one > /one", "echo two > /two"]
+        """,
+    )
+    first = _ok(rsbox, root, "env", "build")
+    assert _steps_run(first) == 2, first
+    again = _ok(rsbox, root, "env", "build")
+    assert _steps_run(again) == 0, again
+    lock = json.loads((root / "rsbox.lock").read_text())
+    base_id = json.loads(_ok(rsbox, root, "image", "inspect", busybox))[0]["Id"]
+    assert lock["base"]["ref"] == busybox and lock["base"]["id"] == f"sha256:{base_id}"
+    assert again.split()[-1] == lock["image"]
+    # an edit of the second step reruns it alone; --no-cache reruns both
+    toml = (root / "rsbox.toml").read_text().replace("echo two", "echo TWO")
+    (root / "rsbox.toml").write_text(toml)
+    assert _steps_run(_ok(rsbox, root, "env", "build")) == 1
+    assert _steps_run(_ok(rsbox, root, "env", "build", "--no-cache")) == 2
+    assert _ok(rsbox, root, "shell", "cat", "/one", "/two") == "one\nTWO\n"
+    _ok(rsbox, root, "env", "down")
+
+
+def test_shell_runs_in_the_working_directory_at_its_host_path(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [run]
+        env = {{ GREETING = "from rsbox.toml" }}
+        """,
+    )
+    sub = root / "src" / "pkg"
+    sub.mkdir(parents=True)
+    not_built = _in(rsbox, root, "shell", "true")
+    assert not_built.returncode == 125 and "hint: rsbox env build" in not_built.stderr
+    _ok(rsbox, root, "env", "build")
+    assert "rsbox-env-" in _ok(rsbox, root, "env", "status") and "absent" in _ok(
+        rsbox, root, "env", "status"
+    )
+    out = _ok(rsbox, sub, "shell", "sh", "-c", 'pwd; echo "$GREETING"; echo made > here.txt')
+    assert out == f"{sub}\nfrom rsbox.toml\n"
+    assert (sub / "here.txt").read_text() == "made\n"  # the project is bound read-write
+    assert "running" in _ok(rsbox, root, "env", "status")
+    # arguments and the exit status pass through; `--` ends rsbox's own arguments
+    res = _in(rsbox, sub, "shell", "--", "sh", "-c", 'printf "%s|" "$@"; exit 7', "-", "a b", "$x")
+    assert (res.returncode, res.stdout) == (7, "a b|$x|")
+    missing = _in(rsbox, sub, "shell", "no-such-tool")
+    assert missing.returncode == 127
+    assert "removed" in _ok(rsbox, root, "env", "down")
+    assert "absent" in _ok(rsbox, root, "env", "status")
+    assert "absent" in _ok(rsbox, root, "env", "down")
+
+
+def test_concurrent_first_entries_start_one_container(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n')
+    _ok(rsbox, root, "env", "build")
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda _: _in(rsbox, root, "env", "up"), range(3)))
+    assert [o.returncode for o in outs] == [0, 0, 0], [o.stderr for o in outs]
+    said = sorted(o.stdout.split()[-1] for o in outs)
+    assert said == ["created", "running", "running"], said
+    names = _ok(rsbox, root, "ps", "-a", "--format", "{{.Names}}").split()
+    assert names.count(f"rsbox-env-{root.name}") == 1
+    _ok(rsbox, root, "env", "down")
+
+
+@pytest.fixture(scope="module")
+def debian(rsbox: Rsbox) -> str:
+    rsbox("import", str(debian_tarball()), "debian-env-base", check=True, timeout=600)
+    return "debian-env-base"
+
+
+def test_debian_apt_step_from_debians_archive(rsbox: Rsbox, debian: str, tmp_path: Path) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{debian}"
+        [build]
+        apt = ["jq"]
+        """,
+    )
+    _ok(rsbox, root, "env", "build", timeout=900)
+    out = _ok(rsbox, root, "shell", "sh", "-c", "echo '{\"a\": [1, 2]}' | jq -c .a")
+    assert out == "[1,2]\n"
+    _ok(rsbox, root, "env", "down")
