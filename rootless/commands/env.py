@@ -11,6 +11,10 @@ from pathlib import Path
 from rootless.commands import Context
 from rootless.errors import ImageNotFound, UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from rootless.env.config import EnvConfig
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("env", help="this project's environment (rsbox.toml)")
@@ -85,13 +89,20 @@ def _need_image(ctx: Context, image: str) -> None:
         raise ImageNotFound(f"the environment {image} is not built", hint="rsbox env build")
 
 
+def _home(ctx: Context, cfg: EnvConfig) -> Path:
+    from rootless.env.container import home_source
+    from rootless.store import default_root
+
+    return home_source(cfg, ctx.root or default_root(ctx.settings()))
+
+
 def _up(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
     from rootless.env.container import up
 
     cfg = load_config(Path.cwd())
     _need_image(ctx, cfg.image)
-    print(f"{cfg.container}: {up(_cli(ctx), ctx.root_arg, cfg)}")
+    print(f"{cfg.container}: {up(_cli(ctx), ctx.root_arg, cfg, _home(ctx, cfg))}")
     return 0
 
 
@@ -124,7 +135,7 @@ def _shell(ns: argparse.Namespace, ctx: Context) -> int:
     cfg = load_config(Path.cwd())
     _need_image(ctx, cfg.image)
     cli = _cli(ctx)
-    up(cli, ctx.root_arg, cfg)
+    up(cli, ctx.root_arg, cfg, _home(ctx, cfg))
     cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
     argv = [*cli, *exec_args(cfg, Path.cwd(), cmd, sys.stdin.isatty() and sys.stdout.isatty())]
     sys.stdout.flush()

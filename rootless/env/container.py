@@ -31,10 +31,35 @@ from rootless.errors import ContainerError, RsboxError
 _FOREVER = ("sleep", "2147483647")
 
 
-def run_args(cfg: EnvConfig) -> list[str]:
-    """`rsbox run` arguments that start the project's container."""
+def host_home() -> Path:
+    import pwd
+
+    return Path(os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def home_source(cfg: EnvConfig, store_root: Path) -> Path:
+    """The host directory mounted at $HOME: `isolated` (the default) is a directory of
+    this environment's own in the store, so dotfiles and ~/.local neither leak into the
+    environment nor out of it; `host` is the host's home; else the directory given."""
+    if cfg.home == "host":
+        return host_home()
+    if cfg.home != "isolated":
+        return Path(cfg.home)
+    path = store_root / "env-homes" / cfg.name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def run_args(cfg: EnvConfig, home: Path) -> list[str]:
+    """`rsbox run` arguments that start the project's container. Binds are given
+    outermost first (the home, then the `share` files in it, the project, the mounts), so
+    a project under $HOME is bound over the home's directory, not hidden by it."""
     args = ["run", "-d", "--init", "--name", cfg.container]
     args += ["--network", "host" if cfg.network == "host" else "pasta"]
+    inside_home = host_home()
+    args += ["-v", f"{home}:{inside_home}", "-e", f"HOME={inside_home}"]
+    for m in cfg.share:
+        args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
     args += ["-v", f"{cfg.root}:{cfg.root}"]
     for m in cfg.mounts:
         args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
@@ -87,7 +112,7 @@ def cfg_name(args: Sequence[str]) -> str:
     return next((a for a in args if a.startswith("rsbox-env-")), "the environment")
 
 
-def up(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> str:
+def up(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig, home: Path) -> str:
     """Make the project's container run; returns what was done."""
     with _starting(cfg):
         now = state(root_arg, cfg)
@@ -96,7 +121,7 @@ def up(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> str:
         if now == "stopped":
             _cli(cli, "start", cfg.container)
             return "started"
-        _cli(cli, *run_args(cfg))
+        _cli(cli, *run_args(cfg, home))
         return "created"
 
 

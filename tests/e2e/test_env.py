@@ -182,3 +182,54 @@ def test_debian_apt_step_from_debians_archive(rsbox: Rsbox, debian: str, tmp_pat
     out = _ok(rsbox, root, "shell", "sh", "-c", "echo '{\"a\": [1, 2]}' | jq -c .a")
     assert out == "[1,2]\n"
     _ok(rsbox, root, "env", "down")
+
+
+def test_home_is_the_environments_own_at_the_host_path_with_the_project_inside(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"  # the project lives under $HOME, as most do
+    home.mkdir()
+    (home / ".profile").write_text("host dotfile\n")
+    (home / ".gitconfig").write_text("[user]\nname = shared\n")
+    root = _project(
+        home,
+        f"""
+        [env]
+        base = "{busybox}"
+        [run]
+        share = ["~/.gitconfig:ro"]
+        """,
+    )
+    env = {**os.environ, "HOME": str(home)}
+
+    def shell(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            rsbox.argv("shell", *cmd),
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env={**env, "PYTHONPATH": SOURCE},
+        )
+
+    subprocess.run(rsbox.argv("env", "build"), cwd=root, env={**env, "PYTHONPATH": SOURCE},
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    res = shell(
+        "sh",
+        "-c",
+        'echo "$HOME"; pwd; cat ~/.gitconfig; ls -a ~ | grep -c profile; '
+        "echo inside > ~/.made-inside; echo p > made.txt; echo x >> ~/.gitconfig",
+    )
+    lines = res.stdout.splitlines()
+    assert lines[:5] == [str(home), str(root), "[user]", "name = shared", "0"], res
+    assert "Read-only" in res.stderr or "read-only" in res.stderr  # share was :ro
+    # nothing written to the home inside reached the host's home, and back
+    assert not (home / ".made-inside").exists()
+    assert (rsbox.root / "env-homes" / root.name / ".made-inside").read_text() == "inside\n"
+    assert (home / ".gitconfig").read_text() == "[user]\nname = shared\n"
+    # a file made in the project belongs to the user on the host
+    made = root / "made.txt"
+    assert (made.read_text(), made.stat().st_uid) == ("p\n", os.getuid())
+    subprocess.run(rsbox.argv("env", "down"), cwd=root, env={**env, "PYTHONPATH": SOURCE},
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
