@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = esub.add_parser("build", help="build the environment's image from rsbox.toml")
     p.add_argument("--no-cache", action="store_true", help="run every step again")
     p.set_defaults(handler=_build)
-    esub.add_parser("up", help="start the project's container").set_defaults(handler=_up)
+    esub.add_parser("up", help="start the project's container").set_defaults(handler=_env_up)
     esub.add_parser("down", help="remove the project's container").set_defaults(handler=_down)
     esub.add_parser("status", help="project, image, container").set_defaults(handler=_status)
     p = sub.add_parser("shell", help="a shell (or CMD) in this project's environment")
@@ -84,25 +84,30 @@ def _built(ctx: Context, image: str) -> str:
             return ""
 
 
-def _need_image(ctx: Context, image: str) -> None:
-    if not _built(ctx, image):
-        raise ImageNotFound(f"the environment {image} is not built", hint="rsbox env build")
+def _need_image(ctx: Context, cfg: EnvConfig) -> str:
+    from rootless.env.steps import check_built
+
+    image_id = _built(ctx, cfg.image)
+    check_built(cfg, image_id)
+    return image_id
 
 
-def _home(ctx: Context, cfg: EnvConfig) -> Path:
-    from rootless.env.container import home_source
+def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
+    from rootless.env.container import env_dir, home_source, up
     from rootless.store import default_root
 
-    return home_source(cfg, ctx.root or default_root(ctx.settings()))
+    store_root = ctx.root or default_root(ctx.settings())
+    home = home_source(cfg, store_root)
+    key_file = env_dir(store_root) / f"{cfg.name}.run-key"
+    return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
 
 
-def _up(ns: argparse.Namespace, ctx: Context) -> int:
+def _env_up(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
-    from rootless.env.container import up
 
     cfg = load_config(Path.cwd())
-    _need_image(ctx, cfg.image)
-    print(f"{cfg.container}: {up(_cli(ctx), ctx.root_arg, cfg, _home(ctx, cfg))}")
+    image_id = _need_image(ctx, cfg)
+    print(f"{cfg.container}: {_up(ctx, cfg, image_id)}")
     return 0
 
 
@@ -121,21 +126,26 @@ def _status(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.container import state
 
     cfg = load_config(Path.cwd())
+    from rootless.env.steps import build_key, read_lock
+
     image = _built(ctx, cfg.image)
+    drift = " (rsbox.toml changed since: rsbox env build)"
+    if read_lock(cfg).get("build_key") == build_key(cfg):
+        drift = ""
     print(f"project:   {cfg.root}")
-    print(f"image:     {cfg.image} " + (f"sha256:{image[:12]}" if image else "(not built)"))
+    print(f"image:     {cfg.image} " + (f"sha256:{image[:12]}{drift}" if image else "(not built)"))
     print(f"container: {cfg.container} {state(ctx.root_arg, cfg)}")
     return 0
 
 
 def _shell(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
-    from rootless.env.container import exec_args, up
+    from rootless.env.container import exec_args
 
     cfg = load_config(Path.cwd())
-    _need_image(ctx, cfg.image)
+    image_id = _need_image(ctx, cfg)
+    _up(ctx, cfg, image_id)
     cli = _cli(ctx)
-    up(cli, ctx.root_arg, cfg, _home(ctx, cfg))
     cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
     argv = [*cli, *exec_args(cfg, Path.cwd(), cmd, sys.stdin.isatty() and sys.stdout.isatty())]
     sys.stdout.flush()

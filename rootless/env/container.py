@@ -45,7 +45,14 @@ def home_source(cfg: EnvConfig, store_root: Path) -> Path:
         return host_home()
     if cfg.home != "isolated":
         return Path(cfg.home)
-    path = store_root / "env-homes" / cfg.name
+    path = env_dir(store_root) / cfg.name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def env_dir(store_root: Path) -> Path:
+    """Where the store keeps environments' homes (NAME/) and run keys (NAME.run-key)."""
+    path = store_root / "env-homes"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -112,17 +119,57 @@ def cfg_name(args: Sequence[str]) -> str:
     return next((a for a in args if a.startswith("rsbox-env-")), "the environment")
 
 
-def up(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig, home: Path) -> str:
-    """Make the project's container run; returns what was done."""
+def run_key(cfg: EnvConfig, home: Path, image_id: str) -> str:
+    """What the container was made from: the image and the `rsbox run` arguments."""
+    import hashlib
+
+    text = "\0".join([image_id, *run_args(cfg, home), cfg.on_create or ""])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def up(
+    cli: Sequence[str],
+    root_arg: str | None,
+    cfg: EnvConfig,
+    home: Path,
+    image_id: str,
+    key_file: Path,
+) -> str:
+    """Make the project's container run; returns what was done. A container made from
+    another image or other [run] settings (its `run_key`, kept in `key_file`) is removed and made again: [run] edits and rebuilds take effect at the
+    next entry, and the image is kept. `on_create` runs once in a new container, as the
+    user, in the project; the key is written only after it succeeded, so a failed
+    on_create is tried again with a new container at the next entry."""
+    key = run_key(cfg, home, image_id)
     with _starting(cfg):
         now = state(root_arg, cfg)
+        current = key_file.read_text() if key_file.exists() else ""
+        if now != "absent" and current != key:
+            _cli(cli, "rm", "-f", cfg.container)
+            now = "absent"
         if now == "running":
             return "running"
         if now == "stopped":
             _cli(cli, "start", cfg.container)
             return "started"
+        key_file.unlink(missing_ok=True)
         _cli(cli, *run_args(cfg, home))
+        if cfg.on_create:
+            _on_create(cli, cfg)
+        from rootless.lifecycle import atomic_write_text
+
+        atomic_write_text(key_file, key)
         return "created"
+
+
+def _on_create(cli: Sequence[str], cfg: EnvConfig) -> None:
+    argv = [*cli, "exec", "-w", str(cfg.root), cfg.container, "/bin/sh", "-c", cfg.on_create or ""]
+    res = subprocess.run(argv, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RsboxError(
+            f"[run] on_create of {cfg.container} exited with {res.returncode}",
+            hint="fix the command in rsbox.toml; the next entry runs it again",
+        )
 
 
 def down(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> bool:

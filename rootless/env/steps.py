@@ -58,9 +58,50 @@ def _one_line(cmd: str) -> str:
     return cmd if "\n" not in cmd else f"/bin/sh -c {shlex.quote(cmd)}"
 
 
+def build_key(cfg: EnvConfig) -> str:
+    """What decides the image, as a sha256: the generated Containerfile and the
+    requirements file, or the given Containerfile's text (its context's files are the
+    builder's cache's business). Compared on entry with the key rsbox.lock holds."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        if cfg.containerfile is not None:
+            h.update(b"file\0" + cfg.containerfile.read_bytes())
+        else:
+            h.update(b"steps\0" + containerfile_text(cfg).encode())
+            if cfg.pip is not None:
+                h.update(b"\0" + (cfg.root / cfg.pip.requirements).read_bytes())
+    except OSError as exc:
+        raise ConfigError(
+            f"{cfg.path}: cannot read {exc.filename}: {exc.strerror}",
+            hint="the files rsbox.toml names are relative to it",
+        ) from exc
+    return h.hexdigest()
+
+
+def read_lock(cfg: EnvConfig) -> dict[str, Any]:
+    from rootless.lifecycle import read_json
+
+    return read_json(cfg.root / LOCKFILE)  # {} when there is none
+
+
+def check_built(cfg: EnvConfig, image_id: str) -> None:
+    """On entry: the image exists and was built from rsbox.toml as it is now."""
+    from rootless.errors import ImageNotFound
+
+    if not image_id:
+        raise ImageNotFound(f"the environment {cfg.image} is not built", hint="rsbox env build")
+    if read_lock(cfg).get("build_key") != build_key(cfg):
+        raise ConfigError(
+            f"{cfg.path} changed since the environment was built", hint="rsbox env build"
+        )
+
+
 def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
     from rootless.images.build import BuildOptions, build
 
+    key = build_key(cfg)  # before the build: an edit during it is seen at the next entry
     with tempfile.TemporaryDirectory(prefix="rsbox-env-") as tmp:
         if cfg.containerfile is not None:
             context, containerfile = cfg.root, cfg.containerfile
@@ -90,12 +131,12 @@ def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
             host_ca=cfg.host_ca,
         )
         image = build(store, opts)
-    write_lock(store, cfg, image)
+    write_lock(store, cfg, image, key)
     return image
 
 
-def lock_doc(store: Store, cfg: EnvConfig, image: Image) -> dict[str, Any]:
-    doc: dict[str, Any] = {"image": f"sha256:{image.id}"}
+def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"image": f"sha256:{image.id}", "build_key": key}
     if cfg.base is not None:
         base = store.resolve_image(cfg.base)
         doc["base"] = {
@@ -106,7 +147,7 @@ def lock_doc(store: Store, cfg: EnvConfig, image: Image) -> dict[str, Any]:
     return doc
 
 
-def write_lock(store: Store, cfg: EnvConfig, image: Image) -> None:
+def write_lock(store: Store, cfg: EnvConfig, image: Image, key: str) -> None:
     from rootless.lifecycle import atomic_write_json
 
-    atomic_write_json(cfg.root / LOCKFILE, lock_doc(store, cfg, image))
+    atomic_write_json(cfg.root / LOCKFILE, lock_doc(store, cfg, image, key))

@@ -233,3 +233,42 @@ def test_home_is_the_environments_own_at_the_host_path_with_the_project_inside(
     assert (made.read_text(), made.stat().st_uid) == ("p\n", os.getuid())
     subprocess.run(rsbox.argv("env", "down"), cwd=root, env={**env, "PYTHONPATH": SOURCE},
                    check=True, capture_output=True, timeout=120)  # fmt: skip
+
+
+def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [build]
+        run = ["echo v1 > /version"]
+        [run]
+        env = {{ MODE = "a" }}
+        on_create = "echo created >> created.log"
+        """,
+    )
+    _ok(rsbox, root, "env", "build")
+    assert _ok(rsbox, root, "shell", "sh", "-c", 'cat /version; echo "$MODE"') == "v1\na\n"
+    assert _ok(rsbox, root, "shell", "true") == ""
+    made = root / "created.log"
+    assert (made.read_text(), made.stat().st_uid) == ("created\n", os.getuid())
+    # a [build] edit: entry refuses until the rebuild, then runs the new image
+    toml = root / "rsbox.toml"
+    toml.write_text(toml.read_text().replace("echo v1", "echo v2"))
+    stale = _in(rsbox, root, "shell", "cat", "/version")
+    assert stale.returncode == 125
+    assert "changed since the environment was built (hint: rsbox env build)" in stale.stderr
+    assert "changed since" in _ok(rsbox, root, "env", "status")
+    _ok(rsbox, root, "env", "build")
+    assert "changed since" not in _ok(rsbox, root, "env", "status")
+    assert _ok(rsbox, root, "shell", "cat", "/version") == "v2\n"
+    # a [run] edit recreates the container (on_create again), never rebuilds
+    toml.write_text(toml.read_text().replace('MODE = "a"', 'MODE = "b"'))
+    assert _ok(rsbox, root, "shell", "sh", "-c", 'echo "$MODE"') == "b\n"
+    assert made.read_text() == "created\ncreated\ncreated\n"  # v1, v2, MODE=b
+    assert _steps_run(_ok(rsbox, root, "env", "build")) == 0
+    assert "running" in _ok(rsbox, root, "env", "up")
+    _ok(rsbox, root, "env", "down")
