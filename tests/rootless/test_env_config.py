@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from rootless.env.config import EnvConfig, HostPath, Pip, find_project, key_line, parse_config
+from rootless.env.config import (
+    EnvConfig,
+    HostPath,
+    Pip,
+    find_project,
+    key_line,
+    not_yet_used,
+    parse_config,
+)
 from rootless.errors import ConfigError
 
 FULL = """\
@@ -135,3 +143,12 @@ def test_no_project_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         find_project(tmp_path)
     assert info.value.hint is not None and "rsbox env init" in info.value.hint
+
+
+def test_keys_that_do_nothing_yet_are_named(tmp_path: Path) -> None:
+    assert not_yet_used(parse_config(tmp_path, FULL)) == [
+        "[run] ssh_agent",
+        "[run] idle_stop",
+        "[expose] bins",
+    ]
+    assert not_yet_used(parse_config(tmp_path, '[env]\nbase = "b"\n')) == []
