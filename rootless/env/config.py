@@ -324,7 +324,6 @@ def not_yet_used(cfg: EnvConfig) -> list[str]:
     """Keys that parse but do nothing yet (README, "Per-project environments": what is
     left): named in a warning at entry rather than ignored in silence."""
     unused = {
-        "[run] ssh_agent": cfg.ssh_agent,
         "[run] idle_stop": cfg.idle_stop is not None,
         "[expose] bins": bool(cfg.bins),
     }

@@ -72,8 +72,24 @@ def run_args(cfg: EnvConfig, home: Path) -> list[str]:
         args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
     for key, value in cfg.env.items():
         args += ["-e", f"{key}={value}"]
+    agent = ssh_agent_socket(cfg)
+    if agent:
+        # The socket is bound at its own path and named to `exec` (exec_args); a new
+        # login's socket is another path, so another run key: the container is made again.
+        args += ["-v", f"{agent}:{agent}"]
     args += ["-w", str(cfg.root), cfg.image, *_FOREVER]
     return args
+
+
+def ssh_agent_socket(cfg: EnvConfig) -> str:
+    """$SSH_AUTH_SOCK when `ssh_agent = true` and it names a socket, else ""."""
+    import stat
+
+    path = os.environ.get("SSH_AUTH_SOCK", "") if cfg.ssh_agent else ""
+    try:
+        return path if path.startswith("/") and stat.S_ISSOCK(os.stat(path).st_mode) else ""
+    except OSError:
+        return ""
 
 
 def state(root_arg: str | None, cfg: EnvConfig) -> str:
@@ -187,8 +203,13 @@ def exec_args(cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool) -> list[
     if inside != cfg.root and cfg.root not in inside.parents:
         inside = cfg.root  # a shell started from outside the project starts at its root
     args = ["exec", "-i"] + (["-t"] if tty else [])
+    # Only an allowlist of the host's environment crosses (exec starts from the
+    # container's own environment).
     for name in ("TERM", "LANG", *sorted(k for k in os.environ if k.startswith("LC_"))):
         if name in os.environ:
             args += ["-e", f"{name}={os.environ[name]}"]
+    agent = ssh_agent_socket(cfg)
+    if agent:
+        args += ["-e", f"SSH_AUTH_SOCK={agent}"]
     args += ["-w", str(inside), cfg.container]
     return args + (list(cmd) if cmd else ["/bin/sh", "-l"])

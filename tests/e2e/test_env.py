@@ -272,3 +272,31 @@ def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
     assert _steps_run(_ok(rsbox, root, "env", "build")) == 0
     assert "running" in _ok(rsbox, root, "env", "up")
     _ok(rsbox, root, "env", "down")
+
+
+def test_ssh_agent_socket_crosses_only_when_asked(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    import socket
+
+    sock_path = tmp_path / "agent.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen()
+    env = {**os.environ, "PYTHONPATH": SOURCE, "SSH_AUTH_SOCK": str(sock_path), "OTHER": "x"}
+    probe = 'echo "${SSH_AUTH_SOCK:-none}"; echo "${OTHER:-none}"; test -S "$SSH_AUTH_SOCK" && echo socket'
+    try:
+        for asked, expected in (
+            ("false", "none\nnone\n"),
+            ("true", f"{sock_path}\nnone\nsocket\n"),
+        ):
+            root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[run]\nssh_agent = {asked}\n')
+            for args in (("env", "build"), ("shell", "sh", "-c", probe), ("env", "down")):
+                res = subprocess.run(rsbox.argv(*args), cwd=root, env=env, capture_output=True,
+                                     text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+                if args[0] == "shell":
+                    assert res.stdout == expected, res
+                else:
+                    assert res.returncode == 0, res.stderr
+    finally:
+        listener.close()
