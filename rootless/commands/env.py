@@ -29,7 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     esub.add_parser("up", help="start the project's container").set_defaults(handler=_env_up)
     esub.add_parser("down", help="remove the project's container").set_defaults(handler=_down)
     esub.add_parser("status", help="project, image, container").set_defaults(handler=_status)
+    esub.add_parser("shims", help="write .rsbox/bin/TOOL for [expose] bins").set_defaults(
+        handler=_shims
+    )
     p = sub.add_parser("shell", help="a shell (or CMD) in this project's environment")
+    p.add_argument(
+        "--project", type=Path, metavar="DIR", help="default: found from the working directory"
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="default: a login shell")
     p.set_defaults(handler=_shell)
 
@@ -38,7 +44,7 @@ def _cli(ctx: Context) -> list[str]:
     """argv of this rsbox with the same store options."""
     argv = [sys.executable, "-m", "rootless"]
     if ctx.root_arg is not None:
-        argv += ["--root", ctx.root_arg]
+        argv += ["--root", os.path.abspath(ctx.root_arg)]  # shims run from anywhere
     for store in ctx.image_stores:
         argv += ["--image-store", store]
     if ctx.tmp_root is not None:
@@ -141,11 +147,21 @@ def _status(ns: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _shims(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.shims import write_shims
+
+    cfg = load_config(Path.cwd())
+    for path in write_shims(_cli(ctx), cfg):
+        print(path)
+    return 0
+
+
 def _shell(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
     from rootless.env.container import exec_args
 
-    cfg = load_config(Path.cwd())
+    cfg = load_config(ns.project or Path.cwd())
     image_id = _need_image(ctx, cfg)
     _up(ctx, cfg, image_id)
     cli = _cli(ctx)

@@ -325,6 +325,5 @@ def not_yet_used(cfg: EnvConfig) -> list[str]:
     left): named in a warning at entry rather than ignored in silence."""
     unused = {
         "[run] idle_stop": cfg.idle_stop is not None,
-        "[expose] bins": bool(cfg.bins),
     }
     return [key for key, used in unused.items() if used]

@@ -196,3 +196,32 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
     out = _ok(rsbox, root, "shell", "python", "-c", "import six; print(six.__version__)")
     assert out == "1.15.0\n"
     _ok(rsbox, root, "env", "down")
+
+
+def test_shims_run_the_tools_from_a_plain_host_shell_anywhere(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[expose]\nbins = ["sh", "cat"]\n')
+    _ok(rsbox, root, "env", "build")
+    (root / ".rsbox" / "bin").mkdir(parents=True)
+    (root / ".rsbox" / "bin" / "mine").write_text("#!/bin/sh\necho not rsbox's\n")
+    written = _ok(rsbox, root, "env", "shims").split()
+    assert written == [str(root / ".rsbox" / "bin" / t) for t in ("sh", "cat")]
+    env = {**os.environ, "PYTHONPATH": SOURCE}
+
+    def host_shell(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-c", script], cwd=tmp_path, env=env, input=stdin,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    bin_ = root / ".rsbox" / "bin"
+    res = host_shell(f"""{bin_}/sh -c 'printf "%s|" "$@"; pwd; exit 3' - 'a b' '$x' 'new
+line'""")
+    assert (res.returncode, res.stdout) == (3, f"a b|$x|new\nline|{root}\n"), res
+    res = host_shell(f"{bin_}/cat", stdin="through stdin\n")
+    assert (res.returncode, res.stdout) == (0, "through stdin\n"), res
+    # a tool dropped from [expose] loses its shim; a file rsbox did not write stays
+    toml = root / "rsbox.toml"
+    toml.write_text(toml.read_text().replace('"sh", "cat"', '"cat"'))
+    _ok(rsbox, root, "env", "shims")
+    assert sorted(p.name for p in bin_.iterdir()) == ["cat", "mine"]
+    _ok(rsbox, root, "env", "down")

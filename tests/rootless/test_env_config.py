@@ -148,6 +148,5 @@ def test_no_project_says_how_to_make_one(tmp_path: Path) -> None:
 def test_keys_that_do_nothing_yet_are_named(tmp_path: Path) -> None:
     assert not_yet_used(parse_config(tmp_path, FULL)) == [
         "[run] idle_stop",
-        "[expose] bins",
     ]
     assert not_yet_used(parse_config(tmp_path, '[env]\nbase = "b"\n')) == []
