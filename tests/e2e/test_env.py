@@ -225,3 +225,150 @@ line'""")
     _ok(rsbox, root, "env", "shims")
     assert sorted(p.name for p in bin_.iterdir()) == ["cat", "mine"]
     _ok(rsbox, root, "env", "down")
+
+
+def test_a_containerfile_project_with_a_mount_at_its_host_path(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("shared data\n")
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        containerfile = "env/Containerfile"
+        [run]
+        mounts = ["{data}:ro"]
+        """,
+        {"env/Containerfile": f"FROM {busybox}\nCOPY note.txt /note.txt\n", "note.txt": "hi\n"},
+    )
+    _ok(rsbox, root, "env", "build")
+    out = _in(rsbox, root, "shell", "sh", "-c", f"cat /note.txt {data}/in.txt; touch {data}/x")
+    assert out.stdout == "hi\nshared data\n" and out.returncode == 1, out
+    assert not (data / "x").exists()
+    # the Containerfile's text is what the change check keys on
+    cf = root / "env" / "Containerfile"
+    cf.write_text(cf.read_text() + "ENV EDITED=1\n")
+    assert "changed since" in _in(rsbox, root, "shell", "true").stderr
+    _ok(rsbox, root, "env", "build")
+    assert _ok(rsbox, root, "shell", "sh", "-c", "echo $EDITED") == "1\n"
+    _ok(rsbox, root, "env", "down")
+
+
+def test_home_is_the_environments_own_at_the_host_path_with_the_project_inside(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"  # the project lives under $HOME, as most do
+    home.mkdir()
+    (home / ".profile").write_text("host dotfile\n")
+    (home / ".gitconfig").write_text("[user]\nname = shared\n")
+    root = _project(
+        home,
+        f"""
+        [env]
+        base = "{busybox}"
+        [run]
+        share = ["~/.gitconfig:ro"]
+        """,
+    )
+    env = {**os.environ, "HOME": str(home)}
+
+    def shell(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            rsbox.argv("shell", *cmd),
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env={**env, "PYTHONPATH": SOURCE},
+        )
+
+    subprocess.run(rsbox.argv("env", "build"), cwd=root, env={**env, "PYTHONPATH": SOURCE},
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    res = shell(
+        "sh",
+        "-c",
+        'echo "$HOME"; pwd; cat ~/.gitconfig; ls -a ~ | grep -c profile; '
+        "echo inside > ~/.made-inside; echo p > made.txt; echo x >> ~/.gitconfig",
+    )
+    lines = res.stdout.splitlines()
+    assert lines[:5] == [str(home), str(root), "[user]", "name = shared", "0"], res
+    assert "Read-only" in res.stderr or "read-only" in res.stderr  # share was :ro
+    # nothing written to the home inside reached the host's home, and back
+    assert not (home / ".made-inside").exists()
+    assert (rsbox.root / "env-homes" / root.name / ".made-inside").read_text() == "inside\n"
+    assert (home / ".gitconfig").read_text() == "[user]\nname = shared\n"
+    # a file made in the project belongs to the user on the host
+    made = root / "made.txt"
+    assert (made.read_text(), made.stat().st_uid) == ("p\n", os.getuid())
+    subprocess.run(rsbox.argv("env", "down"), cwd=root, env={**env, "PYTHONPATH": SOURCE},
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+
+
+def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [build]
+        run = ["echo v1 > /version"]
+        [run]
+        env = {{ MODE = "a" }}
+        on_create = "echo created >> created.log"
+        """,
+    )
+    _ok(rsbox, root, "env", "build")
+    assert _ok(rsbox, root, "shell", "sh", "-c", 'cat /version; echo "$MODE"') == "v1\na\n"
+    assert _ok(rsbox, root, "shell", "true") == ""
+    made = root / "created.log"
+    assert (made.read_text(), made.stat().st_uid) == ("created\n", os.getuid())
+    # a [build] edit: entry refuses until the rebuild, then runs the new image
+    toml = root / "rsbox.toml"
+    toml.write_text(toml.read_text().replace("echo v1", "echo v2"))
+    stale = _in(rsbox, root, "shell", "cat", "/version")
+    assert stale.returncode == 125
+    assert "changed since the environment was built (hint: rsbox env build)" in stale.stderr
+    assert "changed since" in _ok(rsbox, root, "env", "status")
+    _ok(rsbox, root, "env", "build")
+    assert "changed since" not in _ok(rsbox, root, "env", "status")
+    assert _ok(rsbox, root, "shell", "cat", "/version") == "v2\n"
+    # a [run] edit recreates the container (on_create again), never rebuilds
+    toml.write_text(toml.read_text().replace('MODE = "a"', 'MODE = "b"'))
+    assert _ok(rsbox, root, "shell", "sh", "-c", 'echo "$MODE"') == "b\n"
+    assert made.read_text() == "created\ncreated\ncreated\n"  # v1, v2, MODE=b
+    assert _steps_run(_ok(rsbox, root, "env", "build")) == 0
+    assert "running" in _ok(rsbox, root, "env", "up")
+    _ok(rsbox, root, "env", "down")
+
+
+def test_ssh_agent_socket_crosses_only_when_asked(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    import socket
+
+    sock_path = tmp_path / "agent.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    listener.listen()
+    env = {**os.environ, "PYTHONPATH": SOURCE, "SSH_AUTH_SOCK": str(sock_path), "OTHER": "x"}
+    probe = 'echo "${SSH_AUTH_SOCK:-none}"; echo "${OTHER:-none}"; test -S "$SSH_AUTH_SOCK" && echo socket'
+    try:
+        for asked, expected in (
+            ("false", "none\nnone\n"),
+            ("true", f"{sock_path}\nnone\nsocket\n"),
+        ):
+            root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[run]\nssh_agent = {asked}\n')
+            for args in (("env", "build"), ("shell", "sh", "-c", probe), ("env", "down")):
+                res = subprocess.run(rsbox.argv(*args), cwd=root, env=env, capture_output=True,
+                                     text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+                if args[0] == "shell":
+                    assert res.stdout == expected, res
+                else:
+                    assert res.returncode == 0, res.stderr
+    finally:
+        listener.close()
