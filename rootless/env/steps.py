@@ -92,9 +92,18 @@ def check_built(cfg: EnvConfig, image_id: str) -> None:
 
     if not image_id:
         raise ImageNotFound(f"the environment {cfg.image} is not built", hint="rsbox env build")
-    if read_lock(cfg).get("build_key") != build_key(cfg):
+    lock = read_lock(cfg)
+    if lock.get("build_key") != build_key(cfg):
         raise ConfigError(
             f"{cfg.path} changed since the environment was built", hint="rsbox env build"
+        )
+    if lock.get("image") != f"sha256:{image_id}":
+        # Names come from directory names by default: two projects called `app` share
+        # the tag, and the other one's build must not be entered silently.
+        raise ConfigError(
+            f"{cfg.image} is not the image {cfg.root / LOCKFILE} records "
+            "(another project of that name built it?)",
+            hint="give this project its own [env] name, then rsbox env build",
         )
 
 

@@ -372,3 +372,23 @@ def test_ssh_agent_socket_crosses_only_when_asked(
                     assert res.returncode == 0, res.stderr
     finally:
         listener.close()
+
+
+def test_two_projects_of_one_name_never_enter_each_others_image(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    name = f"app{os.urandom(3).hex()}"
+    roots = []
+    for side in ("a", "b"):
+        root = tmp_path / side / name
+        root.mkdir(parents=True)
+        (root / "rsbox.toml").write_text(
+            f'[env]\nbase = "{busybox}"\n[build]\nrun = ["echo {side} > /side"]\n'
+        )
+        _ok(rsbox, root, "env", "build")
+        roots.append(root)
+    assert _ok(rsbox, roots[1], "shell", "cat", "/side") == "b\n"
+    res = _in(rsbox, roots[0], "shell", "cat", "/side")
+    assert res.returncode == 125 and "another project of that name" in res.stderr, res
+    assert "own [env] name" in res.stderr
+    _ok(rsbox, roots[1], "env", "down")
