@@ -99,12 +99,9 @@ def _need_image(ctx: Context, cfg: EnvConfig) -> str:
 
 
 def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
-    from rootless.env.config import not_yet_used
     from rootless.env.container import env_dir, home_source, up
     from rootless.store import default_root
 
-    for key in not_yet_used(cfg):
-        print(f"rsbox: warning: {key} is not implemented yet; ignored", file=sys.stderr)
     store_root = ctx.root or default_root(ctx.settings())
     home = home_source(cfg, store_root)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"

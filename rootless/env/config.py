@@ -318,12 +318,3 @@ base = "{base}"  # any image rsbox can pull or has; rsbox.lock records what it w
 [expose]
 # bins = ["python", "jq"]
 """
-
-
-def not_yet_used(cfg: EnvConfig) -> list[str]:
-    """Keys that parse but do nothing yet (README, "Per-project environments": what is
-    left): named in a warning at entry rather than ignored in silence."""
-    unused = {
-        "[run] idle_stop": cfg.idle_stop is not None,
-    }
-    return [key for key, used in unused.items() if used]

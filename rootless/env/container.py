@@ -1,7 +1,8 @@
 """The project's one long-running container, `rsbox-env-NAME`, and the way into it.
 
 `up` starts it detached from the environment's image: `--init` as pid 1 over a `sleep`
-that never ends, the project bound read-write at its host path, [run] mounts at theirs,
+that never ends (or, with `idle_stop`, a watch that ends after that long without an
+entry; the next entry starts the container again), the project bound read-write at its host path, [run] mounts at theirs,
 [run] env, and the host's network unless `network = "private"` (pasta). A stopped one is
 started again; a running one is left alone. `up` holds an flock on a file named after the
 container while it looks and starts, so two concurrent first entries start one container.
@@ -29,6 +30,21 @@ from rootless.errors import ContainerError, RsboxError
 
 # A sleep both coreutils and busybox accept (2**31 - 1 seconds, 68 years).
 _FOREVER = ("sleep", "2147483647")
+# idle_stop: the container's command counts the processes of its pid namespace once a
+# second and exits (stopping the container) after N idle seconds in a row. Idle is two:
+# the init (pid 1) and this shell, counted by its own builtins after its `sleep` exited;
+# every `rsbox exec` (shell, shims) adds at least one. POSIX sh only (busybox, dash).
+_IDLE_WATCH = (
+    "idle=0; while sleep 1; do n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; "
+    'if [ "$n" -le 2 ]; then idle=$((idle+1)); else idle=0; fi; '
+    '[ "$idle" -ge {seconds} ] && exit 0; done'
+)
+
+
+def main_command(cfg: EnvConfig) -> tuple[str, ...]:
+    if cfg.idle_stop is None:
+        return _FOREVER
+    return ("/bin/sh", "-c", _IDLE_WATCH.replace("{seconds}", str(cfg.idle_stop)))
 
 
 def host_home() -> Path:
@@ -77,7 +93,7 @@ def run_args(cfg: EnvConfig, home: Path) -> list[str]:
         # The socket is bound at its own path and named to `exec` (exec_args); a new
         # login's socket is another path, so another run key: the container is made again.
         args += ["-v", f"{agent}:{agent}"]
-    args += ["-w", str(cfg.root), cfg.image, *_FOREVER]
+    args += ["-w", str(cfg.root), cfg.image, *main_command(cfg)]
     return args
 
 

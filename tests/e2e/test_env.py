@@ -392,3 +392,38 @@ def test_two_projects_of_one_name_never_enter_each_others_image(
     assert res.returncode == 125 and "another project of that name" in res.stderr, res
     assert "own [env] name" in res.stderr
     _ok(rsbox, roots[1], "env", "down")
+
+
+def _status_within(rsbox: Rsbox, root: Path, word: str, seconds: float) -> bool:
+    """Polls `env status` until it says `word` (a deadline, not a measured time)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if word in _ok(rsbox, root, "env", "status").splitlines()[-1]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_idle_stop_stops_the_container_and_the_next_entry_starts_it(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [run]
+        idle_stop = "2s"
+        on_create = "echo created >> created.log"
+        """,
+    )
+    _ok(rsbox, root, "env", "build")
+    # an entry that lasts longer than idle_stop keeps it running
+    assert _ok(rsbox, root, "shell", "sh", "-c", "sleep 4; echo done") == "done\n"
+    assert "running" in _ok(rsbox, root, "env", "status").splitlines()[-1]
+    assert _status_within(rsbox, root, "stopped", 60)
+    assert _ok(rsbox, root, "shell", "echo", "back") == "back\n"
+    assert (root / "created.log").read_text() == "created\n"  # started again, not recreated
+    _ok(rsbox, root, "env", "down")

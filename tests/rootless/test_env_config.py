@@ -13,7 +13,6 @@ from rootless.env.config import (
     Pip,
     find_project,
     key_line,
-    not_yet_used,
     parse_config,
 )
 from rootless.errors import ConfigError
@@ -143,10 +142,3 @@ def test_no_project_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         find_project(tmp_path)
     assert info.value.hint is not None and "rsbox env init" in info.value.hint
-
-
-def test_keys_that_do_nothing_yet_are_named(tmp_path: Path) -> None:
-    assert not_yet_used(parse_config(tmp_path, FULL)) == [
-        "[run] idle_stop",
-    ]
-    assert not_yet_used(parse_config(tmp_path, '[env]\nbase = "b"\n')) == []
