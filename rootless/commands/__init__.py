@@ -37,6 +37,7 @@ MODULES = (
     "rootless.commands.images",
     "rootless.commands.changes",
     "rootless.commands.build",
+    "rootless.commands.env",
     "rootless.commands.info",
     "rootless.commands.system",
     "rootless.commands.volumes",

@@ -1,0 +1,231 @@
+"""The project's one long-running container, `rsbox-env-NAME`, and the way into it.
+
+`up` starts it detached from the environment's image: `--init` as pid 1 over a `sleep`
+that never ends (or, with `idle_stop`, a watch that ends after that long without an
+entry; the next entry starts the container again), the project bound read-write at its host path, [run] mounts at theirs,
+[run] env, and the host's network unless `network = "private"` (pasta). A stopped one is
+started again; a running one is left alone. `up` holds an flock on a file named after the
+container while it looks and starts, so two concurrent first entries start one container.
+
+Entry (`rsbox shell`) is `rsbox exec` on that container, in the directory the user is in
+(the same path inside, as the project is bound at its host path): the one sealed path
+into a container (rootless.launch.become), never a new one.
+
+The container is started and stopped by the CLI's own `run -d`, `start` and `rm -f`
+(`cli` is argv of rsbox with the same --root): what `rsbox run` does for a container, a
+project's container gets, and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rootless.env.config import EnvConfig
+from rootless.errors import ContainerError, RsboxError
+
+# A sleep both coreutils and busybox accept (2**31 - 1 seconds, 68 years).
+_FOREVER = ("sleep", "2147483647")
+# idle_stop: the container's command counts the processes of its pid namespace once a
+# second and exits (stopping the container) after N idle seconds in a row. Idle is two:
+# the init (pid 1) and this shell, counted by its own builtins after its `sleep` exited;
+# every `rsbox exec` (shell, shims) adds at least one. POSIX sh only (busybox, dash).
+_IDLE_WATCH = (
+    "idle=0; while sleep 1; do n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; "
+    'if [ "$n" -le 2 ]; then idle=$((idle+1)); else idle=0; fi; '
+    '[ "$idle" -ge {seconds} ] && exit 0; done'
+)
+
+
+def main_command(cfg: EnvConfig) -> tuple[str, ...]:
+    if cfg.idle_stop is None:
+        return _FOREVER
+    return ("/bin/sh", "-c", _IDLE_WATCH.replace("{seconds}", str(cfg.idle_stop)))
+
+
+def host_home() -> Path:
+    import pwd
+
+    return Path(os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def home_source(cfg: EnvConfig, store_root: Path) -> Path:
+    """The host directory mounted at $HOME: `isolated` (the default) is a directory of
+    this environment's own in the store, so dotfiles and ~/.local neither leak into the
+    environment nor out of it; `host` is the host's home; else the directory given."""
+    if cfg.home == "host":
+        return host_home()
+    if cfg.home != "isolated":
+        return Path(cfg.home)
+    path = env_dir(store_root) / cfg.name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def env_dir(store_root: Path) -> Path:
+    """Where the store keeps environments' homes (NAME/) and run keys (NAME.run-key)."""
+    path = store_root / "env-homes"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def run_args(cfg: EnvConfig, home: Path) -> list[str]:
+    """`rsbox run` arguments that start the project's container. Binds are given
+    outermost first (the home, then the `share` files in it, the project, the mounts), so
+    a project under $HOME is bound over the home's directory, not hidden by it."""
+    args = ["run", "-d", "--init", "--name", cfg.container]
+    args += ["--network", "host" if cfg.network == "host" else "pasta"]
+    inside_home = host_home()
+    args += ["-v", f"{home}:{inside_home}", "-e", f"HOME={inside_home}"]
+    for m in cfg.share:
+        args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
+    args += ["-v", f"{cfg.root}:{cfg.root}"]
+    for m in cfg.mounts:
+        args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
+    for key, value in cfg.env.items():
+        args += ["-e", f"{key}={value}"]
+    agent = ssh_agent_socket(cfg)
+    if agent:
+        # The socket is bound at its own path and named to `exec` (exec_args); a new
+        # login's socket is another path, so another run key: the container is made again.
+        args += ["-v", f"{agent}:{agent}"]
+    args += ["-w", str(cfg.root), cfg.image, *main_command(cfg)]
+    return args
+
+
+def ssh_agent_socket(cfg: EnvConfig) -> str:
+    """$SSH_AUTH_SOCK when `ssh_agent = true` and it names a socket, else ""."""
+    import stat
+
+    path = os.environ.get("SSH_AUTH_SOCK", "") if cfg.ssh_agent else ""
+    try:
+        return path if path.startswith("/") and stat.S_ISSOCK(os.stat(path).st_mode) else ""
+    except OSError:
+        return ""
+
+
+def state(root_arg: str | None, cfg: EnvConfig) -> str:
+    """absent, stopped or running."""
+    from rootless.containers_lookup import container_dir
+    from rootless.running import monitor_pid
+
+    try:
+        cid, _ = container_dir(root_arg, cfg.container)
+    except ContainerError:
+        return "absent"
+    return "stopped" if monitor_pid(cid) is None else "running"
+
+
+@contextmanager
+def _starting(cfg: EnvConfig) -> Iterator[None]:
+    from rootless.running import runtime_base
+
+    os.makedirs(runtime_base(), mode=0o700, exist_ok=True)
+    fd = os.open(
+        os.path.join(runtime_base(), f"{cfg.container}.up.lock"),
+        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _cli(cli: Sequence[str], *args: str) -> None:
+    res = subprocess.run([*cli, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if res.returncode != 0:
+        lines = res.stderr.decode(errors="replace").strip().splitlines()
+        raise RsboxError(
+            f"rsbox {args[0]} of {cfg_name(args)} failed: " + (lines[-1] if lines else ""),
+            hint="see `rsbox env status`",
+        )
+
+
+def cfg_name(args: Sequence[str]) -> str:
+    return next((a for a in args if a.startswith("rsbox-env-")), "the environment")
+
+
+def run_key(cfg: EnvConfig, home: Path, image_id: str) -> str:
+    """What the container was made from: the image and the `rsbox run` arguments."""
+    import hashlib
+
+    text = "\0".join([image_id, *run_args(cfg, home), cfg.on_create or ""])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def up(
+    cli: Sequence[str],
+    root_arg: str | None,
+    cfg: EnvConfig,
+    home: Path,
+    image_id: str,
+    key_file: Path,
+) -> str:
+    """Make the project's container run; returns what was done. A container made from
+    another image or other [run] settings (its `run_key`, kept in `key_file`) is removed and made again: [run] edits and rebuilds take effect at the
+    next entry, and the image is kept. `on_create` runs once in a new container, as the
+    user, in the project; the key is written only after it succeeded, so a failed
+    on_create is tried again with a new container at the next entry."""
+    key = run_key(cfg, home, image_id)
+    with _starting(cfg):
+        now = state(root_arg, cfg)
+        current = key_file.read_text() if key_file.exists() else ""
+        if now != "absent" and current != key:
+            _cli(cli, "rm", "-f", cfg.container)
+            now = "absent"
+        if now == "running":
+            return "running"
+        if now == "stopped":
+            _cli(cli, "start", cfg.container)
+            return "started"
+        key_file.unlink(missing_ok=True)
+        _cli(cli, *run_args(cfg, home))
+        if cfg.on_create:
+            _on_create(cli, cfg)
+        from rootless.lifecycle import atomic_write_text
+
+        atomic_write_text(key_file, key)
+        return "created"
+
+
+def _on_create(cli: Sequence[str], cfg: EnvConfig) -> None:
+    argv = [*cli, "exec", "-w", str(cfg.root), cfg.container, "/bin/sh", "-c", cfg.on_create or ""]
+    res = subprocess.run(argv, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RsboxError(
+            f"[run] on_create of {cfg.container} exited with {res.returncode}",
+            hint="fix the command in rsbox.toml; the next entry runs it again",
+        )
+
+
+def down(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> bool:
+    """Remove the project's container (its image stays); False if there was none."""
+    with _starting(cfg):
+        if state(root_arg, cfg) == "absent":
+            return False
+        _cli(cli, "rm", "-f", cfg.container)
+        return True
+
+
+def exec_args(cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool) -> list[str]:
+    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`."""
+    inside = cwd.absolute()
+    if inside != cfg.root and cfg.root not in inside.parents:
+        inside = cfg.root  # a shell started from outside the project starts at its root
+    args = ["exec", "-i"] + (["-t"] if tty else [])
+    # Only an allowlist of the host's environment crosses (exec starts from the
+    # container's own environment).
+    for name in ("TERM", "LANG", *sorted(k for k in os.environ if k.startswith("LC_"))):
+        if name in os.environ:
+            args += ["-e", f"{name}={os.environ[name]}"]
+    agent = ssh_agent_socket(cfg)
+    if agent:
+        args += ["-e", f"SSH_AUTH_SOCK={agent}"]
+    args += ["-w", str(inside), cfg.container]
+    return args + (list(cmd) if cmd else ["/bin/sh", "-l"])

@@ -1,0 +1,162 @@
+"""`rsbox env build`: an EnvConfig's [env] base and [build] steps -> the image
+`localhost/rsbox-env-NAME:latest`, built by the one builder (rootless.images.build).
+
+The steps become Containerfile text, one instruction per entry so that each is a cached
+layer of its own and an edit reruns it and what follows, in this fixed order: apt (one
+`apt-get install` of the whole list), every `run` entry, the pip requirements file (COPY
+then `PYTHON -m pip install -r`), the npm globals. The build context is a fresh directory
+holding that text and the files the steps read (the requirements file), never the whole
+project: a project's node_modules or data would otherwise be walked and hashed at every
+build, and the cache keys on exactly the content the steps see. `containerfile = FILE`
+builds that file with the project as its context instead.
+
+rsbox.lock (JSON, beside rsbox.toml, written atomically) records what the build used:
+the base as written, the image id it resolved to, its registry manifest digest when it
+was pulled, and the environment's image id.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rootless.env.config import EnvConfig
+from rootless.errors import ConfigError
+from rootless.store import Image, Store
+
+LOCKFILE = "rsbox.lock"
+REQUIREMENTS_TARGET = "/opt/rsbox-env/requirements.txt"
+
+
+def containerfile_text(cfg: EnvConfig) -> str:
+    """The Containerfile of the [build] steps (the base must be set)."""
+    assert cfg.base is not None
+    lines = [f"FROM {cfg.base}"]
+    if cfg.apt:
+        pkgs = " ".join(shlex.quote(p) for p in cfg.apt)
+        lines.append(
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+            f"--no-install-recommends {pkgs} && rm -rf /var/lib/apt/lists/*"
+        )
+    lines += [f"RUN {_one_line(cmd)}" for cmd in cfg.run]
+    if cfg.pip is not None:
+        lines.append(f"COPY requirements.txt {REQUIREMENTS_TARGET}")
+        python = shlex.quote(cfg.pip.python)
+        lines.append(f"RUN {python} -m pip install --no-cache-dir -r {REQUIREMENTS_TARGET}")
+    if cfg.npm_global:
+        pkgs = " ".join(shlex.quote(p) for p in cfg.npm_global)
+        lines.append(f"RUN npm install --global --no-audit --no-fund {pkgs}")
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(cmd: str) -> str:
+    # A Containerfile instruction ends at the newline; a multi-line `run` entry is one
+    # shell script, so it goes through `sh -c` as a single quoted word.
+    return cmd if "\n" not in cmd else f"/bin/sh -c {shlex.quote(cmd)}"
+
+
+def build_key(cfg: EnvConfig) -> str:
+    """What decides the image, as a sha256: the generated Containerfile and the
+    requirements file, or the given Containerfile's text (its context's files are the
+    builder's cache's business). Compared on entry with the key rsbox.lock holds."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        if cfg.containerfile is not None:
+            h.update(b"file\0" + cfg.containerfile.read_bytes())
+        else:
+            h.update(b"steps\0" + containerfile_text(cfg).encode())
+            if cfg.pip is not None:
+                h.update(b"\0" + (cfg.root / cfg.pip.requirements).read_bytes())
+    except OSError as exc:
+        raise ConfigError(
+            f"{cfg.path}: cannot read {exc.filename}: {exc.strerror}",
+            hint="the files rsbox.toml names are relative to it",
+        ) from exc
+    return h.hexdigest()
+
+
+def read_lock(cfg: EnvConfig) -> dict[str, Any]:
+    from rootless.lifecycle import read_json
+
+    return read_json(cfg.root / LOCKFILE)  # {} when there is none
+
+
+def check_built(cfg: EnvConfig, image_id: str) -> None:
+    """On entry: the image exists and was built from rsbox.toml as it is now."""
+    from rootless.errors import ImageNotFound
+
+    if not image_id:
+        raise ImageNotFound(f"the environment {cfg.image} is not built", hint="rsbox env build")
+    lock = read_lock(cfg)
+    if lock.get("build_key") != build_key(cfg):
+        raise ConfigError(
+            f"{cfg.path} changed since the environment was built", hint="rsbox env build"
+        )
+    if lock.get("image") != f"sha256:{image_id}":
+        # Names come from directory names by default: two projects called `app` share
+        # the tag, and the other one's build must not be entered silently.
+        raise ConfigError(
+            f"{cfg.image} is not the image {cfg.root / LOCKFILE} records "
+            "(another project of that name built it?)",
+            hint="give this project its own [env] name, then rsbox env build",
+        )
+
+
+def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
+    from rootless.images.build import BuildOptions, build
+
+    key = build_key(cfg)  # before the build: an edit during it is seen at the next entry
+    with tempfile.TemporaryDirectory(prefix="rsbox-env-") as tmp:
+        if cfg.containerfile is not None:
+            context, containerfile = cfg.root, cfg.containerfile
+            if not containerfile.is_file():
+                raise ConfigError(
+                    f"{cfg.path}: [env] containerfile: no file {containerfile}",
+                    hint="give a file of the project, relative to rsbox.toml",
+                )
+        else:
+            context = Path(tmp)
+            containerfile = context / "Containerfile"
+            containerfile.write_text(containerfile_text(cfg))
+            if cfg.pip is not None:
+                source = cfg.root / cfg.pip.requirements
+                try:
+                    shutil.copyfile(source, context / "requirements.txt")
+                except OSError as exc:
+                    raise ConfigError(
+                        f"{cfg.path}: [build] pip: cannot read {source}: {exc.strerror}",
+                        hint="requirements is a file of the project, relative to rsbox.toml",
+                    ) from exc
+        opts = BuildOptions(
+            context=context,
+            containerfile=containerfile,
+            names=(cfg.image,),
+            no_cache=no_cache,
+            host_ca=cfg.host_ca,
+        )
+        image = build(store, opts)
+    write_lock(store, cfg, image, key)
+    return image
+
+
+def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"image": f"sha256:{image.id}", "build_key": key}
+    if cfg.base is not None:
+        base = store.resolve_image(cfg.base)
+        doc["base"] = {
+            "ref": cfg.base,
+            "id": f"sha256:{base.id}",
+            "digest": store.image_manifest_digest(base.id),
+        }
+    return doc
+
+
+def write_lock(store: Store, cfg: EnvConfig, image: Image, key: str) -> None:
+    from rootless.lifecycle import atomic_write_json
+
+    atomic_write_json(cfg.root / LOCKFILE, lock_doc(store, cfg, image, key))
