@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from rootless.idmap import host_idmap
-from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.conftest import IN_CI, Rsbox, one_line_error
 from tests.e2e.test_fakeroot import _headers
 from tests.e2e.test_workloads import debian_tarball
 from tests.images import make_busybox_rootfs
@@ -56,16 +56,6 @@ def _build(
 def _ran(res: subprocess.CompletedProcess[str]) -> int:
     """How many steps ran (not taken from the cache): the `--> ID` lines of new images."""
     return sum(1 for line in res.stdout.splitlines() if re.fullmatch(r"--> [0-9a-f]{12}", line))
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "(hint: " in lines[0], lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 # --- busybox: COPY, ARG/ENV, heredocs, .dockerignore, --chown, metadata -----------------------
@@ -257,7 +247,7 @@ def test_failed_run_leaves_nothing_behind(rsbox: Rsbox, busybox: str, tmp_path: 
     _build(rsbox, ok)  # the first step, cached: the failing build starts from it
     before = _store_state(rsbox.root)
     res = rsbox("build", str(ctx), timeout=300)
-    err = _one_line_error(res, "line 3", "RUN", "non-zero code: 3")
+    err = one_line_error(res, "line 3", "RUN", "non-zero code: 3")
     assert err
     assert _store_state(rsbox.root) == before  # no image, layer, cache entry or container
     assert not list((rsbox.root / "tmp").glob("copy-*"))
@@ -286,7 +276,7 @@ def test_unsupported_or_wrong_fails_in_one_line(
     rsbox: Rsbox, busybox: str, tmp_path: Path, containerfile: str, words: list[str]
 ) -> None:
     ctx = _context(tmp_path, containerfile, {"a": "a\n"})
-    _one_line_error(rsbox("build", str(ctx), timeout=120), *words)
+    one_line_error(rsbox("build", str(ctx), timeout=120), *words)
 
 
 def test_multi_stage_copy_from_and_target(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
@@ -649,7 +639,9 @@ def test_add_extracts_a_local_tar_and_a_shebang_heredoc_runs_with_its_interprete
     res = _build(rsbox, ctx, "-t", name, "--label", "from.cli=1")
     # /bin/cat ran the script file (sh would have tried a command `printed-by-cat`)
     assert "printed-by-cat" in res.stdout and "not found" not in res.stdout + res.stderr
-    out = rsbox.run("--rm", *SHOW_OWNERS, name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True)
+    out = rsbox.run(
+        "--rm", *SHOW_OWNERS, name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True
+    )
     assert out.stdout == "tool\nplain\n"
     tree = _tree(rsbox, name)
     assert tree["/opt/pkg/bin/tool"][1:4] == (0o755, 1234, 1234)  # the archive's owners
@@ -672,7 +664,7 @@ def test_quiet_prints_only_the_id_and_no_step_output(
 
 def test_missing_base_with_pull_never_fails_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM localhost/no-such-base:v9\nRUN true\n")
-    _one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
+    one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
 
 
 def test_scratch_stage_with_copy_from_an_image(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
@@ -709,7 +701,7 @@ def test_unreadable_context_file_fails_in_one_line(
 ) -> None:
     ctx = _context(tmp_path, "FROM busybox\nCOPY . /ctx/\n", {"locked.txt": "x\n", "ok.txt": "y\n"})
     (ctx / "locked.txt").chmod(0)
-    _one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
+    one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
     (ctx / ".dockerignore").write_text("locked.txt\n")  # the probe: excluded, it builds
     _build(rsbox, ctx)
 

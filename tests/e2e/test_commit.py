@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.conftest import IN_CI, Rsbox, one_line_error
 from tests.podman import private_runtime
 from tests.registry import Registry, running_registry
 
@@ -28,16 +28,6 @@ HISTORY_HEADER = re.compile(r"^IMAGE {3,}CREATED {3,}CREATED BY {3,}SIZE {3,}COM
 
 def _name(what: str) -> str:
     return f"{what}-{os.urandom(4).hex()}"
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "(hint: " in lines[0], lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _bytes(rsbox: Rsbox, *args: str, stdin: bytes | None = None) -> bytes:
@@ -90,7 +80,7 @@ def test_diff_lists_additions_changes_and_deletions(
             "A /srv/a",
             "A /srv/a/b",
         ]
-        _one_line_error(rsbox("diff", "no-such-container"), "no such container")
+        one_line_error(rsbox("diff", "no-such-container"), "no such container")
     finally:
         rsbox("rm", "-f", name)
 
@@ -150,7 +140,7 @@ def test_commit_history_and_the_committed_image_runs(
             for n in names
         ]
         assert ids[0] == ids[1]
-        _one_line_error(rsbox("commit", "-c", "RUN echo no", names[0]), "RUN")
+        one_line_error(rsbox("commit", "-c", "RUN echo no", names[0]), "RUN")
     finally:
         rsbox("rm", "-f", *names)
         rsbox("rmi", image)
@@ -195,9 +185,9 @@ def test_cp_both_ways_for_a_stopped_container(
         rsbox("cp", f"{name}:/link/.", str(out / "content"), check=True)
         assert (out / "content" / "in.txt").read_text() == "inside\n"
 
-        _one_line_error(rsbox("cp", f"{name}:/no/such", str(out)), "could not find")
-        _one_line_error(rsbox("cp", str(tree), f"{name}:/dst/file.txt"), "directory")
-        _one_line_error(rsbox("cp", str(out), str(tmp_path)), "container")
+        one_line_error(rsbox("cp", f"{name}:/no/such", str(out)), "could not find")
+        one_line_error(rsbox("cp", str(tree), f"{name}:/dst/file.txt"), "directory")
+        one_line_error(rsbox("cp", str(out), str(tmp_path)), "container")
         diff = rsbox("diff", name, check=True).stdout.splitlines()
         assert "A /dst/owned/f" in diff and "A /dst/tree/sub/b" in diff
     finally:
@@ -248,7 +238,7 @@ def test_export_is_the_flattened_filesystem(
         assert members["bin/sh"].issym() and members["bin/sh"].linkname == "busybox"
         streamed = _tar(_bytes(rsbox, "export", name))
         assert sorted(streamed) == sorted(members)
-        _one_line_error(rsbox("export", name, "-o", str(tmp_path / "no/such/dir.tar")), "cannot")
+        one_line_error(rsbox("export", name, "-o", str(tmp_path / "no/such/dir.tar")), "cannot")
     finally:
         rsbox("rm", "-f", name)
 
