@@ -141,6 +141,16 @@ def podman_image(pod: Podman, ref: str) -> tuple[str, list[str]]:
     return doc["Id"], doc["RepoTags"]
 
 
+def _insecure(*hosts: str) -> str:
+    """registries.conf entries for plain-HTTP registries (the suite's are on loopback)."""
+    return "".join(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts)
+
+
+def _searching(mode: str, *hosts: str) -> str:
+    """registries.conf's short-name search over `hosts`, in order, in short-name `mode`."""
+    return f'unqualified-search-registries = {json.dumps(hosts)}\nshort-name-mode = "{mode}"\n'
+
+
 def agents(reg: Registry, repo: str) -> tuple[int, int]:
     """Blob downloads of suite/REPO in reg's access log: (by rsbox, by others)."""
     lines = reg.requests(BLOBS.format(repo))
@@ -152,10 +162,7 @@ def test_mirror_serves_the_pull_and_podman_agrees(
     site: Site, tmp_path: Path, podman: Callable[[dict[str, str]], Podman]
 ) -> None:
     o, m = site.origin.host, site.mirror.host
-    conf = (
-        f'[[registry]]\nlocation = "{o}"\ninsecure = true\n'
-        f'[[registry.mirror]]\nlocation = "{m}"\ninsecure = true\n'
-    )
+    conf = _insecure(o) + f'[[registry.mirror]]\nlocation = "{m}"\ninsecure = true\n'
     env = _env(tmp_path, conf, xdg=True)  # the user's own file, as Podman finds it too
     before_o, before_m = agents(site.origin, "app"), agents(site.mirror, "app")
     image_id, names = rsbox_image(tmp_path / "store", env, f"{o}/suite/app:v1")
@@ -188,7 +195,7 @@ def test_mirror_serves_the_pull_and_podman_agrees(
 
 def test_control_without_the_mirror_goes_to_the_origin(site: Site, tmp_path: Path) -> None:
     o = site.origin.host
-    env = _env(tmp_path, f'[[registry]]\nlocation = "{o}"\ninsecure = true\n')
+    env = _env(tmp_path, _insecure(o))
     before = agents(site.origin, "both")[0]
     image_id, names = rsbox_image(tmp_path / "store", env, f"{o}/suite/both:v1")
     assert image_id == site.ids["origin/both"] and names == [f"{o}/suite/both:v1"]
@@ -200,8 +207,8 @@ def test_blocked_registry_is_refused_in_one_line(
 ) -> None:
     o = site.origin.host
     conf = (
-        f'[[registry]]\nlocation = "{o}"\ninsecure = true\n'
-        f'[[registry]]\nprefix = "{o}/suite/blocked"\nlocation = "{o}/suite/blocked"\n'
+        _insecure(o)
+        + f'[[registry]]\nprefix = "{o}/suite/blocked"\nlocation = "{o}/suite/blocked"\n'
         "blocked = true\n"
     )
     env = _env(tmp_path, conf)
@@ -231,11 +238,9 @@ def test_alias_and_short_name_search_order_match_podman(
 ) -> None:
     o, m = site.origin.host, site.mirror.host
     conf = (
-        f'unqualified-search-registries = ["{o}", "{m}"]\n'
-        'short-name-mode = "permissive"\n'
-        f'[aliases]\n"rsbox-test-alias" = "{m}/suite/app"\n'
-        f'[[registry]]\nlocation = "{o}"\ninsecure = true\n'
-        f'[[registry]]\nlocation = "{m}"\ninsecure = true\n'
+        _searching("permissive", o, m)
+        + f'[aliases]\n"rsbox-test-alias" = "{m}/suite/app"\n'
+        + _insecure(o, m)
     )
     env = _env(tmp_path, conf)
     pod = podman(env)
@@ -262,11 +267,7 @@ def test_enforcing_mode_without_a_terminal_fails_as_podman_does(
     site: Site, tmp_path: Path, podman: Callable[[dict[str, str]], Podman]
 ) -> None:
     o, m = site.origin.host, site.mirror.host
-    conf = (
-        f'unqualified-search-registries = ["{o}", "{m}"]\nshort-name-mode = "enforcing"\n'
-        f'[[registry]]\nlocation = "{o}"\ninsecure = true\n'
-        f'[[registry]]\nlocation = "{m}"\ninsecure = true\n'
-    )
+    conf = _searching("enforcing", o, m) + _insecure(o, m)
     env = _env(tmp_path, conf)
     res = rsbox(tmp_path / "store", env, "pull", "suite/both:v1")
     one_line_error(res, "enforcing", alone=True)
@@ -280,7 +281,7 @@ def test_enforcing_mode_without_a_terminal_fails_as_podman_does(
 
 def test_enforcing_mode_asks_on_a_terminal(site: Site, tmp_path: Path) -> None:
     o, m = site.origin.host, site.mirror.host
-    conf = f'unqualified-search-registries = ["{o}", "{m}"]\nshort-name-mode = "enforcing"\n'
+    conf = _searching("enforcing", o, m)
     env = _env(tmp_path, conf)
     store = tmp_path / "store"
     primary, secondary = os.openpty()
@@ -313,6 +314,6 @@ def test_insecure_allows_an_untrusted_certificate(tmp_path: Path) -> None:
         creds = ("--creds", f"{USER}:{PASSWORD}")
         refused = rsbox(tmp_path / "s1", _env(tmp_path / "a", ""), "pull", *creds, ref)
         assert refused.returncode == 125 and "not trusted" in refused.stderr, refused.stderr
-        env = _env(tmp_path / "b", f'[[registry]]\nlocation = "{reg.host}"\ninsecure = true\n')
+        env = _env(tmp_path / "b", _insecure(reg.host))
         res = rsbox(tmp_path / "s2", env, "pull", "-q", *creds, ref)
         assert res.returncode == 0, res.stderr
