@@ -10,22 +10,20 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import tarfile
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from rootless.idmap import host_idmap
-from tests.e2e.conftest import IN_CI, Rsbox, one_line_error
-from tests.e2e.test_fakeroot import _headers
+from tests.e2e.conftest import Rsbox, one_line_error
 from tests.e2e.test_workloads import debian_tarball
-from tests.images import make_busybox_rootfs
-from tests.podman import private_runtime
+from tests.images import archive_layers, layer_headers, make_busybox_rootfs
+from tests.podman import owners_dropped, scratch_podman
+from tests.shared import need_tools
 
 STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.M)
 
@@ -412,14 +410,7 @@ def _layer_headers(rsbox: Rsbox, image: str, tmp_path: Path) -> list[dict[str, t
     """Every layer of `image` as `rsbox save` writes it: name -> tar header."""
     out = tmp_path / f"{os.urandom(4).hex()}.tar"
     rsbox("save", "-o", str(out), image, check=True, timeout=300)
-    layers = []
-    with tarfile.open(out) as archive:
-        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-        for name in manifest[0]["Layers"]:
-            raw = archive.extractfile(name).read()  # type: ignore[union-attr]
-            with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
-                layers.append({m.name.rstrip("/"): m for m in layer.getmembers()})
-    return layers
+    return archive_layers(out)
 
 
 def test_a_single_id_build_keeps_the_owners_a_full_map_gives(
@@ -441,7 +432,7 @@ def test_a_single_id_build_keeps_the_owners_a_full_map_gives(
         theirs = _layer_headers(rsbox, full, tmp_path)
         assert len(mine) == len(theirs)
         for a, b in zip(mine, theirs, strict=True):
-            assert _headers(a) == _headers(b)
+            assert layer_headers(a) == layer_headers(b)
 
 
 def test_host_ca_reaches_https_only_when_asked(rsbox: Rsbox, debian: str, tmp_path: Path) -> None:
@@ -533,53 +524,17 @@ etc/passwd file 644 0 0 68 1
 
 
 def _podman_build_listing(tmp_path: Path, archive: Path, ctx: Path, full_map: bool) -> str:
-    runroot = Path(tempfile.mkdtemp(prefix="prun-"))
-    podman = [
-        "podman", "--root", str(tmp_path / "proot"), "--runroot", str(runroot),
-        "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
-    ]  # fmt: skip
-    if not full_map:  # one uid: podman can store the files only with their owners squashed
-        podman += ["--storage-opt", "vfs.ignore_chown_errors=true"]
-    with private_runtime(tmp_path) as env:
-
-        def pod(*args: str, timeout: float = 300) -> str:
-            res = subprocess.run(
-                [*podman, *args], capture_output=True, text=True, env=env, timeout=timeout
-            )
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            return res.stdout
-
-        try:
-            pod("load", "-q", "-i", str(archive))
-            pod("build", "-q", "-t", "localhost/compared", "--network", "none", str(ctx))
-            return pod("run", "--rm", "--network", "none", "localhost/compared", "sh", "-c",
-                       TREE_LISTING)  # fmt: skip
-        finally:
-            subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
-            subprocess.run(
-                [*podman, "unshare", "rm", "-rf", str(tmp_path / "proot"), str(runroot)],
-                env=env,
-                capture_output=True,
-            )
-            shutil.rmtree(runroot, ignore_errors=True)
-
-
-def _owners_dropped(listing: str) -> list[str]:
-    out = []
-    for line in listing.splitlines():
-        cols = line.split(" ")
-        del cols[3:5]  # path, type, mode, [uid, gid], ...
-        out.append(" ".join(cols))
-    return out
+    with scratch_podman(tmp_path, full_map) as pod:
+        pod("load", "-q", "-i", str(archive))
+        pod("build", "-q", "-t", "localhost/compared", "--network", "none", str(ctx))
+        return pod("run", "--rm", "--network", "none", "localhost/compared", "sh", "-c",
+                   TREE_LISTING)  # fmt: skip
 
 
 def test_podman_build_of_the_same_file_gives_the_same_tree(
     rsbox: Rsbox, busybox: str, tmp_path: Path, full_map: bool
 ) -> None:
-    if shutil.which("podman") is None:
-        if IN_CI:
-            pytest.fail("podman is not installed (setup.sh PACKAGES)")
-        pytest.skip("podman is not installed")
+    need_tools(("podman",), "the podman build comparison")
     base = "localhost/compare-base:v1"
     rsbox("tag", busybox, base, check=True)
     archive = tmp_path / "base.tar"
@@ -607,7 +562,7 @@ def test_podman_build_of_the_same_file_gives_the_same_tree(
     # is recorded only with ownership emulation (branch owner).
     with pytest.raises(AssertionError, match="chown /app: invalid argument"):
         _podman_build_listing(tmp_path, archive, ctx, full_map)
-    assert _owners_dropped(ours) == _owners_dropped(EXPECTED_TREE)
+    assert owners_dropped(ours) == owners_dropped(EXPECTED_TREE)
     tree = _tree(rsbox, name)
     for path in ("/app", "/app/src", "/app/src/a.txt", "/app/src/sub/b.txt"):
         assert tree[path][2:4] == (1000, 1000), (path, tree[path])
