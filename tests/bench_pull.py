@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.images import goarch, put_image
-from tests.registry import running_registry
+from tests.registry import push_layout, running_registry
 
 if TYPE_CHECKING:
     from tests.bench import Peers
@@ -110,11 +110,7 @@ def bench_pull(peers: Peers, runs: int) -> None:
     layout, size = build_layout(work / "layout")
     with running_registry(work / "registry") as reg:
         ref = f"{reg.host}/bench/big:v1"
-        subprocess.run(
-            ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:bench", f"docker://{ref}"],
-            check=True,
-            capture_output=True,
-        )
+        push_layout(layout, "bench", ref)
         shutil.rmtree(layout)
         times: dict[str, list[float]] = {"rsbox": [], "podman": [], "skopeo": []}
         for i in range(runs):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from tests.bench_pull import build_layout
 from tests.bench_timing import median_time
 from tests.images import make_busybox_tarball, put_image
-from tests.registry import running_registry
+from tests.registry import push_layout, running_registry
 
 if TYPE_CHECKING:
     from tests.bench import Peers
@@ -83,11 +83,7 @@ def bench_stores(peers: Peers, runs: int) -> None:
     layout = _bench_image(work / "layout", work)
     with running_registry(work / "registry") as reg:
         ref = f"{reg.host}/bench/shared:v1"
-        subprocess.run(
-            ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}:bench", f"docker://{ref}"],
-            check=True,
-            capture_output=True,
-        )
+        push_layout(layout, "bench", ref)
         shutil.rmtree(layout)
         shared, private = work / "shared", work / "private"
         t0 = time.perf_counter()

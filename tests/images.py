@@ -430,3 +430,27 @@ def write_oci_layout_blobs(
 def allocated(path: Path) -> int:
     """Bytes the filesystem really allocated for ``path`` (holes cost nothing)."""
     return path.stat().st_blocks * 512
+
+
+Header = tuple[str, str, str, int, int, str]  # name, type, mode, uid, gid, link target
+
+
+def archive_layers(archive: Path) -> list[dict[str, tarfile.TarInfo]]:
+    """Every layer of a docker-archive (what `rsbox save` writes), base first: each as
+    name (without a trailing /) -> tar header."""
+    layers = []
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        for name in manifest[0]["Layers"]:
+            raw = outer.extractfile(name).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
+                layers.append({m.name.rstrip("/"): m for m in layer.getmembers()})
+    return layers
+
+
+def layer_headers(members: dict[str, tarfile.TarInfo]) -> set[Header]:
+    """A layer's headers without times and sizes: what two builds of the same thing share."""
+    return {
+        (name, m.type.decode(), oct(m.mode), m.uid, m.gid, m.linkname)
+        for name, m in members.items()
+    }

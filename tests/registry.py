@@ -157,3 +157,20 @@ def running_registry(
         yield reg
     finally:
         reg.stop()
+
+
+def push_layout(layout: Path, tag: str, ref: str, timeout: float = 600) -> None:
+    """skopeo copies the OCI layout's `tag` to `ref` on a plain-HTTP registry."""
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:{tag}",
+            f"docker://{ref}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )

@@ -1,10 +1,14 @@
 """Where the steering repository's shared test data is: $RSBOX_SHARED (set by .ci/run),
-else `shared/` beside this checkout; and `unavailable`, the one "fail in CI, skip
-elsewhere" for tests that need something of the host."""
+else `shared/` beside this checkout; `unavailable`, the one "fail in CI, skip elsewhere"
+for tests that need something of the host (`need_tools` for programs on PATH); and
+`wait_until`, the one poll for a state the system reaches on its own."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,6 +23,23 @@ def unavailable(why: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI=true and {why}")
     pytest.skip(why)
+
+
+def need_tools(tools: tuple[str, ...], what: str) -> None:
+    """`unavailable` unless every one of `tools` is on PATH (or is an existing path)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        unavailable(f"missing tools for {what}: {missing} (./setup.sh packages)")
+
+
+def wait_until(what: str, cond: Callable[[], object], timeout: float, poll: float) -> None:
+    """Poll `cond` every `poll` seconds until true; the timeout only bounds a hang (a
+    pass never depends on how long it took)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll)
 
 
 def shared_dir() -> Path:

@@ -34,6 +34,43 @@ def _host_can_run_containers() -> None:
         pytest.skip("host cannot run rootless containers: " + "; ".join(missing))
 
 
+def one_line_error(
+    res: subprocess.CompletedProcess[str], *words: str, hint: bool = True, alone: bool = False
+) -> str:
+    """Bad input as users see it: exit 125, exactly one `rsbox: error: ` line (with a
+    `(hint: ` unless hint=False; the only line on stderr when alone=True, else a step's own
+    output may come before it), no traceback, each of `words` in that line. Returns it."""
+    assert res.returncode == 125, (res.returncode, res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error: ")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    if alone:
+        assert res.stderr == lines[0] + "\n", res.stderr
+    if hint:
+        assert "(hint: " in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def table(*rows: tuple[str, ...]) -> str:
+    """Docker's tabwriter (minwidth 10, padding 3), written out for the expectations."""
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
+    return "".join(
+        "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] + "\n"
+        for r in rows
+    )
+
+
+def du(*paths: Path, check: bool = True) -> int:
+    """Bytes `du -s -B1 -c` counts under `paths` as the user runs it (check=False: a
+    directory it cannot read, a subordinate id's under the full map, counts as itself, and
+    du says so on stderr and exits 1)."""
+    out = subprocess.run(
+        ["du", "-s", "-B1", "-c", *map(str, paths)], capture_output=True, text=True, check=check
+    ).stdout
+    return int(out.splitlines()[-1].split()[0])
+
+
 class Rsbox:
     """The CLI against one store."""
 

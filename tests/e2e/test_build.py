@@ -10,22 +10,20 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import tarfile
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from rootless.idmap import host_idmap
-from tests.e2e.conftest import IN_CI, Rsbox
-from tests.e2e.test_fakeroot import _headers
+from tests.e2e.conftest import Rsbox, one_line_error
 from tests.e2e.test_workloads import debian_tarball
-from tests.images import make_busybox_rootfs
-from tests.podman import private_runtime
+from tests.images import archive_layers, layer_headers, make_busybox_rootfs
+from tests.podman import owners_dropped, scratch_podman
+from tests.shared import need_tools
 
 STEP = re.compile(r"^STEP (\d+)/(\d+): ", re.M)
 
@@ -56,16 +54,6 @@ def _build(
 def _ran(res: subprocess.CompletedProcess[str]) -> int:
     """How many steps ran (not taken from the cache): the `--> ID` lines of new images."""
     return sum(1 for line in res.stdout.splitlines() if re.fullmatch(r"--> [0-9a-f]{12}", line))
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "(hint: " in lines[0], lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 # --- busybox: COPY, ARG/ENV, heredocs, .dockerignore, --chown, metadata -----------------------
@@ -257,7 +245,7 @@ def test_failed_run_leaves_nothing_behind(rsbox: Rsbox, busybox: str, tmp_path: 
     _build(rsbox, ok)  # the first step, cached: the failing build starts from it
     before = _store_state(rsbox.root)
     res = rsbox("build", str(ctx), timeout=300)
-    err = _one_line_error(res, "line 3", "RUN", "non-zero code: 3")
+    err = one_line_error(res, "line 3", "RUN", "non-zero code: 3")
     assert err
     assert _store_state(rsbox.root) == before  # no image, layer, cache entry or container
     assert not list((rsbox.root / "tmp").glob("copy-*"))
@@ -287,7 +275,7 @@ def test_unsupported_or_wrong_fails_in_one_line(
     rsbox: Rsbox, busybox: str, tmp_path: Path, containerfile: str, words: list[str]
 ) -> None:
     ctx = _context(tmp_path, containerfile, {"a": "a\n"})
-    _one_line_error(rsbox("build", str(ctx), timeout=120), *words)
+    one_line_error(rsbox("build", str(ctx), timeout=120), *words)
 
 
 def test_multi_stage_copy_from_and_target(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
@@ -423,14 +411,7 @@ def _layer_headers(rsbox: Rsbox, image: str, tmp_path: Path) -> list[dict[str, t
     """Every layer of `image` as `rsbox save` writes it: name -> tar header."""
     out = tmp_path / f"{os.urandom(4).hex()}.tar"
     rsbox("save", "-o", str(out), image, check=True, timeout=300)
-    layers = []
-    with tarfile.open(out) as archive:
-        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-        for name in manifest[0]["Layers"]:
-            raw = archive.extractfile(name).read()  # type: ignore[union-attr]
-            with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
-                layers.append({m.name.rstrip("/"): m for m in layer.getmembers()})
-    return layers
+    return archive_layers(out)
 
 
 def test_a_single_id_build_keeps_the_owners_a_full_map_gives(
@@ -452,7 +433,7 @@ def test_a_single_id_build_keeps_the_owners_a_full_map_gives(
         theirs = _layer_headers(rsbox, full, tmp_path)
         assert len(mine) == len(theirs)
         for a, b in zip(mine, theirs, strict=True):
-            assert _headers(a) == _headers(b)
+            assert layer_headers(a) == layer_headers(b)
 
 
 def test_host_ca_reaches_https_only_when_asked(rsbox: Rsbox, debian: str, tmp_path: Path) -> None:
@@ -544,53 +525,17 @@ etc/passwd file 644 0 0 68 1
 
 
 def _podman_build_listing(tmp_path: Path, archive: Path, ctx: Path, full_map: bool) -> str:
-    runroot = Path(tempfile.mkdtemp(prefix="prun-"))
-    podman = [
-        "podman", "--root", str(tmp_path / "proot"), "--runroot", str(runroot),
-        "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
-    ]  # fmt: skip
-    if not full_map:  # one uid: podman can store the files only with their owners squashed
-        podman += ["--storage-opt", "vfs.ignore_chown_errors=true"]
-    with private_runtime(tmp_path) as env:
-
-        def pod(*args: str, timeout: float = 300) -> str:
-            res = subprocess.run(
-                [*podman, *args], capture_output=True, text=True, env=env, timeout=timeout
-            )
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            return res.stdout
-
-        try:
-            pod("load", "-q", "-i", str(archive))
-            pod("build", "-q", "-t", "localhost/compared", "--network", "none", str(ctx))
-            return pod("run", "--rm", "--network", "none", "localhost/compared", "sh", "-c",
-                       TREE_LISTING)  # fmt: skip
-        finally:
-            subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
-            subprocess.run(
-                [*podman, "unshare", "rm", "-rf", str(tmp_path / "proot"), str(runroot)],
-                env=env,
-                capture_output=True,
-            )
-            shutil.rmtree(runroot, ignore_errors=True)
-
-
-def _owners_dropped(listing: str) -> list[str]:
-    out = []
-    for line in listing.splitlines():
-        cols = line.split(" ")
-        del cols[3:5]  # path, type, mode, [uid, gid], ...
-        out.append(" ".join(cols))
-    return out
+    with scratch_podman(tmp_path, full_map) as pod:
+        pod("load", "-q", "-i", str(archive))
+        pod("build", "-q", "-t", "localhost/compared", "--network", "none", str(ctx))
+        return pod("run", "--rm", "--network", "none", "localhost/compared", "sh", "-c",
+                   TREE_LISTING)  # fmt: skip
 
 
 def test_podman_build_of_the_same_file_gives_the_same_tree(
     rsbox: Rsbox, busybox: str, tmp_path: Path, full_map: bool
 ) -> None:
-    if shutil.which("podman") is None:
-        if IN_CI:
-            pytest.fail("podman is not installed (setup.sh PACKAGES)")
-        pytest.skip("podman is not installed")
+    need_tools(("podman",), "the podman build comparison")
     base = "localhost/compare-base:v1"
     rsbox("tag", busybox, base, check=True)
     archive = tmp_path / "base.tar"
@@ -618,7 +563,7 @@ def test_podman_build_of_the_same_file_gives_the_same_tree(
     # is recorded only with ownership emulation (branch owner).
     with pytest.raises(AssertionError, match="chown /app: invalid argument"):
         _podman_build_listing(tmp_path, archive, ctx, full_map)
-    assert _owners_dropped(ours) == _owners_dropped(EXPECTED_TREE)
+    assert owners_dropped(ours) == owners_dropped(EXPECTED_TREE)
     tree = _tree(rsbox, name)
     for path in ("/app", "/app/src", "/app/src/a.txt", "/app/src/sub/b.txt"):
         assert tree[path][2:4] == (1000, 1000), (path, tree[path])
@@ -650,7 +595,9 @@ def test_add_extracts_a_local_tar_and_a_shebang_heredoc_runs_with_its_interprete
     res = _build(rsbox, ctx, "-t", name, "--label", "from.cli=1")
     # /bin/cat ran the script file (sh would have tried a command `printed-by-cat`)
     assert "printed-by-cat" in res.stdout and "not found" not in res.stdout + res.stderr
-    out = rsbox.run("--rm", *SHOW_OWNERS, name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True)
+    out = rsbox.run(
+        "--rm", *SHOW_OWNERS, name, "sh", "-c", "/opt/pkg/bin/tool; cat /opt/plain.txt", check=True
+    )
     assert out.stdout == "tool\nplain\n"
     tree = _tree(rsbox, name)
     assert tree["/opt/pkg/bin/tool"][1:4] == (0o755, 1234, 1234)  # the archive's owners
@@ -673,7 +620,7 @@ def test_quiet_prints_only_the_id_and_no_step_output(
 
 def test_missing_base_with_pull_never_fails_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM localhost/no-such-base:v9\nRUN true\n")
-    _one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
+    one_line_error(rsbox("build", "--pull=never", str(ctx), timeout=60), "no-such-base")
 
 
 def test_scratch_stage_with_copy_from_an_image(rsbox: Rsbox, busybox: str, tmp_path: Path) -> None:
@@ -710,7 +657,7 @@ def test_unreadable_context_file_fails_in_one_line(
 ) -> None:
     ctx = _context(tmp_path, "FROM busybox\nCOPY . /ctx/\n", {"locked.txt": "x\n", "ok.txt": "y\n"})
     (ctx / "locked.txt").chmod(0)
-    _one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
+    one_line_error(rsbox("build", str(ctx), timeout=120), "line 2", "COPY", "locked.txt")
     (ctx / ".dockerignore").write_text("locked.txt\n")  # the probe: excluded, it builds
     _build(rsbox, ctx)
 

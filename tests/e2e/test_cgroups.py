@@ -14,9 +14,8 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 from rootless import cgroups
 from rootless.cgroups import ContainerCgroup, parse_keyed
 from tests.e2e.conftest import Rsbox
-from tests.shared import unavailable
+from tests.shared import unavailable, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +44,8 @@ def _events(path: Path) -> dict[str, int]:
     return dict(parse_keyed((path / "cgroup.events").read_text()))
 
 
-def _wait(what: str, cond: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def _wait(what: str, cond: Callable[[], object]) -> None:
+    wait_until(what, cond, timeout=30, poll=0.02)
 
 
 @pytest.fixture

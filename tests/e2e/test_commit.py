@@ -9,18 +9,17 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import IN_CI, Rsbox
-from tests.podman import private_runtime
+from tests.e2e.conftest import Rsbox, one_line_error
+from tests.podman import owners_dropped, scratch_podman
 from tests.registry import Registry, running_registry
+from tests.shared import need_tools
 
 DIFF_LINE = re.compile(r"^[ACD] /\S+$")
 HISTORY_HEADER = re.compile(r"^IMAGE {3,}CREATED {3,}CREATED BY {3,}SIZE {3,}COMMENT$")
@@ -28,16 +27,6 @@ HISTORY_HEADER = re.compile(r"^IMAGE {3,}CREATED {3,}CREATED BY {3,}SIZE {3,}COM
 
 def _name(what: str) -> str:
     return f"{what}-{os.urandom(4).hex()}"
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "(hint: " in lines[0], lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _bytes(rsbox: Rsbox, *args: str, stdin: bytes | None = None) -> bytes:
@@ -90,7 +79,7 @@ def test_diff_lists_additions_changes_and_deletions(
             "A /srv/a",
             "A /srv/a/b",
         ]
-        _one_line_error(rsbox("diff", "no-such-container"), "no such container")
+        one_line_error(rsbox("diff", "no-such-container"), "no such container")
     finally:
         rsbox("rm", "-f", name)
 
@@ -150,7 +139,7 @@ def test_commit_history_and_the_committed_image_runs(
             for n in names
         ]
         assert ids[0] == ids[1]
-        _one_line_error(rsbox("commit", "-c", "RUN echo no", names[0]), "RUN")
+        one_line_error(rsbox("commit", "-c", "RUN echo no", names[0]), "RUN")
     finally:
         rsbox("rm", "-f", *names)
         rsbox("rmi", image)
@@ -195,9 +184,9 @@ def test_cp_both_ways_for_a_stopped_container(
         rsbox("cp", f"{name}:/link/.", str(out / "content"), check=True)
         assert (out / "content" / "in.txt").read_text() == "inside\n"
 
-        _one_line_error(rsbox("cp", f"{name}:/no/such", str(out)), "could not find")
-        _one_line_error(rsbox("cp", str(tree), f"{name}:/dst/file.txt"), "directory")
-        _one_line_error(rsbox("cp", str(out), str(tmp_path)), "container")
+        one_line_error(rsbox("cp", f"{name}:/no/such", str(out)), "could not find")
+        one_line_error(rsbox("cp", str(tree), f"{name}:/dst/file.txt"), "directory")
+        one_line_error(rsbox("cp", str(out), str(tmp_path)), "container")
         diff = rsbox("diff", name, check=True).stdout.splitlines()
         assert "A /dst/owned/f" in diff and "A /dst/tree/sub/b" in diff
     finally:
@@ -248,7 +237,7 @@ def test_export_is_the_flattened_filesystem(
         assert members["bin/sh"].issym() and members["bin/sh"].linkname == "busybox"
         streamed = _tar(_bytes(rsbox, "export", name))
         assert sorted(streamed) == sorted(members)
-        _one_line_error(rsbox("export", name, "-o", str(tmp_path / "no/such/dir.tar")), "cannot")
+        one_line_error(rsbox("export", name, "-o", str(tmp_path / "no/such/dir.tar")), "cannot")
     finally:
         rsbox("rm", "-f", name)
 
@@ -267,56 +256,15 @@ LISTING = (
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    missing = [t for t in ("/usr/bin/docker-registry", "podman") if shutil.which(t) is None]
-    if missing:
-        if IN_CI:
-            pytest.fail(f"missing tools for the podman interop test: {missing}")
-        pytest.skip(f"missing: {missing}")
+    need_tools(("/usr/bin/docker-registry", "podman"), "the podman interop test")
     with running_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
 
 
 def _podman_listing(tmp_path: Path, ref: str, full_map: bool) -> str:
-    runroot = Path(tempfile.mkdtemp(prefix="prun-"))  # podman: a short path
-    podman = [
-        "podman", "--root", str(tmp_path / "proot"), "--runroot", str(runroot),
-        "--cgroup-manager", "cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
-    ]  # fmt: skip
-    if not full_map:  # one uid: podman can store the files only with their owners squashed
-        podman += ["--storage-opt", "vfs.ignore_chown_errors=true"]
-    with private_runtime(tmp_path) as env:
-
-        def pod(*args: str) -> str:
-            res = subprocess.run(
-                [*podman, *args], capture_output=True, text=True, env=env, timeout=120
-            )
-            assert res.returncode == 0, res.stderr
-            return res.stdout
-
-        try:
-            pod("pull", "-q", "--tls-verify=false", ref)
-            return pod("run", "--rm", "--network", "none", ref, "/bin/sh", "-c", LISTING)
-        finally:
-            # files of uid 1000 belong to a subordinate id on the host: only podman's
-            # user namespace can remove them
-            subprocess.run([*podman, "system", "reset", "-f"], env=env, capture_output=True)
-            subprocess.run(
-                [*podman, "unshare", "rm", "-rf", str(tmp_path / "proot"), str(runroot)],
-                env=env,
-                capture_output=True,
-            )
-            shutil.rmtree(runroot, ignore_errors=True)
-
-
-def _owners_dropped(listing: str) -> list[str]:
-    """The listing without uid and gid (columns 4 and 5 of the stat lines)."""
-    out = []
-    for line in listing.splitlines():
-        cols = line.split(" ")
-        if line.startswith("/") and len(cols) >= 5:
-            del cols[3:5]
-        out.append(" ".join(cols))
-    return out
+    with scratch_podman(tmp_path, full_map) as pod:
+        pod("pull", "-q", "--tls-verify=false", ref)
+        return pod("run", "--rm", "--network", "none", ref, "/bin/sh", "-c", LISTING)
 
 
 def test_committed_image_runs_under_podman_with_the_same_tree(
@@ -351,7 +299,7 @@ def test_committed_image_runs_under_podman_with_the_same_tree(
             assert "/app/owned/f regular file 640 1000 1000 5 1" in ours.stdout
             assert theirs == ours.stdout
         else:
-            assert _owners_dropped(theirs) == _owners_dropped(ours.stdout)
+            assert owners_dropped(theirs) == owners_dropped(ours.stdout)
     finally:
         rsbox("rm", "-f", name, second)
         rsbox("rmi", image, base)

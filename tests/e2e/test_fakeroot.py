@@ -10,8 +10,6 @@ range compares with what the user with one must produce.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import tarfile
 from pathlib import Path
@@ -20,8 +18,7 @@ import pytest
 
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_workloads import debian_tarball
-
-Header = tuple[str, str, str, int, int, str]  # name, type, mode, uid, gid, link target
+from tests.images import archive_layers, layer_headers
 
 SCRIPT = r"""
 set -e
@@ -94,18 +91,7 @@ def _top_layer(rsbox: Rsbox, container: str, tmp_path: Path) -> dict[str, tarfil
     out = tmp_path / f"{image.rsplit('/', 1)[1]}.tar"
     rsbox("save", "-o", str(out), image, check=True, timeout=300)
     rsbox("rmi", image, check=True)
-    with tarfile.open(out) as archive:
-        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
-        raw = archive.extractfile(manifest[0]["Layers"][-1]).read()  # type: ignore[union-attr]
-    with tarfile.open(fileobj=io.BytesIO(raw)) as layer:
-        return {m.name.rstrip("/"): m for m in layer.getmembers()}
-
-
-def _headers(members: dict[str, tarfile.TarInfo]) -> set[Header]:
-    return {
-        (name, m.type.decode(), oct(m.mode), m.uid, m.gid, m.linkname)
-        for name, m in members.items()
-    }
+    return archive_layers(out)[-1]
 
 
 def _run_and_commit(
@@ -136,7 +122,7 @@ def test_chown_set_ids_and_new_files_are_committed_as_under_a_full_map(
         seen, full = _run_and_commit(rsbox, debian, ("--userns", "auto"), SCRIPT, tmp_path)
         assert seen == SEEN
         _check_expected(full)
-        assert _headers(single) == _headers(full)
+        assert layer_headers(single) == layer_headers(full)
 
 
 def test_without_fakeroot_a_single_id_map_refuses_chown(rsbox: Rsbox, debian: str) -> None:
@@ -227,4 +213,4 @@ def test_apt_installs_a_package_and_keeps_its_owners(
     if full_map:  # apt and dpkg with real ids: the same layer headers
         seen, full = _run_and_commit(rsbox, debian, ("--userns", "auto"), script, tmp_path)
         assert seen == "daemon:daemon 1770\ndaemon:daemon 6755\n"
-        assert _headers(layer) == _headers(full)
+        assert layer_headers(layer) == layer_headers(full)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.conftest import IN_CI, Rsbox, one_line_error
 from tests.images import make_busybox_rootfs
 from tests.registry import Registry, running_registry
 from tests.rootless.test_image_stores import chmod_tree, snapshot
@@ -45,13 +45,6 @@ def _push(registry: Registry, base: Path, name: str, text: str) -> str:
     ref = f"{registry.host}/shared/{name}:1"
     scratch("push", name, ref, check=True)
     return ref
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rsbox: error:"), res.stderr
-    assert "(hint: " in lines[0] and all(w in lines[0] for w in words), lines[0]
 
 
 def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
@@ -81,7 +74,7 @@ def test_a_shared_store_is_run_from_without_writes_and_pulled_into_while_in_use(
         assert listing[0].split()[-1] == "R/O" and listing[1].split()[-1] == "yes"
         assert f"image store (read-only): {shared}, 1 images" in reader("info").stdout
         reader("run", "--name", "kept", first, "sh", "-c", "echo mine > /mine", check=True)
-        _one_line_error(reader("rmi", first), "read-only image store", str(shared))
+        one_line_error(reader("rmi", first), "read-only image store", str(shared), alone=True)
         # the container keeps working without --image-store: its image is pinned
         assert mine("start", "-a", "kept", check=True).returncode == 0
         # a commit makes an image of the own store: the base layers are copied in
@@ -170,5 +163,5 @@ def test_another_user_runs_from_a_store_they_cannot_write(tmp_path: Path) -> Non
     assert (res.returncode, res.stdout) == (0, "shared\n"), res.stderr
     rows = mine("--image-store", str(shared), "images", check=True).stdout.splitlines()
     assert rows[0].split()[-1] == "R/O" and rows[1].split()[-1] == "yes", rows
-    _one_line_error(mine("--image-store", str(shared), "rmi", "shared-bb"), "read-only")
+    one_line_error(mine("--image-store", str(shared), "rmi", "shared-bb"), "read-only", alone=True)
     assert snapshot(shared) == before

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import IN_CI, Rsbox
+from tests.e2e.conftest import IN_CI, Rsbox, one_line_error
 from tests.images import (
     GIB,
     docker_archive,
@@ -32,17 +32,14 @@ from tests.images import (
 from tests.podman import private_runtime
 from tests.registry import PASSWORD, USER, Registry, running_registry
 from tests.rootless.leftovers import leftovers, nothing_stored
+from tests.shared import need_tools
 
 TOOLS = ("/usr/bin/docker-registry", "skopeo", "umoci", "openssl", "htpasswd")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _tools() -> None:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing and IN_CI:
-        pytest.fail(f"missing tools for the registry tests: {missing} (./setup.sh packages)")
-    if missing:
-        pytest.skip(f"missing tools: {missing}")
+    need_tools(TOOLS, "the registry tests")
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +72,6 @@ def skopeo(*args: str) -> str:
     res = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     return res.stdout
-
-
-def one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 125, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.startswith("rsbox: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "(hint: " in lines[0], lines[0]
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def test_skopeo_pushed_index_with_zstd_layer_is_pulled_and_run(multi: str, fresh: Rsbox) -> None:

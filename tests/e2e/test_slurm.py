@@ -14,15 +14,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Rsbox
-from tests.shared import unavailable
+from tests.shared import unavailable, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NODES = ("n1", "n2")
@@ -78,13 +77,8 @@ def _job_field(job: str, field: str) -> str:
     return m.group(1)
 
 
-def _wait(what: str, cond: object, timeout: float = 60) -> None:
-    """Poll `cond` (a callable) until true; the timeout only bounds a hang."""
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+def _wait(what: str, cond: Callable[[], object]) -> None:
+    wait_until(what, cond, timeout=60, poll=0.1)
 
 
 def test_srun_runs_a_container_with_the_jobs_variables_and_returns_its_status(

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rsbox
+from tests.e2e.conftest import Rsbox, du, one_line_error, table
 from tests.images import make_busybox_rootfs, make_layered_oci_layout
 
 DECIMAL = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
@@ -32,30 +31,6 @@ def _bytes(text: str) -> float:
     m = re.fullmatch(r"([\d.]+)([kMGT]?B)", text)
     assert m, text
     return float(m[1]) * DECIMAL[m[2]]
-
-
-def _du(*paths: Path) -> int:
-    out = subprocess.run(
-        ["du", "-s", "-B1", "-c", *map(str, paths)], capture_output=True, text=True, check=True
-    ).stdout
-    return int(out.splitlines()[-1].split()[0])
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert res.returncode == 125, (res.returncode, res.stdout, res.stderr)
-    assert res.stderr.count("\n") == 1 and res.stderr.startswith("rsbox: error: "), res.stderr
-    assert "Traceback" not in res.stderr
-    for w in words:
-        assert w in res.stderr, res.stderr
-
-
-def _table(*rows: tuple[str, ...]) -> str:
-    """Docker's tabwriter (minwidth 10, padding 3), written out for the expectations."""
-    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "".join(
-        "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] + "\n"
-        for r in rows
-    )
 
 
 @pytest.fixture()
@@ -92,7 +67,7 @@ def test_ps_and_inspect_formats_are_dockers(rsbox: Rsbox, sleeper: tuple[str, st
     # container_ls.md: `docker ps --format "table {{.ID}}\t{{.Labels}}"`: a header of
     # Docker's column names, then the rows, aligned
     res = rsbox("ps", *only, "--format", "table {{.ID}}\\t{{.Names}}\\t{{.Ports}}", check=True)
-    assert res.stdout == _table(
+    assert res.stdout == table(
         ("CONTAINER ID", "NAMES", "PORTS"), (cid[:12], name, f"0.0.0.0:{port}->80/tcp")
     )
     # container_ls.md: `docker ps --format json`, as `{{json .}}` (rsbox's `json` is the
@@ -129,10 +104,12 @@ def test_ps_and_inspect_formats_are_dockers(rsbox: Rsbox, sleeper: tuple[str, st
     assert (
         rsbox("inspect", "-f", "{{json .Config.Image}}", name, check=True).stdout == '"busybox"\n'
     )
-    _one_line_error(rsbox("inspect", "-f", "{{.State.Nope}}", name), '"Nope"', "Status")
-    _one_line_error(rsbox("ps", "--format", "{{.Nope}}"), '"Nope"', "Names")
-    _one_line_error(rsbox("ps", "--format", "table {{.ID"), "--format")
-    _one_line_error(rsbox("ps", "--filter", "colour=red"), "colour")
+    one_line_error(
+        rsbox("inspect", "-f", "{{.State.Nope}}", name), '"Nope"', "Status", hint=False, alone=True
+    )
+    one_line_error(rsbox("ps", "--format", "{{.Nope}}"), '"Nope"', "Names", hint=False, alone=True)
+    one_line_error(rsbox("ps", "--format", "table {{.ID"), "--format", hint=False, alone=True)
+    one_line_error(rsbox("ps", "--filter", "colour=red"), "colour", hint=False, alone=True)
 
 
 def test_ps_filters(rsbox: Rsbox, busybox: str, layered: str, name: str) -> None:
@@ -167,7 +144,7 @@ def test_images_formats_and_filters(own: Rsbox) -> None:
     )
     # image_ls.md: `docker images --format "table {{.ID}}\t{{.Repository}}\t{{.Tag}}"`
     res = own("images", *bb, "--format", "table {{.ID}}\\t{{.Repository}}\\t{{.Tag}}", check=True)
-    assert res.stdout == _table(
+    assert res.stdout == table(
         ("IMAGE ID", "REPOSITORY", "TAG"), (iid[:12], "localhost/bb", "latest")
     )
     # image_ls.md: `docker images --format json`: Docker's keys, <none> escaped as Go does
@@ -195,8 +172,8 @@ def test_images_formats_and_filters(own: Rsbox) -> None:
     fmt = ("--format", "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}")
     assert own("image", "ls", *fmt, check=True).stdout == own("images", *fmt, check=True).stdout
     assert own("images", "--filter", "dangling=true", "-q", check=True).stdout == ""
-    _one_line_error(own("images", "--format", "{{.Tags}}"), '"Tags"', "Tag")
-    _one_line_error(own("images", "--filter", "dangling=maybe"), "dangling")
+    one_line_error(own("images", "--format", "{{.Tags}}"), '"Tags"', "Tag", hint=False, alone=True)
+    one_line_error(own("images", "--filter", "dangling=maybe"), "dangling", hint=False, alone=True)
 
 
 def test_system_df_is_du_of_the_stores_parts(own: Rsbox) -> None:
@@ -215,7 +192,7 @@ def test_system_df_is_du_of_the_stores_parts(own: Rsbox) -> None:
             ("Images", [root / "layers", root / "blobs"]),
             ("Containers", [root / "containers"]),
         ):
-            size, measured = _bytes(by_type[kind]["Size"]), _du(*parts)
+            size, measured = _bytes(by_type[kind]["Size"]), du(*parts)
             assert abs(size - measured) <= measured / 100, (kind, size, measured)
         assert (by_type["Containers"]["TotalCount"], by_type["Containers"]["Active"]) == ("1", "0")
         assert by_type["Containers"]["Reclaimable"].endswith("%)")
@@ -366,9 +343,14 @@ def test_stats_sees_a_busy_cpu_and_an_idle_one(rsbox: Rsbox, busybox: str, name:
             idle = f"{name}-plain"
         else:
             idle = f"{name}-idle"
-        _one_line_error(rsbox("pause", idle), "cgroup")
-        _one_line_error(rsbox("container", "unpause", idle), "cgroup")
-        _one_line_error(rsbox("stats", "--no-stream", "no-such-container"), "no-such-container")
+        one_line_error(rsbox("pause", idle), "cgroup", hint=False, alone=True)
+        one_line_error(rsbox("container", "unpause", idle), "cgroup", hint=False, alone=True)
+        one_line_error(
+            rsbox("stats", "--no-stream", "no-such-container"),
+            "no-such-container",
+            hint=False,
+            alone=True,
+        )
     finally:
         rsbox("rm", "-f", f"{name}-busy", f"{name}-idle", f"{name}-plain")
 
@@ -390,8 +372,15 @@ def test_rename_then_ps_shows_the_new_name(rsbox: Rsbox, busybox: str, name: str
         assert ps.stdout == f"{name}-new\n"
         assert rsbox("container", "rename", cid[:12], f"{name}-2", check=True).returncode == 0
         assert rsbox("inspect", "-f", "{{.Name}}", cid, check=True).stdout == f"{name}-2\n"
-        _one_line_error(rsbox("rename", f"{name}-2", f"{name}-other"), "already in use")
-        _one_line_error(rsbox("rename", f"{name}-2", "bad name"), "invalid container name")
+        one_line_error(
+            rsbox("rename", f"{name}-2", f"{name}-other"), "already in use", hint=False, alone=True
+        )
+        one_line_error(
+            rsbox("rename", f"{name}-2", "bad name"),
+            "invalid container name",
+            hint=False,
+            alone=True,
+        )
         assert rsbox("exec", f"{name}-2", "true").returncode == 0  # still the same container
     finally:
         rsbox("rm", "-f", cid, f"{name}-other")
@@ -415,5 +404,5 @@ def test_management_forms_are_the_plain_verbs(rsbox: Rsbox, busybox: str, name: 
     info = rsbox("system", "info", check=True).stdout
     assert info.splitlines()[0] == rsbox("info", check=True).stdout.splitlines()[0]
     assert "prune" in rsbox("container", "--help", check=True).stdout
-    _one_line_error(rsbox("container", "frobnicate"), "frobnicate")
+    one_line_error(rsbox("container", "frobnicate"), "frobnicate", hint=False, alone=True)
     assert rsbox("inspect", name).returncode == 125  # `container rm` removed it

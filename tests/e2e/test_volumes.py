@@ -20,36 +20,10 @@ from pathlib import Path
 import pytest
 
 from rootless.idmap import host_idmap
-from tests.e2e.conftest import Rsbox
+from tests.e2e.conftest import Rsbox, du, one_line_error, table
 from tests.images import TarBuilder, make_busybox_rootfs, write_oci_layout
 
 APP = {"uid": 1000, "gid": 1000, "uname": "app", "gname": "app"}
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert res.returncode == 125, (res.returncode, res.stdout, res.stderr)
-    assert res.stderr.count("\n") == 1 and res.stderr.startswith("rsbox: error: "), res.stderr
-    assert "Traceback" not in res.stderr
-    for w in words:
-        assert w in res.stderr, res.stderr
-
-
-def _table(*rows: tuple[str, ...]) -> str:
-    """Docker's tabwriter (minwidth 10, padding 3), written out for the expectations."""
-    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "".join(
-        "".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + r[-1] + "\n"
-        for r in rows
-    )
-
-
-def _du(*paths: Path) -> int:
-    """`du` as the user runs it: a directory it cannot read (a subordinate id's, under the
-    full map) counts as itself, and du says so on stderr and exits 1."""
-    out = subprocess.run(
-        ["du", "-s", "-B1", "-c", *map(str, paths)], capture_output=True, text=True
-    ).stdout
-    return int(out.splitlines()[-1].split()[0])
 
 
 def _seeded_store(base: Path) -> Rsbox:
@@ -187,7 +161,9 @@ def test_volume_in_use_is_not_removed_and_rm_f_takes_the_container(seeded: Rsbox
     assert cid.returncode == 0
     full_id = seeded("inspect", "--format", "{{.Id}}", c1, check=True).stdout.strip()
     res = seeded("volume", "rm", vol)
-    _one_line_error(res, f"remove {vol}: volume is in use - [{full_id}]", "hint:")
+    one_line_error(
+        res, f"remove {vol}: volume is in use - [{full_id}]", "hint:", hint=False, alone=True
+    )
     assert vol in _volumes(seeded)
     # The same removal is allowed once the container is gone.
     seeded("rm", c1, check=True)
@@ -249,7 +225,7 @@ def test_ls_and_inspect_print_dockers_shapes(tmp_path: Path) -> None:
     rs("volume", "create", "tyler", "--label", "is-timelord=yes", check=True)
     rs("volume", "create", "daleks", "--label", "is-timelord=no", check=True)
     # volume_ls.md: the default table, sorted by name.
-    assert rs("volume", "ls", check=True).stdout == _table(
+    assert rs("volume", "ls", check=True).stdout == table(
         ("DRIVER", "VOLUME NAME"), ("local", "daleks"), ("local", "rosemary"), ("local", "tyler")
     )
     assert rs("volume", "ls", "-q", check=True).stdout == "daleks\nrosemary\ntyler\n"
@@ -265,7 +241,7 @@ def test_ls_and_inspect_print_dockers_shapes(tmp_path: Path) -> None:
     )
     assert rs(
         "volume", "ls", "--format", 'table {{.Name}}\t{{.Label "is-timelord"}}', check=True
-    ).stdout == _table(("VOLUME NAME", "is timelord"), ("daleks", "no"), ("rosemary", ""), ("tyler", "yes"))  # fmt: skip
+    ).stdout == table(("VOLUME NAME", "is timelord"), ("daleks", "no"), ("rosemary", ""), ("tyler", "yes"))  # fmt: skip
     # Filters (volume_ls.md): label alone, label=value, name (a part), dangling.
     ls = ("volume", "ls", "-q", "--filter")
     assert rs(*ls, "label=is-timelord", check=True).stdout == "daleks\ntyler\n"
@@ -318,7 +294,7 @@ def test_prune_removes_exactly_the_unused_volumes(fresh: Rsbox) -> None:
     assert line["Type"] == "Local Volumes"
     assert (line["TotalCount"], line["Active"]) == ("5", "2")
     size = float(line["Size"].rstrip("kMB")) * {"kB": 1e3, "MB": 1e6}[line["Size"][-2:]]
-    assert abs(size - _du(*(rs.root / "volumes").iterdir())) <= 0.01 * size
+    assert abs(size - du(*(rs.root / "volumes").iterdir(), check=False)) <= 0.01 * size
 
     verbose = rs("system", "df", "-v", check=True).stdout
     assert re.search(r"\nused-named +1 +\S+\n", verbose), verbose
@@ -433,5 +409,5 @@ def test_bad_input_is_one_line(
 ) -> None:
     rs = Rsbox(tmp_path / "store")
     rs("import", str(make_busybox_rootfs(tmp_path / "bb")), "bb", check=True)
-    _one_line_error(rs(*args), *words)
+    one_line_error(rs(*args), *words, hint=False, alone=True)
     assert _volumes(rs) == set(), "nothing is created by a refused command"

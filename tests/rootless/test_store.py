@@ -25,16 +25,10 @@ from rootless.oci_layout import import_oci_layout
 from rootless.store import RESERVE_ENV, Store, default_root, normalize_name, store_reserve
 from tests.images import (
     TarBuilder,
-    make_busybox_tarball,
     write_oci_layout,
     write_oci_layout_blobs,
 )
 from tests.rootless.leftovers import nothing_stored
-
-
-@pytest.fixture
-def busybox_tar(tmp_path: Path) -> Path:
-    return make_busybox_tarball(tmp_path / "busybox.tar.gz")
 
 
 def test_default_root_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -22,12 +22,6 @@ from rootless.storefs import (
     private_dir,
     probe_user_xattrs,
 )
-from tests.images import make_busybox_tarball
-
-
-@pytest.fixture
-def busybox_tar(tmp_path: Path) -> Path:
-    return make_busybox_tarball(tmp_path / "busybox.tar.gz")
 
 
 @pytest.mark.parametrize(
