@@ -59,12 +59,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, TypeVar
 
 from fs.changes import Entry, Stack, merged_entries
 from fs.resolve import join
 from rootless.errors import ContainerError, RsboxError, UsageError
 from rootless.store import Container, Store
+
+P = TypeVar("P")
+C = TypeVar("C")
 
 MAX_SYMLINKS = 40  # as the kernel (ELOOP)
 _CHUNK = 1 << 20
@@ -207,37 +210,48 @@ def write_source(stack: Stack, source: Source, top: str, out: BinaryIO) -> int:
     return total
 
 
+def through_pipe(
+    produce: Callable[[BinaryIO], P], consume: Callable[[BinaryIO], C], name: str
+) -> tuple[P, C]:
+    """Run `produce(writer)` on a thread into a pipe while `consume(reader)` reads it
+    here; (what each returned). If the producer failed, its error is the one raised: it
+    is why the stream broke off (a consumer's error then only follows from it)."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    produced: list[P] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with open(w, "wb") as out:
+                produced.append(produce(out))
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    try:
+        with open(r, "rb") as raw:
+            consumed = consume(raw)
+    except BaseException:
+        t.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    t.join()
+    if failed:
+        raise failed[0]
+    return produced[0], consumed
+
+
 def extract_to_host(produce: Callable[[BinaryIO], int], where: Path) -> int:
     """Run `produce(stream)` in a thread writing a tar into a pipe, and extract that
     stream into the host directory `where` (rootless.extract: no write outside it)."""
     from rootless.extract import extract_stream
 
-    r, w = os.pipe2(os.O_CLOEXEC)
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            with open(w, "wb") as out:
-                result["total"] = produce(out)
-        except BrokenPipeError:
-            pass
-        except BaseException as exc:
-            result["error"] = exc
-
-    t = threading.Thread(target=run, name="cp-tar", daemon=True)
-    t.start()
-    try:
-        with open(r, "rb") as raw:
-            extract_stream(raw, where)
-    except BaseException:
-        t.join()
-        if "error" in result:  # the stream broke off because reading it failed: say why
-            raise result["error"] from None
-        raise
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return int(result.get("total", 0))
+    total, _ = through_pipe(produce, lambda raw: extract_stream(raw, where), "cp-tar")
+    return total
 
 
 # --- into a container ----------------------------------------------------------------------
@@ -680,38 +694,17 @@ def copy_in(
                 return _copy_in_running(c, plan, produce)
             image = store.resolve_image(c.image_id)
             target = UnionTarget(image.layers, c.upper)
-            r, w = os.pipe2(os.O_CLOEXEC)
-            result: dict[str, BaseException] = {}
 
-            def feed() -> None:
-                try:
-                    with open(w, "wb") as out:
-                        produce(out)
-                except BrokenPipeError:
-                    pass
-                except BaseException as exc:
-                    result["error"] = exc
-
-            t = threading.Thread(target=feed, name="cp-feed", daemon=True)
-            t.start()
-            try:
-                with (
-                    open(r, "rb") as raw,
-                    tarfile.open(
-                        fileobj=raw, mode="r|", encoding="utf-8", errors="surrogateescape"
-                    ) as tar,
-                ):
+            def consume(raw: BinaryIO) -> int:
+                with tarfile.open(
+                    fileobj=raw, mode="r|", encoding="utf-8", errors="surrogateescape"
+                ) as tar:
                     total = apply_archive(target, tar, plan)
                     while raw.read(_CHUNK):
                         pass
-            except BaseException:
-                t.join()
-                if "error" in result:  # the stream broke off because the source failed
-                    raise result["error"] from None
-                raise
-            t.join()
-            if "error" in result:
-                raise result["error"]
+                return total
+
+            _, total = through_pipe(produce, consume, "cp-feed")
             return total, 0
         except OSError as exc:
             raise error_of(exc, f"{src} to {c.name}:{dest}") from exc
