@@ -214,3 +214,20 @@ def test_apt_installs_a_package_and_keeps_its_owners(
         seen, full = _run_and_commit(rsbox, debian, ("--userns", "auto"), script, tmp_path)
         assert seen == "daemon:daemon 1770\ndaemon:daemon 6755\n"
         assert layer_headers(layer) == layer_headers(full)
+
+
+def test_a_user_other_than_root_is_taken_on_without_capabilities(
+    rsbox: Rsbox, debian: str
+) -> None:
+    """`-u` (an image's USER) under fakeroot on a single-id map goes through the emulated
+    set*id calls (rootless.launch.become): the process sees its ids and, as in Docker,
+    holds no capability. Controls: root keeps Docker's set; without fakeroot the same
+    map refuses the user in one line."""
+    probe = "id -u; id -g; grep CapEff /proc/self/status"
+    res = rsbox.run("--rm", *FAKEROOT, "-u", "1000:1000", debian, "sh", "-c", probe, timeout=120)
+    assert (res.returncode, res.stdout) == (0, "1000\n1000\nCapEff:\t0000000000000000\n"), res
+    res = rsbox.run("--rm", *FAKEROOT, debian, "sh", "-c", probe, timeout=120)
+    assert (res.returncode, res.stdout) == (0, "0\n0\nCapEff:\t00000000a80425fb\n"), res
+    res = rsbox.run("--rm", "--userns", "single", "-u", "1000", debian, "id", timeout=120)
+    assert res.returncode == 125 and "not mapped in a single-id user namespace" in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
