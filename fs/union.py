@@ -39,7 +39,7 @@ import itertools
 import os
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NewType
@@ -109,7 +109,11 @@ class UnionSpec:
 
     lowers: tuple[Path, ...]
     upper: Path
-    mapped_ids: range = range(0, 65536)
+    mapped_ids: Container[int] = range(0, 65536)  # uids; and gids unless `mapped_gids`
+    mapped_gids: Container[int] | None = None
+    # An owner the map lacks is shown as these ids (the truth stays in meta): 0 when root
+    # is the one mapped id; the user's own under rsbox's --userns keep-id single map.
+    unmapped_as: tuple[int, int] = (0, 0)
     plain_lowers: bool = False
     squash_uid: int | None = None  # show every entry as owned by this id (fuse-overlayfs's
     squash_gid: int | None = None  # squash_to_uid/gid options)
@@ -363,7 +367,8 @@ class Union:
             mode, uid, gid, rdev = st.st_mode, st.st_uid, st.st_gid, st.st_rdev
         else:
             mode, uid, gid, rdev = st.st_mode, 0, 0, 0
-        ids = self.spec.mapped_ids
+        uids = self.spec.mapped_ids
+        gids = uids if self.spec.mapped_gids is None else self.spec.mapped_gids
         if self.spec.squash_uid is not None:
             uid = self.spec.squash_uid
         if self.spec.squash_gid is not None:
@@ -374,8 +379,8 @@ class Union:
             # Merged directories have no true link count; 1 is the conventional
             # "unknown" (btrfs does it) and stops find/fts from trusting nlink-2.
             nlink=1 if stat.S_ISDIR(mode) else st.st_nlink,
-            uid=uid if uid in ids else 0,
-            gid=gid if gid in ids else 0,
+            uid=uid if uid in uids else self.spec.unmapped_as[0],
+            gid=gid if gid in gids else self.spec.unmapped_as[1],
             rdev=rdev,
             size=st.st_size,
             blksize=st.st_blksize,

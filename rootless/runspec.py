@@ -7,6 +7,7 @@ Docker's rules for Entrypoint/Cmd/Env/WorkingDir/User). All of it is pure and un
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("host", "none", "pasta", "slirp4netns")
-USERNS_MODES = ("auto", "single")
+USERNS_MODES = ("auto", "single", "keep-id")  # rootless.idmap
+BUILD_USERNS_MODES = ("auto", "single")  # a build's steps run as the image's root
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +262,12 @@ class RunSpec:
         if self.userns not in USERNS_MODES:
             raise UsageError(
                 f"unsupported user namespace mode {self.userns!r}",
-                hint="use --userns auto or single",
+                hint="use --userns auto, single or keep-id",
+            )
+        if self.userns == "keep-id" and self.seccomp == "fakeroot":
+            raise UsageError(
+                "--userns keep-id cannot be combined with seccomp=fakeroot",
+                hint="fakeroot emulates ids on a map whose one id is root; drop one of them",
             )
         if self.workdir is not None and not self.workdir.startswith("/"):
             raise UsageError(
@@ -341,6 +348,14 @@ class ProcessPlan:
         )
 
 
+def _default_user(spec: RunSpec, image: ImageDefaults) -> str:
+    """The image's USER; under --userns keep-id the caller's own uid:gid, as Podman does
+    (the launch writes /etc/passwd and /etc/group entries for them: rootless.launch.keepid)."""
+    if spec.userns == "keep-id":
+        return f"{os.getuid()}:{os.getgid()}"
+    return image.user
+
+
 def plan_process(spec: RunSpec, image: ImageDefaults, container_id: str) -> ProcessPlan:
     """Docker's rules: `--entrypoint` replaces the image Entrypoint and clears its Cmd
     (`--entrypoint ""` means none); a command on the CLI replaces Cmd."""
@@ -367,6 +382,6 @@ def plan_process(spec: RunSpec, image: ImageDefaults, container_id: str) -> Proc
         argv=argv,
         env=tuple(env),
         cwd=spec.workdir or image.workdir or "/",
-        user=spec.user if spec.user is not None else image.user,
+        user=spec.user if spec.user is not None else _default_user(spec, image),
         hostname=hostname,
     )

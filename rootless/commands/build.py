@@ -96,7 +96,7 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.images.build import BuildOptions, build, find_containerfile
     from rootless.images.commit import timestamp_option
     from rootless.images.layer_tar import check_compression
-    from rootless.runspec import USERNS_MODES, Volume
+    from rootless.runspec import BUILD_USERNS_MODES, Volume
     from rootless.store import normalize_name
 
     context = Path(ns.context)
@@ -113,7 +113,7 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
             f"unsupported --network {ns.network!r} for a build",
             hint="RUN steps use the host's network (default) or none",
         )
-    if ns.userns not in USERNS_MODES:
+    if ns.userns not in BUILD_USERNS_MODES:
         raise UsageError(f"unsupported --userns {ns.userns!r}", hint="use auto or single")
     volumes = tuple(Volume.parse(v) for v in ns.volume)
     for v in volumes:

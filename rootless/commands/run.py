@@ -75,7 +75,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="every capability of the user namespace, no masked paths, no seccomp filter",
     )
-    r.add_argument("--userns", default="auto", metavar="auto|single")
+    r.add_argument(
+        "--userns",
+        default="auto",
+        metavar="auto|single|keep-id",
+        help="keep-id: you are your own uid and gid inside (Podman's keep-id)",
+    )
     r.add_argument(
         "--security-opt", action="append", default=[], metavar="seccomp=PATH|NAME|unconfined"
     )

@@ -81,6 +81,9 @@ class Process(Record):
     rlimits: tuple[tuple[int, int, int], ...]
     bpf: bytes | None  # None: unconfined (no_new_privs all the same)
     init: bool = False  # --init: execute rsbox-init (INIT_PATH), which runs argv
+    # The container's uid and gid that are the host user (rootless.idmap): (0, 0), or the
+    # user's own under --userns keep-id. On a single-id map they are the only ids there are.
+    host_ids: tuple[int, int] = (0, 0)
 
     def to_json(self) -> dict[str, object]:
         """What `exec` starts from (rootless.lifecycle.save_process): this process but its
@@ -90,6 +93,7 @@ class Process(Record):
             "cwd": self.cwd,
             "user": self.user,
             "full_idmap": self.full_idmap,
+            "host_ids": list(self.host_ids),
             "caps": sorted(self.caps),
             "rlimits": [list(r) for r in self.rlimits],
         }
@@ -105,7 +109,16 @@ class Process(Record):
             caps=frozenset(str(c) for c in doc["caps"]),
             rlimits=tuple((int(r), int(s), int(h)) for r, s, h in doc["rlimits"]),
             bpf=bpf,
+            host_ids=_host_ids(doc.get("host_ids")),
         )
+
+
+def _host_ids(value: Any) -> tuple[int, int]:
+    """Saved `host_ids`; a process saved before keep-id existed has none: (0, 0)."""
+    if value is None:
+        return (0, 0)
+    uid, gid = value
+    return (int(uid), int(gid))
 
 
 def process_of(launch: Launch) -> Process:
@@ -124,6 +137,7 @@ def process_of(launch: Launch) -> Process:
         else (),
         bpf=launch.bpf,
         init=spec.init,
+        host_ids=(launch.idmap.inside_uid, launch.idmap.inside_gid),
     )
 
 
@@ -198,14 +212,16 @@ def close_fds_except(*keep: int) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _switch_ids(user: ExecUser, full_idmap: bool) -> None:
-    if not full_idmap and (user.uid != 0 or user.gid != 0):
+def _switch_ids(user: ExecUser, proc: Process) -> None:
+    if not proc.full_idmap and (user.uid, user.gid) != proc.host_ids:
+        uid, gid = proc.host_ids
         raise HostError(
-            f"user {user.uid}:{user.gid} is not mapped in a single-id user namespace",
+            f"user {user.uid}:{user.gid} is not mapped in a single-id user namespace "
+            f"(it maps only {uid}:{gid}, you on the host)",
             hint="add a range for your user to /etc/subuid and /etc/subgid (see rsbox info)",
         )
     try:
-        if full_idmap:
+        if proc.full_idmap:
             os.setgroups(list(user.groups))
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
@@ -247,7 +263,7 @@ def _seal(
     # the switch is made once P1 answers set*id calls (below), which it emulates and keeps.
     emulated = learning is not None and learning.emulated_ids and not proc.full_idmap
     if not emulated:
-        _switch_ids(user, proc.full_idmap)
+        _switch_ids(user, proc)
     capabilities.set_current(proc.caps if user.uid == 0 else frozenset())
     try:
         os.chdir(proc.cwd)

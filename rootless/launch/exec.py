@@ -343,12 +343,14 @@ def _planned_process(cdir: str) -> Process:
     config = read_json(Path(cdir) / CONFIG_NAME)
     plan = config.get("plan") or {}
     run_spec = RunSpec.from_json(config.get("spec") or {"image": ""})
+    idmap = host_idmap(run_spec.userns)
     return Process(
         argv=(),
         env=tuple(plan.get("env") or ()),
         cwd=str(plan.get("cwd") or "/"),
         user=str(plan.get("user") or ""),
-        full_idmap=host_idmap(run_spec.userns).full,
+        full_idmap=idmap.full,
+        host_ids=(idmap.inside_uid, idmap.inside_gid),
         caps=run_spec.capabilities(),
         rlimits=tuple(run_spec.limits().rlimits()) if run_spec.has_limits else (),
         bpf=_bpf(cdir),

@@ -188,6 +188,7 @@ def _launch(
 ) -> Launch:
     """What the process tree needs for this container (run and start alike)."""
     from rootless.launch.initbin import init_binary
+    from rootless.launch.keepid import host_user
 
     idmap = host_idmap(spec.userns)
     notify_program = _notify_program(store, spec, caps, idmap.full)
@@ -211,6 +212,7 @@ def _launch(
         notify_program=notify_program,
         init_binary=init_binary() if spec.init else None,
         cgroup=cgroup,
+        keep_id_user=host_user(idmap.uid, idmap.gid) if idmap.keep_id else None,
     )
 
 

@@ -23,7 +23,7 @@ import subprocess
 from rootless import cgroups, lifecycle, network, slurm
 from rootless import syscalls as sc
 from rootless.errors import ContainerError, HostError, RsboxError
-from rootless.idmap import IdMap
+from rootless.idmap import IdMap, proc_map_text
 from rootless.launch.prefork import Helper
 from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
@@ -60,12 +60,14 @@ def write_maps(pid: int, idmap: IdMap) -> None:
         return
     # uid_map, then "deny" to setgroups (required before an unprivileged gid_map), then
     # gid_map: the order the kernel accepts from an unprivileged writer.
+    # One line each (`0 U 1`, or `U U 1` under keep-id): the kernel lets an unprivileged
+    # writer map its own id, and only that.
     with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write(f"0 {idmap.uid} 1\n")
+        f.write(proc_map_text(idmap.uid_lines()))
     with open(f"/proc/{pid}/setgroups", "w") as f:
         f.write("deny\n")
     with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write(f"0 {idmap.gid} 1\n")
+        f.write(proc_map_text(idmap.gid_lines()))
 
 
 def run(helper: Helper, launch: Launch) -> int:
@@ -183,7 +185,8 @@ def _attach_pasta(helper: Helper, launch: Launch) -> None:
     except RsboxError:
         helper.abort()
         raise
-    os.write(helper.go_w, WIRED)
+    with contextlib.suppress(BrokenPipeError):  # P1 failed meanwhile: its error is reported
+        os.write(helper.go_w, WIRED)
 
 
 def _detached_started(helper: Helper) -> int:

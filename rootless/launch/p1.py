@@ -88,7 +88,14 @@ def main(pipes: Pipes) -> None:
         os.close(pipes.ready_w)
         os.close(pipes.go_r)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    union = UnionSpec(lowers=launch.layers, upper=launch.upper, mapped_ids=range(launch.idmap.size))
+    idmap = launch.idmap
+    union = UnionSpec(
+        lowers=launch.layers,
+        upper=launch.upper,
+        mapped_ids=idmap.mapped_uids(),
+        mapped_gids=idmap.mapped_gids(),
+        unmapped_as=idmap.unmapped_as,
+    )
     try:
         server.mount(union, launch.rootfs)
     except OSError as exc:

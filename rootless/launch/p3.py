@@ -105,23 +105,52 @@ def _lo_up() -> None:
         fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
-def _stage(files: Mapping[str, Path], over: Path) -> dict[str, Path]:
-    """Copies of /etc/hosts, hostname, resolv.conf on a tmpfs mounted over `over` (an empty
-    directory beside the container's rootfs) in our own mount namespace, for the binds: the container's mountinfo then shows
-    "/hosts" on a tmpfs, not the path of the user's store. (The staging mount is left
-    behind with the host's tree at pivot_root; the binds keep the files.)"""
-    texts = {name: path.read_bytes() for name, path in files.items()}
+def _stage(
+    files: Mapping[str, Path], over: Path, made: Mapping[str, bytes], root_mapped: bool
+) -> dict[str, Path]:
+    """Copies of /etc/hosts, hostname, resolv.conf (and `made`: keep-id's passwd and group)
+    on a tmpfs mounted over `over` (an empty directory beside the container's rootfs) in
+    our own mount namespace, for the binds: the container's mountinfo then shows "/hosts"
+    on a tmpfs, not the path of the user's store. (The staging mount is left behind with
+    the host's tree at pivot_root; the binds keep the files.) They belong to container
+    root when it is mapped: under keep-id we are the user's id here, not root."""
+    texts = {name: path.read_bytes()[: 60 << 10] for name, path in files.items()}
+    texts.update(made)
     over.mkdir(exist_ok=True)
-    sc.mount("rsbox", str(over), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=64k")
+    size = sum(len(t) // 4096 + 1 for t in texts.values()) * 4096
+    opts = f"size={size},mode=755"
+    sc.mount("rsbox", str(over), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, opts)
     staged = {}
     for name, data in texts.items():
         staged[name] = over / name
         fd = os.open(staged[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data[: 60 << 10])
+            if root_mapped and os.getuid() != 0:
+                os.fchown(fd, 0, 0)
+            os.write(fd, data)
         finally:
             os.close(fd)
     return staged
+
+
+def _keep_id_files(launch: Launch) -> dict[str, bytes]:
+    """--userns keep-id: the image's /etc/passwd and /etc/group with the caller's entries
+    (rootless.launch.keepid), read through the union before any mount covers them."""
+    user = launch.keep_id_user
+    if user is None:
+        return {}
+    from rootless.launch.become import read_userdb
+    from rootless.launch.keepid import group_text, passwd_text
+
+    rootfs = str(launch.rootfs)
+    # secure_join: an image's symlink (/etc/passwd -> /home/you/...) stays in the rootfs.
+    passwd = read_userdb(secure_join(rootfs, "/etc/passwd"))
+    group = read_userdb(secure_join(rootfs, "/etc/group"))
+    shell = os.access(secure_join(rootfs, user.shell), os.X_OK)
+    return {
+        "passwd": passwd_text(passwd, user, shell).encode(),
+        "group": group_text(group, user).encode(),
+    }
 
 
 def _read_byte(fd: int) -> bytes:
@@ -143,7 +172,12 @@ def main(pid1: Pid1) -> None:
         os.dup2(devnull, 0)
         os.close(devnull)
     steps = mount_plan(
-        etc_files=_stage(launch.etc_files, launch.cdir / "etc-stage"),
+        etc_files=_stage(
+            launch.etc_files,
+            launch.cdir / "etc-stage",
+            _keep_id_files(launch),
+            0 in launch.idmap.mapped_uids(),
+        ),
         volumes=spec.volumes,
         full_idmap=launch.idmap.full,
         own_network=spec.network != "host",

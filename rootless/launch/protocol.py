@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rootless.cgroups import ContainerCgroup
     from rootless.errors import RsboxError
     from rootless.idmap import IdMap
+    from rootless.launch.keepid import HostUser
     from rootless.runspec import ProcessPlan, RunSpec
 
 # The signals P0 (and exec's P0) forward into the container.
@@ -80,6 +81,9 @@ class Launch(Record):
     notify_program: bytes | None
     init_binary: Path | None  # --init: rsbox-init, bound at /dev/init
     cgroup: ContainerCgroup | None  # the container's own cgroup v2, when delegated
+    # --userns keep-id: the caller, for the /etc/passwd and /etc/group entries P3 binds
+    # (rootless.launch.keepid); None otherwise.
+    keep_id_user: HostUser | None = None
 
 
 # --- errors across the tree -------------------------------------------------------------

@@ -94,7 +94,8 @@ def test_volume_parse(tmp_path: Path) -> None:
     "spec",
     [
         RunSpec("img", network="bridge"),
-        RunSpec("img", userns="keep-id"),
+        RunSpec("img", userns="keep-all"),
+        RunSpec("img", userns="keep-id", seccomp="fakeroot"),
         RunSpec("img", workdir="relative"),
         RunSpec("img", env=("=x",)),
         RunSpec("img", volumes=(Volume(Path("/nonexistent/rsbox"), "/x"),)),
