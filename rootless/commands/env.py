@@ -1,4 +1,4 @@
-"""`rsbox env init|build|up|down|status` and `rsbox shell`: per-project environments
+"""`rsbox env init|build|up|down|status|exec` and `rsbox shell`: per-project environments
 (rootless.env). The project is found from the working directory (rsbox.toml)."""
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     esub.add_parser("shims", help="write .rsbox/bin/TOOL for [expose] bins").set_defaults(
         handler=_shims
     )
+    p = esub.add_parser("exec", help="run CMD in the environment, without a terminal")
+    # dest: `--root` before the command is rsbox's store option (ns.root)
+    p.add_argument(
+        "--root", dest="as_root", action="store_true", help="as root inside (needs /etc/subuid)"
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD")
+    p.set_defaults(handler=_env_exec)
     p = sub.add_parser("shell", help="a shell (or CMD) in this project's environment")
     p.add_argument(
         "--project", type=Path, metavar="DIR", help="default: found from the working directory"
@@ -155,14 +162,31 @@ def _shims(ns: argparse.Namespace, ctx: Context) -> int:
 
 
 def _shell(ns: argparse.Namespace, ctx: Context) -> int:
+    cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
+    return _enter(ctx, ns.project, cmd, sys.stdin.isatty() and sys.stdout.isatty())
+
+
+def _env_exec(ns: argparse.Namespace, ctx: Context) -> int:
+    """`rsbox env exec [--root] -- CMD`: `rsbox shell CMD` never on a pty (for scripts)."""
+    from rootless.env.container import root_needs_a_range
+
+    cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
+    if not cmd:
+        raise UsageError("env exec needs a command", hint="rsbox env exec [--root] -- CMD [ARG...]")
+    if ns.as_root:
+        root_needs_a_range()
+    return _enter(ctx, None, cmd, False, root=ns.as_root)
+
+
+def _enter(
+    ctx: Context, project: Path | None, cmd: list[str], tty: bool, *, root: bool = False
+) -> int:
     from rootless.env.config import load_config
     from rootless.env.container import exec_args
 
-    cfg = load_config(ns.project or Path.cwd())
+    cfg = load_config(project or Path.cwd())
     image_id = _need_image(ctx, cfg)
     _up(ctx, cfg, image_id)
-    cli = _cli(ctx)
-    cmd = ns.cmd[1:] if ns.cmd[:1] == ["--"] else ns.cmd
-    argv = [*cli, *exec_args(cfg, Path.cwd(), cmd, sys.stdin.isatty() and sys.stdout.isatty())]
+    argv = [*_cli(ctx), *exec_args(cfg, Path.cwd(), cmd, tty, root=root)]
     sys.stdout.flush()
     os.execv(argv[0], argv)  # entry is `rsbox exec`: its status, signals and streams

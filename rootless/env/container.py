@@ -7,9 +7,15 @@ entry; the next entry starts the container again), the project bound read-write 
 started again; a running one is left alone. `up` holds an flock on a file named after the
 container while it looks and starts, so two concurrent first entries start one container.
 
-Entry (`rsbox shell`) is `rsbox exec` on that container, in the directory the user is in
-(the same path inside, as the project is bound at its host path): the one sealed path
-into a container (rootless.launch.become), never a new one.
+Entry (`rsbox shell`, `rsbox env exec`) is `rsbox exec` on that container, in the
+directory the user is in (the same path inside, as the project is bound at its host path):
+the one sealed path into a container (rootless.launch.become), never a new one.
+
+You, inside: the container runs with `--userns keep-id` (rootless.idmap), so every process
+in it (the shell, the shims, on_create) is the caller's uid and gid, with the host's name
+and home path in its /etc/passwd, and what it makes in the project, the home or a mount is
+the caller's on the host. `env exec --root` is `exec -u 0`: root inside needs the
+subordinate range that maps container 0 (without one only your ids exist there).
 
 The container is started and stopped by the CLI's own `run -d`, `start` and `rm -f`
 (`cli` is argv of rsbox with the same --root): what `rsbox run` does for a container, a
@@ -26,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rootless.env.config import EnvConfig
-from rootless.errors import ContainerError, RsboxError
+from rootless.errors import ContainerError, RsboxError, UsageError
 
 # A sleep both coreutils and busybox accept (2**31 - 1 seconds, 68 years).
 _FOREVER = ("sleep", "2147483647")
@@ -77,7 +83,7 @@ def run_args(cfg: EnvConfig, home: Path) -> list[str]:
     """`rsbox run` arguments that start the project's container. Binds are given
     outermost first (the home, then the `share` files in it, the project, the mounts), so
     a project under $HOME is bound over the home's directory, not hidden by it."""
-    args = ["run", "-d", "--init", "--name", cfg.container]
+    args = ["run", "-d", "--init", "--userns", "keep-id", "--name", cfg.container]
     args += ["--network", "host" if cfg.network == "host" else "pasta"]
     inside_home = host_home()
     args += ["-v", f"{home}:{inside_home}", "-e", f"HOME={inside_home}"]
@@ -213,12 +219,15 @@ def down(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> bool:
         return True
 
 
-def exec_args(cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool) -> list[str]:
-    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`."""
+def exec_args(
+    cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool, *, root: bool = False
+) -> list[str]:
+    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`; `root`:
+    as root inside (the caller checks that the map has a root: `root_needs_a_range`)."""
     inside = cwd.absolute()
     if inside != cfg.root and cfg.root not in inside.parents:
         inside = cfg.root  # a shell started from outside the project starts at its root
-    args = ["exec", "-i"] + (["-t"] if tty else [])
+    args = ["exec", "-i"] + (["-t"] if tty else []) + (["-u", "0:0"] if root else [])
     # Only an allowlist of the host's environment crosses (exec starts from the
     # container's own environment).
     for name in ("TERM", "LANG", *sorted(k for k in os.environ if k.startswith("LC_"))):
@@ -229,3 +238,17 @@ def exec_args(cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool) -> list[
         args += ["-e", f"SSH_AUTH_SOCK={agent}"]
     args += ["-w", str(inside), cfg.container]
     return args + (list(cmd) if cmd else ["/bin/sh", "-l"])
+
+
+def root_needs_a_range() -> None:
+    """`env exec --root` without a subordinate range: refused before anything starts (the
+    keep-id map `U U 1` has no root: rootless.idmap)."""
+    from rootless.idmap import host_idmap
+
+    if not host_idmap("keep-id").full:
+        raise UsageError(
+            "--root needs a subordinate id range: without one the environment maps only "
+            "your own uid and gid, and no root",
+            hint="ask an admin to add your user to /etc/subuid and /etc/subgid "
+            "(see rsbox info), or run the command as yourself",
+        )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rsbox
+from tests.e2e.conftest import Rsbox, one_line_error
 from tests.e2e.test_workloads import debian_tarball
 
 
@@ -426,4 +426,44 @@ def test_idle_stop_stops_the_container_and_the_next_entry_starts_it(
     assert _status_within(rsbox, root, "stopped", 60)
     assert _ok(rsbox, root, "shell", "echo", "back") == "back\n"
     assert (root / "created.log").read_text() == "created\n"  # started again, not recreated
+    _ok(rsbox, root, "env", "down")
+
+
+def test_you_inside_your_ids_name_home_and_directory_and_files_are_yours(
+    rsbox: Rsbox, busybox: str, tmp_path: Path, full_map: bool
+) -> None:
+    """The environment runs --userns keep-id: entry, on_create and the shims are the
+    caller inside; `env exec --root` is root there only with a subordinate range."""
+    import pwd
+
+    data = tmp_path / "data"  # a [run] mount, bound at its host path
+    data.mkdir()
+    root = _project(
+        tmp_path,
+        f"""
+        [env]
+        base = "{busybox}"
+        [run]
+        mounts = ["{data}"]
+        on_create = "mkdir made && echo c > made/on-create.txt && touch {data}/on-create"
+        """,
+    )
+    _ok(rsbox, root, "env", "build")
+    sub = root / "src"
+    sub.mkdir()
+    probe = 'id -u; id -un; id -g; echo "$HOME"; pwd; touch in-project'
+    out = _ok(rsbox, sub, "env", "exec", "--", "sh", "-c", probe)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert out.splitlines() == [
+        str(os.getuid()), me, str(os.getgid()), os.environ["HOME"], str(sub)
+    ]  # fmt: skip
+    for made in (root / "made", root / "made" / "on-create.txt", data / "on-create",
+                 sub / "in-project"):  # fmt: skip
+        assert (made.stat().st_uid, made.stat().st_gid) == (os.getuid(), os.getgid()), made
+    assert _in(rsbox, sub, "env", "exec", "--", "sh", "-c", "exit 7").returncode == 7
+    as_root = _in(rsbox, sub, "env", "exec", "--root", "--", "id", "-u")
+    if full_map:
+        assert (as_root.returncode, as_root.stdout) == (0, "0\n"), as_root
+    else:
+        one_line_error(as_root, "--root needs a subordinate id range", "/etc/subuid", alone=True)
     _ok(rsbox, root, "env", "down")
