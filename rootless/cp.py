@@ -431,8 +431,8 @@ class OsTarget:
         os.unlink("/" + path)
 
     def _own(self, path: str | int, uid: int, gid: int) -> None:
-        if (uid, gid) == (0, 0):
-            return  # created by root of the container already
+        if (uid, gid) == (os.getuid(), os.getgid()):
+            return  # created with our ids: root's, or the user's own under --userns keep-id
         try:
             if isinstance(path, int):
                 os.fchown(path, uid, gid)
