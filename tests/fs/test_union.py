@@ -154,6 +154,27 @@ def test_ids_outside_mapped_ids_are_shown_as_0(tmp_path: Path) -> None:
     assert ov is not None and (ov.uid, ov.gid) == (1000, 1001)
 
 
+def test_keep_id_single_map_shows_other_owners_as_the_user(tmp_path: Path) -> None:
+    """rsbox --userns keep-id without a range maps uid 1000 and gid 1001 only (separately):
+    root's files and another user's show as the mapped ids; the truth stays in meta."""
+    meta = {"home/u": EntryMeta(uid=5, gid=6, mode=stat.S_IFDIR | 0o700)}
+    lowers = (make_layer(tmp_path / "l0", {"etc/f": "", "home/u/": ""}, meta),)
+    spec = UnionSpec(
+        lowers,
+        tmp_path / "upper",
+        mapped_ids=range(1000, 1001),
+        mapped_gids=range(1001, 1002),
+        unmapped_as=(1000, 1001),
+    )
+    u = Union(spec)
+    for path in ("etc/f", "home/u"):
+        attr = _walk(u, path)
+        assert (attr.uid, attr.gid) == (1000, 1001), path
+    u.setattr(_walk(u, "home/u").ino, mode=0o750)
+    ov = read_override(tmp_path / "upper/home/u")
+    assert ov is not None and (ov.uid, ov.gid) == (5, 6)
+
+
 def test_write_copies_up_and_never_touches_lower(tmp_path: Path) -> None:
     u = _union(tmp_path, {"etc/conf": "lower"})
     _write(u, "etc/conf", b"UPPER")
