@@ -188,6 +188,13 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
     probe = """echo '{"a": [1, 2]}' | jq -c .a; python -c 'import six; print(six.__version__)'"""
     out = _ok(rsbox, root, "shell", "sh", "-c", probe)
     assert out == "[1,2]\n1.16.0\n"
+    # you inside, with your login shell, which this image has (busybox's lacks it: /bin/sh)
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    shell = me.pw_shell if me.pw_shell in ("/bin/bash", "/bin/sh", "/bin/dash") else "/bin/sh"
+    entry = f"{me.pw_name}:x:{me.pw_uid}:{me.pw_gid}:{me.pw_name}:{me.pw_dir}:{shell}\n"
+    assert _ok(rsbox, root, "shell", "sh", "-c", 'getent passwd "$(id -un)"') == entry
     # the requirements file is an input of the cache and of the change check
     (root / "requirements.txt").write_text("six==1.15.0\n")
     stale = _in(rsbox, root, "shell", "true")
