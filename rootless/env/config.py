@@ -300,7 +300,7 @@ def template(name: str, base: str) -> str:
     with their defaults, so the file documents itself."""
     return f"""\
 # rsbox.toml: this directory's environment (see `rsbox env --help` and the README,
-# "Per-project environments"). Edit, then `rsbox env build`.
+# "Per-project environments"). Edit, then `rsbox env trust` and `rsbox env build`.
 [env]
 name = "{name}"  # the image is localhost/rsbox-env-{name}:latest
 base = "{base}"  # any image rsbox can pull or has; rsbox.lock records what it was

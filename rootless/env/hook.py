@@ -6,8 +6,13 @@ All of it runs in the shell itself: a Python start per prompt (~20-40 ms here un
 load) is more than the whole budget, so the hook walks up from $PWD with the shell's
 own tests and string operations (no process at all outside a project) and, inside one,
 computes the trust record's name as rootless.env.trust.record_path does, with
-`sha256sum` (two small processes: a few ms). The store whose records it reads is the
-one `rsbox hook` ran with (`rsbox --root DIR hook bash` bakes DIR in).
+`sha256sum` (two small processes, four forks: ~4 ms of CPU). Once a config was found
+trusted, later prompts start no process while its record exists and the config is not
+newer than the record (`-nt`, nanoseconds): an edit, `untrust` or a re-trust is seen at
+the next prompt. A file swapped in with an older mtime would leave PATH as it was; the
+shims are not fooled by it, since each call checks trust again in rsbox (the hook only
+arranges PATH). The store whose records it
+reads is the one `rsbox hook` ran with (`rsbox --root DIR hook bash` bakes DIR in).
 
 An untrusted or edited config leaves PATH as it is (or takes the project's bin off),
 and says so on stderr once per directory and state, not at every prompt.
@@ -24,7 +29,7 @@ from rootless.env.trust import DIRNAME
 # user's chpwd hooks, bash has none), {trust} the quoted trust directory.
 _POSIX = r"""
 _rsbox_hook() {
-  local d=$PWD f= out= k= real= bin= note= p
+  local rc=$? d=$PWD f= k= real= bin= note= p  # rc: a prompt may show the last status
   while :; do
     if [[ -f $d/rsbox.toml ]]; then f=$d/rsbox.toml; break; fi
     if [[ -f $d/.devcontainer/devcontainer.json ]]; then
@@ -33,15 +38,26 @@ _rsbox_hook() {
     [[ -z $d ]] && break
     d=${d%/*}
   done
-  if [[ -n $f ]]; then
-    # the record's name: sha256(real dir/NAME + "\n" + sha256 of the bytes)
-    out=$({cd} -- "${f%/*}" 2>/dev/null || exit 1
-          p=$(sha256sum < "${f##*/}") || exit 1
-          printf '%s\n%s' "${PWD%/}/${f##*/}" "${p%% *}" | sha256sum
-          printf '%s' "${PWD%/}/${f##*/}")
-    k=${out%% *}
-    real=${out#*$'\n'}
-    if [[ -n $k && -e {trust}/$k ]]; then bin=${d:-}/.rsbox/bin; else note="$PWD|$k"; fi
+  if [[ -n $f && $f == "${_RSBOX_F:-}" && -e $_RSBOX_REC && ! $f -nt $_RSBOX_REC ]]; then
+    bin=${d:-}/.rsbox/bin  # trusted at the last look and not modified since: no process
+  elif [[ -n $f ]]; then
+    # the record's name: sha256(real dir/NAME + "\n" + sha256 of the bytes). The real
+    # directory costs a subshell only when a directory on the way is a symlink; each
+    # sha256sum costs a fork and an exec, the printf feeding the second one a fork.
+    real=$f p=${f%/*}
+    while [[ -n $p ]]; do
+      if [[ -L $p ]]; then
+        real=$({cd} -- "${f%/*}" 2>/dev/null && printf '%s' "${PWD%/}/${f##*/}"); break
+      fi
+      p=${p%/*}
+    done
+    { read -r p _; } < <(sha256sum < "$f" 2>/dev/null)
+    { read -r k _; } < <(sha256sum < <(printf '%s\n%s' "$real" "$p"))
+    if [[ -n $k && -e {trust}/$k ]]; then
+      bin=${d:-}/.rsbox/bin; _RSBOX_F=$f; _RSBOX_REC={trust}/$k
+    else
+      note="$PWD|$k"; _RSBOX_F=
+    fi
   fi
   if [[ $bin != "${_RSBOX_BIN:-}" ]]; then
     if [[ -n ${_RSBOX_BIN:-} ]]; then
@@ -58,6 +74,7 @@ _rsbox_hook() {
     fi
   fi
   _RSBOX_NOTE=$note
+  return $rc
 }
 """
 
@@ -96,15 +113,20 @@ function _rsbox_hook --on-event fish_prompt
     set -l real
     set -l bin
     set -l note
-    if test -n "$f"
+    if test -n "$f" -a "$f" = "$_rsbox_f"; and test -e "$_rsbox_rec" -a ! "$f" -nt "$_rsbox_rec"
+        set bin $d/.rsbox/bin  # trusted at the last look and not modified since
+    else if test -n "$f"
         set -l dir (string replace -r '/[^/]*$' '' -- $f)
         set real (path resolve -- $dir)/(string replace -r '^.*/' '' -- $f)
         set -l h (sha256sum < $f | string split -f1 ' ')
         set k (printf '%s\n%s' $real $h | sha256sum | string split -f1 ' ')
         if test -n "$k" -a -e {trust}/$k
             set bin $d/.rsbox/bin
+            set -g _rsbox_f $f
+            set -g _rsbox_rec {trust}/$k
         else
             set note "$PWD|$k"
+            set -g _rsbox_f
         end
     end
     if test "$bin" != "$_rsbox_bin"

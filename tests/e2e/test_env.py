@@ -208,6 +208,11 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
     assert _steps_run(_ok(rsbox, root, "env", "build", timeout=900)) == 2
     out = _ok(rsbox, root, "shell", "python", "-c", "import six; print(six.__version__)")
     assert out == "1.15.0\n"
+    # env lock: the [build] pip python's freeze and the apt packages, in rsbox.lock
+    _ok(rsbox, root, "env", "lock")
+    packages = json.loads((root / "rsbox.lock").read_text())["packages"]
+    assert "six==1.15.0" in packages["pip"]
+    assert any(p.startswith("jq=") for p in packages["dpkg"])
     _ok(rsbox, root, "env", "down")
 
 

@@ -239,11 +239,11 @@ def test_status_drift_and_auto_rebuild(rsbox: Rsbox, busybox: str, tmp_path: Pat
         base = "{busybox}"
         auto_rebuild = true
         [build]
-        run = ["echo v1 > /version"]
+        run = ["echo {os.urandom(4).hex()} > /id", "echo v1 > /version"]
         [run]
         env = {{ MODE = "a" }}
         """,
-    )
+    )  # the first step is this test's own: no other test's build cache answers it
     _ok(rsbox, root, "env", "trust")
     status = _ok(rsbox, root, "env", "status")
     assert _field(status, "image:").endswith("(not built)")
