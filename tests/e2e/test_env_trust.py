@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from rootless.env.trust import is_trusted, trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _container_line, _in, _ok, _steps_run
 from tests.e2e.test_workloads import debian_tarball
 from tests.shared import need_tools
+
+# `trust(...)` below is the function `rsbox env trust` runs, called in-process to spare a
+# CLI start where trusting is the setup, not what is tested.
 
 
 def _untrusted(tmp: Path, toml: str, name: str | None = None) -> Path:
@@ -97,7 +101,7 @@ def _hook_projects(rsbox: Rsbox, tmp: Path) -> dict[str, Path]:
         (root / "sub").mkdir()
         _ok(rsbox, root, "env", "shims")  # needs no trust: writing files runs nothing
         if kind != "untrusted":
-            _ok(rsbox, root, "env", "trust")
+            trust(str(rsbox.root), str(root / "rsbox.toml"))
         out[kind] = root
     with (out["edited"] / "rsbox.toml").open("a") as f:
         f.write("# edited after trust\n")
@@ -147,7 +151,9 @@ def _check_hook_run(res: subprocess.CompletedProcess[str], p: dict[str, Path]) -
 
 
 @pytest.fixture(scope="module")
-def hook_projects(rsbox: Rsbox, busybox: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def hook_projects(
+    rsbox: Rsbox, busybox: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     return _hook_projects(rsbox, tmp_path_factory.mktemp("hook"))
 
 
@@ -244,7 +250,7 @@ def test_status_drift_and_auto_rebuild(rsbox: Rsbox, busybox: str, tmp_path: Pat
         env = {{ MODE = "a" }}
         """,
     )  # the first step is this test's own: no other test's build cache answers it
-    _ok(rsbox, root, "env", "trust")
+    trust(str(rsbox.root), str(root / "rsbox.toml"))
     status = _ok(rsbox, root, "env", "status")
     assert _field(status, "image:").endswith("(not built)")
     assert _field(status, "container:").endswith(" absent")
@@ -259,14 +265,14 @@ def test_status_drift_and_auto_rebuild(rsbox: Rsbox, busybox: str, tmp_path: Pat
     toml = root / "rsbox.toml"
     # a [run] edit: drift "run"; the entry recreates the container, keeps the image
     toml.write_text(toml.read_text().replace('"a"', '"b"'))
-    _ok(rsbox, root, "env", "trust")
+    trust(str(rsbox.root), str(root / "rsbox.toml"))
     assert _field(_ok(rsbox, root, "env", "status"), "drift:").startswith("run ")
     res = _in(rsbox, root, "shell", "sh", "-c", 'echo "$MODE"')
     assert (res.stdout, _steps_run(res.stderr)) == ("b\n", 0), res
     assert _field(_ok(rsbox, root, "env", "status"), "image:") == image
     # a [build] edit: drift "build"; the entry rebuilds that step alone
     toml.write_text(toml.read_text().replace("echo v1", "echo v2"))
-    _ok(rsbox, root, "env", "trust")
+    trust(str(rsbox.root), str(root / "rsbox.toml"))
     assert _field(_ok(rsbox, root, "env", "status"), "drift:").startswith("build (rsbox.toml")
     res = _in(rsbox, root, "shell", "cat", "/version")
     assert (res.stdout, _steps_run(res.stderr)) == ("v2\n", 1), res
@@ -287,7 +293,7 @@ def test_lock_lists_the_debian_packages_of_the_image(
     rsbox: Rsbox, debian: str, tmp_path: Path
 ) -> None:
     root = _untrusted(tmp_path, f'[env]\nbase = "{debian}"\n[build]\nrun = ["true"]\n')
-    _ok(rsbox, root, "env", "trust")
+    trust(str(rsbox.root), str(root / "rsbox.toml"))
     _ok(rsbox, root, "env", "build", timeout=600)
     said = _ok(rsbox, root, "env", "lock")
     lock = json.loads((root / "rsbox.lock").read_text())
@@ -308,23 +314,26 @@ def test_gc_removes_what_no_project_uses_and_keeps_what_one_does(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     def project(name: str) -> Path:
-        steps = f'run = ["echo 1 > /v", "echo {name} > /name"]'  # an image of its own
+        steps = f'run = ["echo {name} 1 > /v"]'  # an image of its own
         root = _untrusted(tmp_path, f'[env]\nbase = "{busybox}"\n[build]\n{steps}\n', name)
-        _ok(rsbox, root, "env", "trust")
+        trust(str(rsbox.root), str(root / "rsbox.toml"))  # the CLI's own function
         _ok(rsbox, root, "env", "build")
-        _ok(rsbox, root, "env", "up")  # a container and a home
         return root
+
+    def built(root: Path) -> str:
+        return str(json.loads((root / "rsbox.lock").read_text())["image"])[:19]
 
     suffix = os.urandom(3).hex()
     keep, gone = project(f"keep{suffix}"), project(f"gone{suffix}")
-    old = _field(_ok(rsbox, keep, "env", "status"), "image:").split()[-1]
+    old = built(keep)
     toml = keep / "rsbox.toml"
-    toml.write_text(toml.read_text().replace("echo 1", "echo 2"))
-    _ok(rsbox, keep, "env", "trust")
-    _ok(rsbox, keep, "env", "build")
-    new = _field(_ok(rsbox, keep, "env", "status"), "image:").split()[-1]
-    _ok(rsbox, keep, "env", "down")  # the old image is now used by nothing
-    gone_image = _field(_ok(rsbox, gone, "env", "status"), "image:").split()[-1]
+    toml.write_text(toml.read_text().replace(" 1 > ", " 2 > "))
+    trust(str(rsbox.root), str(toml))
+    _ok(rsbox, keep, "env", "build")  # the old image is now used by nothing
+    new = built(keep)
+    gone_image = built(gone)
+    for root in (keep, gone):
+        _ok(rsbox, root, "env", "up")  # a container and a home each
     subprocess.run(["rm", "-rf", str(gone)], check=True)
     homes = rsbox.root / "env-homes"
     expected = [  # containers, images (by environment), homes, trust records
@@ -340,14 +349,13 @@ def test_gc_removes_what_no_project_uses_and_keeps_what_one_does(
     assert f"rsbox-env-{gone.name}" in _containers(rsbox, tmp_path)  # dry: nothing went
     done = [line for line in _ok(rsbox, tmp_path, "env", "gc").splitlines() if suffix in line]
     assert done == [f"removed {e}" for e in expected], done
-    assert f"rsbox-env-{gone.name}" not in _containers(rsbox, tmp_path)
     assert not (homes / gone.name).exists()
-    ids = _ok(rsbox, tmp_path, "images", "-q", "--no-trunc").split()
-    assert f"sha256:{old[7:]}" not in " ".join(ids) and gone_image[7:] not in " ".join(ids)
-    # the control: the live project's image, home and trust stay, and it still enters
-    assert any(new[7:] in i for i in ids), ids
-    assert (homes / keep.name).is_dir()
-    status = _ok(rsbox, keep, "env", "status")
-    assert _field(status, "trust:") == "trusted" and _field(status, "drift:") == "none"
+    ids = " ".join(_ok(rsbox, tmp_path, "images", "-q", "--no-trunc").split())
+    assert old[7:] not in ids and gone_image[7:] not in ids
+    # the control: the live project's image, container, home and trust stay
+    assert new[7:] in ids
+    assert _containers(rsbox, tmp_path).count(f"rsbox-env-{keep.name}") == 1
+    assert f"rsbox-env-{gone.name}" not in _containers(rsbox, tmp_path)
+    assert (homes / keep.name).is_dir() and is_trusted(str(rsbox.root), str(toml))
     assert [line for line in _ok(rsbox, tmp_path, "env", "gc").splitlines() if suffix in line] == []
     _ok(rsbox, keep, "env", "down")
