@@ -16,7 +16,8 @@ cd "$(dirname "$0")"
 # docker-registry/apache2-utils (htpasswd)/openssl: the registry tests' real registry.
 # slirp4netns/passt (pasta): a container's own network namespace, -p (rsbox run --network).
 # mmdebstrap: the Debian image of tests/e2e/test_workloads.py (git/gcc/python3/sqlite3).
-# zsh/fish: tests/e2e/test_completion.py runs the completion scripts in them; bash-completion
+# zsh/fish: tests/e2e/test_completion.py runs the completion scripts in them, and
+# tests/e2e/test_env_trust.py the `rsbox hook` of each; bash-completion
 # loads the one `./setup.sh venv` installs for you.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap

@@ -1,5 +1,7 @@
-"""`rsbox env init|build|up|down|status|exec` and `rsbox shell`: per-project environments
-(rootless.env). The project is found from the working directory (rsbox.toml)."""
+"""`rsbox env init|build|up|down|status|exec|trust|untrust|lock|gc`, `rsbox shell` and
+`rsbox hook SHELL`: per-project environments (rootless.env). The project is found from
+the working directory (rsbox.toml). Nothing builds or enters a project whose config is
+not trusted (rootless.env.trust)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from rootless.errors import ImageNotFound, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from rootless.env.config import EnvConfig
+    from rootless.store import Image
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +31,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_build)
     esub.add_parser("up", help="start the project's container").set_defaults(handler=_env_up)
     esub.add_parser("down", help="remove the project's container").set_defaults(handler=_down)
-    esub.add_parser("status", help="project, image, container").set_defaults(handler=_status)
+    esub.add_parser("status", help="image, container, trust, drift").set_defaults(handler=_status)
+    esub.add_parser("trust", help="let rsbox.toml as it is now build and run").set_defaults(
+        handler=_trust
+    )
+    esub.add_parser("untrust", help="take trust back from rsbox.toml").set_defaults(
+        handler=_untrust
+    )
+    esub.add_parser("lock", help="record base, image and packages in rsbox.lock").set_defaults(
+        handler=_lock
+    )
+    p = esub.add_parser("gc", help="remove what no environment uses any more")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    p.set_defaults(handler=_gc)
+    p = sub.add_parser("hook", help="print the shell hook that puts .rsbox/bin on PATH")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+    p.set_defaults(handler=_hook)
     esub.add_parser("shims", help="write .rsbox/bin/TOOL for [expose] bins").set_defaults(
         handler=_shims
     )
@@ -73,17 +91,37 @@ def _init(ns: argparse.Namespace, ctx: Context) -> int:
 
     parse_config(here, template(name, ns.base))
     atomic_write_text(path, template(name, ns.base))
+    # Unlike direnv's new .envrc, the file init writes is trusted: every byte of it is
+    # rsbox's template filled with this command's own arguments, so nothing from a clone
+    # or an archive can be in it. The bytes written are what is trusted: if anything
+    # replaced the file in between, the record does not match it. An edit needs `trust`.
+    from rootless.env.trust import trust
+
+    with ctx.store() as store, store.lock():
+        trust(_store_root(ctx), str(path), template(name, ns.base).encode())
     print(f"wrote {path}")
     return 0
 
 
-def _build(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.env.config import load_config
-    from rootless.env.steps import build_env
+def _store_root(ctx: Context) -> str:
+    from rootless.store import default_root
 
-    cfg = load_config(Path.cwd())
-    with ctx.store() as store:
-        image = build_env(store, cfg, no_cache=ns.no_cache)
+    return str(ctx.root or default_root(ctx.settings()))
+
+
+def _trusted_config(ctx: Context, start: Path) -> EnvConfig:
+    """The project's config, refused unless its user trusted it as it is now."""
+    from rootless.env.config import load_config
+    from rootless.env.trust import config_file, require_trusted
+
+    cfg = load_config(start)
+    require_trusted(_store_root(ctx), config_file(str(cfg.root)))
+    return cfg
+
+
+def _build(ns: argparse.Namespace, ctx: Context) -> int:
+    cfg = _trusted_config(ctx, Path.cwd())
+    image = _build_recorded(ctx, cfg, no_cache=ns.no_cache)
     print(f"{cfg.image} sha256:{image.id}", flush=True)
     return 0
 
@@ -97,10 +135,34 @@ def _built(ctx: Context, image: str) -> str:
             return ""
 
 
+def _build_recorded(ctx: Context, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
+    """build_env, and note the image and project for `env gc` (rootless.env.gc)."""
+    from rootless.env.gc import remember_build
+    from rootless.env.steps import build_env
+
+    with ctx.store() as store:
+        image = build_env(store, cfg, no_cache=no_cache)
+        remember_build(store, cfg, image.id)
+    return image
+
+
 def _need_image(ctx: Context, cfg: EnvConfig) -> str:
+    from rootless.env.status import build_changed
     from rootless.env.steps import check_built
 
     image_id = _built(ctx, cfg.image)
+    if cfg.auto_rebuild and build_changed(cfg, image_id):
+        # The entry's stdout is the tool's (a shim's output may be piped): the build's
+        # progress and its steps' output go to stderr, by fd, since the steps inherit it.
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            image_id = _build_recorded(ctx, cfg).id
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
     check_built(cfg, image_id)
     return image_id
 
@@ -111,14 +173,17 @@ def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
 
     store_root = ctx.root or default_root(ctx.settings())
     home = home_source(cfg, store_root)
+    from rootless.env.gc import recorded, remember_project
+
+    if not recorded(store_root, cfg):
+        with ctx.store() as store:
+            remember_project(store, cfg)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"
     return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
 
 
 def _env_up(ns: argparse.Namespace, ctx: Context) -> int:
-    from rootless.env.config import load_config
-
-    cfg = load_config(Path.cwd())
+    cfg = _trusted_config(ctx, Path.cwd())
     image_id = _need_image(ctx, cfg)
     print(f"{cfg.container}: {_up(ctx, cfg, image_id)}")
     return 0
@@ -136,18 +201,60 @@ def _down(ns: argparse.Namespace, ctx: Context) -> int:
 
 def _status(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
-    from rootless.env.container import state
+    from rootless.env.status import status
 
     cfg = load_config(Path.cwd())
-    from rootless.env.steps import build_key, read_lock
+    st = status(_store_root(ctx), ctx.root_arg, cfg, _built(ctx, cfg.image))
+    print(st.text(), end="")
+    return 0
 
-    image = _built(ctx, cfg.image)
-    drift = " (rsbox.toml changed since: rsbox env build)"
-    if read_lock(cfg).get("build_key") == build_key(cfg):
-        drift = ""
-    print(f"project:   {cfg.root}")
-    print(f"image:     {cfg.image} " + (f"sha256:{image[:12]}{drift}" if image else "(not built)"))
-    print(f"container: {cfg.container} {state(ctx.root_arg, cfg)}")
+
+def _trust(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import load_config
+    from rootless.env.trust import config_file, trust
+
+    path = config_file(str(load_config(Path.cwd()).root))  # parsed: a broken file fails here
+    with ctx.store() as store, store.lock():
+        trust(_store_root(ctx), path)
+    print(f"trusted {path}")
+    return 0
+
+
+def _untrust(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.config import find_project
+    from rootless.env.trust import config_file, untrust
+
+    path = config_file(str(find_project(Path.cwd())))  # not parsed: any file can be untrusted
+    with ctx.store() as store, store.lock():
+        gone = untrust(_store_root(ctx), path)
+    print(f"untrusted {path}" if gone else f"{path} was not trusted")
+    return 0
+
+
+def _lock(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.lock import lock_packages
+
+    cfg = _trusted_config(ctx, Path.cwd())
+    image_id = _need_image(ctx, cfg)
+    counts = lock_packages(_cli(ctx), cfg, image_id)
+    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no package lists"
+    print(f"{cfg.root / 'rsbox.lock'}: {listed}")
+    return 0
+
+
+def _gc(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.gc import collect
+
+    with ctx.store() as store:
+        for line in collect(store, _cli(ctx), dry_run=ns.dry_run):
+            print(line)
+    return 0
+
+
+def _hook(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.hook import hook_text
+
+    print(hook_text(ns.shell, _store_root(ctx)), end="")
     return 0
 
 
@@ -181,10 +288,9 @@ def _env_exec(ns: argparse.Namespace, ctx: Context) -> int:
 def _enter(
     ctx: Context, project: Path | None, cmd: list[str], tty: bool, *, root: bool = False
 ) -> int:
-    from rootless.env.config import load_config
     from rootless.env.container import exec_args
 
-    cfg = load_config(project or Path.cwd())
+    cfg = _trusted_config(ctx, project or Path.cwd())
     image_id = _need_image(ctx, cfg)
     _up(ctx, cfg, image_id)
     argv = [*_cli(ctx), *exec_args(cfg, Path.cwd(), cmd, tty, root=root)]

@@ -21,7 +21,7 @@ from rootless.errors import ConfigError
 
 FILENAME = "rsbox.toml"
 KEYS: Mapping[str, tuple[str, ...]] = {
-    "env": ("name", "base", "containerfile"),
+    "env": ("name", "base", "containerfile", "auto_rebuild"),
     "build": ("apt", "run", "pip", "npm"),
     "run": (
         "env",
@@ -63,6 +63,7 @@ class EnvConfig:
     name: str
     base: str | None = None
     containerfile: Path | None = None
+    auto_rebuild: bool = False  # an entry after a [build] edit rebuilds instead of refusing
     apt: tuple[str, ...] = ()
     run: tuple[str, ...] = ()
     pip: Pip | None = None
@@ -191,6 +192,8 @@ def parse_config(root: Path, text: str) -> EnvConfig:
                 "put the steps into the Containerfile, or drop containerfile",
             )
         cfg["containerfile"] = root / cf
+    if "auto_rebuild" in e:
+        cfg["auto_rebuild"] = r.boolean("env", "auto_rebuild", e["auto_rebuild"])
     if ("base" in cfg) == ("containerfile" in cfg):
         raise r.fail(
             "env",
@@ -297,11 +300,12 @@ def template(name: str, base: str) -> str:
     with their defaults, so the file documents itself."""
     return f"""\
 # rsbox.toml: this directory's environment (see `rsbox env --help` and the README,
-# "Per-project environments"). Edit, then `rsbox env build`.
+# "Per-project environments"). Edit, then `rsbox env trust` and `rsbox env build`.
 [env]
 name = "{name}"  # the image is localhost/rsbox-env-{name}:latest
 base = "{base}"  # any image rsbox can pull or has; rsbox.lock records what it was
 # containerfile = "Containerfile"  # build this file instead of base + [build]
+# auto_rebuild = false  # true: an entry after a [build] edit rebuilds instead of refusing
 
 [build]  # each entry a cached layer, in this order: apt, run, pip, npm
 # apt = ["python3-venv", "jq"]

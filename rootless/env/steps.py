@@ -159,4 +159,8 @@ def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, 
 def write_lock(store: Store, cfg: EnvConfig, image: Image, key: str) -> None:
     from rootless.lifecycle import atomic_write_json
 
-    atomic_write_json(cfg.root / LOCKFILE, lock_doc(store, cfg, image, key))
+    doc = lock_doc(store, cfg, image, key)
+    old = read_lock(cfg)
+    if "packages" in old and old.get("image") == doc["image"]:
+        doc["packages"] = old["packages"]  # `env lock`'s lists still describe this image
+    atomic_write_json(cfg.root / LOCKFILE, doc)

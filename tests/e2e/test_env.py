@@ -14,18 +14,27 @@ from pathlib import Path
 
 import pytest
 
+from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox, one_line_error
 from tests.e2e.test_workloads import debian_tarball
 
 
-def _project(tmp: Path, toml: str, files: dict[str, str] | None = None) -> Path:
+def _project(rsbox: Rsbox, tmp: Path, toml: str, files: dict[str, str] | None = None) -> Path:
+    """A trusted project (tests/e2e/test_env_trust.py: what an untrusted one does)."""
     root = tmp / f"proj-{os.urandom(3).hex()}"
     root.mkdir()
     (root / "rsbox.toml").write_text(textwrap.dedent(toml).lstrip())
     for rel, text in (files or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    _trust(rsbox, root)
     return root
+
+
+def _trust(rsbox: Rsbox, root: Path) -> None:
+    """What `rsbox env trust` records, written by its own function: an edit of rsbox.toml
+    revokes trust, so the tests that edit it trust it again (without a CLI start)."""
+    trust(str(rsbox.root), str(root / "rsbox.toml"))
 
 
 # The CLI runs in the project's directory: the source tree the suite runs from must stay
@@ -73,7 +82,7 @@ def test_init_writes_a_config_that_builds_and_refuses_to_overwrite(
 
 
 def test_a_bad_key_fails_in_one_line_naming_key_and_line(rsbox: Rsbox, tmp_path: Path) -> None:
-    root = _project(tmp_path, '[env]\nbase = "busybox"\n[run]\nnetwrok = "host"\n')
+    root = _project(rsbox, tmp_path, '[env]\nbase = "busybox"\n[run]\nnetwrok = "host"\n')
     sub = root / "src"
     sub.mkdir()
     res = _in(rsbox, sub, "env", "build")
@@ -88,6 +97,7 @@ def test_build_steps_are_cached_layers_and_the_lock_records_the_base(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -107,6 +117,7 @@ def test_build_steps_are_cached_layers_and_the_lock_records_the_base(
     # an edit of the second step reruns it alone; --no-cache reruns both
     toml = (root / "rsbox.toml").read_text().replace("echo two", "echo TWO")
     (root / "rsbox.toml").write_text(toml)
+    _trust(rsbox, root)
     assert _steps_run(_ok(rsbox, root, "env", "build")) == 1
     assert _steps_run(_ok(rsbox, root, "env", "build", "--no-cache")) == 2
     assert _ok(rsbox, root, "shell", "cat", "/one", "/two") == "one\nTWO\n"
@@ -117,6 +128,7 @@ def test_shell_runs_in_the_working_directory_at_its_host_path(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -150,7 +162,7 @@ def test_shell_runs_in_the_working_directory_at_its_host_path(
 def test_concurrent_first_entries_start_one_container(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
-    root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n')
+    root = _project(rsbox, tmp_path, f'[env]\nbase = "{busybox}"\n')
     _ok(rsbox, root, "env", "build")
     with ThreadPoolExecutor(3) as pool:
         outs = list(pool.map(lambda _: _in(rsbox, root, "env", "up"), range(3)))
@@ -170,6 +182,7 @@ def debian(rsbox: Rsbox) -> str:
 
 def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_path: Path) -> None:
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -202,13 +215,18 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
     assert _steps_run(_ok(rsbox, root, "env", "build", timeout=900)) == 2
     out = _ok(rsbox, root, "shell", "python", "-c", "import six; print(six.__version__)")
     assert out == "1.15.0\n"
+    # env lock: the [build] pip python's freeze and the apt packages, in rsbox.lock
+    _ok(rsbox, root, "env", "lock")
+    packages = json.loads((root / "rsbox.lock").read_text())["packages"]
+    assert "six==1.15.0" in packages["pip"]
+    assert any(p.startswith("jq=") for p in packages["dpkg"])
     _ok(rsbox, root, "env", "down")
 
 
 def test_shims_run_the_tools_from_a_plain_host_shell_anywhere(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
-    root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[expose]\nbins = ["sh", "cat"]\n')
+    root = _project(rsbox, tmp_path, f'[env]\nbase = "{busybox}"\n[expose]\nbins = ["sh", "cat"]\n')
     _ok(rsbox, root, "env", "build")
     (root / ".rsbox" / "bin").mkdir(parents=True)
     (root / ".rsbox" / "bin" / "mine").write_text("#!/bin/sh\necho not rsbox's\n")
@@ -241,6 +259,7 @@ def test_a_containerfile_project_with_a_mount_at_its_host_path(
     data.mkdir()
     (data / "in.txt").write_text("shared data\n")
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -271,6 +290,7 @@ def test_home_is_the_environments_own_at_the_host_path_with_the_project_inside(
     (home / ".profile").write_text("host dotfile\n")
     (home / ".gitconfig").write_text("[user]\nname = shared\n")
     root = _project(
+        rsbox,
         home,
         f"""
         [env]
@@ -318,6 +338,7 @@ def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -337,6 +358,7 @@ def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
     # a [build] edit: entry refuses until the rebuild, then runs the new image
     toml = root / "rsbox.toml"
     toml.write_text(toml.read_text().replace("echo v1", "echo v2"))
+    _trust(rsbox, root)
     stale = _in(rsbox, root, "shell", "cat", "/version")
     assert stale.returncode == 125
     assert "changed since the environment was built (hint: rsbox env build)" in stale.stderr
@@ -346,6 +368,7 @@ def test_edits_take_effect_at_the_next_entry_and_on_create_runs_once(
     assert _ok(rsbox, root, "shell", "cat", "/version") == "v2\n"
     # a [run] edit recreates the container (on_create again), never rebuilds
     toml.write_text(toml.read_text().replace('MODE = "a"', 'MODE = "b"'))
+    _trust(rsbox, root)
     assert _ok(rsbox, root, "shell", "sh", "-c", 'echo "$MODE"') == "b\n"
     assert made.read_text() == "created\ncreated\ncreated\n"  # v1, v2, MODE=b
     assert _steps_run(_ok(rsbox, root, "env", "build")) == 0
@@ -369,7 +392,9 @@ def test_ssh_agent_socket_crosses_only_when_asked(
             ("false", "none\nnone\n"),
             ("true", f"{sock_path}\nnone\nsocket\n"),
         ):
-            root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[run]\nssh_agent = {asked}\n')
+            root = _project(
+                rsbox, tmp_path, f'[env]\nbase = "{busybox}"\n[run]\nssh_agent = {asked}\n'
+            )
             for args in (("env", "build"), ("shell", "sh", "-c", probe), ("env", "down")):
                 res = subprocess.run(rsbox.argv(*args), cwd=root, env=env, capture_output=True,
                                      text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
@@ -392,6 +417,7 @@ def test_two_projects_of_one_name_never_enter_each_others_image(
         (root / "rsbox.toml").write_text(
             f'[env]\nbase = "{busybox}"\n[build]\nrun = ["echo {side} > /side"]\n'
         )
+        _trust(rsbox, root)
         _ok(rsbox, root, "env", "build")
         roots.append(root)
     assert _ok(rsbox, roots[1], "shell", "cat", "/side") == "b\n"
@@ -401,13 +427,17 @@ def test_two_projects_of_one_name_never_enter_each_others_image(
     _ok(rsbox, roots[1], "env", "down")
 
 
+def _container_line(status: str) -> str:
+    return next(line for line in status.splitlines(keepends=True) if line.startswith("container:"))
+
+
 def _status_within(rsbox: Rsbox, root: Path, word: str, seconds: float) -> bool:
     """Polls `env status` until it says `word` (a deadline, not a measured time)."""
     import time
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if word in _ok(rsbox, root, "env", "status").splitlines()[-1]:
+        if f"{word}\n" in _container_line(_ok(rsbox, root, "env", "status")):
             return True
         time.sleep(0.5)
     return False
@@ -417,6 +447,7 @@ def test_idle_stop_stops_the_container_and_the_next_entry_starts_it(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
@@ -429,7 +460,7 @@ def test_idle_stop_stops_the_container_and_the_next_entry_starts_it(
     _ok(rsbox, root, "env", "build")
     # an entry that lasts longer than idle_stop keeps it running
     assert _ok(rsbox, root, "shell", "sh", "-c", "sleep 4; echo done") == "done\n"
-    assert "running" in _ok(rsbox, root, "env", "status").splitlines()[-1]
+    assert _container_line(_ok(rsbox, root, "env", "status")).endswith(" running\n")
     assert _status_within(rsbox, root, "stopped", 60)
     assert _ok(rsbox, root, "shell", "echo", "back") == "back\n"
     assert (root / "created.log").read_text() == "created\n"  # started again, not recreated
@@ -446,6 +477,7 @@ def test_you_inside_your_ids_name_home_and_directory_and_files_are_yours(
     data = tmp_path / "data"  # a [run] mount, bound at its host path
     data.mkdir()
     root = _project(
+        rsbox,
         tmp_path,
         f"""
         [env]
