@@ -105,7 +105,12 @@ def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
     store_root = ctx.root or default_root(ctx.settings())
     home = home_source(cfg, store_root)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"
-    return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    from rootless.env.enter import input_hashes, record_warm
+
+    inputs = input_hashes(cfg)
+    said = up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    record_warm(store_root, ctx.root_arg, cfg, inputs)  # for the lean entry
+    return said
 
 
 def _env_up(ns: argparse.Namespace, ctx: Context) -> int:
