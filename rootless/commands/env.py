@@ -72,10 +72,15 @@ def _init(ns: argparse.Namespace, ctx: Context) -> int:
 
 def _build(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
-    from rootless.env.steps import build_env
+    from rootless.env.steps import build_env, unchanged
 
     cfg = load_config(Path.cwd())
     with ctx.store() as store:
+        same = "" if ns.no_cache else unchanged(store, cfg)
+        if same:
+            print("unchanged since the build rsbox.lock records (--no-cache builds again)")
+            print(f"{cfg.image} sha256:{same}", flush=True)
+            return 0
         image = build_env(store, cfg, no_cache=ns.no_cache)
     print(f"{cfg.image} sha256:{image.id}", flush=True)
     return 0

@@ -3,12 +3,12 @@
 starts and explains) runs only when this path misses.
 
 `rsbox env up` (and every `rsbox shell` through the full CLI) leaves a record for the
-project, `<store>/env-warm/<sha256 of the project path>.json`, written atomically after
+project, `<store>/env-warm/<sha256 of the project path>`, written atomically after
 the container runs with the current settings: the container's id and directory, the
 sha256 of every file the environment was made from at that moment (rsbox.toml, rsbox.lock
 (which a rebuild rewrites), the Containerfile or requirements file), the $HOME and the
 ssh-agent socket the container was made with, and the trust key of the config. A warm
-entry checks, with nothing but os, json and hashlib imported:
+entry checks, with nothing but os, marshal and _sha256 imported:
 
 - the record is this project's and every input still hashes the same (an edit of
   rsbox.toml, a rebuild, a new requirements file all miss: the full CLI rebuilds,
@@ -41,7 +41,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms of CPU: not on this path
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
     from rootless.env.config import EnvConfig
 
@@ -83,9 +83,11 @@ def host_home() -> str:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
+    try:  # the C module alone; hashlib loads OpenSSL first (~3 ms under load)
+        from _sha256 import sha256  # type: ignore[import-not-found]  # 3.11
+    except ImportError:
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
 
 
 def _file_sha(path: str) -> str:
@@ -111,7 +113,15 @@ def trusted(store: str, config: str, sha: str) -> bool:
 
 
 def record_path(store: str, project: str) -> str:
-    return os.path.join(store, WARM_DIR, _sha256(project.encode()) + ".json")
+    return os.path.join(store, WARM_DIR, _sha256(project.encode()))
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 # --- written by `up` (the full CLI) -------------------------------------------------
@@ -131,47 +141,67 @@ def input_hashes(cfg: EnvConfig) -> dict[str, str]:
 
 
 def record_warm(store: Path, root_arg: str | None, cfg: EnvConfig, inputs: dict[str, str]) -> None:
-    """After `up`: what the next entry checks (see the module's essay)."""
+    """After `up`: what the next entry checks (see the module's essay), and the process
+    document the container's launch saved for `exec`, with that file's stamp: a warm
+    entry then needs no json module (an exec of a container started again since reads
+    the file, as `rsbox exec` does)."""
+    import json
+    import marshal
     from pathlib import Path
 
     from rootless.containers_lookup import container_dir
-    from rootless.lifecycle import atomic_write_json
+    from rootless.lifecycle import atomic_write_bytes
+    from rootless.running import PROCESS_NAME
 
     cid, cdir = container_dir(root_arg, cfg.container)
+    cdir = os.path.abspath(cdir)
+    saved = os.path.join(cdir, PROCESS_NAME)
+    stamp = _stamp(saved)
+    try:
+        with open(saved, "rb") as f:
+            process = json.load(f)
+    except (OSError, ValueError):
+        stamp = process = None
     doc = {
         "project": str(cfg.root),
         "config": str(cfg.path),
         "cid": cid,
-        "cdir": os.path.abspath(cdir),
+        "cdir": cdir,
         "inputs": inputs,
         "home": host_home(),
         "agent": agent_socket(True) if cfg.ssh_agent else None,
+        "process": process,
+        "process_stamp": stamp,
     }
     path = Path(record_path(str(store), str(cfg.root)))
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    atomic_write_json(path, doc, durable=False)  # a cache: lost, the full CLI rewrites it
+    # marshal: built in, unlike json (whose regular expressions cost ~5 ms to compile at
+    # import under load); the file is the user's own, in the store's 0700 directory.
+    atomic_write_bytes(path, marshal.dumps(doc), durable=False)  # a cache: rewritten on a miss
 
 
 # --- read by the lean entry ----------------------------------------------------------
 
 
 class Warm:
-    """The running container a warm entry joins."""
+    """The running container a warm entry joins (`process`: its saved process document
+    when that file is still the one `up` read, else None)."""
 
-    def __init__(self, cid: str, cdir: str, agent: str) -> None:
-        self.cid, self.cdir, self.agent = cid, cdir, agent
+    def __init__(self, cid: str, cdir: str, agent: str, process: dict[str, Any] | None) -> None:
+        self.cid, self.cdir, self.agent, self.process = cid, cdir, agent, process
 
 
 def warm(store: str, project: str) -> Warm | None:
     """The project's container when every check of the module's essay holds, else None."""
-    import json
+    import marshal
 
     try:
         with open(record_path(store, project), "rb") as f:
-            doc = json.load(f)
+            doc = marshal.load(f)
         config, inputs = str(doc["config"]), dict(doc["inputs"])
         cid, cdir, home, agent = str(doc["cid"]), str(doc["cdir"]), doc["home"], doc["agent"]
-    except (OSError, ValueError, KeyError, TypeError):
+        process, stamp = doc["process"], doc["process_stamp"]
+    except (OSError, ValueError, EOFError, KeyError, TypeError):
         return None
     if doc.get("project") != project or config not in inputs:
         return None
@@ -186,7 +216,11 @@ def warm(store: str, project: str) -> Warm | None:
     mon = monitor_pid(cid)
     if not mon or mon <= 1 or container_pid(mon) is None:
         return None
-    return Warm(cid, cdir, agent or "")
+    from rootless.running import PROCESS_NAME
+
+    if stamp is None or _stamp(os.path.join(cdir, PROCESS_NAME)) != stamp:
+        process = None
+    return Warm(cid, cdir, agent or "", process)
 
 
 def enter(root_arg: str | None, project: str, cmd: Sequence[str]) -> int | None:
@@ -204,7 +238,8 @@ def enter(root_arg: str | None, project: str, cmd: Sequence[str]) -> int | None:
         tty = os.isatty(0) and os.isatty(1)
         argv = list(cmd) or list(LOGIN_SHELL)
         cwd = workdir(project, os.getcwd())
-        return exec_in(w.cdir, w.cid, argv, passed_env(w.agent), cwd, None, tty, True)
+        env = passed_env(w.agent)
+        return exec_in(w.cdir, w.cid, argv, env, cwd, None, tty, True, saved=w.process)
     except RsboxError as exc:
         print(exc.line(), file=sys.stderr)
         return exc.exit_code

@@ -47,7 +47,7 @@ class Project:
                               env=env or self.env, capture_output=True, timeout=120)  # fmt: skip
 
     def path_taken(self, argv: list[str]) -> str:
-        """"lean" or "full": how `argv` (ending in sh -c WAIT) entered, read from its
+        """ "lean" or "full": how `argv` (ending in sh -c WAIT) entered, read from its
         process's command line while the tool waits on its stdin."""
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 cwd=self.root, env=self.env)  # fmt: skip
@@ -116,7 +116,10 @@ def test_arguments_streams_and_status_pass_through_exactly(project: Project) -> 
 
 
 def test_not_executable_and_not_found_inside_are_126_and_127(project: Project) -> None:
-    for tool, code, word in (("notexec", 126, b"permission denied"), ("nothere", 127, b"not found")):
+    for tool, code, word in (
+        ("notexec", 126, b"permission denied"),
+        ("nothere", 127, b"not found"),
+    ):
         res = project.run([str(project.bin / tool), "arg"])
         assert res.returncode == code, res
         assert res.stderr.startswith(b"rsbox: error: ") and word in res.stderr
@@ -159,7 +162,11 @@ def test_only_the_allowlisted_host_environment_crosses(project: Project) -> None
         res = project.run(argv, env=host, cwd=project.root)
         inside = dict(line.split("=", 1) for line in res.stdout.decode().splitlines())
         assert res.returncode == 0, res
-        assert (inside["TERM"], inside["LANG"], inside["LC_TIME"]) == ("xterm-rsbox", "C.UTF-8", "C")
+        assert (inside["TERM"], inside["LANG"], inside["LC_TIME"]) == (
+            "xterm-rsbox",
+            "C.UTF-8",
+            "C",
+        )
         assert inside["GREETING"] == "from rsbox.toml"  # the container's own
         assert not {"RSBOX_TEST_SECRET", "DISPLAY", "SSH_AUTH_SOCK", "PYTHONPATH"} & set(inside)
 
