@@ -10,7 +10,10 @@ build    a no-op `rsbox env build` (nothing changed). Target: <= 200 ms.
 cold     the first entry after `rsbox env down` (image built, container absent): the
          shim falls back to the full CLI, which starts the container and enters it.
 
-Every line is the median with the spread (min-max) of the same number of runs.
+Every line is the median with the spread (min-max) of the same number of runs. The
+interpreter's own start (`python -IS -c pass`, the shim's flags, and `python -c pass`
+with site) is measured in the same run as the floor; the CPU time per entry (user +
+system of every process it made) is less sensitive to a loaded machine than wall time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +49,17 @@ def _line(name: str, times: list[float], base: list[float] | None = None) -> str
     ratio = f"   shim/{name} = {statistics.median(base) / med:.2f}x" if base else ""
     spread = f"({min(times) * 1000:.1f}-{max(times) * 1000:.1f})"
     return f"  {name:28} {med * 1000:7.1f} ms {spread:>15}{ratio}"
+
+
+def _cpu_per_run(argv: list[str], runs: int, cwd: Path) -> float:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(runs):
+        subprocess.run(argv, check=True, capture_output=True, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return used / runs
 
 
 def _project(peers: Peers) -> Path:
@@ -96,6 +111,13 @@ def bench_env(peers: Peers, runs: int) -> None:
         if pods:
             target += f"; <= 0.2x podman exec: {med / statistics.median(pods):.2f}x"
         print(target)
+        floor = [sys.executable, "-IS", "-c", "pass"]
+        print(_line("python -IS -c pass (floor)", wall_times(floor, runs)))
+        print(_line("python -c pass (with site)", wall_times([sys.executable, "-c", "pass"], runs)))
+        exec_argv = peers.rsbox("exec", "rsbox-env-bench", *TRUE)
+        cpu = {name: _cpu_per_run(a, runs, root) for name, a in
+               (("warm shim", shim), ("rsbox exec", exec_argv), ("python -IS", floor))}  # fmt: skip
+        print("  CPU per entry: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in cpu.items()))
         build = wall_times(peers.rsbox("env", "build"), runs, cwd=root)
         print(_line("no-op `rsbox env build`", build))
         print(f"  target no-op build <= 200 ms: {statistics.median(build) * 1000:.1f} ms")

@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import time
 
+from rootless import signals as signal  # not `signal`: see rootless.signals
 from rootless import syscalls as sc
 from rootless.environ import merge_env
 from rootless.errors import ContainerError

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 
+from rootless import signals as signal  # not `signal`: see rootless.signals
 from rootless.record import Record
 
 TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)

@@ -28,7 +28,7 @@ if sys.argv[2] == "full":
     import rootless.env.config, rootless.env.steps
 print(" ".join(sorted(sys.modules)))
 """
-    heavy = {"json", "re", "hashlib", "typing", "dataclasses", "pathlib", "sqlite3", "tomllib"}
+    heavy = {"json", "re", "hashlib", "typing", "dataclasses", "pathlib", "sqlite3", "tomllib", "enum"}
 
     def loaded(which: str) -> set[str]:
         argv = [sys.executable, "-IS", "-c", probe, SOURCE, which]
