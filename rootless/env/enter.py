@@ -237,7 +237,10 @@ def enter(root_arg: str | None, project: str, cmd: Sequence[str]) -> int | None:
 
         tty = os.isatty(0) and os.isatty(1)
         argv = list(cmd) or list(LOGIN_SHELL)
-        cwd = workdir(project, os.getcwd())
+        try:
+            cwd = workdir(project, os.getcwd())
+        except OSError:  # the caller's directory was removed: as from outside the project
+            cwd = project
         env = passed_env(w.agent)
         return exec_in(w.cdir, w.cid, argv, env, cwd, None, tty, True, saved=w.process)
     except RsboxError as exc:
@@ -289,7 +292,10 @@ def shell_fast(args: Sequence[str]) -> None:
             root_arg, i = args[i].partition("=")[2], i + 1
         else:
             return  # another global option: the full CLI's business
-    rest, start = list(args[i + 1 :]), os.getcwd()
+    try:
+        rest, start = list(args[i + 1 :]), os.getcwd()
+    except OSError:
+        return  # no working directory: the full CLI says so
     if rest[:1] == ["--project"] and len(rest) > 1:
         start, rest = rest[1], rest[2:]
     elif rest[:1] and rest[0].startswith("--project="):

@@ -186,6 +186,12 @@ def test_every_miss_falls_back_to_the_full_cli_which_enters(project: Project) ->
     finally:
         toml.write_text(original)
     assert project.path_taken(shim) == "full"
+    # no record (a new store, a lost file): the full CLI writes it again
+    from rootless.env.enter import record_path
+
+    Path(record_path(str(project.rsbox.root), str(project.root))).unlink()
+    assert project.path_taken(shim) == "full"
+    assert project.path_taken(shim) == "lean"
     # trust in use (an env-trust directory in the store): untrusted misses, trusted joins
     trust = project.rsbox.root / "env-trust"
     trust.mkdir()
@@ -202,3 +208,44 @@ def test_every_miss_falls_back_to_the_full_cli_which_enters(project: Project) ->
         for f in trust.iterdir():
             f.unlink()
         trust.rmdir()
+
+
+def _read_until(fd: int, word: bytes, seconds: float = 30) -> bytes:
+    """What the terminal showed until `word` (a deadline, not a measured time)."""
+    import select
+    import time
+
+    seen, deadline = b"", time.monotonic() + seconds
+    while word not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen
+
+
+def test_on_a_terminal_a_login_shell_and_ctrl_c_is_130(project: Project) -> None:
+    for argv, ready, typed, shown, code in (
+        (project.rsbox.argv("shell"), b"# ", b"echo $((6*7)); exit 5\n", b"42", 5),
+        (
+            [str(project.bin / "sh"), "-c", "echo ready; exec sleep 100"],
+            b"ready",
+            b"\x03",
+            b"",
+            130,
+        ),
+    ):
+        master, slave = os.openpty()
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=project.env,
+                                cwd=project.root, start_new_session=True)  # fmt: skip
+        os.close(slave)
+        try:
+            assert ready in _read_until(master, ready)  # the prompt, or the tool's word
+            os.write(master, typed)
+            assert shown in (_read_until(master, shown) if shown else b"")
+            assert proc.wait(timeout=30) == code
+        finally:
+            proc.kill()
+            proc.wait()
+            os.close(master)
