@@ -23,6 +23,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # Docker's management forms (`container ls`, `image rm`) are the plain verbs.
     args = expand(sys.argv[1:] if argv is None else list(argv))
     command = command_of(args)
+    if command == "shell":  # warm: joined here, before argparse (rootless.env.enter)
+        from rootless.env.enter import shell_fast
+
+        shell_fast(args)
     helper = None
     if command in ("run", "start"):
         # First thing: P1 imports the FUSE server while we do the rest (rootless.launch.prefork).

@@ -14,6 +14,8 @@ stores   one read-only image store for 8 users: disk and startup against private
          copies (tests/bench_stores.py).
 build    `rsbox build` vs `podman build` of one Debian Containerfile (apt, venv + pip,
          COPY): cold and no-op rebuild (tests/bench_build.py).
+env      a warm shim `true` vs rsbox/podman exec, `podman exec --user` and ch-run; a no-op
+         `rsbox env build`; a cold first entry (tests/bench_env.py).
 
 Run it as an unprivileged user (the peers are measured rootless too). A missing peer is
 reported, not fatal: benchmarks measure, they do not pass or fail.
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.bench_build import bench_build
+from tests.bench_env import bench_env
 from tests.bench_fs import bench_fs
 from tests.bench_lifecycle import bench_lifecycle
 from tests.bench_logs import bench_logs
@@ -200,6 +203,7 @@ BENCHES: dict[str, Callable[[Peers, int], None]] = {
     "logs": bench_logs,
     "stores": bench_stores,
     "build": bench_build,
+    "env": bench_env,
 }
 
 

@@ -120,7 +120,16 @@ def _trusted_config(ctx: Context, start: Path) -> EnvConfig:
 
 
 def _build(ns: argparse.Namespace, ctx: Context) -> int:
+    from rootless.env.steps import unchanged
+
     cfg = _trusted_config(ctx, Path.cwd())
+    if not ns.no_cache:
+        with ctx.store() as store:
+            same = unchanged(store, cfg)
+        if same:
+            print("unchanged since the build rsbox.lock records (--no-cache builds again)")
+            print(f"{cfg.image} sha256:{same}", flush=True)
+            return 0
     image = _build_recorded(ctx, cfg, no_cache=ns.no_cache)
     print(f"{cfg.image} sha256:{image.id}", flush=True)
     return 0
@@ -179,7 +188,12 @@ def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
         with ctx.store() as store:
             remember_project(store, cfg)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"
-    return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    from rootless.env.enter import input_hashes, record_warm
+
+    inputs = input_hashes(cfg)
+    said = up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    record_warm(store_root, ctx.root_arg, cfg, inputs)  # for the lean entry
+    return said
 
 
 def _env_up(ns: argparse.Namespace, ctx: Context) -> int:

@@ -54,9 +54,9 @@ def main_command(cfg: EnvConfig) -> tuple[str, ...]:
 
 
 def host_home() -> Path:
-    import pwd
+    from rootless.env import enter
 
-    return Path(os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
+    return Path(enter.host_home())
 
 
 def home_source(cfg: EnvConfig, store_root: Path) -> Path:
@@ -105,13 +105,9 @@ def run_args(cfg: EnvConfig, home: Path) -> list[str]:
 
 def ssh_agent_socket(cfg: EnvConfig) -> str:
     """$SSH_AUTH_SOCK when `ssh_agent = true` and it names a socket, else ""."""
-    import stat
+    from rootless.env.enter import agent_socket
 
-    path = os.environ.get("SSH_AUTH_SOCK", "") if cfg.ssh_agent else ""
-    try:
-        return path if path.startswith("/") and stat.S_ISSOCK(os.stat(path).st_mode) else ""
-    except OSError:
-        return ""
+    return agent_socket(cfg.ssh_agent)
 
 
 def state(root_arg: str | None, cfg: EnvConfig) -> str:
@@ -222,22 +218,17 @@ def down(cli: Sequence[str], root_arg: str | None, cfg: EnvConfig) -> bool:
 def exec_args(
     cfg: EnvConfig, cwd: Path, cmd: Sequence[str], tty: bool, *, root: bool = False
 ) -> list[str]:
-    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`; `root`:
-    as root inside (the caller checks that the map has a root: `root_needs_a_range`)."""
-    inside = cwd.absolute()
-    if inside != cfg.root and cfg.root not in inside.parents:
-        inside = cfg.root  # a shell started from outside the project starts at its root
+    """`rsbox exec` arguments for a command (a login shell when empty) at `cwd`: the
+    same directory, environment and command as the lean entry (rootless.env.enter);
+    `root`: as root inside (the caller checks that the map has a root:
+    `root_needs_a_range`)."""
+    from rootless.env.enter import LOGIN_SHELL, passed_env, workdir
+
     args = ["exec", "-i"] + (["-t"] if tty else []) + (["-u", "0:0"] if root else [])
-    # Only an allowlist of the host's environment crosses (exec starts from the
-    # container's own environment).
-    for name in ("TERM", "LANG", *sorted(k for k in os.environ if k.startswith("LC_"))):
-        if name in os.environ:
-            args += ["-e", f"{name}={os.environ[name]}"]
-    agent = ssh_agent_socket(cfg)
-    if agent:
-        args += ["-e", f"SSH_AUTH_SOCK={agent}"]
-    args += ["-w", str(inside), cfg.container]
-    return args + (list(cmd) if cmd else ["/bin/sh", "-l"])
+    for item in passed_env(ssh_agent_socket(cfg)):
+        args += ["-e", item]
+    args += ["-w", workdir(str(cfg.root), str(cwd.absolute())), cfg.container]
+    return args + (list(cmd) if cmd else list(LOGIN_SHELL))
 
 
 def root_needs_a_range() -> None:

@@ -39,9 +39,9 @@ import contextlib
 import errno
 import os
 import resource
-import signal
 import stat
 
+from rootless import signals as signal  # not `signal`: see rootless.signals
 from rootless import syscalls as sc
 from rootless.errors import (
     CommandNotExecutable,

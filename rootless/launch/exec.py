@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import time
 
+from rootless import signals as signal  # not `signal`: see rootless.signals
 from rootless import syscalls as sc
 from rootless.environ import merge_env
 from rootless.errors import ContainerError
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
     from pathlib import Path
+    from typing import Any
 
 # Order matters: user first (see above), pid last (it is for our child).
 NAMESPACES = (
@@ -273,10 +274,13 @@ def exec_in(
     user: str | None,
     tty: bool,
     interactive: bool,
+    saved: dict[str, Any] | None = None,
 ) -> int:
     """`rsbox exec`: the process pid 1 became (its environment, user, working directory,
     capabilities, limits, id map and seccomp filter, saved by the launch that started it:
-    rootless.lifecycle.save_process), with this command and these flags."""
+    rootless.lifecycle.save_process), with this command and these flags. `saved`: that
+    file's document when the caller has it already (rootless.env.enter keeps one, to
+    spare the lean entry the json module)."""
     from rootless.running import container_pid, monitor_pid
 
     mon = monitor_pid(cid)
@@ -285,7 +289,7 @@ def exec_in(
         raise ContainerError(
             f"container {cid[:12]} is not running", hint=f"start it: rsbox start {cid[:12]}"
         )
-    base = _saved_process(cdir) or _planned_process(cdir)
+    base = _saved_process(cdir, saved) or _planned_process(cdir)
     base_env = list(base.env)
     if tty and not any(e.startswith("TERM=") for e in base_env):
         base_env.append("TERM=xterm")
@@ -312,15 +316,16 @@ def _bpf(cdir: str) -> bytes | None:
         return None
 
 
-def _saved_process(cdir: str) -> Process | None:
+def _saved_process(cdir: str, doc: dict[str, Any] | None) -> Process | None:
     """What the launch saved (rootless.lifecycle.save_process); None if it saved nothing."""
-    import json
-
     from rootless.running import PROCESS_NAME
 
     try:
-        with open(os.path.join(cdir, PROCESS_NAME), "rb") as f:
-            doc = json.load(f)
+        if doc is None:
+            import json
+
+            with open(os.path.join(cdir, PROCESS_NAME), "rb") as f:
+                doc = json.load(f)
         return Process.from_json(doc, (), _bpf(cdir))
     except FileNotFoundError:
         return None

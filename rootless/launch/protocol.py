@@ -4,9 +4,12 @@
   pickled to P1 over a pipe. Every field is required: a launch without a container
   record, a store or a capability set is not a launch.
 * One-byte messages on the sync pipes, named below, never written as literals.
-* The error line: a child that fails writes one JSON object on the error pipe (close-on-
-  exec, so its EOF also tells a detached P0 that the command was executed); P0 turns it
-  back into the `RsboxError` it was, and exits with Docker's code for it.
+* The error line: a child that fails writes one dict on the error pipe as an ASCII
+  Python literal (close-on-exec, so its EOF also tells a detached P0 that the command
+  was executed); P0 turns it back into the `RsboxError` it was, and exits with Docker's
+  code for it. Written with builtins only: a child that failed after joining the
+  container's mount namespace (exec's E1, P3) must import nothing, as every import
+  would be looked up in the container's files.
 * Wait status to exit code: Docker's rule, 128 + signal for a killed command.
 * The signals P0 forwards to the container, and `GUARD_SIGNAL`, the parent-death signal
   P2 arms to kill pid 1 from outside (see p2.py).
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 
+from rootless import signals as signal  # not `signal`: see rootless.signals
 from rootless.record import Record
 
 TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
@@ -90,11 +93,9 @@ class Launch(Record):
 
 
 def report(fd: int, exc: BaseException) -> int:
-    """Write one JSON line for P0 and return the exit code to use. Pipe writes under
+    """Write one error line for P0 and return the exit code to use. Pipe writes under
     PIPE_BUF bytes are atomic and never block on an empty pipe."""
-    import json
-
-    from rootless.errors import RsboxError
+    from rootless.errors import RsboxError  # imported by the parent already: no lookup
 
     if isinstance(exc, RsboxError):
         doc = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
@@ -110,8 +111,12 @@ def report(fd: int, exc: BaseException) -> int:
             "hint": "please report this with the output of rsbox info",
         }
         code = 125
+    line = ascii(doc)
+    while len(line) > 3900:  # one atomic write; ascii() escapes may be 10 chars each
+        doc["message"] = str(doc["message"])[: len(str(doc["message"])) // 2]
+        line = ascii(doc)
     with contextlib.suppress(OSError):
-        os.write(fd, (json.dumps(doc)[:3900] + "\n").encode())
+        os.write(fd, (line + "\n").encode())
     return code
 
 
@@ -133,14 +138,16 @@ def child(fd: int, body: Callable[..., object], *args: object) -> NoReturn:
 
 def parse_error(data: bytes) -> RsboxError | None:
     """The first error line in `data`, as the exception it was."""
-    import json
+    if not data.strip():
+        return None  # the usual case: no import
+    import ast
 
     from rootless import errors
 
     for line in data.decode(errors="replace").splitlines():
         try:
-            doc = json.loads(line)
-        except ValueError:
+            doc = ast.literal_eval(line)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             continue
         if not isinstance(doc, dict):
             continue
