@@ -68,7 +68,7 @@ def _project(peers: Peers) -> Path:
     (root / "rsbox.toml").write_text(
         '[env]\nname = "bench"\nbase = "bench"\n[expose]\nbins = ["busybox"]\n'
     )
-    for args in (("env", "build"), ("env", "shims"), ("env", "up")):
+    for args in (("env", "trust"), ("env", "build"), ("env", "shims"), ("env", "up")):
         res = subprocess.run(peers.rsbox(*args), capture_output=True, text=True, cwd=root)
         if res.returncode != 0:
             raise RuntimeError(f"rsbox {' '.join(args)}: {res.stderr.strip()[-300:]}")

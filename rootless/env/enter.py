@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "rsbox.toml"  # rootless.env.config.FILENAME, without importing tomllib
 WARM_DIR = "env-warm"
-TRUST_DIR = "env-trust"
 LOGIN_SHELL = ("/bin/sh", "-l")
 
 
@@ -85,11 +84,9 @@ def host_home() -> str:
 
 
 def _sha256(data: bytes) -> str:
-    try:  # the C module alone; hashlib loads OpenSSL first (~3 ms under load)
-        from _sha256 import sha256  # type: ignore[import-not-found]  # 3.11
-    except ImportError:
-        from hashlib import sha256
-    return str(sha256(data).hexdigest())
+    from rootless.env.trust import sha256_hex
+
+    return sha256_hex(data)
 
 
 def _file_sha(path: str) -> str:
@@ -101,17 +98,11 @@ def _file_sha(path: str) -> str:
         return ""
 
 
-def trust_key(config: str, sha: str) -> str:
-    return _sha256(f"{config}\n{sha}".encode())
-
-
 def trusted(store: str, config: str, sha: str) -> bool:
-    trust = os.path.join(store, TRUST_DIR)
-    # Until `rsbox env trust` lands, no env-trust directory means trust is not in use
-    # (lead: drop this line when it does, so that a store without trust refuses).
-    if not os.path.isdir(trust):
-        return True
-    return os.path.exists(os.path.join(trust, trust_key(config, sha)))
+    """rootless.env.trust's rule, for the content hash the record already holds."""
+    from rootless.env.trust import canonical, record_for
+
+    return os.path.exists(record_for(store, canonical(config), sha))
 
 
 def record_path(store: str, project: str) -> str:

@@ -12,7 +12,8 @@ atomically). A project is live while its directory holds its config (rsbox.toml 
   is left (an image someone else tagged stays);
 - the containers `rsbox-env-NAME` of names none of whose projects is live;
 - the homes `env-homes/NAME/` of those names (dotfiles and history made inside);
-- trust records of configs that no longer exist (rootless.env.trust).
+- trust records of configs that no longer exist (rootless.env.trust), and the lean
+  entry's records (rootless.env.enter) of projects that are gone.
 
 Nothing rsbox did not record is touched: a home or container from before the record
 existed stays until its project's next build or entry records it.
@@ -139,8 +140,33 @@ def collect(store: Store, cli: Sequence[str], *, dry_run: bool = False) -> list[
                 for path in paths:
                     os.unlink(path)
             out.append(f"{verb} trust of {config} (no such file)")
+    for path, project in _warm_records(str(store.root)):
+        if not _live(project):
+            if not dry_run:
+                os.unlink(path)
+            out.append(f"{verb} entry record of {project} (project gone)")
     if not dry_run:
         _forget(store, dead, gone_images)
+    return out
+
+
+def _warm_records(store_root: str) -> list[tuple[str, str]]:
+    """(record, project) of the lean entry's records (rootless.env.enter); a damaged
+    record names no project and is left to `enter`, which rewrites it."""
+    import marshal
+
+    from rootless.env.enter import WARM_DIR
+
+    d = os.path.join(store_root, WARM_DIR)
+    out = []
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        try:
+            with open(os.path.join(d, name), "rb") as f:
+                project = marshal.load(f)["project"]
+        except (OSError, ValueError, EOFError, KeyError, TypeError):
+            continue
+        if isinstance(project, str):
+            out.append((os.path.join(d, name), project))
     return out
 
 

@@ -7,8 +7,8 @@ run with the user's files (`on_create`, `[build] run`), host paths to bind (`mou
 archive must not act by being entered. `rsbox env trust` records the config as it is;
 build, `up`, `shell`, the shims and the shell hook refuse an unrecorded one.
 
-The rule (one function, `record_path`; the lean shim entry imports this module, so only
-os and hashlib here): a trusted config is a file `<store root>/env-trust/<K>`, where
+The rule (one function, `record_for`; the lean shim entry, rootless.env.enter, calls it,
+so only os here and the sha256 C module when hashing): a trusted config is a file `<store root>/env-trust/<K>`, where
 K = sha256 hex of (the config's path + "\\n" + sha256 hex of its bytes), and the file
 holds that path and a newline (for `untrust`, `status` and `gc`). Trusted is: that file
 exists. An edit changes K, so the old record no longer matches: "edited". The path is
@@ -20,7 +20,6 @@ it is linked, with the content it points at.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 DIRNAME = "env-trust"
@@ -39,8 +38,22 @@ def record_path(store_root: str, config: str, data: bytes | None = None) -> str:
     if data is None:
         with open(real, "rb") as f:
             data = f.read()
-    text = real + "\n" + hashlib.sha256(data).hexdigest()
-    return os.path.join(store_root, DIRNAME, hashlib.sha256(text.encode()).hexdigest())
+    return record_for(store_root, real, sha256_hex(data))
+
+
+def record_for(store_root: str, real_config: str, content_sha: str) -> str:
+    """The record for the config at `real_config` (`canonical`) whose bytes hash to
+    `content_sha`: the one rule, here and in the lean entry."""
+    key = sha256_hex(f"{real_config}\n{content_sha}".encode())
+    return os.path.join(store_root, DIRNAME, key)
+
+
+def sha256_hex(data: bytes) -> str:
+    try:  # the C module alone; hashlib loads OpenSSL first (~3 ms under load)
+        from _sha256 import sha256  # type: ignore[import-not-found]  # 3.11
+    except ImportError:
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
 
 
 def is_trusted(store_root: str, config: str) -> bool:

@@ -10,7 +10,6 @@ the lean entry is the shim's own interpreter (or `rsbox shell`); the full CLI en
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -83,6 +82,7 @@ def project(
         """)
     )
     p = Project(rsbox, root)
+    p.cli("env", "trust")
     p.cli("env", "build")
     p.cli("env", "shims")
     p.cli("env", "up")
@@ -179,6 +179,7 @@ def test_every_miss_falls_back_to_the_full_cli_which_enters(project: Project) ->
     original = toml.read_text()
     toml.write_text(original.replace("from rsbox.toml", "edited"))
     try:
+        project.cli("env", "trust")  # an edit revokes trust (test_env_trust.py)
         assert project.path_taken(shim) == "full"
         res = project.run([str(project.bin / "sh"), "-c", 'echo "$GREETING"'])
         assert res.stdout == b"edited\n"  # and the next entry is warm again, with the edit
@@ -192,22 +193,23 @@ def test_every_miss_falls_back_to_the_full_cli_which_enters(project: Project) ->
     Path(record_path(str(project.rsbox.root), str(project.root))).unlink()
     assert project.path_taken(shim) == "full"
     assert project.path_taken(shim) == "lean"
-    # trust in use (an env-trust directory in the store): untrusted misses, trusted joins
-    trust = project.rsbox.root / "env-trust"
-    trust.mkdir()
+    # untrusted: the lean entry misses and the full CLI refuses in one line; trusted
+    # again, it joins; an edit revokes it (control: the same shim, lean before and after)
+    project.cli("env", "untrust")
     try:
-        assert project.path_taken(shim) == "full"
-        sha = hashlib.sha256(toml.read_bytes()).hexdigest()
-        key = hashlib.sha256(f"{toml}\n{sha}".encode()).hexdigest()
-        (trust / key).touch()
-        assert project.path_taken(shim) == "lean"
-        toml.write_text(original + "# an edit revokes the trust\n")
-        assert project.path_taken(shim) == "full"
+        res = project.run([str(project.bin / "sh"), "-c", "echo entered"])
+        assert (res.returncode, res.stdout) == (125, b""), res
+        assert b"is not trusted (hint: rsbox env trust)" in res.stderr
+    finally:
+        project.cli("env", "trust")
+    assert project.path_taken(shim) == "lean"
+    toml.write_text(original + "# an edit revokes the trust\n")
+    try:
+        res = project.run([str(project.bin / "sh"), "-c", "echo entered"])
+        assert (res.returncode, res.stdout) == (125, b""), res
     finally:
         toml.write_text(original)
-        for f in trust.iterdir():
-            f.unlink()
-        trust.rmdir()
+    assert project.path_taken(shim) == "lean"
 
 
 def _read_until(fd: int, word: bytes, seconds: float = 30) -> bytes:

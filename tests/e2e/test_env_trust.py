@@ -336,12 +336,13 @@ def test_gc_removes_what_no_project_uses_and_keeps_what_one_does(
         _ok(rsbox, root, "env", "up")  # a container and a home each
     subprocess.run(["rm", "-rf", str(gone)], check=True)
     homes = rsbox.root / "env-homes"
-    expected = [  # containers, images (by environment), homes, trust records
+    expected = [  # containers, images (by environment), homes, trust and entry records
         f"container rsbox-env-{gone.name} (project gone: {gone})",
         f"image {gone_image} (rsbox-env-{gone.name})",
         f"image {old} (rsbox-env-{keep.name})",
         f"home {homes / gone.name} (project gone: {gone})",
         f"trust of {gone / 'rsbox.toml'} (no such file)",
+        f"entry record of {gone} (project gone)",
     ]
     dry = _ok(rsbox, tmp_path, "env", "gc", "--dry-run").splitlines()
     ours = [line for line in dry if suffix in line]
@@ -357,5 +358,9 @@ def test_gc_removes_what_no_project_uses_and_keeps_what_one_does(
     assert _containers(rsbox, tmp_path).count(f"rsbox-env-{keep.name}") == 1
     assert f"rsbox-env-{gone.name}" not in _containers(rsbox, tmp_path)
     assert (homes / keep.name).is_dir() and is_trusted(str(rsbox.root), str(toml))
+    from rootless.env.enter import record_path
+
+    assert os.path.exists(record_path(str(rsbox.root), str(keep)))
+    assert not os.path.exists(record_path(str(rsbox.root), str(gone)))
     assert [line for line in _ok(rsbox, tmp_path, "env", "gc").splitlines() if suffix in line] == []
     _ok(rsbox, keep, "env", "down")

@@ -58,11 +58,14 @@ def test_only_the_allowlist_crosses(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_trust_key_is_path_newline_sha(tmp_path: Path) -> None:
     import hashlib
 
+    from rootless.env.trust import record_path
+
     config = str(tmp_path / "rsbox.toml")
+    Path(config).write_bytes(b"[env]\n")
     sha = hashlib.sha256(b"[env]\n").hexdigest()
     key = hashlib.sha256(f"{config}\n{sha}".encode()).hexdigest()
-    assert enter.trust_key(config, sha) == key
-    assert enter.trusted(str(tmp_path), config, sha)  # no env-trust directory: not in use
+    assert record_path(str(tmp_path), config) == str(tmp_path / "env-trust" / key)
+    assert not enter.trusted(str(tmp_path), config, sha)  # no record: untrusted
     (tmp_path / "env-trust").mkdir()
     assert not enter.trusted(str(tmp_path), config, sha)
     (tmp_path / "env-trust" / key).touch()
