@@ -186,6 +186,7 @@ def test_every_miss_falls_back_to_the_full_cli_which_enters(project: Project) ->
         assert project.path_taken(shim) == "lean"
     finally:
         toml.write_text(original)
+        project.cli("env", "trust")  # trusting the edit replaced the original's record
     assert project.path_taken(shim) == "full"
     # no record (a new store, a lost file): the full CLI writes it again
     from rootless.env.enter import record_path
