@@ -23,9 +23,10 @@ from tests.fs.test_mount import has_subid_range
 PACKAGES = ("git", "gcc", "libc6-dev", "make", "python3", "sqlite3", "tar")
 SUITE = "bookworm"
 # The package lists stay in the image (~55 MB), without translations (as in Docker's
-# Debian images, apt.conf.d/docker-no-languages): each of the suite's `apt-get update`
-# runs (six per user, in build, env, fakeroot and here) then fetches the three InRelease
-# files (~250 kB) instead of ~16 MB of lists, while the archive is as the image saw it.
+# Debian images, apt.conf.d/docker-no-languages): the suite's `apt-get update` runs
+# (seven for a user with a subordinate range: build, env, fakeroot, here) then fetch the
+# three InRelease files (~250 kB) instead of ~16 MB of lists, while the archive is as the
+# image saw it.
 MMDEBSTRAP_OPTIONS = ("--skip=cleanup/apt/lists", '--aptopt=Acquire::Languages "none"')
 
 
