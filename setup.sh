@@ -19,11 +19,12 @@ cd "$(dirname "$0")"
 # zsh/fish: tests/e2e/test_completion.py runs the completion scripts in them, and
 # tests/e2e/test_env_trust.py the `rsbox hook` of each; bash-completion
 # loads the one `./setup.sh venv` installs for you.
+# inotify-tools: tests/multiuser watches a shared store for writes with inotifywait.
 PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config libfuse3-dev fuse3
 libseccomp2 uidmap busybox-static umoci skopeo podman runc bubblewrap
 charliecloud-runtime fuse-overlayfs docker-registry apache2-utils openssl
 golang-github-containers-common git strace gdb nodejs slirp4netns passt mmdebstrap zsh fish
-bash-completion"
+bash-completion inotify-tools"
 
 packages() {
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -439,9 +439,10 @@ class Store:
             raise
         store = cls(root, db, fs=fs, plan=choice, image_stores=others, tmp_root=tmp_root)
         store._share = storefs.share_mask(root)
-        for sub in ("store.db", "blobs", "blobs/sha256", "layers"):  # where others look
+        for sub in ("store.db", "lock", "blobs", "blobs/sha256", "layers"):  # where others look
             with contextlib.suppress(OSError):  # not ours to chmod: its owner's choice
                 storefs.share_top(root / sub, store._share)
+        storefs.open_to_group(root)
         try:
             # PRAGMAs cannot run inside a transaction; the schema script brings its own.
             with store._flock(root / "lock"):
@@ -608,7 +609,21 @@ class Store:
 
     @contextlib.contextmanager
     def _flock(self, path: Path) -> Iterator[None]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except PermissionError:
+            # A lock file another writer of a group-writable store made (readable to the
+            # group, as the store shares): flock(2) locks a file open in any mode.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot take the lock {path}: {exc}",
+                    hint=f"its owner can share it with `chmod g+r {path}`",
+                ) from exc
+        if self._share:
+            with contextlib.suppress(OSError):  # another writer's: shared when created
+                storefs.share_top(path, self._share)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

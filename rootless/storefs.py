@@ -151,6 +151,31 @@ def share_mask(root: Path) -> int:
     return os.stat(root).st_mode & 0o055
 
 
+# What every member of a group-writable store's group writes into when it pulls (the
+# database and its journal's directory, the writer lock, the per-blob locks, tmp/ and the
+# directories things are renamed into); never the blobs or layers themselves, which stay
+# immutable, nor containers/ (a container's records belong to its user: members run from
+# the store with --image-store).
+GROUP_WRITES = (".", "store.db", "lock", "blobs", "blobs/sha256", "layers", "tmp", "cache", "locks")
+
+
+def open_to_group(root: Path) -> None:
+    """A store whose root is group-writable (`chmod g+ws`, the group of its writers) gets
+    group write on `GROUP_WRITES`, for those of them its opener owns (the owner's first
+    command after the chmod does it). SQLite gives the journal the database's mode."""
+    if not os.stat(root).st_mode & stat.S_IWGRP:
+        return
+    for sub in GROUP_WRITES:
+        path = root / sub
+        with contextlib.suppress(OSError):  # missing, or another member's: not ours to chmod
+            st = os.lstat(path)
+            if st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode):
+                continue
+            want = 0o070 if stat.S_ISDIR(st.st_mode) else 0o060
+            if want & ~st.st_mode:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | want)
+
+
 def share_top(path: Path, mask: int) -> None:
     """`path` itself (not below) gets the bits of `share_mask` it lacks."""
     st = os.lstat(path)

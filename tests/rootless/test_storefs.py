@@ -14,6 +14,7 @@ from rootless.errors import StoreError
 from rootless.store import Store
 from rootless.storefs import (
     FILESYSTEMS,
+    GROUP_WRITES,
     Kind,
     StoreFs,
     classify,
@@ -159,6 +160,27 @@ def test_a_private_store_runs_wal_and_a_shared_one_a_rollback_journal(tmp_path: 
     root.chmod(0o700)
     Store.open(root).close()
     assert _journal(root) == "wal"
+
+
+def test_a_group_writable_store_opens_its_own_files_to_the_group(
+    tmp_path: Path, busybox_tar: Path
+) -> None:
+    """What the group's members write into (tests/multiuser pulls as one of them); the
+    blobs and layers stay read-only, and a store that is not group-writable gets nothing."""
+    from rootless.image_import import import_rootfs
+
+    private, group = tmp_path / "private", tmp_path / "group"
+    group.mkdir(mode=0o775)
+    group.chmod(0o2775)  # as the README says; mkdir's mode is cut by the umask
+    for root in (private, group):
+        with Store.open(root) as s:
+            import_rootfs(s, busybox_tar, "bb")
+        Store.open(root).close()  # a second command: the lock files exist now
+    for sub in GROUP_WRITES:
+        assert os.stat(group / sub).st_mode & stat.S_IWGRP, sub
+        assert not os.stat(private / sub).st_mode & stat.S_IWGRP, sub
+    written = [p for p in group.glob("*/*/*") if p.parts[-3] in ("blobs", "layers")]
+    assert written and not [p for p in written if os.stat(p).st_mode & 0o022]
 
 
 _IMPORT = """
