@@ -230,7 +230,7 @@ def _read_until(fd: int, word: bytes, seconds: float = 30) -> bytes:
 
 def test_on_a_terminal_a_login_shell_and_ctrl_c_is_130(project: Project) -> None:
     for argv, ready, typed, shown, code in (
-        (project.rsbox.argv("shell"), b"# ", b"echo $((6*7)); exit 5\n", b"42", 5),
+        (project.rsbox.argv("shell"), b"$ ", b"echo $((6*7)); exit 5\n", b"42", 5),
         (
             [str(project.bin / "sh"), "-c", "echo ready; exec sleep 100"],
             b"ready",
