@@ -75,6 +75,8 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.steps import build_env
 
     cfg = load_config(Path.cwd())
+    if cfg.ignored:  # devcontainer.json's keys rsbox does not use (rootless.env.devcontainer)
+        print(f"rsbox: warning: {cfg.path}: ignored: {', '.join(cfg.ignored)}", file=sys.stderr)
     with ctx.store() as store:
         image = build_env(store, cfg, no_cache=ns.no_cache)
     print(f"{cfg.image} sha256:{image.id}", flush=True)
@@ -105,7 +107,10 @@ def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
     store_root = ctx.root or default_root(ctx.settings())
     home = home_source(cfg, store_root)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"
-    return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    from rootless.env.steps import read_lock
+
+    bundles = tuple(read_lock(cfg).get("ca_bundles", ()))  # rootless.env.host_ca
+    return up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file, bundles)
 
 
 def _env_up(ns: argparse.Namespace, ctx: Context) -> int:
