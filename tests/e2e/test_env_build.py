@@ -131,7 +131,9 @@ def test_apt_venv_pypi_and_npm_global_tools_run_from_a_plain_host_shell(
     rsbox: Rsbox, dev_env: DevEnv, tmp_path: Path
 ) -> None:
     root = dev_env.root
-    assert _steps_run(dev_env.build_output) == 5, dev_env.build_output  # apt run COPY pip npm
+    # apt, run, COPY and pip may be test_env's layers (the same steps); npm is this one's
+    assert "STEP 6/6: RUN npm install --global" in dev_env.build_output
+    assert _steps_run(dev_env.build_output) >= 1, dev_env.build_output
     _ok(rsbox, root, "env", "shims")
     bin_ = root / ".rsbox" / "bin"
     # from outside the project, in a shell that knows nothing of rsbox but the shims' paths
