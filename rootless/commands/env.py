@@ -123,6 +123,8 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.steps import unchanged
 
     cfg = _trusted_config(ctx, Path.cwd())
+    if cfg.ignored:  # devcontainer.json's keys rsbox does not use (rootless.env.devcontainer)
+        print(f"rsbox: warning: {cfg.path}: ignored: {', '.join(cfg.ignored)}", file=sys.stderr)
     if not ns.no_cache:
         with ctx.store() as store:
             same = unchanged(store, cfg)
@@ -189,9 +191,11 @@ def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
             remember_project(store, cfg)
     key_file = env_dir(store_root) / f"{cfg.name}.run-key"
     from rootless.env.enter import input_hashes, record_warm
+    from rootless.env.steps import read_lock
 
+    bundles = tuple(read_lock(cfg).get("ca_bundles", ()))  # rootless.env.host_ca
     inputs = input_hashes(cfg)
-    said = up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file)
+    said = up(_cli(ctx), ctx.root_arg, cfg, home, image_id, key_file, bundles)
     record_warm(store_root, ctx.root_arg, cfg, inputs)  # for the lean entry
     return said
 

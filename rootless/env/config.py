@@ -20,6 +20,7 @@ from typing import Any
 from rootless.errors import ConfigError
 
 FILENAME = "rsbox.toml"
+DEVCONTAINER = ".devcontainer/devcontainer.json"
 KEYS: Mapping[str, tuple[str, ...]] = {
     "env": ("name", "base", "containerfile", "auto_rebuild"),
     "build": ("apt", "run", "pip", "npm"),
@@ -51,10 +52,16 @@ class Pip:
 @dataclass(frozen=True)
 class HostPath:
     """A host path bound into the environment (`share` at the same place under the
-    environment's home, `mounts` at the same absolute path)."""
+    environment's home, `mounts` at the same absolute path unless a devcontainer.json
+    mount names another `target`)."""
 
     path: Path
     readonly: bool
+    target: Path | None = None
+
+    @property
+    def inside(self) -> Path:
+        return self.target or self.path
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,18 @@ class EnvConfig:
     on_create: str | None = None
     idle_stop: int | None = None  # seconds; None: never
     bins: tuple[str, ...] = ()
+    # What only .devcontainer/devcontainer.json sets (rootless.env.devcontainer):
+    file: str = FILENAME  # the config file, relative to root
+    context: Path | None = None  # the containerfile's build context (default: root)
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None  # the containerfile's stage to build
+    ports: tuple[int, ...] = ()  # published through pasta (network "private")
+    on_start: str | None = None  # after every start of the container, as on_create
+    ignored: tuple[str, ...] = field(default=(), compare=False)  # keys rsbox does not use
 
     @property
     def path(self) -> Path:
-        return self.root / FILENAME
+        return self.root / self.file
 
     @property
     def image(self) -> str:
@@ -93,13 +108,14 @@ class EnvConfig:
 
 
 def find_project(start: Path) -> Path:
-    """The nearest directory at or above `start` that holds rsbox.toml."""
+    """The nearest directory at or above `start` that holds rsbox.toml or
+    .devcontainer/devcontainer.json (rsbox.toml wins where a directory has both)."""
     start = start.absolute()
     for d in (start, *start.parents):
-        if (d / FILENAME).is_file():
+        if (d / FILENAME).is_file() or (d / DEVCONTAINER).is_file():
             return d
     raise ConfigError(
-        f"no {FILENAME} in {start} or any directory above it",
+        f"no {FILENAME} or {DEVCONTAINER} in {start} or any directory above it",
         hint="run `rsbox env init` in the project's directory",
     )
 
@@ -288,10 +304,15 @@ def default_name(root: Path) -> str:
 
 def load_config(start: Path) -> EnvConfig:
     root = find_project(start)
+    name = FILENAME if (root / FILENAME).is_file() else DEVCONTAINER
     try:
-        text = (root / FILENAME).read_text(encoding="utf-8")
+        text = (root / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {root / FILENAME}: {exc}", hint="check the file") from exc
+        raise ConfigError(f"cannot read {root / name}: {exc}", hint="check the file") from exc
+    if name == DEVCONTAINER:
+        from rootless.env.devcontainer import parse_devcontainer
+
+        return parse_devcontainer(root, text)
     return parse_config(root, text)
 
 
@@ -317,7 +338,7 @@ base = "{base}"  # any image rsbox can pull or has; rsbox.lock records what it w
 # env = {{ PATH = "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin" }}
 # mounts = []  # host paths, bound at the same path
 # network = "host"  # or "private"
-# host_ca = true  # the host's CA bundle for the build's RUN steps
+# host_ca = true  # the host's CA bundle for the build's RUN steps and in the container
 
 [expose]
 # bins = ["python", "jq"]

@@ -79,19 +79,26 @@ def env_dir(store_root: Path) -> Path:
     return path
 
 
-def run_args(cfg: EnvConfig, home: Path) -> list[str]:
+def run_args(cfg: EnvConfig, home: Path, ca_bundles: Sequence[str] = ()) -> list[str]:
     """`rsbox run` arguments that start the project's container. Binds are given
     outermost first (the home, then the `share` files in it, the project, the mounts), so
-    a project under $HOME is bound over the home's directory, not hidden by it."""
+    a project under $HOME is bound over the home's directory, not hidden by it.
+    `ca_bundles`: the image's CA bundle paths the host's replaces (rootless.env.host_ca)."""
     args = ["run", "-d", "--init", "--userns", "keep-id", "--name", cfg.container]
     args += ["--network", "host" if cfg.network == "host" else "pasta"]
+    for port in cfg.ports:  # devcontainer.json's forwardPorts
+        args += ["-p", f"{port}:{port}"]
     inside_home = host_home()
     args += ["-v", f"{home}:{inside_home}", "-e", f"HOME={inside_home}"]
     for m in cfg.share:
         args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
     args += ["-v", f"{cfg.root}:{cfg.root}"]
     for m in cfg.mounts:
-        args += ["-v", f"{m.path}:{m.path}" + (":ro" if m.readonly else "")]
+        args += ["-v", f"{m.path}:{m.inside}" + (":ro" if m.readonly else "")]
+    if cfg.host_ca:
+        from rootless.env.host_ca import bind_args
+
+        args += bind_args(cfg.path, ca_bundles)
     for key, value in cfg.env.items():
         args += ["-e", f"{key}={value}"]
     agent = ssh_agent_socket(cfg)
@@ -153,11 +160,13 @@ def cfg_name(args: Sequence[str]) -> str:
     return next((a for a in args if a.startswith("rsbox-env-")), "the environment")
 
 
-def run_key(cfg: EnvConfig, home: Path, image_id: str) -> str:
+def run_key(cfg: EnvConfig, home: Path, image_id: str, ca_bundles: Sequence[str] = ()) -> str:
     """What the container was made from: the image and the `rsbox run` arguments."""
     import hashlib
 
-    text = "\0".join([image_id, *run_args(cfg, home), cfg.on_create or ""])
+    text = "\0".join(
+        [image_id, *run_args(cfg, home, ca_bundles), cfg.on_create or "", cfg.on_start or ""]
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -168,13 +177,14 @@ def up(
     home: Path,
     image_id: str,
     key_file: Path,
+    ca_bundles: Sequence[str] = (),
 ) -> str:
     """Make the project's container run; returns what was done. A container made from
     another image or other [run] settings (its `run_key`, kept in `key_file`) is removed and made again: [run] edits and rebuilds take effect at the
     next entry, and the image is kept. `on_create` runs once in a new container, as the
     user, in the project; the key is written only after it succeeded, so a failed
     on_create is tried again with a new container at the next entry."""
-    key = run_key(cfg, home, image_id)
+    key = run_key(cfg, home, image_id, ca_bundles)
     with _starting(cfg):
         now = state(root_arg, cfg)
         current = key_file.read_text() if key_file.exists() else ""
@@ -185,24 +195,30 @@ def up(
             return "running"
         if now == "stopped":
             _cli(cli, "start", cfg.container)
+            _on_create(cli, cfg, "on_start", cfg.on_start)
             return "started"
         key_file.unlink(missing_ok=True)
-        _cli(cli, *run_args(cfg, home))
-        if cfg.on_create:
-            _on_create(cli, cfg)
+        _cli(cli, *run_args(cfg, home, ca_bundles))
+        _on_create(cli, cfg, "on_create", cfg.on_create)
+        _on_create(cli, cfg, "on_start", cfg.on_start)
         from rootless.lifecycle import atomic_write_text
 
         atomic_write_text(key_file, key)
         return "created"
 
 
-def _on_create(cli: Sequence[str], cfg: EnvConfig) -> None:
-    argv = [*cli, "exec", "-w", str(cfg.root), cfg.container, "/bin/sh", "-c", cfg.on_create or ""]
-    res = subprocess.run(argv, stdin=subprocess.DEVNULL)
+def _on_create(cli: Sequence[str], cfg: EnvConfig, what: str, command: str | None) -> None:
+    """on_create (once per container) or on_start (devcontainer.json's postStartCommand,
+    after every start), as the user, in the project. Its output goes to stderr: the entry
+    that started the container may be a shim whose stdout is piped (`jq . | ...`)."""
+    if not command:
+        return
+    argv = [*cli, "exec", "-w", str(cfg.root), cfg.container, "/bin/sh", "-c", command]
+    res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=2)
     if res.returncode != 0:
         raise RsboxError(
-            f"[run] on_create of {cfg.container} exited with {res.returncode}",
-            hint="fix the command in rsbox.toml; the next entry runs it again",
+            f"{cfg.path}: {what} of {cfg.container} exited with {res.returncode}",
+            hint=f"fix the command in {cfg.path.name}; the next entry runs it again",
         )
 
 

@@ -17,6 +17,8 @@ was pulled, and the environment's image id.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import shutil
 import tempfile
@@ -24,32 +26,68 @@ from pathlib import Path
 from typing import Any
 
 from rootless.env.config import EnvConfig
-from rootless.errors import ConfigError
+from rootless.errors import ConfigError, RsboxError
 from rootless.store import Image, Store
 
 LOCKFILE = "rsbox.lock"
+# dpkg fsyncs every file it unpacks; in a build step that buys nothing (a step that does
+# not finish leaves no layer), and through the union's FUSE mount each fsync is a round
+# trip to the server. Docker's Debian images turn it off the same way.
+_UNSAFE_IO = "-o Dpkg::Options::=--force-unsafe-io"
 REQUIREMENTS_TARGET = "/opt/rsbox-env/requirements.txt"
 
 
 def containerfile_text(cfg: EnvConfig) -> str:
     """The Containerfile of the [build] steps (the base must be set)."""
+    return "".join(line + "\n" for _, line in _instructions(cfg))
+
+
+def _instructions(cfg: EnvConfig) -> list[tuple[str, str]]:
+    """(the [build] key, its instruction), one a line: line N is the (N-1)th step."""
     assert cfg.base is not None
-    lines = [f"FROM {cfg.base}"]
+    lines = [("base", f"FROM {cfg.base}")]
     if cfg.apt:
         pkgs = " ".join(shlex.quote(p) for p in cfg.apt)
-        lines.append(
+        lines.append((
+            "apt",
             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            f"--no-install-recommends {pkgs} && rm -rf /var/lib/apt/lists/*"
-        )
-    lines += [f"RUN {_one_line(cmd)}" for cmd in cfg.run]
+            f"--no-install-recommends {_UNSAFE_IO} {pkgs} && rm -rf /var/lib/apt/lists/*",
+        ))  # fmt: skip
+    lines += [("run", f"RUN {_one_line(cmd)}") for cmd in cfg.run]
     if cfg.pip is not None:
-        lines.append(f"COPY requirements.txt {REQUIREMENTS_TARGET}")
+        lines.append(("pip", f"COPY requirements.txt {REQUIREMENTS_TARGET}"))
         python = shlex.quote(cfg.pip.python)
-        lines.append(f"RUN {python} -m pip install --no-cache-dir -r {REQUIREMENTS_TARGET}")
+        lines.append(
+            ("pip", f"RUN {python} -m pip install --no-cache-dir -r {REQUIREMENTS_TARGET}")
+        )
     if cfg.npm_global:
         pkgs = " ".join(shlex.quote(p) for p in cfg.npm_global)
-        lines.append(f"RUN npm install --global --no-audit --no-fund {pkgs}")
-    return "\n".join(lines) + "\n"
+        lines.append(("npm", f"RUN npm install --global --no-audit --no-fund {pkgs}"))
+    return lines
+
+
+def step_failed(cfg: EnvConfig, line: int, status: int) -> RsboxError:
+    """A generated step that exited non-zero -> one error naming its [build] key; a
+    command that is not in the image (status 127, the shell's "not found") says what
+    to add."""
+    from rootless.errors import BuildError
+
+    key = _instructions(cfg)[line - 1][0]
+    where = f"{cfg.path}: [build] {key}"
+    if status == 127 and key == "npm":
+        return ConfigError(
+            f"{where}: npm is not in the image",
+            hint='add "nodejs" and "npm" to [build] apt (or install them in a run step)',
+        )
+    if status == 127 and key == "pip" and cfg.pip is not None:
+        return ConfigError(
+            f"{where}: {cfg.pip.python} is not in the image",
+            hint='make it in a run step, e.g. run = ["python3 -m venv /opt/venv"]',
+        )
+    return BuildError(
+        f"{where}: the step exited with {status}",
+        hint="see its output above; fix it and run `rsbox env build` (earlier steps are cached)",
+    )
 
 
 def _one_line(cmd: str) -> str:
@@ -68,6 +106,9 @@ def build_key(cfg: EnvConfig) -> str:
     try:
         if cfg.containerfile is not None:
             h.update(b"file\0" + cfg.containerfile.read_bytes())
+            if cfg.build_args or cfg.target:  # devcontainer.json's build.args, build.target
+                extra = json.dumps([sorted(cfg.build_args.items()), cfg.target])
+                h.update(b"\0" + extra.encode())
         else:
             h.update(b"steps\0" + containerfile_text(cfg).encode())
             if cfg.pip is not None:
@@ -129,12 +170,12 @@ def unchanged(store: Store, cfg: EnvConfig) -> str:
 
 
 def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
-    from rootless.images.build import BuildOptions, build
+    from rootless.images.build import BuildOptions, StepFailed, build
 
     key = build_key(cfg)  # before the build: an edit during it is seen at the next entry
     with tempfile.TemporaryDirectory(prefix="rsbox-env-") as tmp:
         if cfg.containerfile is not None:
-            context, containerfile = cfg.root, cfg.containerfile
+            context, containerfile = cfg.context or cfg.root, cfg.containerfile
             if not containerfile.is_file():
                 raise ConfigError(
                     f"{cfg.path}: [env] containerfile: no file {containerfile}",
@@ -148,6 +189,9 @@ def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
                 source = cfg.root / cfg.pip.requirements
                 try:
                     shutil.copyfile(source, context / "requirements.txt")
+                    # COPY's cache key includes the mtime, and this copy is new at every
+                    # build: a fixed one keys the pip step on the file's content alone.
+                    os.utime(context / "requirements.txt", (0, 0))
                 except OSError as exc:
                     raise ConfigError(
                         f"{cfg.path}: [build] pip: cannot read {source}: {exc.strerror}",
@@ -157,16 +201,29 @@ def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
             context=context,
             containerfile=containerfile,
             names=(cfg.image,),
+            build_args=cfg.build_args,
+            target=cfg.target,
             no_cache=no_cache,
             host_ca=cfg.host_ca,
+            # An environment's image stays on this machine: zstd writes its layers several
+            # times faster than gzip (Debian's nodejs + npm is a 400 MB layer).
+            compression="zstd",
         )
-        image = build(store, opts)
+        try:
+            image = build(store, opts)
+        except StepFailed as exc:
+            if cfg.containerfile is not None:
+                raise
+            raise step_failed(cfg, exc.step_line, exc.status) from None
     write_lock(store, cfg, image, key)
     return image
 
 
 def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, Any]:
+    from rootless.env.host_ca import image_bundles
+
     doc: dict[str, Any] = {"image": f"sha256:{image.id}", "build_key": key}
+    doc["ca_bundles"] = list(image_bundles(store, image))  # rootless.env.host_ca
     if cfg.base is not None:
         base = store.resolve_image(cfg.base)
         doc["base"] = {

@@ -116,6 +116,20 @@ def _script(ins: Run) -> str | None:
     return body if body.startswith("#!") else None
 
 
+class StepFailed(BuildError):
+    """A RUN step's command exited non-zero; the line and status are kept so that a
+    caller that generated the Containerfile (rootless.env.steps) can name its own step."""
+
+    def __init__(self, line: int, status: int) -> None:
+        super().__init__(
+            f"line {line}: RUN: the command returned a non-zero code: {status}",
+            hint="see its output above; fix the Containerfile and build again "
+            "(the steps before it are cached)",
+        )
+        self.step_line = line
+        self.status = status
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     context: Path
@@ -493,11 +507,7 @@ class Builder:
         except RsboxError as exc:
             raise type(exc)(f"line {ins.line}: RUN: {exc.message}", hint=exc.hint) from exc
         if code != 0:
-            raise BuildError(
-                f"line {ins.line}: RUN: the command returned a non-zero code: {code}",
-                hint="see its output above; fix the Containerfile and build again "
-                "(the steps before it are cached)",
-            )
+            raise StepFailed(ins.line, code)
 
     def _copy(self, cf: Containerfile, state: State, ins: Copy | Add, text: str) -> None:
         from fs.changes import Stack

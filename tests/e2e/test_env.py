@@ -188,7 +188,7 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
         [env]
         base = "{debian}"
         [build]
-        apt = ["jq", "python3-venv"]
+        apt = ["ca-certificates", "jq", "nodejs", "npm", "python3-venv"]
         run = ["python3 -m venv /opt/venv"]
         pip = {{ python = "/opt/venv/bin/python", requirements = "requirements.txt" }}
         [run]
@@ -196,7 +196,8 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
         """,
         {"requirements.txt": "six==1.16.0\n"},
     )
-    first = _ok(rsbox, root, "env", "build", timeout=900)
+    # the apt list is test_env_build's: those layers are built once for both modules
+    first = _ok(rsbox, root, "env", "build", timeout=1200)
     assert _steps_run(first) == 4, first  # apt, run, COPY requirements, pip
     probe = """echo '{"a": [1, 2]}' | jq -c .a; python -c 'import six; print(six.__version__)'"""
     out = _ok(rsbox, root, "shell", "sh", "-c", probe)
