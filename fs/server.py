@@ -109,10 +109,8 @@ def _changes_meta(
     return wrapper
 
 
-@functools.lru_cache(maxsize=1 << 15)
-def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
-    """Attr -> the reply struct. Memoized: warm readdirplus/lookup storms ask for the same
-    attributes again and again, and pyfuse3 only copies from the object."""
+def _make_entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    """Attr -> the reply struct (pyfuse3 only copies from it)."""
     e = pyfuse3.EntryAttributes()
     e.st_ino = attr.ino
     e.generation = 0
@@ -130,6 +128,12 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     e.st_mtime_ns = attr.mtime_ns
     e.st_ctime_ns = attr.ctime_ns
     return e
+
+
+# Memoized for lookup and the handlers that change entries (the same attributes come
+# back again and again); getattr and a listing's entries go through UnionOps._reply. Each entry
+# holds an Attr and its reply (~650 bytes): 4096 of them are ~2.5 MiB of the server.
+_entry = functools.lru_cache(maxsize=1 << 12)(_make_entry)
 
 
 @functools.cache
@@ -268,7 +272,7 @@ class UnionOps(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return _entry(self.union.getattr(inode))
+        return self._reply(self.union.node(inode))
 
     @_errors
     @_changes_meta
@@ -421,13 +425,18 @@ class UnionOps(pyfuse3.Operations):
         self._trim()
 
     def _reply(self, node: Node) -> pyfuse3.EntryAttributes:
-        """_entry(attr), kept on the node: a warm readdirplus storm reports the same
-        nodes over and over, and hashing an Attr costs more than this."""
+        """_entry(attr), kept on a directory's node next to its Attr (fs.union keeps
+        those of lower directories): the kernel asks for a directory's attributes after
+        every listing it reads, and hashing an Attr costs more than this. A file's is
+        made afresh: the kernel keeps a file's attributes itself, and 208 bytes of reply
+        on every file node would be a third of its weight."""
         attr = self.union.node_attr(node)
+        if not node.dirs:
+            return _make_entry(attr)
         cached = node.reply
         if cached is not None and cached[0] is attr:
             return cast(pyfuse3.EntryAttributes, cached[1])
-        entry = _entry(attr)
+        entry = _make_entry(attr)
         node.reply = (attr, entry)
         return entry
 
