@@ -43,6 +43,7 @@ import functools
 import logging
 import math
 import os
+import select
 import signal
 import types
 from collections.abc import Callable, Coroutine, Sequence
@@ -591,14 +592,44 @@ class _ReadLock:
         self._lock.release()
 
 
-def _lean_read_lock() -> None:
-    """Give pyfuse3 _ReadLock for its trio.Lock. pyfuse3 reaches trio through its module
-    attribute `trio` (pyfuse3.asyncio swaps the whole module there the same way), and
-    makes its read lock on the first request: a copy of trio's namespace with another
-    Lock, set before serving, is all it takes."""
+class _Readable:
+    """trio.lowlevel.wait_readable for /dev/fuse that returns at once when a request is
+    already queued (a poll(2) with no timeout says so), for up to FAST_IN_A_ROW requests
+    in a row; then, or when nothing is queued, it waits as trio does (a checkpoint: the
+    other tasks run, cancellation is seen). A program walking a tree has its next request
+    queued by the time we are back from the last one more often than not, and trio's
+    wait costs an epoll_ctl, an epoll_wait and a pass through its scheduler."""
+
+    FAST_IN_A_ROW = 16
+
+    def __init__(self) -> None:
+        self._polls: dict[int, select.poll] = {}
+        self._in_a_row = 0
+
+    async def __call__(self, fd: int) -> None:
+        poll = self._polls.get(fd)
+        if poll is None:
+            poll = self._polls[fd] = select.poll()
+            poll.register(fd, select.POLLIN)
+        if self._in_a_row < self.FAST_IN_A_ROW and poll.poll(0):
+            self._in_a_row += 1
+            return
+        self._in_a_row = 0
+        await trio.lowlevel.wait_readable(fd)
+
+
+def _lean_session_loop() -> None:
+    """Give pyfuse3 _ReadLock for its trio.Lock and _Readable for its wait_readable.
+    pyfuse3 reaches trio through its module attribute `trio` (pyfuse3.asyncio swaps the
+    whole module there the same way) and makes its read lock on the first request: a
+    copy of trio's namespace with these two in it, set before serving, is all it takes."""
+    lowlevel = types.ModuleType("trio.lowlevel")
+    lowlevel.__dict__.update(vars(trio.lowlevel))
+    lowlevel.wait_readable = _Readable()  # type: ignore[attr-defined]
     lean = types.ModuleType("trio")
     lean.__dict__.update(vars(trio))
     lean.Lock = _ReadLock  # type: ignore[attr-defined]
+    lean.lowlevel = lowlevel  # type: ignore[attr-defined]
     setattr(pyfuse3, "trio", lean)  # noqa: B010 (not in pyfuse3's stubs)
 
 
@@ -622,7 +653,7 @@ async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ops = _mounted
     session_loop = getattr(pyfuse3, "_session_loop", None)
     if getattr(pyfuse3, "trio", None) is trio:
-        _lean_read_lock()
+        _lean_session_loop()
     task_status.started()  # mounted already: the kernel queues requests until we read
     if ops is None or session_loop is None:
         await pyfuse3.main(min_tasks=1, max_tasks=1)
