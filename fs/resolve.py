@@ -181,13 +181,15 @@ def _is_opaque(layer: Layer, path: str) -> bool:
 
 def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
     """The whiteout decision for one name, given the layers its parent is visible in."""
-    parent, name = split(path)
-    wh = whiteout_name(name)
-    wh_path = join(parent, wh) if wh is not None else None
+    last = len(parent_dirs) - 1
+    wh_path = None
+    if last > 0:  # else no whiteout is looked for (below)
+        parent, name = split(path)
+        wh = whiteout_name(name)
+        wh_path = join(parent, wh) if wh is not None else None
     top: Layer | None = None
     top_st: os.stat_result | None = None
     dirs: list[Layer] = []
-    last = len(parent_dirs) - 1
     for i, layer in enumerate(parent_dirs):
         st = layer.lstat(path)
         if st is not None:
@@ -199,11 +201,12 @@ def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
             if not is_dir:
                 break  # a non-directory hides everything below, and ends a directory
             dirs.append(layer)
-            if _is_opaque(layer, path):
+            if i < last and _is_opaque(layer, path):
                 break
-        # A whiteout hides names of the layers below its own: in the last layer of the
-        # parent there is nothing below to hide, so it is not looked for (one lstat per
-        # name less where most directories are in one layer: -18% of a cold lookup).
+        # A whiteout, and an opaque marker, hide names of the layers below their own: in
+        # the last layer of the parent there is nothing below to hide, so neither is
+        # looked for (one lstat per name less where most directories are in one layer:
+        # -18% of a cold lookup).
         if i < last and wh_path is not None and layer.exists(wh_path):
             break
     if top is None:

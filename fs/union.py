@@ -1171,8 +1171,10 @@ class Union:
         self, parent: Node, names: list[str], start: int, base: int
     ) -> Iterator[tuple[int, str, Node, bool]]:
         # The warm path (`find` over a tree the kernel has seen): the child is in the
-        # table, found by its name alone; only a new child goes through resolution.
+        # table, found by its name alone; only a new child goes through resolution, and
+        # straight to it (a listing holds no whiteouts, `parent` is a directory).
         child = self.table.child
+        at = parent.path
         for i in range(start, len(names)):
             name = names[i]
             if i < 2:
@@ -1180,10 +1182,11 @@ class Union:
                 continue
             node = child(parent, name)
             if node is None:
-                try:
-                    node = self._find(parent.ino, name)
-                except FileNotFoundError:
-                    continue
+                path = f"{at}/{name}" if at else name
+                found = resolve_child(parent.dirs, path)
+                if found is None:
+                    continue  # gone since the listing was taken
+                node = self._node_for(parent, name, path, found)
             yield base | (i + 1), name, node, True
 
     def oldest_entries(self, n: int) -> Iterator[tuple[int, str]]:
