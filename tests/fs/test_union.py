@@ -726,7 +726,7 @@ def test_a_known_file_weighs_under_half_a_kib(tmp_path: Path) -> None:
     """What the server keeps per entry the kernel knows (README "Filesystem": the inode
     table's cap is set from this): a node, its name in its directory's listing and
     table, no cached path, attributes or hard-link key for a plain file. ~1 KiB before."""
-    files = 6000
+    files = 3000
     u = _union(tmp_path, {f"d{i // 100}/file-{i}": "" for i in range(files)})
     gc.collect()
     tracemalloc.start()
