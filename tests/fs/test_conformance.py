@@ -58,8 +58,8 @@ def _start(tmp: Path, variant: str, checks: list[str], full: bool) -> subprocess
         else:
             conformance.prewrite(tmp / "upper")
         harness += ["--lower", str(layer), *([] if full else ["--single-id"])]
-        # The inode table's cap (100k by default) above everything the suite looks up: the
-        # 100k-entry rename checks inode numbers the kernel is meant to hold all along.
+        # The inode table's cap above everything the suite looks up, whatever the default:
+        # the 100k-entry rename checks inode numbers the kernel is meant to hold all along.
         harness += ["--max-nodes", str(4 * conformance.BIG), str(mnt), "--"]
         argv = [*_unshare(full), *harness, *suite, str(mnt), str(out), *checks]
     log = (tmp / "log").open("wb")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import stat
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -708,3 +710,61 @@ def test_readdir_by_inode_with_a_lost_snapshot_reads_a_fresh_listing(tmp_path: P
         _ls_ino(u, d, stop_after=1)
     rest = [e[1] for e in u.readdir_ino(d, offs[-1])]
     assert rest == ["f1", "f2", "f3", "f4"]  # the same positions, in a fresh listing
+
+
+def _lstats(monkeypatch: pytest.MonkeyPatch, run: Callable[[], object]) -> int:
+    """How many times `run` calls os.lstat."""
+    calls = 0
+    real_lstat = os.lstat
+
+    def counting(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        return real_lstat(p, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "lstat", counting)
+        run()
+    return calls
+
+
+def test_a_new_entry_costs_one_lstat_and_a_whiteout_above_still_hides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolution's lstat is the one the attributes are made from, and no whiteout is
+    looked for in the lowest layer of a directory (it would hide nothing): a walk of a
+    big tree made three lstats per entry."""
+    u = _union(tmp_path, {"d/a": "", "d/b": "", "e/x": ""}, {"d/": "", "d/.wh.a": ""})
+    d, e = _walk(u, "d").ino, _walk(u, "e").ino
+    assert _lstats(monkeypatch, lambda: u.lookup(e, "x")) == 1
+    with pytest.raises(FileNotFoundError):
+        u.lookup(d, "a")  # the upper layer's whiteout of the two-layer d still counts
+    assert u.lookup(d, "b").mode & 0o777 == 0o644
+    assert [e[1] for e in u.readdir_ino(d, 0)] == [".", "..", "b"]
+
+
+def test_a_known_file_weighs_under_half_a_kib(tmp_path: Path) -> None:
+    """What the server keeps per entry the kernel knows (README "Filesystem": the inode
+    table's cap is set from this): a node, its name in its directory's listing and
+    table, no cached path, attributes or hard-link key for a plain file. ~1 KiB before."""
+    files = 3000
+    u = _union(tmp_path, {f"d{i // 100}/file-{i}": "" for i in range(files)})
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        todo, known = [ROOT_INODE], 0
+        while todo:
+            for _off, _name, node, counted in u.readdir_ino(todo.pop(), 0):
+                if counted:
+                    u.took(node)  # what a readdirplus reply does
+                    u.node_attr(node)
+                    known += 1
+                    if node.is_dir:
+                        todo.append(node.ino)
+        gc.collect()
+        per_node = (tracemalloc.get_traced_memory()[0] - before) / known
+    finally:
+        tracemalloc.stop()
+    assert known == files + files // 100
+    assert per_node < 512, per_node
