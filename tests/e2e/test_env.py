@@ -16,7 +16,7 @@ import pytest
 
 from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox, one_line_error
-from tests.e2e.test_workloads import debian_tarball
+from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
 
 
 def _project(rsbox: Rsbox, tmp: Path, toml: str, files: dict[str, str] | None = None) -> Path:
@@ -176,7 +176,10 @@ def test_concurrent_first_entries_start_one_container(
 
 @pytest.fixture(scope="module")
 def debian(rsbox: Rsbox) -> str:
-    rsbox("import", str(debian_tarball()), "debian-env-base", check=True, timeout=600)
+    if rsbox("image", "inspect", "debian-env-base").returncode != 0:  # once per store
+        rsbox(
+            "import", str(debian_tarball(ENV_PACKAGES)), "debian-env-base", check=True, timeout=600
+        )
     return "debian-env-base"
 
 
@@ -188,7 +191,7 @@ def test_debian_apt_venv_and_pinned_pypi_package(rsbox: Rsbox, debian: str, tmp_
         [env]
         base = "{debian}"
         [build]
-        apt = ["ca-certificates", "jq", "nodejs", "npm", "python3-venv"]
+        apt = ["jq"]
         run = ["python3 -m venv /opt/venv"]
         pip = {{ python = "/opt/venv/bin/python", requirements = "requirements.txt" }}
         [run]

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _in, _ok, _project, _steps_run
-from tests.e2e.test_workloads import debian_tarball
+from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
 
 PACKAGE_JSON = """\
 {
@@ -65,7 +66,7 @@ BUILD = """
 [env]
 base = "{base}"
 [build]
-apt = ["ca-certificates", "jq", "nodejs", "npm", "python3-venv"]
+apt = ["jq"]
 run = ["python3 -m venv /opt/venv"]
 pip = {{ python = "/opt/venv/bin/python", requirements = "requirements.txt" }}
 npm = {{ global = ["typescript@5.4.5"] }}
@@ -85,7 +86,7 @@ class DevEnv:
 def debian(rsbox: Rsbox) -> str:
     name = "debian-env-base"  # what tests/e2e/test_env.py imports too: once per store
     if rsbox("image", "inspect", name).returncode != 0:
-        rsbox("import", str(debian_tarball()), name, check=True, timeout=600)
+        rsbox("import", str(debian_tarball(ENV_PACKAGES)), name, check=True, timeout=600)
     return name
 
 
@@ -101,6 +102,7 @@ def dev_env(
         bins = ["python", "jq", "tsc", "node"]
         """)
     root = _project(
+        rsbox,
         tmp_path_factory.mktemp("env-build"),
         toml,
         {
@@ -164,6 +166,7 @@ def test_host_ca_replaces_the_image_bundle_and_pip_reaches_pypi_only_with_it(
     assert (res.returncode, res.stdout) == (0, "six-1.16.0-py2.py3-none-any.whl\n"), res.stderr
     # the control: the same [build] (every step a cache hit), host_ca = false
     control = _project(
+        rsbox,
         tmp_path,
         BUILD.format(base=debian) + "[run]\nhost_ca = false\n",
         {"requirements.txt": "six==1.16.0\n"},
@@ -180,7 +183,8 @@ def test_host_ca_replaces_the_image_bundle_and_pip_reaches_pypi_only_with_it(
 def test_npm_global_without_npm_in_the_image_fails_in_one_line(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
-    root = _project(tmp_path, f'[env]\nbase = "{busybox}"\n[build]\nnpm = {{ global = ["x"] }}\n')
+    toml = f'[env]\nbase = "{busybox}"\n[build]\nnpm = {{ global = ["x"] }}\n'
+    root = _project(rsbox, tmp_path, toml)
     res = _in(rsbox, root, "env", "build")
     assert res.returncode == 125
     last = res.stderr.splitlines()[-1]
@@ -190,10 +194,12 @@ def test_npm_global_without_npm_in_the_image_fails_in_one_line(
     ), res.stderr
     assert "Traceback" not in res.stderr
     # the control: the same step with an `npm` in the image gets past that
-    fake_npm = """printf '#!/bin/sh\\necho npm "$@" > /npm.log\\n' > /bin/npm && chmod +x /bin/npm"""
-    npm = f'[env]\nbase = "{busybox}"\n[build]\nrun = [\'\'\'{fake_npm}\'\'\']\n'
+    fake_npm = (
+        """printf '#!/bin/sh\\necho npm "$@" > /npm.log\\n' > /bin/npm && chmod +x /bin/npm"""
+    )
+    npm = f"[env]\nbase = \"{busybox}\"\n[build]\nrun = ['''{fake_npm}''']\n"
     npm += 'npm = { global = ["x"] }\n'
-    root = _project(tmp_path, npm)
+    root = _project(rsbox, tmp_path, npm)
     _ok(rsbox, root, "env", "build")
     assert _ok(rsbox, root, "shell", "cat", "/npm.log") == (
         "npm install --global --no-audit --no-fund x\n"
@@ -201,13 +207,17 @@ def test_npm_global_without_npm_in_the_image_fails_in_one_line(
     _ok(rsbox, root, "env", "down")
 
 
-def _devcontainer(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> Path:
+def _devcontainer(
+    rsbox: Rsbox, tmp_path: Path, text: str, files: dict[str, str] | None = None
+) -> Path:
+    """A trusted devcontainer.json project (trust covers it as it covers rsbox.toml)."""
     root = tmp_path / f"dc-{os.urandom(3).hex()}"
     (root / ".devcontainer").mkdir(parents=True)
     (root / ".devcontainer" / "devcontainer.json").write_text(textwrap.dedent(text))
     for rel, body in (files or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(body)
+    trust(str(rsbox.root), str(root / ".devcontainer" / "devcontainer.json"))
     return root
 
 
@@ -218,6 +228,7 @@ def test_a_devcontainer_json_project_enters_and_runs(
     data.mkdir()
     (data / "in.txt").write_text("from the host\n")
     root = _devcontainer(
+        rsbox,
         tmp_path,
         f"""\
         // as VS Code writes it
@@ -253,6 +264,7 @@ def test_a_devcontainer_dockerfile_project_builds_with_its_context_and_args(
     rsbox: Rsbox, busybox: str, tmp_path: Path
 ) -> None:
     root = _devcontainer(
+        rsbox,
         tmp_path,
         """\
         {
@@ -272,6 +284,7 @@ def test_a_devcontainer_dockerfile_project_builds_with_its_context_and_args(
 
 def test_devcontainer_features_are_refused_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
     root = _devcontainer(
+        rsbox,
         tmp_path,
         '{"image": "debian:12", "features": {"ghcr.io/devcontainers/features/node:1": {}}}',
     )

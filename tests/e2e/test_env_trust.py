@@ -18,7 +18,7 @@ import pytest
 from rootless.env.trust import is_trusted, trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _container_line, _in, _ok, _steps_run
-from tests.e2e.test_workloads import debian_tarball
+from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
 from tests.shared import need_tools
 
 # `trust(...)` below is the function `rsbox env trust` runs, called in-process to spare a
@@ -285,7 +285,9 @@ def debian(rsbox: Rsbox) -> str:
     """The suite's Debian base, imported once per store (test_env.py's fixture names it
     the same, so whichever module runs first imports it)."""
     if rsbox("image", "inspect", "debian-env-base").returncode != 0:
-        rsbox("import", str(debian_tarball()), "debian-env-base", check=True, timeout=600)
+        rsbox(
+            "import", str(debian_tarball(ENV_PACKAGES)), "debian-env-base", check=True, timeout=600
+        )
     return "debian-env-base"
 
 
