@@ -294,14 +294,16 @@ def debian(rsbox: Rsbox) -> str:
 def test_lock_lists_the_debian_packages_of_the_image(
     rsbox: Rsbox, debian: str, tmp_path: Path
 ) -> None:
-    root = _untrusted(tmp_path, f'[env]\nbase = "{debian}"\n[build]\nrun = ["true"]\n')
+    npm = 'npm = { global = ["is-number@7.0.0"] }'  # npm's registry; the base has npm
+    root = _untrusted(tmp_path, f'[env]\nbase = "{debian}"\n[build]\n{npm}\n')
     trust(str(rsbox.root), str(root / "rsbox.toml"))
     _ok(rsbox, root, "env", "build", timeout=600)
     said = _ok(rsbox, root, "env", "lock")
     lock = json.loads((root / "rsbox.lock").read_text())
     dpkg = lock["packages"]["dpkg"]
-    assert said == f"{root / 'rsbox.lock'}: {len(dpkg)} dpkg\n"
-    assert set(lock["packages"]) == {"dpkg"}  # no pip, npm, rpm or apk in this image
+    assert said == f"{root / 'rsbox.lock'}: {len(dpkg)} dpkg, 1 npm\n"
+    assert set(lock["packages"]) == {"dpkg", "npm"}  # no pip, rpm or apk in this image
+    assert lock["packages"]["npm"] == {"is-number": "7.0.0"}
     # the same list as dpkg-query's inside, sorted; the base and image ids kept
     inside = _ok(rsbox, root, "shell", "dpkg-query", "-W", "-f", "${Package}=${Version}\\n")
     assert dpkg == sorted(inside.splitlines()) and any(p.startswith("python3=") for p in dpkg)
