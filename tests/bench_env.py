@@ -26,22 +26,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.bench_lifecycle import POD_RUN, TRUE
 from tests.bench_timing import wall_times
 
 if TYPE_CHECKING:
     from tests.bench import Peers
 
-TRUE = ("/bin/busybox", "true")
-POD_RUN = (
-    "run",
-    "-d",
-    "--network",
-    "none",
-    "localhost/rsbox-bench",
-    "/bin/busybox",
-    "sleep",
-    "1000",
-)
 
 
 def _line(name: str, times: list[float], base: list[float] | None = None) -> str:

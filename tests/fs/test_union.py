@@ -548,17 +548,8 @@ def _rename_syscalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int
         u.write(fh, 0, str(i).encode())
         u.release(fh)
         inos.append(attr.ino)
-    calls = 0
-    real_lstat = os.lstat
-
-    def counting(p: object, *args: object, **kwargs: object) -> os.stat_result:
-        nonlocal calls
-        calls += 1
-        return real_lstat(p, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "lstat", counting)
-    u.rename(ROOT_INODE, "big", _walk(u, "etc").ino, "moved", 0)
-    monkeypatch.undo()
+    etc = _walk(u, "etc").ino
+    calls = _lstats(monkeypatch, lambda: u.rename(ROOT_INODE, "big", etc, "moved", 0))
     for i in (0, files // 2, files - 1):
         fh, _ = u.open(inos[i], os.O_RDONLY)  # by inode: the node knows its new path
         assert u.read(fh, 0, 100) == str(i).encode()
