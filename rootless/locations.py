@@ -5,7 +5,10 @@ of CPU under load (rootless.commands.exec)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+
+TYPE_CHECKING = False  # not even collections.abc at run time (rootless.record)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SYSTEM_CONFIG = "/etc/rsbox/config.toml"
 

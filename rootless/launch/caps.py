@@ -51,14 +51,12 @@ the two parts without a switch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-
 from rootless import syscalls
 from rootless.errors import HostError, UsageError
 
 TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Final
 
 # <linux/capability.h>: the name of capability N is NAMES[N].
@@ -105,7 +103,9 @@ NAMES: Final[tuple[str, ...]] = (
     "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",  # 40
 )
-NUMBERS: Final[Mapping[str, int]] = MappingProxyType({n: i for i, n in enumerate(NAMES)})
+# types.MappingProxyType, without importing `types` (and what it pulls in) on exec's path
+_MappingProxy = type(type.__dict__)
+NUMBERS: Final[Mapping[str, int]] = _MappingProxy({n: i for i, n in enumerate(NAMES)})
 LAST_KNOWN: Final = len(NAMES) - 1  # 40; also the fallback when /proc cannot tell
 ALL: Final = "ALL"
 
