@@ -224,8 +224,13 @@ def execute(spec: ExecSpec) -> int:
         p0_sock, e1_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     p0 = os.getpid()
+    # The user's signals are held until their forwarding handlers know the child's pid
+    # (a Ctrl-C right after the fork would otherwise end this process and leave the
+    # command running); the child gets the mask back at once.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     pid = os.fork()
     if pid == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(err_r)
         if p0_sock is not None:
             p0_sock.close()
@@ -240,6 +245,7 @@ def execute(spec: ExecSpec) -> int:
     previous = {
         s: signal.signal(s, lambda sig, _f: kill_quietly(pid, sig)) for s in FORWARDED_SIGNALS
     }
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         if p0_sock is not None:
             import socket
