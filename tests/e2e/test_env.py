@@ -459,14 +459,24 @@ def test_idle_stop_stops_the_container_and_the_next_entry_starts_it(
         [run]
         idle_stop = "2s"
         on_create = "echo created >> created.log"
+        [expose]
+        bins = ["echo"]
         """,
     )
     _ok(rsbox, root, "env", "build")
+    _ok(rsbox, root, "env", "shims")
     # an entry that lasts longer than idle_stop keeps it running
     assert _ok(rsbox, root, "shell", "sh", "-c", "sleep 4; echo done") == "done\n"
     assert _container_line(_ok(rsbox, root, "env", "status")).endswith(" running\n")
     assert _status_within(rsbox, root, "stopped", 60)
-    assert _ok(rsbox, root, "shell", "echo", "back") == "back\n"
+    # the next shim call, from a plain host process elsewhere, starts it again
+    shim = subprocess.run(
+        [str(root / ".rsbox" / "bin" / "echo"), "back"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": SOURCE},
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (shim.returncode, shim.stdout) == (0, "back\n"), shim.stderr
+    assert _container_line(_ok(rsbox, root, "env", "status")).endswith(" running\n")
     assert (root / "created.log").read_text() == "created\n"  # started again, not recreated
     _ok(rsbox, root, "env", "down")
 
