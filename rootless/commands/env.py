@@ -112,10 +112,10 @@ def _store_root(ctx: Context) -> str:
 def _trusted_config(ctx: Context, start: Path) -> EnvConfig:
     """The project's config, refused unless its user trusted it as it is now."""
     from rootless.env.config import load_config
-    from rootless.env.trust import config_file, require_trusted
+    from rootless.env.trust import require_trusted
 
     cfg = load_config(start)
-    require_trusted(_store_root(ctx), config_file(str(cfg.root)))
+    require_trusted(_store_root(ctx), str(cfg.path))
     return cfg
 
 
@@ -179,17 +179,16 @@ def _need_image(ctx: Context, cfg: EnvConfig) -> str:
 
 
 def _up(ctx: Context, cfg: EnvConfig, image_id: str) -> str:
-    from rootless.env.container import env_dir, home_source, up
-    from rootless.store import default_root
+    from rootless.env.container import home_source, run_key_file, up
 
-    store_root = ctx.root or default_root(ctx.settings())
+    store_root = Path(_store_root(ctx))
     home = home_source(cfg, store_root)
     from rootless.env.gc import recorded, remember_project
 
     if not recorded(store_root, cfg):
         with ctx.store() as store:
             remember_project(store, cfg)
-    key_file = env_dir(store_root) / f"{cfg.name}.run-key"
+    key_file = run_key_file(store_root, cfg)
     from rootless.env.enter import input_hashes, record_warm
     from rootless.env.steps import read_lock
 
@@ -229,9 +228,9 @@ def _status(ns: argparse.Namespace, ctx: Context) -> int:
 
 def _trust(ns: argparse.Namespace, ctx: Context) -> int:
     from rootless.env.config import load_config
-    from rootless.env.trust import config_file, trust
+    from rootless.env.trust import trust
 
-    path = config_file(str(load_config(Path.cwd()).root))  # parsed: a broken file fails here
+    path = str(load_config(Path.cwd()).path)  # parsed: a broken file fails here
     with ctx.store() as store, store.lock():
         trust(_store_root(ctx), path)
     print(f"trusted {path}")

@@ -303,8 +303,10 @@ def default_name(root: Path) -> str:
 
 
 def load_config(start: Path) -> EnvConfig:
+    from rootless.env.trust import config_file
+
     root = find_project(start)
-    name = FILENAME if (root / FILENAME).is_file() else DEVCONTAINER
+    name = FILENAME if config_file(str(root)) == str(root / FILENAME) else DEVCONTAINER
     try:
         text = (root / name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -34,6 +34,7 @@ from pathlib import Path
 from rootless.env.config import EnvConfig
 from rootless.errors import ContainerError, RsboxError, UsageError
 
+RUN_KEY_SUFFIX = ".run-key"
 # A sleep both coreutils and busybox accept (2**31 - 1 seconds, 68 years).
 _FOREVER = ("sleep", "2147483647")
 # idle_stop: the container's command counts the processes of its pid namespace once a
@@ -77,6 +78,11 @@ def env_dir(store_root: Path) -> Path:
     path = store_root / "env-homes"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def run_key_file(store_root: Path, cfg: EnvConfig) -> Path:
+    """What `up` made the project's container from (run_key): recreated when it differs."""
+    return env_dir(store_root) / f"{cfg.name}{RUN_KEY_SUFFIX}"
 
 
 def run_args(cfg: EnvConfig, home: Path, ca_bundles: Sequence[str] = ()) -> list[str]:

@@ -173,6 +173,7 @@ def _warm_records(store_root: str) -> list[tuple[str, str]]:
 def _forget(store: Store, dead: list[str], gone_images: dict[str, set[str]]) -> None:
     """Drop what was removed from the records, re-read under the lock (a build that
     ran meanwhile keeps what it added); a dead name's record and run key go."""
+    from rootless.env.container import RUN_KEY_SUFFIX
     from rootless.lifecycle import atomic_write_json, read_json
 
     with store.lock():
@@ -183,7 +184,7 @@ def _forget(store: Store, dead: list[str], gone_images: dict[str, set[str]]) -> 
             projects = list(doc.get("projects", []))
             if name in dead and not any(_live(p) for p in projects):
                 path.unlink(missing_ok=True)
-                (path.parent / f"{name}.run-key").unlink(missing_ok=True)
+                (path.parent / f"{name}{RUN_KEY_SUFFIX}").unlink(missing_ok=True)
             else:
                 atomic_write_json(path, {"projects": projects, "images": images})
 

@@ -27,11 +27,10 @@ def build_changed(cfg: EnvConfig, image_id: str) -> bool:
 def run_changed(store_root: Path, cfg: EnvConfig, image_id: str) -> bool:
     """The container's run key (rootless.env.container.up) is not the one an entry
     would make now. Only meaningful when the container exists."""
-    from rootless.env.container import env_dir, home_source, run_key
+    from rootless.env.container import home_source, run_key, run_key_file
 
-    key_file = env_dir(store_root) / f"{cfg.name}.run-key"
     try:
-        made = key_file.read_text()
+        made = run_key_file(store_root, cfg).read_text()
     except OSError:
         return True
     return made != run_key(cfg, home_source(cfg, store_root), image_id)
@@ -70,10 +69,9 @@ class Status:
 
 def status(store_root: str, root_arg: str | None, cfg: EnvConfig, image_id: str) -> Status:
     from rootless.env.container import state
-    from rootless.env.trust import config_file
     from rootless.env.trust import state as trust_state
 
-    config = config_file(str(cfg.root))
+    config = str(cfg.path)
     container = state(root_arg, cfg)
     drift = []
     if image_id and build_changed(cfg, image_id):

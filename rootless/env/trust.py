@@ -139,8 +139,9 @@ def require_trusted(store_root: str, config: str) -> None:
 
 
 def config_file(root: str) -> str:
-    """The config trust is about in the project directory `root`: its rsbox.toml, else
-    its .devcontainer/devcontainer.json (the shell hook looks for them in this order)."""
+    """The project directory `root`'s config: its rsbox.toml, else its
+    .devcontainer/devcontainer.json (the one rule: rootless.env.config.load_config
+    reads this file, and the shell hook looks for them in this order)."""
     toml = os.path.join(root, "rsbox.toml")
     dev = os.path.join(root, ".devcontainer", "devcontainer.json")
     return dev if not os.path.isfile(toml) and os.path.isfile(dev) else toml
