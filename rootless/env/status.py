@@ -18,10 +18,17 @@ from rootless.env.config import EnvConfig
 
 
 def build_changed(cfg: EnvConfig, image_id: str) -> bool:
-    """The image is missing, or rsbox.lock's key is not the one of the config now."""
-    from rootless.env.steps import build_key, read_lock
+    """rootless.env.steps.check_built's verdict as a yes or no (one rule for both): the
+    image is missing, rsbox.lock's key is not the config's now, or the lock names
+    another image."""
+    from rootless.env.steps import check_built
+    from rootless.errors import ConfigError, ImageNotFound
 
-    return not image_id or read_lock(cfg).get("build_key") != build_key(cfg)
+    try:
+        check_built(cfg, image_id)
+    except (ConfigError, ImageNotFound):
+        return True
+    return False
 
 
 def run_changed(store_root: Path, cfg: EnvConfig, image_id: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _in, _ok, _project, _steps_run
+from tests.e2e.test_network import _fetch, _free_port
 from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
 
 PACKAGE_JSON = """\
@@ -280,6 +282,35 @@ def test_a_devcontainer_dockerfile_project_builds_with_its_context_and_args(
     _ok(rsbox, root, "env", "build")
     assert _ok(rsbox, root, "shell", "cat", "/note") == "from the context\nargs\n"
     _ok(rsbox, root, "env", "down")
+
+
+def test_devcontainer_forward_ports_reach_the_container_through_pasta(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    """forwardPorts gives the container a network of its own (pasta) with each listed
+    port published on the host's loopback at the same number. The control: a server on
+    a port not listed answers inside the container and not from the host."""
+    forwarded, other = _free_port(), _free_port()
+    www = "mkdir -p /tmp/www && echo hello > /tmp/www/index.html"
+    # busybox httpd without -f forks into the background and outlives the command
+    serve = f"{www} && httpd -p {forwarded} -h /tmp/www && httpd -p {other} -h /tmp/www"
+    root = _devcontainer(
+        rsbox,
+        tmp_path,
+        f"""\
+        {{ "image": "{busybox}", "forwardPorts": [{forwarded}], "postStartCommand": "{serve}" }}
+        """,
+    )
+    _ok(rsbox, root, "env", "build")
+    try:
+        inside = "wget -q -O- http://127.0.0.1:{0}/"
+        assert _ok(rsbox, root, "shell", "sh", "-c", inside.format(forwarded)) == "hello\n"
+        assert _ok(rsbox, root, "shell", "sh", "-c", inside.format(other)) == "hello\n"
+        assert _fetch(f"http://127.0.0.1:{forwarded}/") == b"hello\n"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", other), timeout=10).close()
+    finally:
+        _ok(rsbox, root, "env", "down")
 
 
 def test_devcontainer_features_are_refused_in_one_line(rsbox: Rsbox, tmp_path: Path) -> None:
