@@ -831,6 +831,18 @@ class Store:
             )
         return self._load_image(image.id)
 
+    def repo_digest(self, image_id: str, repository: str) -> str | None:
+        """The digest (``sha256:...``) that ``registry/repository`` served this image
+        under when it was pulled from there, if it was."""
+        if (holder := self._holder(image_id)) is not self:
+            return holder.repo_digest(image_id, repository)
+        row = self._db.execute(
+            "SELECT ref FROM digests WHERE image_id = ? AND substr(ref, 1, ?) = ? "
+            "ORDER BY rowid DESC LIMIT 1",
+            (image_id, len(repository) + 1, repository + "@"),
+        ).fetchone()
+        return None if row is None else str(row[0]).partition("@")[2]
+
     def add_digest_ref(self, digest_ref: str, image_id: str) -> None:
         """Remember that ``registry/repository@sha256:...`` was pulled as this image, so
         that ``run --pull=missing`` by digest finds it (Docker's RepoDigests)."""

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_init)
     p = esub.add_parser("build", help="build the environment's image from rsbox.toml")
     p.add_argument("--no-cache", action="store_true", help="run every step again")
+    p.add_argument(
+        "--pull", action="store_true", help="the base's tag again, not the digest rsbox.lock pins"
+    )
     p.set_defaults(handler=_build)
     esub.add_parser("up", help="start the project's container").set_defaults(handler=_env_up)
     esub.add_parser("down", help="remove the project's container").set_defaults(handler=_down)
@@ -125,14 +128,14 @@ def _build(ns: argparse.Namespace, ctx: Context) -> int:
     cfg = _trusted_config(ctx, Path.cwd())
     if cfg.ignored:  # devcontainer.json's keys rsbox does not use (rootless.env.devcontainer)
         print(f"rsbox: warning: {cfg.path}: ignored: {', '.join(cfg.ignored)}", file=sys.stderr)
-    if not ns.no_cache:
+    if not ns.no_cache and not ns.pull:
         with ctx.store() as store:
             same = unchanged(store, cfg)
         if same:
             print("unchanged since the build rsbox.lock records (--no-cache builds again)")
             print(f"{cfg.image} sha256:{same}", flush=True)
             return 0
-    image = _build_recorded(ctx, cfg, no_cache=ns.no_cache)
+    image = _build_recorded(ctx, cfg, no_cache=ns.no_cache, pull=ns.pull)
     print(f"{cfg.image} sha256:{image.id}", flush=True)
     return 0
 
@@ -146,13 +149,15 @@ def _built(ctx: Context, image: str) -> str:
             return ""
 
 
-def _build_recorded(ctx: Context, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
+def _build_recorded(
+    ctx: Context, cfg: EnvConfig, *, no_cache: bool = False, pull: bool = False
+) -> Image:
     """build_env, and note the image and project for `env gc` (rootless.env.gc)."""
     from rootless.env.gc import remember_build
     from rootless.env.steps import build_env
 
     with ctx.store() as store:
-        image = build_env(store, cfg, no_cache=no_cache)
+        image = build_env(store, cfg, no_cache=no_cache, pull=pull)
         remember_build(store, cfg, image.id)
     return image
 

@@ -169,10 +169,56 @@ def unchanged(store: Store, cfg: EnvConfig) -> str:
     return image.id if lock.get("image") == f"sha256:{image.id}" else ""
 
 
-def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False) -> Image:
+def pin_base(store: Store, cfg: EnvConfig, *, pull: bool = False) -> None:
+    """rsbox.lock pins the base: when the base as written is not in the store and the
+    lock recorded a registry digest for it, pull that digest and give it the written
+    name, so a clone of the project (or a machine after `rmi`) builds on the base the
+    lock names, not on whatever the tag points at today. `pull` (`env build --pull`)
+    asks the registry for the tag again instead; the lock then records its new digest.
+    A base that is in the store is used as it is (Docker's and Podman's `FROM`)."""
+    from rootless.errors import ImageError, ImageNotFound
+    from rootless.image_commands import ensure_image
+
+    if cfg.base is None or cfg.containerfile is not None:
+        return
+    if pull:
+        ensure_image(store, cfg.base, "always")
+        return
+    try:
+        store.resolve_image(cfg.base)
+        return
+    except ImageNotFound:
+        pass
+    recorded = read_lock(cfg).get("base")
+    if not isinstance(recorded, dict) or recorded.get("ref") != cfg.base:
+        return  # nothing pinned for this base: the builder pulls the tag
+    digest = recorded.get("digest")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return  # a base that was never pulled (built or loaded here): nothing to pin
+    from rootless.image_commands import cmd_pull
+    from rootless.registry.client import TransportOptions, insecure_from_env
+    from rootless.registry.reference import parse_reference
+
+    ref = parse_reference(cfg.base)
+    pinned = f"{ref.registry}/{ref.repository}@{digest}"
+    try:
+        image = cmd_pull(store, pinned, opts=TransportOptions(insecure=insecure_from_env()))
+    except ImageError as exc:  # the registry's errors and "no such manifest"
+        raise type(exc)(
+            f"{cfg.path}: the base {cfg.base} pinned by {cfg.root / LOCKFILE} "
+            f"({digest}): {exc.message}",
+            hint="rsbox env build --pull takes what the tag names now and pins that",
+        ) from None
+    store.tag_image(image.id, ref.name)
+
+
+def build_env(
+    store: Store, cfg: EnvConfig, *, no_cache: bool = False, pull: bool = False
+) -> Image:
     from rootless.images.build import BuildOptions, StepFailed, build
 
     key = build_key(cfg)  # before the build: an edit during it is seen at the next entry
+    pin_base(store, cfg, pull=pull)
     with tempfile.TemporaryDirectory(prefix="rsbox-env-") as tmp:
         if cfg.containerfile is not None:
             context, containerfile = cfg.context or cfg.root, cfg.containerfile
@@ -226,12 +272,25 @@ def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, 
     doc["ca_bundles"] = list(image_bundles(store, image))  # rootless.env.host_ca
     if cfg.base is not None:
         base = store.resolve_image(cfg.base)
-        doc["base"] = {
-            "ref": cfg.base,
-            "id": f"sha256:{base.id}",
-            "digest": store.image_manifest_digest(base.id),
-        }
+        doc["base"] = {"ref": cfg.base, "id": f"sha256:{base.id}", "digest": _digest(store, cfg)}
     return doc
+
+
+def _digest(store: Store, cfg: EnvConfig) -> str | None:
+    """The registry digest rsbox.lock pins the base to: the one its repository served
+    it under, else the manifest the image came from; None for a base never pulled."""
+    from rootless.errors import UsageError
+    from rootless.registry.reference import parse_reference
+
+    assert cfg.base is not None
+    base = store.resolve_image(cfg.base)
+    try:
+        ref = parse_reference(cfg.base)
+    except UsageError:  # an id or a local name
+        return None
+    found = store.repo_digest(base.id, f"{ref.registry}/{ref.repository}")
+    manifest = store.image_manifest_digest(base.id)
+    return found or (f"sha256:{manifest}" if manifest else None)
 
 
 def write_lock(store: Store, cfg: EnvConfig, image: Image, key: str) -> None:

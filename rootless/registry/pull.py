@@ -139,6 +139,7 @@ class Puller:
         self.max_bytes = max_bytes
         self.scope = f"repository:{ref.repository}:pull"
         self.fetched: list[str] = []  # blob digests actually downloaded (for tests/reports)
+        self.manifest_digest = ""  # sha256:... of the manifest pulled, once pull() has it
 
     # -- manifests ----------------------------------------------------------------------
 
@@ -240,6 +241,7 @@ class Puller:
 
     async def pull(self, names: list[str]) -> Image:
         manifest, manifest_digest = await self.resolve()
+        self.manifest_digest = manifest_digest
         config_desc = manifest.get("config")
         layers = manifest.get("layers")
         if not isinstance(config_desc, dict) or not isinstance(layers, list):
@@ -501,8 +503,10 @@ async def _pull_from(
         if names is None:
             names = [name.name] if name.tag or not name.digest else []
         image = await puller.pull(names)
-        if name.digest_ref is not None:
-            store.add_digest_ref(name.digest_ref, image.id)
+        # Docker's RepoDigests for tag pulls too: the digest this repository served the
+        # image under (what rsbox.lock pins an environment's base to: rootless.env.steps).
+        repo_digest = f"{name.registry}/{name.repository}@{puller.manifest_digest}"
+        store.add_digest_ref(name.digest_ref or repo_digest, image.id)
         return image, puller.fetched
 
 

@@ -11,6 +11,7 @@ The Debian environment is built once for the module (`dev_env`); its control dif
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -25,6 +26,8 @@ from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _in, _ok, _project, _steps_run
 from tests.e2e.test_network import _fetch, _free_port
+from tests.shared import need_tools
+from tests.registry import running_registry
 from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
 
 PACKAGE_JSON = """\
@@ -207,6 +210,53 @@ def test_npm_global_without_npm_in_the_image_fails_in_one_line(
         "npm install --global --no-audit --no-fund x\n"
     )
     _ok(rsbox, root, "env", "down")
+
+
+def test_rsbox_lock_pins_the_base_until_build_pull(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    """A base pulled from a registry is pinned by rsbox.lock's digest: after the tag moves
+    and the local copy is gone, `env build` pulls the digest the lock names (the old
+    base); the control, `env build --pull`, asks for the tag and gets the new one, and
+    the lock then pins that. A lost digest is one line with the --pull hint."""
+    need_tools(("/usr/bin/docker-registry",), "the base pinning test")
+    with running_registry(tmp_path / "registry") as reg:
+        base = f"{reg.host}/envbase:1"
+        local = f"localhost/envbase-{os.urandom(3).hex()}"
+
+        def push_base(which: str) -> None:
+            ctx = tmp_path / f"ctx-{which}"
+            ctx.mkdir()
+            (ctx / "Containerfile").write_text(f"FROM {busybox}\nRUN echo {which} > /which\n")
+            rsbox("build", "-t", f"{local}:{which}", str(ctx), check=True)
+            rsbox("push", f"{local}:{which}", base, check=True)
+            rsbox("rmi", base)  # the build must pull it
+
+        push_base("old")
+        root = _project(rsbox, tmp_path, f'[env]\nbase = "{base}"\n[build]\nrun = ["true"]\n')
+        _ok(rsbox, root, "env", "build")
+        lock = json.loads((root / "rsbox.lock").read_text())
+        old_digest = lock["base"]["digest"]
+        assert old_digest.startswith("sha256:")
+        push_base("new")  # the tag moves (and the base the first build pulled is gone)
+        _ok(rsbox, root, "env", "build", "--no-cache")
+        assert _ok(rsbox, root, "shell", "cat", "/which") == "old\n"
+        assert json.loads((root / "rsbox.lock").read_text())["base"]["digest"] == old_digest
+        _ok(rsbox, root, "env", "build", "--pull")
+        assert _ok(rsbox, root, "shell", "cat", "/which") == "new\n"
+        new_digest = json.loads((root / "rsbox.lock").read_text())["base"]["digest"]
+        assert new_digest not in ("", old_digest)
+        _ok(rsbox, root, "env", "down")
+        # a digest the registry no longer has
+        lock = json.loads((root / "rsbox.lock").read_text())
+        lock["base"]["digest"] = "sha256:" + "0" * 64
+        (root / "rsbox.lock").write_text(json.dumps(lock))
+        rsbox("rmi", base, check=True)
+        res = _in(rsbox, root, "env", "build")
+        assert res.returncode == 125 and res.stderr.count("\n") == 1, res.stderr
+        assert f"the base {base} pinned by {root / 'rsbox.lock'}" in res.stderr
+        assert "(hint: rsbox env build --pull" in res.stderr
+        rsbox("rmi", f"{local}:old", f"{local}:new", check=True)
 
 
 def _devcontainer(
