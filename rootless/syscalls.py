@@ -13,6 +13,7 @@ A source checkout imports `rootless` from the checkout, where nothing is built: 
 the copy installed in the environment is loaded by path, from a sys.path entry or,
 under `python -S` (the environment shims), the environment's own site-packages
 (reinstall after editing _syscalls.c: `./setup.sh venv`, or `python -m pip install .`).
+A missing or stale build is one HostError with that hint, at the first call.
 """
 
 from __future__ import annotations
@@ -80,18 +81,25 @@ def _load() -> ModuleType:
     return module
 
 
-class _Extension:
-    """rootless._syscalls, loaded at the first call: a missing or stale build is then a
-    HostError where the caller reports errors, not a traceback at import."""
+class _Missing:
+    """Stands for the extension when it cannot be loaded: the HostError is raised at the
+    first call, where the caller reports errors, not as a traceback at import."""
+
+    def __init__(self, error: HostError) -> None:
+        self.error = error
 
     def __getattr__(self, name: str) -> Any:
-        module = _load()
-        self.__dict__.update(vars(module))  # later lookups are plain attribute hits
-        return getattr(module, name)
+        raise self.error
 
 
+# Loaded at import, on the host: the first call may come after a process has joined a
+# container's mount namespace (exec's E1) or pivoted into it (pid 1), where the file
+# cannot be found, so no process of ours ever loads it lazily.
 if not TYPE_CHECKING:
-    _c = _Extension()
+    try:
+        _c = _load()
+    except HostError as exc:
+        _c = _Missing(exc)
 
 # <linux/sched.h>
 CLONE_NEWNS: Final = 0x00020000
