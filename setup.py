@@ -1,6 +1,13 @@
-"""The build steps pyproject.toml cannot say: compile rsbox's two C parts into the package.
+"""The build steps pyproject.toml cannot say: compile rsbox's three C parts into the package.
 
-pyproject.toml holds the metadata; this adds to build_py the compilation of
+pyproject.toml holds the metadata; this builds the extension module
+
+- rootless/_syscalls.c into rootless._syscalls, the C half of rootless.syscalls (setns,
+  unshare, mount, pivot_root, prctl, capset, the seccomp syscall: what Python 3.11's os
+  lacks, without ctypes' import on `exec`'s path). It needs Python.h (python3-dev, in
+  setup.sh's package list). Without it there is no rsbox: a failure stops the build.
+
+and adds to build_py the compilation of
 
 - rootless/launch/init.c into rootless/launch/rsbox-init, a static binary (images such as
   a busybox-only one have no libc to link against); gcc and libc6-dev (which has libc.a)
@@ -10,7 +17,8 @@ pyproject.toml holds the metadata; this adds to build_py the compilation of
   pkg-config, which pyfuse3's own build needs too. Without it the filesystem works, only
   slower, and `rsbox info` says so: a failure is a warning.
 
-$CC overrides the compiler (default cc).
+$CC overrides the compiler (default cc). With an extension module the wheel is tagged for
+this interpreter and platform (cp311-cp311-linux_x86_64) by setuptools itself.
 """
 
 from __future__ import annotations
@@ -21,14 +29,20 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from setuptools import setup
-from setuptools.command.bdist_wheel import bdist_wheel
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 SOURCE = Path("rootless", "launch", "init.c")
 BINARY = Path("rootless", "launch", "rsbox-init")
 SHIM_SOURCE = Path("fs", "cache_shim.c")
 SHIM = Path("fs", "librsbox-fscache.so")
+SYSCALLS = Extension(
+    "rootless._syscalls",
+    ["rootless/_syscalls.c"],
+    # -Wno-unused-parameter: `self`, unused by every module-level function of CPython's API
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
 
 
 def _pkg_config(*args: str) -> list[str]:
@@ -101,15 +115,21 @@ class BuildPyWithInit(build_py):
         return mapping
 
 
-class BdistWheelForThisPlatform(bdist_wheel):
-    """The wheel holds a machine binary: tag it py3-none-<platform>, not py3-none-any."""
+class BuildExtRequired(build_ext):
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # setuptools' CompileError, LinkError, DistutilsExecError
+            raise SystemExit(
+                f"building rootless._syscalls failed ({exc}): a C compiler and Python's "
+                "headers are needed (Debian: apt-get install gcc python3-dev)"
+            ) from exc
 
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        self.root_is_pure = False
 
-    def get_tag(self) -> tuple[str, str, str]:
-        return "py3", "none", super().get_tag()[2]
-
-
-setup(cmdclass={"build_py": BuildPyWithInit, "bdist_wheel": BdistWheelForThisPlatform})
+setup(
+    ext_modules=[SYSCALLS],
+    cmdclass={
+        "build_py": BuildPyWithInit,
+        "build_ext": BuildExtRequired,
+    },
+)

@@ -10,7 +10,8 @@ set -eu
 cd "$(dirname "$0")"
 
 # What rsbox and its tests use. uidmap: newuidmap/newgidmap for the full id map;
-# fuse3/libfuse3-dev/pkg-config/python3-dev/gcc: pyfuse3 builds from source;
+# fuse3/libfuse3-dev/pkg-config/python3-dev/gcc: pyfuse3 builds from source, and rsbox's
+# own C parts (setup.py: rsbox-init needs libc6-dev's libc.a, rootless._syscalls Python.h);
 # busybox-static: the image of the demo and the tests; umoci/skopeo: OCI layouts in tests;
 # podman/runc/bubblewrap/charliecloud-runtime/fuse-overlayfs: peers for `nox -s bench`;
 # docker-registry/apache2-utils (htpasswd)/openssl: the registry tests' real registry.

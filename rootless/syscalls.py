@@ -1,24 +1,105 @@
 """The kernel-facing calls rsbox needs and Python 3.11 lacks.
 
-Each wrapper is a few lines: call libc through ctypes with `use_errno=True`, check the
-return value, raise `OSError(errno, strerror, what)`. Nothing here decides anything; the
-order of the calls (which is where the kernel bites) is explained in `rootless/spawn.py`.
+Each wrapper is a few lines: make the call through rootless._syscalls (our C extension:
+one call each, -errno on failure; see rootless/_syscalls.c for why not ctypes), check
+the result, raise `OSError(errno, strerror, what)`. Nothing here decides anything; the
+order of the calls (which is where the kernel bites) is explained where they are made
+(rootless/launch/).
 
 Python 3.11 is the floor (Debian 12), so `os.unshare`/`os.setns` (3.12+) are not there.
+
+Where the extension is: next to this module in an installed rsbox (setup.py builds it).
+A source checkout imports `rootless` from the checkout, where nothing is built: there
+the copy installed in the environment is loaded by path, from a sys.path entry or,
+under `python -S` (the environment shims), the environment's own site-packages
+(reinstall after editing _syscalls.c: `./setup.sh venv`, or `python -m pip install .`).
+A missing or stale build is one HostError with that hint, at the first call.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+import sys
+
+from rootless.errors import HostError
 
 TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
 if TYPE_CHECKING:
-    from typing import Final
+    from types import ModuleType
+    from typing import Any, Final
 
-# CDLL(None): the libc already loaded; find_library() would fork /sbin/ldconfig.
-_libc = ctypes.CDLL(None, use_errno=True)
+    from rootless import _syscalls as _c  # for mypy, its stub: _syscalls.pyi
+
+INTERFACE: Final = 1  # the INTERFACE of the _syscalls.c this module speaks to
+_NAME = "rootless._syscalls"
+_REINSTALL = "reinstall rsbox: ./setup.sh venv (or python -m pip install .)"
+
+
+def _installed_copies() -> list[str]:
+    """Where a checkout finds the extension of the rsbox installed in its environment."""
+    from _frozen_importlib_external import EXTENSION_SUFFIXES
+
+    # Under -S, sys.prefix is not yet the venv's (site sets it): the venv is the
+    # interpreter's grandparent directory (VENV/bin/python).
+    lib = os.path.join("lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    prefixes = (os.path.dirname(os.path.dirname(sys.executable)), sys.prefix)
+    dirs = [os.path.abspath(e or ".") for e in sys.path]
+    dirs += [os.path.join(p, lib, "site-packages") for p in prefixes]
+    return [os.path.join(d, "rootless", "_syscalls" + x) for d in dirs for x in EXTENSION_SUFFIXES]
+
+
+def _load() -> ModuleType:
+    try:
+        from rootless import _syscalls  # an installed rsbox: built next to this module
+
+        module: ModuleType = _syscalls
+    except ImportError:
+        # importlib.machinery's own classes, from the frozen modules the import system is
+        # made of (always loaded): importing importlib.machinery costs 0.5-2 ms more.
+        from _frozen_importlib import ModuleSpec
+        from _frozen_importlib_external import ExtensionFileLoader
+
+        path = next((p for p in _installed_copies() if os.path.isfile(p)), None)
+        if path is None:
+            raise HostError(
+                f"{_NAME} is not built: neither in {os.path.dirname(__file__)} nor in this "
+                "Python's site-packages",
+                hint=_REINSTALL,
+            ) from None
+        loader = ExtensionFileLoader(_NAME, path)
+        module = loader.create_module(ModuleSpec(_NAME, loader, origin=path))
+        loader.exec_module(module)
+        sys.modules[_NAME] = module
+    found = getattr(module, "INTERFACE", None)
+    if found != INTERFACE:
+        raise HostError(
+            f"{module.__file__} has interface {found}, not {INTERFACE}: it was built from "
+            "another version of rsbox",
+            hint=_REINSTALL,
+        )
+    return module
+
+
+class _Missing:
+    """Stands for the extension when it cannot be loaded: the HostError is raised at the
+    first call, where the caller reports errors, not as a traceback at import."""
+
+    def __init__(self, error: HostError) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error
+
+
+# Loaded at import, on the host: the first call may come after a process has joined a
+# container's mount namespace (exec's E1) or pivoted into it (pid 1), where the file
+# cannot be found, so no process of ours ever loads it lazily.
+if not TYPE_CHECKING:
+    try:
+        _c = _load()
+    except HostError as exc:
+        _c = _Missing(exc)
 
 # <linux/sched.h>
 CLONE_NEWNS: Final = 0x00020000
@@ -46,9 +127,6 @@ PR_SET_PDEATHSIG: Final = 1
 PR_SET_NO_NEW_PRIVS: Final = 38
 PR_SET_CHILD_SUBREAPER: Final = 36
 
-# <linux/seccomp.h>
-SECCOMP_SET_MODE_FILTER: Final = 1
-
 # Syscalls without a libc wrapper, by `uname -m`: x86_64 from the kernel's
 # arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from include/uapi/asm-generic/unistd.h.
 SYSCALL_NUMBERS: Final[dict[str, dict[str, int]]] = {
@@ -69,69 +147,50 @@ def syscall_number(name: str, machine: str | None = None) -> int:
 
 def _check(ret: int, what: str) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), what)
+        raise OSError(-ret, os.strerror(-ret), what)
     return ret
 
 
+def _opt(value: str | None) -> bytes | None:
+    return value.encode() if value is not None else None
+
+
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_c.unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_c.setns(fd, nstype), "setns")
 
 
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    _check(
-        _libc.mount(
-            source.encode() if source is not None else None,
-            target.encode(),
-            fstype.encode() if fstype is not None else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data is not None else None,
-        ),
-        f"mount {target}",
-    )
+    raw = (_opt(source), target.encode(), _opt(fstype), flags, _opt(data))
+    _check(_c.mount(*raw), f"mount {target}")
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+    _check(_c.umount2(target.encode(), flags), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(
-        _libc.syscall(
-            ctypes.c_long(syscall_number("pivot_root")), new_root.encode(), put_old.encode()
-        ),
-        "pivot_root",
-    )
+    nr = syscall_number("pivot_root")
+    _check(_c.pivot_root(nr, new_root.encode(), put_old.encode()), "pivot_root")
 
 
 def syncfs(fd: int) -> None:
     """Write back what the kernel caches for the filesystem `fd` is on (for a FUSE mount
     with the writeback cache: dirty pages and times go to the server)."""
-    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
+    _check(_c.syncfs(fd), "syncfs")
 
 
 def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+    _check(_c.sethostname(name.encode()), "sethostname")
 
 
 def prctl(option: int, arg2: int = 0, what: str = "prctl") -> None:
-    _check(
-        _libc.prctl(
-            ctypes.c_int(option),
-            ctypes.c_ulong(arg2),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-            ctypes.c_ulong(0),
-        ),
-        what,
-    )
+    _check(_c.prctl(option, arg2), what)
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -142,10 +201,6 @@ def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1, "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def install_seccomp(bpf: bytes) -> None:
     """no_new_privs, then the filter: the kernel refuses a filter from an unprivileged
     task without no_new_privs. The caller does this as the very last step before execve."""
@@ -153,17 +208,7 @@ def install_seccomp(bpf: bytes) -> None:
         raise ValueError("BPF program length is not a multiple of 8")
     nr = syscall_number("seccomp")  # before no_new_privs: an unknown arch changes nothing
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    _check(
-        _libc.syscall(
-            ctypes.c_long(nr),
-            ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-            ctypes.c_uint(0),
-            ctypes.byref(prog),
-        ),
-        "seccomp",
-    )
+    _check(_c.seccomp_filter(nr, bpf), "seccomp")
 
 
 # --- capabilities and process attributes (policy and order: rootless/launch/caps.py) ---
@@ -173,21 +218,6 @@ PR_SET_DUMPABLE: Final = 4
 PR_CAPBSET_DROP: Final = 24
 PR_CAP_AMBIENT: Final = 47
 PR_CAP_AMBIENT_CLEAR_ALL: Final = 4
-
-# <linux/capability.h>: version 3 takes two data structs, for caps 0-31 and 32-63.
-_LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
 
 
 def set_no_new_privs() -> None:
@@ -209,26 +239,10 @@ def cap_ambient_clear_all() -> None:
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """This thread's capability sets, each a mask with bit N for capability N."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)  # pid 0: the calling thread
-    data = (_CapData * 2)(
-        *(
-            _CapData(
-                effective >> s & 0xFFFFFFFF,
-                permitted >> s & 0xFFFFFFFF,
-                inheritable >> s & 0xFFFFFFFF,
-            )
-            for s in (0, 32)
-        )
-    )
-    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_c.capset(effective, permitted, inheritable), "capset")
 
 
 def statfs_type(path: str | os.PathLike[str]) -> int:
     """`f_type` of statfs(2) (os.statvfs does not report it): the magic number that
-    names the filesystem holding `path` (<linux/magic.h>). `struct statfs` starts with
-    `__fsword_t f_type`, a C long on every 64-bit Linux ABI we run on."""
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64/aarch64
-    if _libc.statfs(os.fsencode(path), buf) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), f"statfs {os.fspath(path)}")
-    return ctypes.c_ulong.from_buffer(buf).value & 0xFFFFFFFF
+    names the filesystem holding `path` (<linux/magic.h>), as an unsigned 32-bit value."""
+    return _check(_c.statfs_type(os.fsencode(path)), f"statfs {os.fspath(path)}")

@@ -255,10 +255,13 @@ def _seal(
     user = resolve_user(proc.user, read_userdb("/etc/passwd"), read_userdb("/etc/group"))
     env = dict(e.partition("=")[::2] for e in proc.env)
     env.setdefault("HOME", user.home)
-    try:  # noqa: SIM105 (no contextlib on exec's path) - as root, as Docker does; chdir says what failed
-        os.makedirs(proc.cwd, exist_ok=True)
-    except OSError:
-        pass
+    # As root, as Docker does; chdir says what failed. One stat first: makedirs would
+    # stat the parent too, which may cost a round trip to the union's server.
+    if not os.path.isdir(proc.cwd):
+        try:  # noqa: SIM105 (no contextlib on exec's path)
+            os.makedirs(proc.cwd, exist_ok=True)
+        except OSError:
+            pass
     capabilities.limit_bounding(proc.caps)
     # Under fakeroot on a single-id map the kernel cannot switch to a USER other than 0:
     # the switch is made once P1 answers set*id calls (below), which it emulates and keeps.

@@ -67,8 +67,9 @@ def test_an_unknown_command_gets_the_whole_tree_and_one_error() -> None:
 
 
 def test_execs_path_imports_no_heavy_module() -> None:
-    """What `rsbox exec CTR CMD` imports up to the fork, in a fresh interpreter; the same
-    probe run for `ps` does import them, so that the probe can tell."""
+    """What `rsbox exec CTR CMD` imports up to the fork, in a fresh interpreter, with the
+    C half of rootless.syscalls loaded (not ctypes); the same probe run for `ps` and
+    P1's fakeroot (which keeps ctypes) does import them, so that the probe can tell."""
     probe = """
 import json, sys
 from rootless.commands import build_parser
@@ -76,10 +77,12 @@ ns = build_parser(sys.argv[1]).parse_args(sys.argv[1:])
 if sys.argv[1] == "exec":
     import rootless.containers_lookup, rootless.launch.exec, rootless.running
 else:
-    import rootless.containers_cli, rootless.store
+    import rootless.containers_cli, rootless.store, rootless.launch.fakeroot
+from rootless import syscalls
+syscalls.set_dumpable(True)  # loads rootless._syscalls; the flag is already set
 print(json.dumps(sorted(sys.modules)))
 """
-    heavy = {"typing", "dataclasses", "pathlib", "sqlite3", "socket", "rootless.store"}
+    heavy = {"typing", "dataclasses", "pathlib", "sqlite3", "socket", "rootless.store", "ctypes"}
 
     def loaded(*argv: str) -> set[str]:
         out = subprocess.run(
@@ -87,5 +90,7 @@ print(json.dumps(sorted(sys.modules)))
         ).stdout
         return set(json.loads(out))
 
-    assert loaded("exec", "ctr", "true") & heavy == set()
-    assert loaded("ps") & heavy == heavy - {"socket"}
+    exec_path = loaded("exec", "ctr", "true")
+    assert exec_path & heavy == set()
+    assert "rootless._syscalls" in exec_path
+    assert loaded("ps") & heavy == heavy  # fakeroot imports socket

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,58 @@ def test_wrappers_raise_at_use_time_on_an_unknown_machine(
     assert "s390x" in str(seccomp.value)
     # the number is looked up before no_new_privs is set: nothing changed in this process
     assert _no_new_privs() == before
+
+
+def test_a_failed_call_is_an_oserror_naming_the_call() -> None:
+    """The C half returns -errno; the wrapper raises OSError(errno, strerror, what). The
+    same calls succeed on arguments the kernel accepts."""
+    with pytest.raises(OSError) as bad_fd:
+        sc.setns(-1, sc.CLONE_NEWUTS)
+    assert (bad_fd.value.errno, bad_fd.value.filename) == (errno.EBADF, "setns")
+    assert bad_fd.value.strerror == os.strerror(errno.EBADF)
+    with pytest.raises(FileNotFoundError) as missing:
+        sc.statfs_type("/nonexistent/rsbox")
+    assert missing.value.filename == "statfs /nonexistent/rsbox"
+    assert sc.statfs_type("/proc") == 0x9FA0  # PROC_SUPER_MAGIC
+
+
+def test_a_seccomp_program_too_long_for_the_kernel_is_refused_not_cut(tmp_path: Path) -> None:
+    """sock_fprog counts instructions in 16 bits: 65536 + 1 must not load as 1. In a
+    child: no_new_privs stays set in the process that tries."""
+    allow = (0x06).to_bytes(2, "little") + b"\0\0" + (0x7FFF0000).to_bytes(4, "little")
+    probe = (
+        "import sys\nfrom rootless import syscalls as sc\n"
+        "try:\n    sc.install_seccomp(bytes.fromhex(sys.argv[1]) * int(sys.argv[2]))\n"
+        "except OSError as e:\n    print(e.errno)\nelse:\n    print('loaded')\n"
+    )
+
+    def run(count: int) -> str:
+        argv = [sys.executable, "-c", probe, allow.hex(), str(count)]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run(65537) == str(errno.EINVAL)
+    assert run(1) == "loaded"  # one RET ALLOW: the same call, a program the kernel takes
+
+
+def test_exec_path_loads_the_extension_not_ctypes() -> None:
+    """Under `python -IS` from this checkout (as the shims run): the build installed in
+    the environment is found by path; a Python without rsbox installed gets one HostError
+    with the reinstall hint, at the first call, not at import."""
+    probe = (
+        "import sys\nsys.path.insert(0, sys.argv[1])\n"
+        "from rootless import syscalls\nfrom rootless.errors import HostError\n"
+        "try:\n    syscalls.set_dumpable(True)\n"
+        "except HostError as e:\n    print(e.line())\n"
+        "else:\n    print('ctypes' in sys.modules, sys.modules['rootless._syscalls'].INTERFACE)\n"
+    )
+    source = str(Path(__file__).resolve().parents[2])
+    assert sys.prefix != sys.base_prefix, "run the tests in rsbox's venv (./setup.sh venv)"
+
+    def run(python: str) -> str:
+        argv = [python, "-IS", "-c", probe, source]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert run(sys.executable) == f"False {sc.INTERFACE}"
+    bare = run(os.path.realpath(sys.executable))  # the venv's base interpreter: no rsbox
+    assert bare.startswith("rsbox: error: rootless._syscalls is not built"), bare
+    assert bare.endswith("(hint: reinstall rsbox: ./setup.sh venv (or python -m pip install .))")
