@@ -212,9 +212,7 @@ def pin_base(store: Store, cfg: EnvConfig, *, pull: bool = False) -> None:
     store.tag_image(image.id, ref.name)
 
 
-def build_env(
-    store: Store, cfg: EnvConfig, *, no_cache: bool = False, pull: bool = False
-) -> Image:
+def build_env(store: Store, cfg: EnvConfig, *, no_cache: bool = False, pull: bool = False) -> Image:
     from rootless.images.build import BuildOptions, StepFailed, build
 
     key = build_key(cfg)  # before the build: an edit during it is seen at the next entry

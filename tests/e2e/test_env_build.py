@@ -26,9 +26,9 @@ from rootless.env.trust import trust
 from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE, _in, _ok, _project, _steps_run
 from tests.e2e.test_network import _fetch, _free_port
-from tests.shared import need_tools
-from tests.registry import running_registry
 from tests.e2e.test_workloads import ENV_PACKAGES, debian_tarball
+from tests.registry import running_registry
+from tests.shared import need_tools
 
 PACKAGE_JSON = """\
 {
