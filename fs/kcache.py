@@ -114,7 +114,9 @@ def _load() -> Shim:
         lib.rsbox_fs_shim_status.restype = ctypes.c_uint
         lib.rsbox_fs_shim_configure.argtypes = [ctypes.c_int]
         lib.rsbox_fs_shim_configure.restype = None
-        lib.rsbox_fs_read_register.argtypes = [ctypes.c_uint64, ctypes.c_int]
+        lib.rsbox_fs_read_register.argtypes = [ctypes.c_uint64, ctypes.c_int, ctypes.c_int]
+        lib.rsbox_fs_read_released.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+        lib.rsbox_fs_read_released.restype = ctypes.c_int
         lib.rsbox_fs_read_register.restype = ctypes.c_int
         lib.rsbox_fs_read_count.argtypes = [ctypes.c_int]
         lib.rsbox_fs_read_count.restype = ctypes.c_ulonglong
@@ -155,14 +157,25 @@ def configure(mode: Mode, c_read: bool | None = None) -> None:
         SHIM.lib.rsbox_fs_shim_configure(flags)
 
 
-def _no_reads(fh: int, fd: int) -> int:
+def _no_reads(fh: int, fd: int, release_here: bool) -> int:
     return 0
 
 
-# serve_reads(fh, fd): from then until the RELEASE of `fh`, READs of it are answered in C
-# from `fd` (fs/read_shim.c); returns 1 if so, 0 if they still come to Python. The C
+# serve_reads(fh, fd, release_here): from then until the RELEASE of `fh`, READs of it are
+# answered in C from `fd` (fs/read_shim.c); returns 1 if so, 0 if they still come to
+# Python. `release_here`: its RELEASE too, the fh then queued for `released()`. The C
 # function itself when the shim is loaded: it costs ~0.3 us per OPEN this way.
 serve_reads = SHIM.lib.rsbox_fs_read_register if SHIM.lib is not None else _no_reads
+_RELEASED_MAX = 1024  # read_shim.c's RELEASED_MAX
+_released = (ctypes.c_uint64 * _RELEASED_MAX)()
+
+
+def released() -> list[int]:
+    """The fhs whose RELEASE the shim has answered since the last call: the caller's own
+    release of each is still to do (their fds are still open)."""
+    if SHIM.lib is None:
+        return []
+    return _released[: SHIM.lib.rsbox_fs_read_released(_released, _RELEASED_MAX)]
 
 
 def read_counts() -> tuple[int, int]:

@@ -30,6 +30,16 @@
  * reading the lower file: every reader of a union file sees its writes).
  *
  * Errors: fuse_reply_data() answers a failed pread (EIO, ...) with that errno itself.
+ *
+ * RELEASE of a read-only handle is answered here too (fs.server says which handles may
+ * be, at registration): a `tar c` opens, reads and releases every file, and RELEASE was a
+ * third of the requests that still entered Python. The entry leaves the table, the reply
+ * goes out at once, and the fh is queued; fs.server takes the queue (rsbox_fs_read_released)
+ * before its next OPEN, CREATE or RELEASE and at the end, and only then runs its own
+ * release: the fd stays open until then, so its number cannot be reused meanwhile. What
+ * is deferred is bookkeeping only (the kernel never waits for a RELEASE: it sends it
+ * after close(2) has returned). The queue is bounded: when full, RELEASE goes to pyfuse3,
+ * whose handler takes the queue first.
  */
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 32 /* pyfuse3's: the same ops table layout */
@@ -46,6 +56,7 @@
 struct slot {
 	uint64_t fh; /* 0: empty; TOMB: deleted */
 	int fd;
+	int release_here; /* RELEASE answered in C, the fh queued for fs.server */
 };
 #define TOMB UINT64_MAX
 
@@ -53,6 +64,9 @@ static struct slot *slots;
 static size_t cap, used; /* used counts live entries and tombstones */
 static unsigned long long served, passed; /* READs answered here / given to pyfuse3 */
 static int enabled;
+#define RELEASED_MAX 1024
+static uint64_t released[RELEASED_MAX];
+static int nreleased;
 static void (*real_read)(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
 static void (*real_release)(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
 
@@ -106,13 +120,14 @@ static void forget_fh(uint64_t fh)
 		s->fh = TOMB;
 }
 
-int rsbox_fs_read_register(uint64_t fh, int fd)
+int rsbox_fs_read_register(uint64_t fh, int fd, int release_here)
 {
 	if (!enabled || fh == 0 || fh == TOMB || fd < 0)
 		return 0;
 	struct slot *s = find(fh);
 	if (s != NULL) {
 		s->fd = fd;
+		s->release_here = release_here;
 		return 1;
 	}
 	if (2 * (used + 1) > cap && grow() != 0)
@@ -124,6 +139,7 @@ int rsbox_fs_read_register(uint64_t fh, int fd)
 		used++;
 	slots[i].fh = fh;
 	slots[i].fd = fd;
+	slots[i].release_here = release_here;
 	return 1;
 }
 
@@ -148,8 +164,24 @@ static void read_in_c(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void release_in_c(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct slot *s = find(fi->fh);
+	if (s != NULL && s->release_here && nreleased < RELEASED_MAX) {
+		released[nreleased++] = fi->fh;
+		s->fh = TOMB;
+		fuse_reply_err(req, 0);
+		return;
+	}
 	forget_fh(fi->fh); /* before pyfuse3's handler closes the fd */
 	real_release(req, ino, fi);
+}
+
+/* Moves up to `max` queued fhs (RELEASE answered here) to `out`; returns how many. */
+int rsbox_fs_read_released(uint64_t *out, int max)
+{
+	int n = nreleased < max ? nreleased : max;
+	memcpy(out, released + (nreleased - n), n * sizeof(*out));
+	nreleased -= n;
+	return n;
 }
 
 void rsbox_read_shim_wrap(struct fuse_lowlevel_ops *ops, int on)
@@ -158,6 +190,7 @@ void rsbox_read_shim_wrap(struct fuse_lowlevel_ops *ops, int on)
 	slots = NULL;
 	cap = used = 0;
 	served = passed = 0;
+	nreleased = 0;
 	enabled = on && ops != NULL && ops->read != NULL && ops->release != NULL;
 	if (!enabled)
 		return;

@@ -367,8 +367,11 @@ class UnionOps(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if opens_for_writing(flags):
             await self._upper_copy(inode, data=not flags & os.O_TRUNC)
+        self.released()
         fh, keep = self.union.open(inode, flags)
-        kcache.serve_reads(fh, self.union.host_fd(fh))  # READ in C (fs/read_shim.c)
+        # READ in C, and RELEASE too for a handle that cannot have changed the file
+        # (fs/read_shim.c); it then waits in the shim's queue for `released`.
+        kcache.serve_reads(fh, self.union.host_fd(fh), not opens_for_writing(flags))
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_errors
@@ -382,8 +385,9 @@ class UnionOps(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         mode &= ~ctx.umask
         uid, gid = self._creator(ctx)
+        self.released()
         fh, attr = self.union.create(parent_inode, _name(name), mode, flags, uid, gid)
-        kcache.serve_reads(fh, self.union.host_fd(fh))
+        kcache.serve_reads(fh, self.union.host_fd(fh), False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
 
     @_errors
@@ -409,7 +413,18 @@ class UnionOps(pyfuse3.Operations):
 
     @_errors
     async def release(self, fh: int) -> None:
+        self.released()
         self.union.release(fh)
+
+    def released(self) -> None:
+        """Our release of the handles whose RELEASE fs/read_shim.c answered (read-only
+        ones): before any OPEN, CREATE or RELEASE, and when the session ends. Deferred
+        bookkeeping: an error here belongs to no request, so it is logged."""
+        for fh in kcache.released():
+            try:
+                self.union.release(fh)
+            except OSError:
+                log.warning("rsbox fs: release of handle %d failed", fh, exc_info=True)
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -684,6 +699,8 @@ def stop() -> None:
 
 def close() -> None:
     """Unmount and free the session; errors are logged, never raised (teardown path)."""
+    if _mounted is not None:
+        _mounted.released()
     try:
         pyfuse3.close(unmount=True)
     except Exception:

@@ -83,7 +83,8 @@ def main() -> int:
         where = f"{len(os.listdir(meta_dir))} files" if meta_dir.is_dir() else "user.* xattrs"
         print(f"harness: upper metadata in {where}", file=sys.stderr)
         print(f"harness: kernel cache: {kcache.status().detail}", file=sys.stderr)
-        print("harness: READs in C %d, in Python %d" % kcache.read_counts(), file=sys.stderr)
+        in_c, passed = kcache.read_counts()
+        print(f"harness: READs in C {in_c}, in Python {passed}", file=sys.stderr)
     finally:
         server.close()
     return code
