@@ -80,6 +80,7 @@
 #define CONF_ENABLE 1
 #define CONF_NO_OPENDIR 2
 #define CONF_C_READ 4 /* fs/read_shim.c */
+#define CONF_C_READ_COPY 8 /* ... without splice */
 
 struct libfuse_version; /* only passed through (3.17+) */
 
@@ -151,7 +152,8 @@ static const struct fuse_lowlevel_ops *wrap(const struct fuse_lowlevel_ops *op, 
 		ops.readdirplus = shim_readdirplus;
 		status |= SHIM_FH_IS_INO;
 	}
-	rsbox_read_shim_wrap(&ops, config & CONF_C_READ);
+	rsbox_read_shim_wrap(&ops, (config & CONF_C_READ ? READ_SHIM_ON : 0) |
+	                           (config & CONF_C_READ_COPY ? READ_SHIM_NO_SPLICE : 0));
 	if (ops.read != op->read)
 		status |= SHIM_C_READ;
 	status |= SHIM_WRAPPED;

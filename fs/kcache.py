@@ -42,8 +42,9 @@ no reset, and needs none: it changed no listing. A symlink's target never change
 READ in C (fs/read_shim.c, in the same library): fs.server hands the shim each file
 handle's host fd when it answers OPEN or CREATE (`serve_reads`), and READs of those
 handles are answered in C, never entering Python (why, and what it changes: see
-there). RSBOX_FS_C_READ=0 in the server's environment keeps READ in Python, for
-debugging; RSBOX_FS_KERNEL_CACHE=0 turns it off with the rest of the shim.
+there). RSBOX_FS_C_READ in the server's environment: `0` keeps READ in Python, for
+debugging, `copy` answers it in C without splice (through a buffer); RSBOX_FS_KERNEL_CACHE=0
+turns it off with the rest of the shim.
 
 Where the shim is: next to this module in an installed rsbox (setup.py builds it). A
 source checkout imports `fs` from the checkout, where nothing is built: there the copy
@@ -75,6 +76,7 @@ _C_READ_ON = 64
 _ENABLE = 1
 _NO_OPENDIR = 2
 _C_READ = 4
+_C_READ_COPY = 8
 
 
 class Mode(enum.Enum):
@@ -120,6 +122,7 @@ def _load() -> Shim:
         lib.rsbox_fs_read_register.restype = ctypes.c_int
         lib.rsbox_fs_read_count.argtypes = [ctypes.c_int]
         lib.rsbox_fs_read_count.restype = ctypes.c_ulonglong
+        lib.rsbox_fs_read_spliced.restype = ctypes.c_int
         version = lib.rsbox_fs_shim_version()
         if version != INTERFACE:
             # Loaded, and it will interpose: make it pass everything through.
@@ -142,17 +145,27 @@ def wanted() -> Mode:
     return Mode.OPENDIR if value == "opendir" else Mode.ON
 
 
-def wanted_c_read() -> bool:
-    """RSBOX_FS_C_READ=0/off/no keeps READ in Python; anything else (or unset): in C."""
-    return os.environ.get(ENV_C_READ, "1").strip().lower() not in ("0", "off", "no", "false")
+class CRead(enum.Enum):
+    OFF = "0"  # READ in Python
+    COPY = "copy"  # in C, through a buffer (no splice)
+    ON = "1"  # in C, spliced when the kernel offers it (the default)
 
 
-def configure(mode: Mode, c_read: bool | None = None) -> None:
+def wanted_c_read() -> CRead:
+    """RSBOX_FS_C_READ=0/off/no: READ in Python; =copy: in C without splice; else in C."""
+    value = os.environ.get(ENV_C_READ, "1").strip().lower()
+    if value in ("0", "off", "no", "false"):
+        return CRead.OFF
+    return CRead.COPY if value == "copy" else CRead.ON
+
+
+def configure(mode: Mode, c_read: CRead | None = None) -> None:
     """Before pyfuse3.init: what the shim does to the session it is about to create.
     `c_read` None: what the environment says (`wanted_c_read`)."""
     flags = {Mode.OFF: 0, Mode.OPENDIR: _ENABLE, Mode.ON: _ENABLE | _NO_OPENDIR}[mode]
-    if flags and (wanted_c_read() if c_read is None else c_read):
-        flags |= _C_READ
+    read = wanted_c_read() if c_read is None else c_read
+    if flags:
+        flags |= {CRead.OFF: 0, CRead.COPY: _C_READ | _C_READ_COPY, CRead.ON: _C_READ}[read]
     if SHIM.lib is not None:
         SHIM.lib.rsbox_fs_shim_configure(flags)
 
@@ -210,7 +223,9 @@ def status() -> Status:
         what += " (this kernel has no symlink caching)"
     how = ", directories opened without the server" if no_opendir else ""
     c_read = bool(bits & _C_READ_ON)
-    how += ", READ answered in C" if c_read else ""
+    if c_read:
+        spliced = SHIM.lib.rsbox_fs_read_spliced()
+        how += ", READ answered in C" + (" (spliced)" if spliced else "")
     return Status(
         True, True, no_opendir, symlinks, f"{what} cached by the kernel{how} {where}", c_read
     )
@@ -225,8 +240,8 @@ def report() -> tuple[bool, str]:
         return True, f"turned off ({ENV}=0) for debugging: directory walks are slower"
     how = "" if mode is Mode.ON else f", with OPENDIR ({ENV}=opendir)"
     how += (
-        ", file reads answered in C"
-        if wanted_c_read()
-        else f", file reads in Python ({ENV_C_READ}=0)"
+        f", file reads in Python ({ENV_C_READ}=0)"
+        if wanted_c_read() is CRead.OFF
+        else ", file reads answered in C"
     )
     return True, f"listings and symlink targets cached by the kernel{how} ({SHIM.path})"

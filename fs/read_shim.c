@@ -2,14 +2,17 @@
  * rsbox's READ path in C: answer the kernel's READ requests for files the union opened,
  * without entering Python.
  *
- * Why C: a cold read of 1 GiB is ~8200 READs of 128 KiB (the kernel's readahead window;
- * FUSE caps it at the 128 KiB the kernel offers in INIT, whatever we answer). Through
- * pyfuse3 each one costs a Cython->Python call, a trio task step, our handler, a pread
- * into a new bytes object and a copy into libfuse's reply: 0.86-1.76 s against
- * fuse-overlayfs's 0.36 s here (2.7x, load ~2), ~60 us of Python per READ. Here a READ
- * is a table lookup and fuse_reply_data() from the host file's fd: libfuse splices the
- * page-cache pages into /dev/fuse when the kernel grants FUSE_CAP_SPLICE_WRITE (asked for
- * in INIT below), else preads into its own buffer. Figures: README "Filesystem".
+ * Why C: a cold read of 1 GiB is 4096 READs of 256 KiB here. Through pyfuse3 each is a
+ * Cython->Python call, a trio task step, our handler, a pread into a new bytes object and
+ * a copy into libfuse's reply: 0.86-1.76 s against fuse-overlayfs's 0.36 s (2.7x, load
+ * ~2). Here a READ is a table lookup and fuse_reply_data() from the host file's fd:
+ * libfuse splices the page-cache pages into /dev/fuse when the kernel grants
+ * FUSE_CAP_SPLICE_WRITE (asked for in INIT below), one copy fewer. Server CPU for that
+ * read (4 rounds, load ~5): spliced 0.37-0.44 s, Python 0.56-0.67 s, in C through a
+ * buffer 0.58-0.64 s (the copies, not Python's per-request cost, dominate a big READ);
+ * libfuse's own non-splice fallback mallocs, and so faults in, a fresh buffer per READ:
+ * 0.95-1.15 s, so without splice we pread into one buffer of ours (read_copy).
+ * RELEASE (below) is where Python's per-request cost counts. Figures: README "Filesystem".
  *
  * The table: fs.server registers (fh -> host fd) when it answers OPEN or CREATE
  * (rsbox_fs_read_register, through ctypes); the wrapped RELEASE drops the entry before
@@ -34,12 +37,12 @@
  * RELEASE of a read-only handle is answered here too (fs.server says which handles may
  * be, at registration): a `tar c` opens, reads and releases every file, and RELEASE was a
  * third of the requests that still entered Python. The entry leaves the table, the reply
- * goes out at once, and the fh is queued; fs.server takes the queue (rsbox_fs_read_released)
- * before its next OPEN, CREATE or RELEASE and at the end, and only then runs its own
- * release: the fd stays open until then, so its number cannot be reused meanwhile. What
- * is deferred is bookkeeping only (the kernel never waits for a RELEASE: it sends it
- * after close(2) has returned). The queue is bounded: when full, RELEASE goes to pyfuse3,
- * whose handler takes the queue first.
+ * goes out at once, and the fh is queued; fs.server takes the queue
+ * (rsbox_fs_read_released) before its next OPEN, CREATE, RELEASE, UNLINK or RENAME and
+ * at the end, and only then runs its own release: the fd stays open until then, so its
+ * number cannot be reused meanwhile. What is deferred is bookkeeping only (the kernel
+ * never waits for a RELEASE: it sends it after close(2) has returned). The queue is
+ * bounded: when full, RELEASE goes to pyfuse3, whose handler takes the queue first.
  */
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 32 /* pyfuse3's: the same ops table layout */
@@ -48,6 +51,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "read_shim.h"
 
@@ -64,6 +68,10 @@ static struct slot *slots;
 static size_t cap, used; /* used counts live entries and tombstones */
 static unsigned long long served, passed; /* READs answered here / given to pyfuse3 */
 static int enabled;
+static int spliced; /* the kernel granted FUSE_CAP_SPLICE_WRITE */
+static int copy_only; /* READ_SHIM_NO_SPLICE: not asked for (RSBOX_FS_C_READ=copy) */
+static char *buf;  /* read_copy's */
+static size_t bufsize;
 #define RELEASED_MAX 1024
 static uint64_t released[RELEASED_MAX];
 static int nreleased;
@@ -143,6 +151,30 @@ int rsbox_fs_read_register(uint64_t fh, int fd, int release_here)
 	return 1;
 }
 
+/* Without splice (the kernel did not grant it, or RSBOX_FS_C_READ=copy): pread into one
+ * buffer kept for the session (see "Why C" above for libfuse's own fallback). */
+static void read_copy(fuse_req_t req, int fd, size_t size, off_t off)
+{
+	if (size > bufsize) { /* page-aligned, for a host fd opened O_DIRECT */
+		size_t want = (size + 4095) & ~(size_t)4095;
+		free(buf);
+		buf = aligned_alloc(4096, want);
+		bufsize = buf != NULL ? want : 0;
+		if (buf == NULL) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	ssize_t got;
+	do
+		got = pread(fd, buf, size, off);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_buf(req, buf, (size_t)got);
+}
+
 static void read_in_c(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                       struct fuse_file_info *fi)
 {
@@ -153,13 +185,17 @@ static void read_in_c(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	served++;
-	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
-	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = s->fd;
-	buf.buf[0].pos = off;
+	if (!spliced) {
+		read_copy(req, s->fd, size, off);
+		return;
+	}
+	struct fuse_bufvec data = FUSE_BUFVEC_INIT(size);
+	data.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	data.buf[0].fd = s->fd;
+	data.buf[0].pos = off;
 	/* Replies itself, with the data or with pread's errno; a failure to send (the
 	 * request was interrupted, the connection gone) leaves nothing to answer. */
-	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	fuse_reply_data(req, &data, FUSE_BUF_SPLICE_MOVE);
 }
 
 static void release_in_c(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -184,13 +220,16 @@ int rsbox_fs_read_released(uint64_t *out, int max)
 	return n;
 }
 
-void rsbox_read_shim_wrap(struct fuse_lowlevel_ops *ops, int on)
+void rsbox_read_shim_wrap(struct fuse_lowlevel_ops *ops, int flags)
 {
+	int on = flags & READ_SHIM_ON;
 	free(slots);
 	slots = NULL;
 	cap = used = 0;
 	served = passed = 0;
 	nreleased = 0;
+	spliced = 0;
+	copy_only = flags & READ_SHIM_NO_SPLICE;
 	enabled = on && ops != NULL && ops->read != NULL && ops->release != NULL;
 	if (!enabled)
 		return;
@@ -203,13 +242,15 @@ void rsbox_read_shim_wrap(struct fuse_lowlevel_ops *ops, int on)
 void rsbox_read_shim_init(struct fuse_conn_info *conn)
 {
 	/* Splice the host file's pages into the reply (no copy through our memory). */
-	if (enabled && (conn->capable & FUSE_CAP_SPLICE_WRITE))
+	spliced = enabled && !copy_only && (conn->capable & FUSE_CAP_SPLICE_WRITE);
+	if (spliced)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
-int rsbox_fs_read_enabled(void)
+/* Whether READ replies are spliced (known once INIT was answered). */
+int rsbox_fs_read_spliced(void)
 {
-	return enabled;
+	return spliced;
 }
 
 /* READs answered in C (which = 0) or handed to pyfuse3 (1) since the session began. */

@@ -322,6 +322,7 @@ class UnionOps(pyfuse3.Operations):
     @_errors
     @_changes_meta
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.released()  # a file closed before goes at once, not at the next release
         await self._settled((parent_inode, name))
         self.union.unlink(parent_inode, _name(name))
 
@@ -350,6 +351,7 @@ class UnionOps(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        self.released()  # as in unlink: the target may go
         await self._settled((parent_inode_old, name_old), (parent_inode_new, name_new))
         self.union.rename(
             parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
@@ -418,7 +420,8 @@ class UnionOps(pyfuse3.Operations):
 
     def released(self) -> None:
         """Our release of the handles whose RELEASE fs/read_shim.c answered (read-only
-        ones): before any OPEN, CREATE or RELEASE, and when the session ends. Deferred
+        ones): before any OPEN, CREATE, RELEASE, UNLINK or RENAME, and when the session
+        ends. Deferred
         bookkeeping: an error here belongs to no request, so it is logged."""
         for fh in kcache.released():
             try:

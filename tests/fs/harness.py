@@ -50,7 +50,7 @@ def main() -> int:
         "and mount namespace, where ramfs is one of the filesystems anyone may mount",
     )
     ap.add_argument("--kernel-cache", type=kcache.Mode, default=None)  # 0, opendir, 1
-    ap.add_argument("--c-read", choices=("0", "1"), default=None)  # fs/read_shim.c
+    ap.add_argument("--c-read", choices=("0", "copy", "1"), default=None)  # fs/read_shim.c
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
     if ns.ramfs_upper:

@@ -1,8 +1,9 @@
 """READ answered in C (fs/read_shim.c) on a real mount: what it changes is where the bytes
 of a READ come from, so each case forces the kernel to ask (POSIX_FADV_DONTNEED drops
 the mount's clean pages, O_DIRECT bypasses them) and checks the bytes, and the harness's
-counters show who answered. The same script runs once more with RSBOX_FS_C_READ=0: the
-control, where Python answers and the same cases give the same answers (but one, below).
+counters show who answered. The same script runs with RSBOX_FS_C_READ=copy (C without
+splice: through our buffer) and with RSBOX_FS_C_READ=0: the control, where Python answers
+and the same cases give the same answers (but one, below).
 
 One mount per mode runs every case (mounts cost ~1 s each); the tests read its report."""
 
@@ -172,22 +173,29 @@ def in_c(tmp_path_factory: pytest.TempPathFactory, data: dict[str, bytes]) -> Re
 
 
 @pytest.fixture(scope="module")
+def in_c_copy(tmp_path_factory: pytest.TempPathFactory, data: dict[str, bytes]) -> Report:
+    return _mount_and_read(tmp_path_factory.mktemp("copy"), data, "copy")
+
+
+@pytest.fixture(scope="module")
 def in_python(tmp_path_factory: pytest.TempPathFactory, data: dict[str, bytes]) -> Report:
     return _mount_and_read(tmp_path_factory.mktemp("py"), data, "0")
 
 
-@pytest.fixture(params=["in_c", "in_python"])
+@pytest.fixture(params=["in_c", "in_c_copy", "in_python"])
 def report(request: pytest.FixtureRequest) -> Report:
     return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 def test_every_read_is_answered_in_c_and_the_knob_moves_it_to_python(
-    in_c: Report, in_python: Report
+    in_c: Report, in_c_copy: Report, in_python: Report
 ) -> None:
-    assert "READ answered in C" in in_c.cache_line
-    # At least one READ per round of the writer's case (the others share the page cache
-    # between processes: how many READs they cause varies).
-    assert in_c.passed == 0 and in_c.in_c >= 40, (in_c.in_c, in_c.passed)
+    assert "READ answered in C (spliced)" in in_c.cache_line
+    assert "READ answered in C (/" in in_c_copy.cache_line  # not "(spliced)"
+    for c in (in_c, in_c_copy):
+        # At least one READ per round of the writer's case (the others share the page
+        # cache between processes: how many READs they cause varies).
+        assert c.passed == 0 and c.in_c >= 40, (c.in_c, c.passed)
     assert "READ answered in C" not in in_python.cache_line
     assert in_python.in_c == 0
 
@@ -215,12 +223,13 @@ def test_many_concurrent_readers_each_get_their_bytes(
     assert report.cases["readers"] == _expected_readers(data["many"])
 
 
+@pytest.mark.parametrize("mode", ["in_c", "in_c_copy"])
 def test_a_host_read_error_reaches_the_reader_with_its_errno(
-    in_c: Report, data: dict[str, bytes]
+    mode: str, request: pytest.FixtureRequest, data: dict[str, bytes]
 ) -> None:
     """The control: the aligned O_DIRECT read of the same handle succeeds. (Python's
-    READ fails both with EINVAL: its bytes buffer is not aligned for O_DIRECT; libfuse's
-    splice from the fd has no such buffer.)"""
-    ok, bad = in_c.cases["direct"]
+    READ fails both with EINVAL: its bytes buffer is not aligned for O_DIRECT; splice
+    needs no buffer of ours, and the copy's is page-aligned.)"""
+    ok, bad = request.getfixturevalue(mode).cases["direct"]
     assert bytes.fromhex(ok) == data["many"][:4096]
     assert bad == "EINVAL"
