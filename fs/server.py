@@ -421,8 +421,7 @@ class UnionOps(pyfuse3.Operations):
     def released(self) -> None:
         """Our release of the handles whose RELEASE fs/read_shim.c answered (read-only
         ones): before any OPEN, CREATE, RELEASE, UNLINK or RENAME, and when the session
-        ends. Deferred
-        bookkeeping: an error here belongs to no request, so it is logged."""
+        ends. Deferred bookkeeping: an error here belongs to no request, so it is logged."""
         for fh in kcache.released():
             try:
                 self.union.release(fh)
