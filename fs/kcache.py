@@ -116,18 +116,19 @@ def _load() -> Shim:
         lib.rsbox_fs_shim_status.restype = ctypes.c_uint
         lib.rsbox_fs_shim_configure.argtypes = [ctypes.c_int]
         lib.rsbox_fs_shim_configure.restype = None
-        lib.rsbox_fs_read_register.argtypes = [ctypes.c_uint64, ctypes.c_int, ctypes.c_int]
-        lib.rsbox_fs_read_released.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
-        lib.rsbox_fs_read_released.restype = ctypes.c_int
-        lib.rsbox_fs_read_register.restype = ctypes.c_int
-        lib.rsbox_fs_read_count.argtypes = [ctypes.c_int]
-        lib.rsbox_fs_read_count.restype = ctypes.c_ulonglong
-        lib.rsbox_fs_read_spliced.restype = ctypes.c_int
         version = lib.rsbox_fs_shim_version()
         if version != INTERFACE:
             # Loaded, and it will interpose: make it pass everything through.
             lib.rsbox_fs_shim_configure(0)
             return Shim(path, None, f"{path} speaks interface {version}, not {INTERFACE}")
+        # fs/read_shim.c's (interface 3 on): an older library has none of them.
+        lib.rsbox_fs_read_register.argtypes = [ctypes.c_uint64, ctypes.c_int, ctypes.c_int]
+        lib.rsbox_fs_read_register.restype = ctypes.c_int
+        lib.rsbox_fs_read_released.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+        lib.rsbox_fs_read_released.restype = ctypes.c_int
+        lib.rsbox_fs_read_count.argtypes = [ctypes.c_int]
+        lib.rsbox_fs_read_count.restype = ctypes.c_ulonglong
+        lib.rsbox_fs_read_spliced.restype = ctypes.c_int
         return Shim(path, lib, late=late)
     if failures:
         return Shim(None, None, "; ".join(failures))
