@@ -12,8 +12,9 @@ and adds to build_py the compilation of
 - rootless/launch/init.c into rootless/launch/rsbox-init, a static binary (images such as
   a busybox-only one have no libc to link against); gcc and libc6-dev (which has libc.a)
   are in setup.sh's package list. Without it there is no rsbox: a failure stops the build.
-- fs/cache_shim.c into fs/librsbox-fscache.so, the libfuse shim that lets the kernel cache
-  directory listings and symlink targets (fs/kcache.py). It needs libfuse3-dev and
+- fs/cache_shim.c and fs/read_shim.c into fs/librsbox-fscache.so, the libfuse shim that
+  lets the kernel cache directory listings and symlink targets (fs/kcache.py) and answers
+  READ in C. It needs libfuse3-dev and
   pkg-config, which pyfuse3's own build needs too. Without it the filesystem works, only
   slower, and `rsbox info` says so: a failure is a warning.
 
@@ -35,7 +36,7 @@ from setuptools.command.build_py import build_py
 
 SOURCE = Path("rootless", "launch", "init.c")
 BINARY = Path("rootless", "launch", "rsbox-init")
-SHIM_SOURCE = Path("fs", "cache_shim.c")
+SHIM_SOURCES = [Path("fs", "cache_shim.c"), Path("fs", "read_shim.c")]
 SHIM = Path("fs", "librsbox-fscache.so")
 SYSCALLS = Extension(
     "rootless._syscalls",
@@ -87,7 +88,7 @@ class BuildPyWithInit(build_py):
                 *_pkg_config("--cflags"),
                 "-o",
                 str(out),
-                str(SHIM_SOURCE),
+                *map(str, SHIM_SOURCES),
                 "-Wl,--no-as-needed",
                 *_pkg_config("--libs"),
                 "-ldl",

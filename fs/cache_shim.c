@@ -43,6 +43,9 @@
  * that, so both are defined here. There `want` is still read after init returns (it is
  * folded into want_ext then), so the same init wrapper works.
  *
+ * READ (and RELEASE, to keep its table right) is answered in C by fs/read_shim.c when
+ * fs/kcache.py says CONF_C_READ: see there.
+ *
  * Only what fs/kcache.py asks for is done: rsbox_fs_shim_configure() before the session
  * is created says whether to wrap at all (0: pass everything through untouched, the knob
  * for debugging) and whether to go no-opendir; rsbox_fs_shim_status() says what
@@ -58,6 +61,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "read_shim.h"
+
 #ifdef fuse_session_new /* libfuse >= 3.17: a macro over fuse_session_new_versioned */
 #undef fuse_session_new
 #endif
@@ -69,10 +74,13 @@
 #define SHIM_OPENDIR 8u       /* an OPENDIR went through the wrapper */
 #define SHIM_NO_OPENDIR 16u   /* ... in no-opendir mode (then answered ENOSYS) */
 #define SHIM_FH_IS_INO 32u    /* no-opendir: readdirplus hands pyfuse3 the inode as fh */
+#define SHIM_C_READ 64u       /* READ answered in C (fs/read_shim.c) */
 
 /* rsbox_fs_shim_configure() flags */
 #define CONF_ENABLE 1
 #define CONF_NO_OPENDIR 2
+#define CONF_C_READ 4 /* fs/read_shim.c */
+#define CONF_C_READ_COPY 8 /* ... without splice */
 
 struct libfuse_version; /* only passed through (3.17+) */
 
@@ -95,6 +103,7 @@ static void shim_init(void *userdata, struct fuse_conn_info *conn)
 	if (real_init != NULL)
 		real_init(userdata, conn);
 	status |= SHIM_INIT;
+	rsbox_read_shim_init(conn);
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) {
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 		status |= SHIM_SYMLINKS;
@@ -128,6 +137,7 @@ static const struct fuse_lowlevel_ops *wrap(const struct fuse_lowlevel_ops *op, 
 	size_t need = offsetof(struct fuse_lowlevel_ops, readdirplus) + sizeof(op->readdirplus);
 	status = 0;
 	no_opendir = 0;
+	rsbox_read_shim_wrap(NULL, 0); /* the READ path, off until the wrap below */
 	if (!(config & CONF_ENABLE) || op == NULL || op_size < need || op_size > sizeof(ops) ||
 	    op->opendir == NULL)
 		return op;
@@ -142,6 +152,10 @@ static const struct fuse_lowlevel_ops *wrap(const struct fuse_lowlevel_ops *op, 
 		ops.readdirplus = shim_readdirplus;
 		status |= SHIM_FH_IS_INO;
 	}
+	rsbox_read_shim_wrap(&ops, (config & CONF_C_READ ? READ_SHIM_ON : 0) |
+	                           (config & CONF_C_READ_COPY ? READ_SHIM_NO_SPLICE : 0));
+	if (ops.read != op->read)
+		status |= SHIM_C_READ;
 	status |= SHIM_WRAPPED;
 	return &ops;
 }
@@ -181,7 +195,7 @@ struct fuse_session *fuse_session_new_versioned(struct fuse_args *args,
 /* The interface of fs/kcache.py (ctypes). Bump the version when it changes. */
 int rsbox_fs_shim_version(void)
 {
-	return 2;
+	return 3;
 }
 
 void rsbox_fs_shim_configure(int flags)

@@ -322,6 +322,7 @@ class UnionOps(pyfuse3.Operations):
     @_errors
     @_changes_meta
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.released()  # a file closed before goes at once, not at the next release
         await self._settled((parent_inode, name))
         self.union.unlink(parent_inode, _name(name))
 
@@ -350,6 +351,7 @@ class UnionOps(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        self.released()  # as in unlink: the target may go
         await self._settled((parent_inode_old, name_old), (parent_inode_new, name_new))
         self.union.rename(
             parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags
@@ -367,7 +369,11 @@ class UnionOps(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if opens_for_writing(flags):
             await self._upper_copy(inode, data=not flags & os.O_TRUNC)
+        self.released()
         fh, keep = self.union.open(inode, flags)
+        # READ in C, and RELEASE too for a handle that cannot have changed the file
+        # (fs/read_shim.c); it then waits in the shim's queue for `released`.
+        kcache.serve_reads(fh, self.union.host_fd(fh), not opens_for_writing(flags))
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_errors
@@ -381,11 +387,14 @@ class UnionOps(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         mode &= ~ctx.umask
         uid, gid = self._creator(ctx)
+        self.released()
         fh, attr = self.union.create(parent_inode, _name(name), mode, flags, uid, gid)
+        kcache.serve_reads(fh, self.union.host_fd(fh), False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        # Only when fs/read_shim.c does not answer READ itself (RSBOX_FS_C_READ=0, no shim).
         # On the trio thread: a worker thread per read (trio.to_thread) was measured at
         # 1.16 s against 0.68 s for a cold 1 GiB read (128 KiB requests).
         return self.union.read(fh, off, size)
@@ -406,7 +415,18 @@ class UnionOps(pyfuse3.Operations):
 
     @_errors
     async def release(self, fh: int) -> None:
+        self.released()
         self.union.release(fh)
+
+    def released(self) -> None:
+        """Our release of the handles whose RELEASE fs/read_shim.c answered (read-only
+        ones): before any OPEN, CREATE, RELEASE, UNLINK or RENAME, and when the session
+        ends. Deferred bookkeeping: an error here belongs to no request, so it is logged."""
+        for fh in kcache.released():
+            try:
+                self.union.release(fh)
+            except OSError:
+                log.warning("rsbox fs: release of handle %d failed", fh, exc_info=True)
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -681,6 +701,8 @@ def stop() -> None:
 
 def close() -> None:
     """Unmount and free the session; errors are logged, never raised (teardown path)."""
+    if _mounted is not None:
+        _mounted.released()
     try:
         pyfuse3.close(unmount=True)
     except Exception:

@@ -1099,6 +1099,11 @@ class Union:
         except KeyError:
             raise OSError(errno.EBADF, "unknown file handle") from None
 
+    def host_fd(self, fh: int) -> int:
+        """The fd of our own open of handle `fh`'s file: valid until `release(fh)`, and
+        the same number across a copy-up (`_reopen` moves it onto the upper copy)."""
+        return self._fd(fh)
+
     def read(self, fh: int, off: int, size: int) -> bytes:
         return os.pread(self._fd(fh), size, off)
 

@@ -34,6 +34,9 @@ Then copy-up under load (`python -m tests.bench_fs copyup [RUNS]`): the bench im
 1 GiB file is opened for writing (a copy-up) while another process stats fresh names;
 printed: the longest stat and how long the open took. Target (issue 14): < 50 ms.
 
+`python -m tests.bench_fs reads [RUNS]` runs only the data path's workloads (READS: the
+1 GiB reads and tar c), for every kind, on the same mounts as a full run.
+
 Every figure is the median over its runs, with [min-max] next to it: the machine is
 shared and noisy.
 """
@@ -73,6 +76,7 @@ WORKLOADS = (
     "create_delete_storm",
 )
 WARM_READ = ("find_stat_warm", "read_1g_warm")
+READS = ("read_1g_cold", "read_1g_warm", "tar_c_usr")  # `python -m tests.bench_fs reads`
 
 _C_FILES = 24
 _STORM = r"""
@@ -222,8 +226,9 @@ def _timed(cmd: str, cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {w: [] for w in WORKLOADS}
+def _driver(kind: str, img: Path, runs: int, only_reads: bool = False) -> dict[str, list[float]]:
+    """Every workload, `runs` times; `only_reads`: only READS (their mounts as in a full run)."""
+    times: dict[str, list[float]] = {w: [] for w in (READS if only_reads else WORKLOADS)}
     find = "find usr -printf '%s %m %u\\n' > /dev/null"
     cat = "cat big > /dev/null"
     with tempfile.TemporaryDirectory(prefix="rsbox-bench-fs-") as tmp:
@@ -234,14 +239,17 @@ def _driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
             # "Cold" is the mount's own caches: make sure the host's are warm for every
             # kind alike (this machine's proactive reclaim may have dropped them since).
             _timed(f"find {lowers} > /dev/null", img)
-            with Mount(kind, layers, work) as mnt:
-                times["find_stat_cold"].append(_timed(find, mnt))
-                times["find_stat_warm"].append(_timed(find, mnt))
+            if not only_reads:
+                with Mount(kind, layers, work) as mnt:
+                    times["find_stat_cold"].append(_timed(find, mnt))
+                    times["find_stat_warm"].append(_timed(find, mnt))
             _timed(f"cat L{len(LAYOUT) - 1}/fs/big > /dev/null", img)
             with Mount(kind, layers, work) as mnt:
                 times["read_1g_cold"].append(_timed(cat, mnt))
                 times["read_1g_warm"].append(_timed(cat, mnt))
                 times["tar_c_usr"].append(_timed("tar cf - usr | cat > /dev/null", mnt))
+                if only_reads:
+                    continue
                 build = f"tar xof {img / 'cproj.tar'} && make -s -j2 -C cproj && rm -rf cproj"
                 times["untar_make"].append(_timed(build, mnt))
                 storm = f"{sys.executable} -c '{_STORM}'"
@@ -252,16 +260,18 @@ def _driver(kind: str, img: Path, runs: int) -> dict[str, list[float]]:
 # ---- outside --------------------------------------------------------------------------
 
 
-def bench_fs(runs: int) -> None:
+def bench_fs(runs: int, only_reads: bool = False) -> None:
     runs = max(1, min(runs, 5))
     img = _image()
+    workloads = READS if only_reads else WORKLOADS
     medians: dict[str, dict[str, float]] = {}
     spreads: dict[str, dict[str, str]] = {}
     for kind in KINDS:
         if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
             print("fs: fuse-overlayfs is not installed; skipped")
             continue
-        times = _in_userns(f"fs: {kind}", "--driver", kind, str(img), str(runs))
+        reads = ("--reads",) if only_reads else ()
+        times = _in_userns(f"fs: {kind}", "--driver", kind, str(img), str(runs), *reads)
         if times is None:
             continue
         medians[kind] = {w: statistics.median(v) for w, v in times.items()}
@@ -272,7 +282,7 @@ def bench_fs(runs: int) -> None:
         f"image of {files} entries"
     )
     print(f"  {'workload':20}" + "".join(f"{k:>26}" for k in KINDS) + "  rsbox/fuse-ovl  rsbox/ovl")
-    for w in WORKLOADS:
+    for w in workloads:
         row = "".join(f"{spreads[k][w]:>26}" if k in spreads else f"{'-':>26}" for k in KINDS)
         r = medians.get("rsbox", {}).get(w)
         ratios = ""
@@ -280,6 +290,8 @@ def bench_fs(runs: int) -> None:
             p = medians.get(peer, {}).get(w)
             ratios += f"{r / p:>15.2f}x" if r and p else f"{'-':>16}"
         print(f"  {w:20}{row}{ratios}")
+    if only_reads:
+        return
     bench_fs_memory()
     bench_fs_rename()
     bench_fs_trees(runs)
@@ -587,7 +599,7 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["--driver"]:
         kind, img, runs = argv[1], Path(argv[2]), int(argv[3])
-        print(json.dumps(_driver(kind, img, runs)))
+        print(json.dumps(_driver(kind, img, runs, only_reads=argv[4:] == ["--reads"])))
         return 0
     if argv[:1] == ["--walk"]:
         print(json.dumps(_walk_rss(Path(argv[1]))))
@@ -606,6 +618,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["copyup"]:
         bench_fs_copyup(int(argv[1]) if len(argv) > 1 else 3)
+        return 0
+    if argv[:1] == ["reads"]:  # reads [RUNS]: only READS, every kind
+        bench_fs(int(argv[1]) if len(argv) > 1 else 3, only_reads=True)
         return 0
     bench_fs(int(argv[0]) if argv else 3)
     return 0

@@ -50,6 +50,7 @@ def main() -> int:
         "and mount namespace, where ramfs is one of the filesystems anyone may mount",
     )
     ap.add_argument("--kernel-cache", type=kcache.Mode, default=None)  # 0, opendir, 1
+    ap.add_argument("--c-read", choices=("0", "copy", "1"), default=None)  # fs/read_shim.c
     ns = ap.parse_args(argv[:sep])
     cmd = argv[sep + 1 :]
     if ns.ramfs_upper:
@@ -57,6 +58,8 @@ def main() -> int:
         subprocess.run(["mount", "-t", "ramfs", "none", str(ns.upper)], check=True)
     ids = range(0, 1) if ns.single_id else range(0, 65536)
     spec = UnionSpec(tuple(ns.lower), ns.upper, ids, max_nodes=ns.max_nodes)
+    if ns.c_read is not None:
+        os.environ[kcache.ENV_C_READ] = ns.c_read
     server.mount(spec, ns.mountpoint, kernel_cache=ns.kernel_cache)
     # The launcher forks (and may unshare) right after mount(): it must leave us with one
     # thread. /proc counts threads started by C code too, not only Python's.
@@ -80,6 +83,8 @@ def main() -> int:
         where = f"{len(os.listdir(meta_dir))} files" if meta_dir.is_dir() else "user.* xattrs"
         print(f"harness: upper metadata in {where}", file=sys.stderr)
         print(f"harness: kernel cache: {kcache.status().detail}", file=sys.stderr)
+        in_c, passed = kcache.read_counts()
+        print(f"harness: READs in C {in_c}, in Python {passed}", file=sys.stderr)
     finally:
         server.close()
     return code
