@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
         SIGHUP,
         SIGINT,
@@ -22,12 +24,16 @@ if TYPE_CHECKING:
         SIGUSR2,
         SIGWINCH,
         Signals,
+        getsignal,
         pthread_sigmask,
         signal,
+        valid_signals,
     )
 else:
     from _signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
         SIGHUP,
         SIGINT,
@@ -38,8 +44,10 @@ else:
         SIGUSR1,
         SIGUSR2,
         SIGWINCH,
+        getsignal,
         pthread_sigmask,
         signal,
+        valid_signals,
     )
 
 __all__ = [
@@ -53,8 +61,12 @@ __all__ = [
     "SIGUSR2",
     "SIGWINCH",
     "SIG_BLOCK",
+    "SIG_DFL",
+    "SIG_IGN",
     "SIG_SETMASK",
     "Signals",
+    "getsignal",
     "pthread_sigmask",
     "signal",
+    "valid_signals",
 ]

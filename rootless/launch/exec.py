@@ -37,6 +37,7 @@ from rootless.launch.protocol import (
     GUARD_SIGNAL,
     PTY_MASTER,
     child,
+    default_signals,
     die_with_parent,
     exit_code,
     kill_quietly,
@@ -226,11 +227,11 @@ def execute(spec: ExecSpec) -> int:
     p0 = os.getpid()
     # The user's signals are held until their forwarding handlers know the child's pid
     # (a Ctrl-C right after the fork would otherwise end this process and leave the
-    # command running); the child gets the mask back at once.
+    # command running); the child gets them at their default action and the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     pid = os.fork()
     if pid == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        default_signals(mask)
         os.close(err_r)
         if p0_sock is not None:
             p0_sock.close()

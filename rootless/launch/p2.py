@@ -35,12 +35,12 @@ from rootless.errors import HostError
 from rootless.launch import p3
 from rootless.launch.become import close_fds_except
 from rootless.launch.protocol import (
-    FORWARDED_SIGNALS,
     GUARD_SIGNAL,
     NETNS_MADE,
     SUPERVISED_SIGNALS,
     Launch,
     child,
+    default_signals,
     die_with_parent,
     kill_quietly,
     supervise_child,
@@ -143,9 +143,7 @@ def main(
         for fd in (*host, *(orphan or ())):  # ours, not the container's
             os.close(fd)
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s in (*FORWARDED_SIGNALS, GUARD_SIGNAL):
-            signal.signal(s, signal.SIG_DFL)
+        default_signals(mask)
         child(err_w, p3.main, pid1)
     for mine in (pty_sock, learn_sock):
         if mine is not None:

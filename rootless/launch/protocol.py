@@ -191,6 +191,17 @@ def die_with_parent(parent: int, sig: int) -> None:
 SUPERVISED_SIGNALS: Final = frozenset({GUARD_SIGNAL, *FORWARDED_SIGNALS})
 
 
+def default_signals(mask: set[int | signal.Signals]) -> None:
+    """In a child forked with SUPERVISED_SIGNALS held (P3, exec's E1): those signals at
+    their default action, then the mask from before the hold. A Ctrl-C forwarded before
+    the command runs then ends the child (130), where an inherited handler would raise in
+    rsbox's code and an inherited SIG_IGN (P1's, or a caller's: a script's background job
+    ignores INT and QUIT) would drop it."""
+    for s in SUPERVISED_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def supervise_child(pid: int, on_guard: Callable[[], None], mask: set[int | signal.Signals]) -> int:
     """In the parent, after forking `pid` with SUPERVISED_SIGNALS held: forward the
     user's signals to it, run `on_guard` on our parent's death, let the signals in again

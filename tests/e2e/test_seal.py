@@ -20,6 +20,8 @@ CONTROL), so that none of them can pass by being blind:
 - lifetime: a pid 1 that clears its parent-death signal and ignores signals, a
   double-forked daemon and a process in a new session (also started through `exec`) die
   within a second of `kill -9` of the rsbox process that owns them;
+- signals: the command of `run` and `exec` starts with none ignored or blocked, whatever
+  rsbox or its caller ignores;
 - `--init`: pid 1 holds nothing of the host and cannot be traced, while the command keeps
   its environment, gets its signals and has its orphans reaped.
 """
@@ -435,6 +437,33 @@ def test_exec_gets_only_the_containers_environment(rsbox: Rsbox, busybox: str, u
         assert {"K=V", "FROM_RUN=1", image_env} <= got, got
         names = {v.partition("=")[0] for v in got}
         assert names & (set(env) - own) == set(), got
+
+
+# A caller that ignores INT and QUIT, as every job a script starts with `&` does.
+IGNORING = ("sh", "-c", 'trap "" INT QUIT; exec "$0" "$@"')
+SIGNAL_STATE = ("grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status")
+
+
+def _signal_state(rsbox: Rsbox, *args: str) -> dict[str, str]:
+    """The command's blocked and ignored signals (hex masks), rsbox run from IGNORING."""
+    res = subprocess.run([*IGNORING, *rsbox.argv(*args)], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return dict(line.split(":\t") for line in res.stdout.splitlines())
+
+
+def test_the_command_starts_with_no_signal_ignored_or_blocked(rsbox: Rsbox, busybox: str) -> None:
+    """What rsbox ignores (Python's SIGPIPE and SIGXFSZ) and what its caller ignores (INT
+    and QUIT) never reach the command of `run` or `exec`, as under Podman: an ignore
+    survives execve, and the signals rsbox forwards would do nothing. CONTROL: an ignore
+    the command's own shell sets shows in the same probe."""
+    clean = {"SigBlk": "0" * 16, "SigIgn": "0" * 16}
+    assert _signal_state(rsbox, "run", "--rm", busybox, *SIGNAL_STATE) == clean
+    with detached(rsbox, busybox, "sleep", "1000") as cid:
+        assert _signal_state(rsbox, "exec", cid, *SIGNAL_STATE) == clean
+        own = 'trap "" PIPE; exec "$@"'
+        got = _signal_state(rsbox, "exec", cid, "sh", "-c", own, "-", *SIGNAL_STATE)
+        assert got == {**clean, "SigIgn": f"{1 << (signal.SIGPIPE - 1):016x}"}
 
 
 def _stat_fields(line: str) -> tuple[int, int, int, int]:
