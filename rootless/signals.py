@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         SIG_DFL,
         SIG_IGN,
         SIG_SETMASK,
+        SIGCHLD,
         SIGHUP,
         SIGINT,
         SIGKILL,
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
         Signals,
         getsignal,
         pthread_sigmask,
+        set_wakeup_fd,
         signal,
+        sigwaitinfo,
         valid_signals,
     )
 else:
@@ -35,6 +38,7 @@ else:
         SIG_DFL,
         SIG_IGN,
         SIG_SETMASK,
+        SIGCHLD,
         SIGHUP,
         SIGINT,
         SIGKILL,
@@ -46,11 +50,14 @@ else:
         SIGWINCH,
         getsignal,
         pthread_sigmask,
+        set_wakeup_fd,
         signal,
+        sigwaitinfo,
         valid_signals,
     )
 
 __all__ = [
+    "SIGCHLD",
     "SIGHUP",
     "SIGINT",
     "SIGKILL",
@@ -67,6 +74,8 @@ __all__ = [
     "Signals",
     "getsignal",
     "pthread_sigmask",
+    "set_wakeup_fd",
     "signal",
+    "sigwaitinfo",
     "valid_signals",
 ]

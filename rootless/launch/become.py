@@ -335,7 +335,7 @@ def become(
             take_terminal(terminal)
         _execute(proc, exe, env)
     # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
-    # are held until their handlers know the child's pid; the child gets the mask back.
+    # are held from here on (supervise_child takes them); the child gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     pid = os.fork()
     if pid == 0:
@@ -346,4 +346,4 @@ def become(
         _execute(proc, exe, env)
     if terminal >= 0:
         os.close(terminal)
-    os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL), mask))
+    os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL)))

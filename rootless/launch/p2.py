@@ -113,7 +113,7 @@ def main(
     learn_sock: socket.socket | None,
     rundir: Path,
 ) -> None:
-    # Held until our handlers know P3's pid; P3 gets the mask back.
+    # Held from here on (protocol.supervise_child takes them); P3 gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     die_with_parent(p1, GUARD_SIGNAL)
     orphan = None
@@ -150,7 +150,7 @@ def main(
             mine.close()
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
     close_fds_except(*host, *(orphan or ()))
-    code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
+    code = supervise_child(pid3, lambda: _guard(pid3, host))
     if _parent_gone(p1, host[1]):
         # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
         # FUSE connection, and a page-in from the rootfs then kills the command), so the
