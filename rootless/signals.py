@@ -11,7 +11,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
+        SIGCHLD,
         SIGHUP,
         SIGINT,
         SIGKILL,
@@ -22,13 +25,20 @@ if TYPE_CHECKING:
         SIGUSR2,
         SIGWINCH,
         Signals,
+        getsignal,
         pthread_sigmask,
+        set_wakeup_fd,
         signal,
+        sigwaitinfo,
+        valid_signals,
     )
 else:
     from _signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
+        SIGCHLD,
         SIGHUP,
         SIGINT,
         SIGKILL,
@@ -38,11 +48,16 @@ else:
         SIGUSR1,
         SIGUSR2,
         SIGWINCH,
+        getsignal,
         pthread_sigmask,
+        set_wakeup_fd,
         signal,
+        sigwaitinfo,
+        valid_signals,
     )
 
 __all__ = [
+    "SIGCHLD",
     "SIGHUP",
     "SIGINT",
     "SIGKILL",
@@ -53,8 +68,14 @@ __all__ = [
     "SIGUSR2",
     "SIGWINCH",
     "SIG_BLOCK",
+    "SIG_DFL",
+    "SIG_IGN",
     "SIG_SETMASK",
     "Signals",
+    "getsignal",
     "pthread_sigmask",
+    "set_wakeup_fd",
     "signal",
+    "sigwaitinfo",
+    "valid_signals",
 ]

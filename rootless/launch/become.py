@@ -29,6 +29,10 @@ capability of the container's user namespace. Container root holds CAP_KILL and,
    only moves our children): only now do we fork the process the container can see. It
    starts its own session, takes the pty, and executes; we stay outside, invisible to
    the container, and relay its exit status. Without (pid 1): we execute ourselves.
+11. Right before execve: no signal ignored, none blocked (what Podman's commands start
+   with). An ignore survives execve: rsbox's own (Python ignores SIGPIPE and SIGXFSZ) or
+   the caller's (a script's background job ignores INT and QUIT) would reach the command,
+   and the Ctrl-C that P0 forwards would then do nothing.
 
 Each failure raises; the caller reports it on the error pipe (protocol.child).
 """
@@ -297,8 +301,18 @@ def _seal(
     return exe, env
 
 
+def default_dispositions() -> None:
+    """Step 11: every ignored signal back to its default action, then none blocked
+    (handlers need nothing: execve resets them)."""
+    for s in signal.valid_signals():
+        if signal.getsignal(s) == signal.SIG_IGN:
+            signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _execute(proc: Process, exe: str, env: dict[str, str]) -> NoReturn:
     argv = list(proc.argv)
+    default_dispositions()
     try:
         if proc.init:  # rsbox-init EXE ARGV0 ARG...: it runs the command as its child
             os.execve(INIT_PATH, ["rsbox-init", exe, *argv], env)
@@ -324,7 +338,7 @@ def become(
             take_terminal(terminal)
         _execute(proc, exe, env)
     # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
-    # are held until their handlers know the child's pid; the child gets the mask back.
+    # are held from here on (supervise_child takes them); the child gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     pid = os.fork()
     if pid == 0:
@@ -335,4 +349,4 @@ def become(
         _execute(proc, exe, env)
     if terminal >= 0:
         os.close(terminal)
-    os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL), mask))
+    os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL)))

@@ -37,6 +37,7 @@ from rootless.launch.protocol import (
     GUARD_SIGNAL,
     PTY_MASTER,
     child,
+    default_signals,
     die_with_parent,
     exit_code,
     kill_quietly,
@@ -137,9 +138,10 @@ def _e1(
     become(spec.process, error_fd=err_w, terminal=slave, outside=True)
 
 
-def _copy_loop(e1: int, relay: Stdio) -> None:
+def _copy_loop(e1: int, relay: Stdio, wakeup: int) -> None:
     """Copy until E1 is gone and the outputs are drained (or DRAIN_SECONDS later: a
-    daemon the command left behind may hold them open for ever)."""
+    daemon the command left behind may hold them open for ever). `wakeup`: the signals'
+    wakeup fd, readable once one came; its forwarding handler runs as select returns."""
     inputs = dict(relay.inputs)
     outputs = dict(relay.outputs)
     pidfd = os.pidfd_open(e1)
@@ -153,10 +155,13 @@ def _copy_loop(e1: int, relay: Stdio) -> None:
                 if not outputs or timeout <= 0:
                     return
             try:
-                watch = [*inputs, *outputs] + ([pidfd] if pidfd >= 0 else [])
+                watch = [wakeup, *inputs, *outputs] + ([pidfd] if pidfd >= 0 else [])
                 ready, _, _ = select.select(watch, [], [], timeout)
             except InterruptedError:
                 continue
+            if wakeup in ready:
+                while _drained(wakeup):
+                    pass
             if pidfd >= 0 and pidfd in ready:
                 os.close(pidfd)
                 pidfd = -1
@@ -173,6 +178,14 @@ def _copy_loop(e1: int, relay: Stdio) -> None:
     finally:
         if pidfd >= 0:
             os.close(pidfd)
+
+
+def _drained(fd: int) -> bool:
+    """One read of a non-blocking fd: False once it is empty."""
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return False
 
 
 def _copy_some(src: int, dst: int) -> bool:
@@ -226,11 +239,11 @@ def execute(spec: ExecSpec) -> int:
     p0 = os.getpid()
     # The user's signals are held until their forwarding handlers know the child's pid
     # (a Ctrl-C right after the fork would otherwise end this process and leave the
-    # command running); the child gets the mask back at once.
+    # command running); the child gets them at their default action and the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     pid = os.fork()
     if pid == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        default_signals(mask)
         os.close(err_r)
         if p0_sock is not None:
             p0_sock.close()
@@ -242,6 +255,11 @@ def execute(spec: ExecSpec) -> int:
         os.close(fd)
     if e1_sock is not None:
         e1_sock.close()
+    # A Python handler runs between two bytecodes: one that came after the last check
+    # and before select() blocked would wait with it, for as long as the command ran (a
+    # lost Ctrl-C, seen under load). The wakeup fd ends that select.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     previous = {
         s: signal.signal(s, lambda sig, _f: kill_quietly(pid, sig)) for s in FORWARDED_SIGNALS
     }
@@ -263,13 +281,16 @@ def execute(spec: ExecSpec) -> int:
                     relay.inputs.append((0, master))
         with raw_terminal(spec.tty and spec.interactive):
             try:  # noqa: SIM105 - no contextlib on exec's path (rootless.record)
-                _copy_loop(pid, relay)
+                _copy_loop(pid, relay, wake_r)
             except OSError:
                 pass
         _, status = os.waitpid(pid, 0)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
     err = read_error(err_r)
     os.close(err_r)
     if err is not None:

@@ -35,12 +35,12 @@ from rootless.errors import HostError
 from rootless.launch import p3
 from rootless.launch.become import close_fds_except
 from rootless.launch.protocol import (
-    FORWARDED_SIGNALS,
     GUARD_SIGNAL,
     NETNS_MADE,
     SUPERVISED_SIGNALS,
     Launch,
     child,
+    default_signals,
     die_with_parent,
     kill_quietly,
     supervise_child,
@@ -113,7 +113,7 @@ def main(
     learn_sock: socket.socket | None,
     rundir: Path,
 ) -> None:
-    # Held until our handlers know P3's pid; P3 gets the mask back.
+    # Held from here on (protocol.supervise_child takes them); P3 gets the mask back.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
     die_with_parent(p1, GUARD_SIGNAL)
     orphan = None
@@ -143,16 +143,14 @@ def main(
         for fd in (*host, *(orphan or ())):  # ours, not the container's
             os.close(fd)
         sc.set_pdeathsig(0)  # P2's guard is not the container's to see
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s in (*FORWARDED_SIGNALS, GUARD_SIGNAL):
-            signal.signal(s, signal.SIG_DFL)
+        default_signals(mask)
         child(err_w, p3.main, pid1)
     for mine in (pty_sock, learn_sock):
         if mine is not None:
             mine.close()
     # P3 reports its own failures; a detached P0 waits for EOF on the error pipe.
     close_fds_except(*host, *(orphan or ()))
-    code = supervise_child(pid3, lambda: _guard(pid3, host), mask)
+    code = supervise_child(pid3, lambda: _guard(pid3, host))
     if _parent_gone(p1, host[1]):
         # P1 is gone: P3 may have died before our handler ran (P1's death aborts the
         # FUSE connection, and a page-in from the rootfs then kills the command), so the

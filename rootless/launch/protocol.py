@@ -191,17 +191,35 @@ def die_with_parent(parent: int, sig: int) -> None:
 SUPERVISED_SIGNALS: Final = frozenset({GUARD_SIGNAL, *FORWARDED_SIGNALS})
 
 
-def supervise_child(pid: int, on_guard: Callable[[], None], mask: set[int | signal.Signals]) -> int:
-    """In the parent, after forking `pid` with SUPERVISED_SIGNALS held: forward the
-    user's signals to it, run `on_guard` on our parent's death, let the signals in again
-    (`mask`, as before the hold) and wait. Returns the child's exit code (Docker's rule).
-    waitpid without WUNTRACED returns only once the child has ended."""
-    for s in FORWARDED_SIGNALS:
-        signal.signal(s, lambda sig, _f: kill_quietly(pid, sig))
-    signal.signal(GUARD_SIGNAL, lambda _s, _f: on_guard())
+def default_signals(mask: set[int | signal.Signals]) -> None:
+    """In a child forked with SUPERVISED_SIGNALS held (P3, exec's E1): those signals at
+    their default action, then the mask from before the hold. A Ctrl-C forwarded before
+    the command runs then ends the child (130), where an inherited handler would raise in
+    rsbox's code and an inherited SIG_IGN (P1's, or a caller's: a script's background job
+    ignores INT and QUIT) would drop it."""
+    for s in SUPERVISED_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    _, status = os.waitpid(pid, 0)
-    return exit_code(status)
+
+
+def supervise_child(pid: int, on_guard: Callable[[], None]) -> int:
+    """In the parent, after forking `pid` with SUPERVISED_SIGNALS held: forward the
+    user's signals to it and run `on_guard` on our parent's death, until it ends; returns
+    its exit code (Docker's rule). The signals stay held (the caller exits next) and are
+    taken one by one with sigwaitinfo, SIGCHLD among them: a Python handler runs only
+    between two bytecodes, so one that came just before a blocking waitpid waited with
+    it, for as long as the child lived (a Ctrl-C lost under load)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    wanted = {*SUPERVISED_SIGNALS, signal.SIGCHLD}
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return exit_code(status)
+        sig = signal.sigwaitinfo(wanted).si_signo
+        if sig == GUARD_SIGNAL:
+            on_guard()
+        elif sig != signal.SIGCHLD:
+            kill_quietly(pid, sig)
 
 
 def kill_quietly(pid: int, sig: int) -> None:

@@ -23,6 +23,9 @@ from tests.e2e.conftest import Rsbox
 from tests.e2e.test_env import SOURCE
 
 WAIT = 'echo ready; read x; echo "got $x"'  # a tool that waits while we look at its caller
+# A caller that ignores INT and QUIT, as every job a script starts with `&` does (and a
+# test run started that way): the tool must still get the Ctrl-C the shim forwards.
+IGNORING = ["sh", "-c", 'trap "" INT QUIT; exec "$0" "$@"']
 
 
 class Project:
@@ -137,10 +140,16 @@ def _until_ready(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.
 
 def test_ctrl_c_is_130_and_sigterm_reaches_the_tool(project: Project) -> None:
     shim = str(project.bin / "sh")
-    proc = _until_ready([shim, "-c", "echo ready; exec sleep 100"], project.env, project.root)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    for caller in ([], IGNORING):
+        argv = [*caller, shim, "-c", "echo ready; exec sleep 100"]
+        proc = _until_ready(argv, project.env, project.root)
+        try:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()  # after a failure: nothing left behind
+            proc.wait()
+        assert proc.returncode == 130, caller
     trap = 'trap "echo got-term; exit 7" TERM; echo ready; sleep 100 >/dev/null 2>&1 & wait $!'
     proc = _until_ready([shim, "-c", trap], project.env, project.root)
     proc.send_signal(signal.SIGTERM)
@@ -231,12 +240,15 @@ def _read_until(fd: int, word: bytes, seconds: float = 30) -> bytes:
 def test_on_a_terminal_a_login_shell_and_ctrl_c_is_130(project: Project) -> None:
     for argv, ready, typed, shown, code in (
         (project.rsbox.argv("shell"), b"$ ", b"echo $((6*7)); exit 5\n", b"42", 5),
-        (
-            [str(project.bin / "sh"), "-c", "echo ready; exec sleep 100"],
-            b"ready",
-            b"\x03",
-            b"",
-            130,
+        *(
+            (
+                [*caller, str(project.bin / "sh"), "-c", "echo ready; exec sleep 100"],
+                b"ready",
+                b"\x03",
+                b"",
+                130,
+            )
+            for caller in ([], IGNORING)
         ),
     ):
         master, slave = os.openpty()

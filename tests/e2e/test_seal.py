@@ -20,6 +20,8 @@ CONTROL), so that none of them can pass by being blind:
 - lifetime: a pid 1 that clears its parent-death signal and ignores signals, a
   double-forked daemon and a process in a new session (also started through `exec`) die
   within a second of `kill -9` of the rsbox process that owns them;
+- signals: the command of `run` and `exec` starts with none ignored or blocked, whatever
+  rsbox or its caller ignores;
 - `--init`: pid 1 holds nothing of the host and cannot be traced, while the command keeps
   its environment, gets its signals and has its orphans reaped.
 """
@@ -45,6 +47,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Rsbox, processes_of
+from tests.shared import need_tools, wait_until
 
 PROBE = "/probe/seccomp-probe"
 POLICIES = ("default", "unconfined")
@@ -435,6 +438,97 @@ def test_exec_gets_only_the_containers_environment(rsbox: Rsbox, busybox: str, u
         assert {"K=V", "FROM_RUN=1", image_env} <= got, got
         names = {v.partition("=")[0] for v in got}
         assert names & (set(env) - own) == set(), got
+
+
+# A caller that ignores INT and QUIT, as every job a script starts with `&` does.
+IGNORING = ("sh", "-c", 'trap "" INT QUIT; exec "$0" "$@"')
+SIGNAL_STATE = ("grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status")
+# exec's helper held for half a second at its first setns (joining the container), so
+# that a Ctrl-C reaches it before the command exists
+HOLD = ("strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=setns",
+        "-e", "inject=setns:delay_enter=500000:when=1")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sleeper(rsbox: Rsbox, busybox: str) -> Iterator[str]:
+    with detached(rsbox, busybox, "sleep", "1000") as cid:
+        yield cid
+
+
+def _signal_state(rsbox: Rsbox, *args: str) -> dict[str, str]:
+    """The command's blocked and ignored signals (hex masks), rsbox run from IGNORING."""
+    res = subprocess.run([*IGNORING, *rsbox.argv(*args)], stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return dict(line.split(":\t") for line in res.stdout.splitlines())
+
+
+def test_the_command_starts_with_no_signal_ignored_or_blocked(
+    rsbox: Rsbox, busybox: str, sleeper: str
+) -> None:
+    """What rsbox ignores (Python's SIGPIPE and SIGXFSZ) and what its caller ignores (INT
+    and QUIT) never reach the command of `run` or `exec`, as under Podman: an ignore
+    survives execve, and the signals rsbox forwards would do nothing. CONTROL: an ignore
+    the command's own shell sets shows in the same probe."""
+    clean = {"SigBlk": "0" * 16, "SigIgn": "0" * 16}
+    assert _signal_state(rsbox, "run", "--rm", busybox, *SIGNAL_STATE) == clean
+    assert _signal_state(rsbox, "exec", sleeper, *SIGNAL_STATE) == clean
+    own = 'trap "" PIPE; exec "$@"'
+    got = _signal_state(rsbox, "exec", sleeper, "sh", "-c", own, "-", *SIGNAL_STATE)
+    assert got == {**clean, "SigIgn": f"{1 << (signal.SIGPIPE - 1):016x}"}
+
+
+def _default_int_and_quit() -> None:
+    for s in (signal.SIGINT, signal.SIGQUIT):  # whatever the test runner's caller ignored
+        signal.signal(s, signal.SIG_DFL)
+
+
+def _rsbox_child(pid: int, proc: subprocess.Popen[str]) -> int:
+    """A child of `pid` running rsbox, once there is one (strace forks probes of its own
+    first); `proc`, what the test started, must not end before."""
+    found: list[int] = []
+
+    def forked() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        with contextlib.suppress(FileNotFoundError):  # a probe that ended
+            for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if b"rootless" in argv and b"strace" not in argv[0]:
+                    found.append(int(child))
+        return bool(found)
+
+    wait_until(f"rsbox forked by {pid}", forked, TIMEOUT, 0.01)
+    return found[0]
+
+
+def test_a_ctrl_c_before_the_command_exists_ends_exec_with_130(
+    rsbox: Rsbox, sleeper: str
+) -> None:
+    """A Ctrl-C that reaches `rsbox exec` while its helper still joins the container ends
+    it with 130 and nothing runs: from a plain caller (the helper had Python's handler:
+    "internal error: KeyboardInterrupt()", 125) and from one that ignores INT (the helper
+    ignored it, the command ran: the Ctrl-C was lost). CONTROL: not interrupted, the same
+    held exec runs the command."""
+    need_tools(("strace",), "holding exec's helper")
+    argv = [*HOLD, *rsbox.argv("exec", sleeper, "echo", "ran")]
+    for caller, interrupt, expected in (
+        ((), False, (0, "ran\n", "")),
+        ((), True, (130, "", "")),
+        (IGNORING, True, (130, "", "")),
+    ):
+        proc = subprocess.Popen([*caller, *argv], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=None if caller else _default_int_and_quit)  # fmt: skip
+        try:
+            cli = _rsbox_child(proc.pid, proc)  # strace's tracee: the CLI
+            _rsbox_child(cli, proc)  # its helper exists (and is held at its setns)
+            if interrupt:
+                os.kill(cli, signal.SIGINT)
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert (proc.returncode, out, err) == expected, (caller, interrupt)
 
 
 def _stat_fields(line: str) -> tuple[int, int, int, int]:
