@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
         SIGHUP,
         SIGINT,
@@ -22,12 +24,17 @@ if TYPE_CHECKING:
         SIGUSR2,
         SIGWINCH,
         Signals,
+        getsignal,
+        pidfd_send_signal,
         pthread_sigmask,
         signal,
+        valid_signals,
     )
 else:
     from _signal import (
         SIG_BLOCK,
+        SIG_DFL,
+        SIG_IGN,
         SIG_SETMASK,
         SIGHUP,
         SIGINT,
@@ -38,8 +45,11 @@ else:
         SIGUSR1,
         SIGUSR2,
         SIGWINCH,
+        getsignal,
+        pidfd_send_signal,
         pthread_sigmask,
         signal,
+        valid_signals,
     )
 
 __all__ = [
@@ -53,8 +63,13 @@ __all__ = [
     "SIGUSR2",
     "SIGWINCH",
     "SIG_BLOCK",
+    "SIG_DFL",
+    "SIG_IGN",
     "SIG_SETMASK",
     "Signals",
+    "getsignal",
+    "pidfd_send_signal",
     "pthread_sigmask",
     "signal",
+    "valid_signals",
 ]

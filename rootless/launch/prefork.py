@@ -87,6 +87,20 @@ class Helper:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def settle(self) -> None:
+        """P1 exists (a warm helper's answer may still be on its way: warm.WarmP1)."""
+
+    def kill(self, sig: int) -> None:
+        kill_quietly(self.pid, sig)
+
+    def wait(self) -> int:
+        """P1's wait status, once it has ended."""
+        return os.waitpid(self.pid, 0)[1]
+
+    def let_go(self) -> None:
+        """Detached: P1 is the monitor from now on and outlives us (it drops its
+        parent-death signal itself)."""
+
     def abort(self) -> None:
         """P1 has done nothing but import (or is being torn down): kill and reap it."""
         kill_quietly(self.pid, signal.SIGKILL)
