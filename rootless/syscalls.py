@@ -52,8 +52,8 @@ SECCOMP_SET_MODE_FILTER: Final = 1
 # Syscalls without a libc wrapper, by `uname -m`: x86_64 from the kernel's
 # arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from include/uapi/asm-generic/unistd.h.
 SYSCALL_NUMBERS: Final[dict[str, dict[str, int]]] = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317},
-    "aarch64": {"pivot_root": 41, "seccomp": 277},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219},
 }
 
 
@@ -65,6 +65,16 @@ def syscall_number(name: str, machine: str | None = None) -> int:
     except KeyError:
         msg = f"no {name} syscall number for {machine}: rsbox supports x86_64 and aarch64"
         raise OSError(errno.ENOSYS, msg, name) from None
+
+
+def session_keyring() -> int:
+    """The serial of our session keyring (keyctl KEYCTL_GET_KEYRING_ID of
+    KEY_SPEC_SESSION_KEYRING, not creating one): what a child inherits. -1 if unknown."""
+    try:
+        nr = syscall_number("keyctl")
+    except OSError:
+        return -1
+    return int(_libc.syscall(nr, 0, -3, 0))
 
 
 def _check(ret: int, what: str) -> int:

@@ -9,8 +9,8 @@ request, so the imports leave the critical path (README, "Benchmarks").
 What the forked P1 would not inherit from us, and what is done about each:
 
 * the context a P1 must share with us and cannot be given afterwards (namespaces, root,
-  cgroup, ids and groups, loginuid and session, no_new_privs, seccomp, nice, the
-  interpreter and package) is `context()`: the socket is named by its hash, so a caller
+  cgroup, ids and groups, loginuid and session, the session keyring, no_new_privs,
+  seccomp, nice, oom_score_adj, the interpreter and package) is `context()`: the socket is named by its hash, so a caller
   in another cgroup (another Slurm job, another systemd session) or namespace finds
   another helper, and the helper refuses a request whose context is not its own;
 * what the helper can give the child exactly: the environment, cwd (an fd), umask,
@@ -84,7 +84,7 @@ def context() -> str:
     status = [
         line
         for line in _read("/proc/self/status").splitlines()
-        if line.startswith(("NoNewPrivs:", "Seccomp:", "Seccomp_filters:", "Cpus_allowed:"))
+        if line.startswith(("NoNewPrivs:", "Seccomp:", "Seccomp_filters:", "Cpus_allowed:", "Cap"))
     ]
     ns = []
     for name in ("user", "mnt", "net", "pid", "uts", "ipc", "cgroup", "time"):
@@ -92,6 +92,8 @@ def context() -> str:
             ns.append(os.readlink(f"/proc/self/ns/{name}"))
         except OSError:
             ns.append(name)
+    from rootless import syscalls  # ctypes: P0 imports it for its maps anyway
+
     try:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
     except OSError:
@@ -106,6 +108,9 @@ def context() -> str:
             _read("/proc/self/cgroup").strip(),
             "loginuid " + _read("/proc/self/loginuid"),
             "session " + _read("/proc/self/sessionid"),
+            # A session keyring is inherited and cannot be handed over: a helper started
+            # from a login session that has ended holds its revoked keyring.
+            f"keyring {syscalls.session_keyring()}",
             _read("/proc/self/oom_score_adj").strip(),
             *status,
             *ns,
@@ -254,6 +259,21 @@ class WarmP1(Helper):
             self.kill(signal.SIGKILL)
         self.sock.close()
         self.close()
+
+
+def helper_pid(path: str) -> int | None:
+    """The pid of our helper listening at `path` (SO_PEERCRED), or None."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if int.from_bytes(cred[4:8], "little") != os.getuid():
+        return None
+    return int.from_bytes(cred[0:4], "little")
 
 
 def connect(command: str) -> WarmP1 | None:

@@ -123,6 +123,7 @@ def main() -> None:
     os.chdir("/")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stamp = code_stamp()  # before the imports: a file changed meanwhile is a change
     _preload()
     ctx = warm.context()
     path = warm.socket_path(ctx)
@@ -133,7 +134,7 @@ def main() -> None:
         idle = float(os.environ.get(warm.IDLE_ENV) or warm.DEFAULT_IDLE)
     except ValueError:
         idle = warm.DEFAULT_IDLE
-    helper = Helper(bound[0], path, bound[1], ctx, code_stamp(), idle)
+    helper = Helper(bound[0], path, bound[1], ctx, stamp, idle)
     serve(helper)
 
 
@@ -142,6 +143,11 @@ def _ours(helper: Helper) -> bool:
         return os.stat(helper.path).st_ino == helper.inode
     except OSError:
         return False
+
+
+def _stale(helper: Helper) -> bool:
+    """Looked at when nothing happened for a while (requests check the code themselves)."""
+    return not _ours(helper) or code_stamp() != helper.stamp
 
 
 def _stop_listening(helper: Helper, sel: selectors.BaseSelector) -> None:
@@ -167,15 +173,19 @@ def serve(helper: Helper) -> None:
             _stop_listening(helper, sel)
             if not attached:
                 return
-        for key, _ in sel.select(CHECK_EVERY):
+        wait = CHECK_EVERY
+        if not attached:
+            wait = min(wait, max(0.0, helper.idle - (time.monotonic() - helper.last_busy)) + 0.01)
+        events = sel.select(wait)
+        for key, _ in events:
             if key.data == "accept":
                 _accept(helper, sel)
             elif key.data == "pidfd":
                 _reap(helper, sel, key.fd)
             else:
                 _from_p0(helper, sel, key.data)
-        if helper.listener is not None and not _ours(helper):
-            _stop_listening(helper, sel)
+        if helper.listener is not None and not events and _stale(helper):
+            _stop_listening(helper, sel)  # replaced, removed, or our code changed
 
 
 def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
@@ -356,6 +366,7 @@ def _from_p0(helper: Helper, sel: selectors.BaseSelector, child: Child) -> None:
         data = b""
     if data.startswith(warm.DETACHED):
         child.detached = True  # the monitor outlives P0: its EOF means nothing now
+        helper.last_busy = time.monotonic()  # not idle while it drops our death signal
         return
     if data:
         return
