@@ -64,6 +64,9 @@ def lean_imports() -> Iterator[None]:
 class Helper:
     """P1 and the pipes between it and P0."""
 
+    # fds of P0's that no P1 forked here may keep (a warm helper's connection: warm.WarmP1)
+    parent_only: set[int] = set()  # noqa: RUF012 - one set for the process, on purpose
+
     def __init__(self) -> None:
         self.used = False
         self.err_r, err_w = os.pipe2(os.O_CLOEXEC)  # P1..P3 -> P0: one JSON error line
@@ -75,7 +78,7 @@ class Helper:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
+            for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w, *self.parent_only):
                 os.close(fd)
             _p1(p0, launch_r, ready_w, go_r, err_w)
         for fd in (err_w, ready_w, go_r, launch_r):

@@ -1,7 +1,7 @@
 """P0's side of the warm helper: get P1 forked by a per-user process that has imported
 the FUSE server already (rootless.launch.warmd), instead of forking it here.
 
-A foreground `rsbox run` spends most of its start in P1's imports (trio, pyfuse3, fs:
+A `rsbox run` spends most of its start in P1's imports (trio, pyfuse3, fs:
 ~95 ms of CPU on an idle machine) before P1 can answer the container's first FUSE
 request; P0's own work is shorter. The helper did those imports once and forks a P1 per
 request, so the imports leave the critical path (README, "Benchmarks").
@@ -25,8 +25,15 @@ What the forked P1 would not inherit from us, and what is done about each:
   our connection and SIGKILLs the P1 (through its pidfd) when the connection reaches EOF
   without a "detached" word, which is what P1's PDEATHSIG did; P1's own PDEATHSIG names
   the helper. P2's guard then ends the container, as before;
+* its command line: P1 (and P2, its fork) overwrite the helper's argv with ours, so that
+  `ps` and anything that looks for a container's processes by their command line find
+  them as before (up to TITLE_ROOM bytes);
 * the exit status: P1 is not our child, so the helper reaps it (pidfd) and sends the
   wait status over the connection; we signal P1 through the pidfd it sent us.
+
+* a Slurm job: not used. A job's processes must stay in its process tree (proctrack
+  follows parentage) and its cgroup, and a helper started by one job would serve the
+  next job's runs on the node, or be killed with its own job: each task forks its P1.
 
 A miss (off, a terminal, no socket, refused, another uid, another context, the helper's
 code changed) costs one connect attempt and falls back to prefork's fork. After a
@@ -58,7 +65,8 @@ if TYPE_CHECKING:
 OFF_WORDS = ("0", "false", "no", "off")
 ENV_KNOB = "RSBOX_WARM_HELPER"
 IDLE_ENV = "RSBOX_WARM_IDLE"
-DEFAULT_IDLE = 600.0  # a working session's pause between runs; an idle helper costs ~40 MB
+DEFAULT_IDLE = 600.0  # a pause in a working session; idle, a helper holds ~29 MB RSS
+TITLE_ROOM = 2048  # bytes of the helper's argv that a P1 overwrites with its CLI's
 DETACHED = b"d"  # P0 -> helper: the monitor outlives us, do not kill it at our EOF
 _STATUS_LINE = 64
 
@@ -145,6 +153,7 @@ def _request(ctx: str) -> bytes:
         "ignored": ignored,
         "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "affinity": sorted(os.sched_getaffinity(0)),
+        "argv": list(sys.orig_argv),
     }
     data = repr(doc).encode()
     return len(data).to_bytes(8, "little") + data
@@ -159,6 +168,7 @@ class WarmP1(Helper):
     def __init__(self, sock: _socket.socket) -> None:
         self.used = False
         self.sock = sock
+        Helper.parent_only.add(sock.fileno())
         self.pidfd = -1
         self.pid = 0  # known once settled (p0.run settles first)
         self._fallback: Helper | None = None
@@ -206,8 +216,12 @@ class WarmP1(Helper):
         missed = True
         self._fork_here()
 
-    def _fork_here(self) -> None:
+    def _close_sock(self) -> None:
+        Helper.parent_only.discard(self.sock.fileno())
         self.sock.close()
+
+    def _fork_here(self) -> None:
+        self._close_sock()
         self.close()
         h = self._fallback = Helper()
         self.pid = h.pid
@@ -257,7 +271,7 @@ class WarmP1(Helper):
             return
         if self.pid:
             self.kill(signal.SIGKILL)
-        self.sock.close()
+        self._close_sock()
         self.close()
 
 
@@ -277,9 +291,15 @@ def helper_pid(path: str) -> int | None:
 
 
 def connect(command: str) -> WarmP1 | None:
-    """A P1 from the helper, or None (a miss: fork as before)."""
+    """A P1 from the helper for `rsbox run`, or None (a miss: fork as before). Not for
+    `start`: a detached start forks its P1s itself (one per container)."""
     global missed
-    if not enabled() or any(os.isatty(fd) for fd in (0, 1, 2)):
+    if (
+        command != "run"
+        or not enabled()
+        or any(os.isatty(fd) for fd in (0, 1, 2))
+        or "SLURM_JOB_ID" in os.environ
+    ):
         return None
     ctx = context()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
@@ -291,7 +311,7 @@ def connect(command: str) -> WarmP1 | None:
         return WarmP1(sock)
     except OSError:
         sock.close()
-        missed = command == "run"
+        missed = True
         return None
 
 
@@ -318,7 +338,8 @@ def spawn(env: dict[str, str] | os._Environ[str] = os.environ) -> None:
     with contextlib.suppress(OSError):
         os.posix_spawn(
             sys.executable,
-            [sys.executable, "-m", "rootless.launch.warmd"],
+            # The last argument is room for each P1's title (warmd.retitle).
+            [sys.executable, "-m", "rootless.launch.warmd", " " * TITLE_ROOM],
             env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

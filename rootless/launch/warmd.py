@@ -239,6 +239,7 @@ class Request:
     ignored: frozenset[int]
     blocked: frozenset[int]
     affinity: frozenset[int]
+    argv: tuple[str, ...]
     fds: tuple[int, ...]
 
     @classmethod
@@ -260,6 +261,7 @@ class Request:
             ignored=frozenset(int(x) for x in doc["ignored"]),
             blocked=frozenset(int(x) for x in doc["blocked"]),
             affinity=frozenset(int(x) for x in doc["affinity"]),
+            argv=tuple(str(x) for x in doc["argv"]),
             fds=tuple(fds),
         )
 
@@ -321,6 +323,7 @@ def _p1(conn: socket.socket, req: Request) -> None:
         if os.getppid() == 1:
             os._exit(125)
         conn.detach()  # its fd is closed below, with every other fd of ours
+        retitle(req.argv)
         stdin, stdout, stderr, cwd, launch_r, ready_w, go_r, err_w = req.fds
         for s in signal.valid_signals():
             if s in (signal.SIGKILL, signal.SIGSTOP):
@@ -350,6 +353,22 @@ def _p1(conn: socket.socket, req: Request) -> None:
         child(err_w, p1.main, p1.Pipes(launch_r, ready_w, go_r, err_w))
     finally:
         os._exit(code)
+
+
+def retitle(argv: tuple[str, ...]) -> None:
+    """Our command line (/proc/self/cmdline, what ps shows) becomes `argv`, cut to the
+    room the kernel gave ours: written into our own argv area through /proc/self/mem,
+    NUL-padded to its end (its last byte NUL: the kernel then reads no further)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5))
+        data = "\0".join(argv).encode(errors="replace")[: end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(data + b"\0" * (end - start - len(data)))
+    except (OSError, ValueError, IndexError):
+        pass  # an older kernel: the helper's own command line stays
 
 
 def warm_forwarded() -> tuple[int, ...]:

@@ -108,6 +108,10 @@ def test_a_run_gets_its_p1_from_the_helper(rsbox: Rsbox, busybox: str, helper: i
         assert len(p1s) == 1, p1s
         p1 = p1s[0]
         assert children(proc.pid) == []  # the CLI forked nothing
+        # ps shows it as the CLI's (warmd.retitle), the helper's own command line differs
+        cli = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert Path(f"/proc/{p1}/cmdline").read_bytes().rstrip(b"\0") == cli.rstrip(b"\0")
+        assert Path(f"/proc/{helper}/cmdline").read_bytes() != cli
         cgroup = Path(f"/proc/{proc.pid}/cgroup").read_text()
         assert Path(f"/proc/{p1}/cgroup").read_text() == cgroup
         mine = fd_targets(helper)
