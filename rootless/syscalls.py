@@ -67,14 +67,11 @@ def syscall_number(name: str, machine: str | None = None) -> int:
         raise OSError(errno.ENOSYS, msg, name) from None
 
 
-def session_keyring() -> int:
-    """The serial of our session keyring (keyctl KEYCTL_GET_KEYRING_ID of
-    KEY_SPEC_SESSION_KEYRING, not creating one): what a child inherits. -1 if unknown."""
-    try:
-        nr = syscall_number("keyctl")
-    except OSError:
-        return -1
-    return int(_libc.syscall(nr, 0, -3, 0))
+def join_new_session_keyring() -> None:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring, ours
+    and our children's from now on, in place of the one we inherited."""
+    nr = syscall_number("keyctl")
+    _check(_libc.syscall(nr, 1, None), "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
 
 
 def _check(ret: int, what: str) -> int:

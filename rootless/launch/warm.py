@@ -9,10 +9,11 @@ request, so the imports leave the critical path (README, "Benchmarks").
 What the forked P1 would not inherit from us, and what is done about each:
 
 * the context a P1 must share with us and cannot be given afterwards (namespaces, root,
-  cgroup, ids and groups, loginuid and session, the session keyring, no_new_privs,
-  seccomp, nice, oom_score_adj, the interpreter and package) is `context()`: the socket is named by its hash, so a caller
-  in another cgroup (another Slurm job, another systemd session) or namespace finds
-  another helper, and the helper refuses a request whose context is not its own;
+  cgroup, ids and groups, loginuid and session, no_new_privs, capabilities, seccomp,
+  nice, oom_score_adj, the interpreter and package) is `context()`: the socket is named
+  by its hash, so a caller in another cgroup (another systemd session or scope) or
+  namespace finds another helper, and the helper refuses a request whose context is not
+  its own. The session keyring need not be: P1 joins a new one either way (p1.py);
 * what the helper can give the child exactly: the environment, cwd (an fd), umask,
   rlimits (the helper refuses when one of ours is above its hard limit), CPU affinity,
   signal dispositions and mask, stdin/stdout/stderr and the pipes to us (SCM_RIGHTS);
@@ -100,8 +101,6 @@ def context() -> str:
             ns.append(os.readlink(f"/proc/self/ns/{name}"))
         except OSError:
             ns.append(name)
-    from rootless import syscalls  # ctypes: P0 imports it for its maps anyway
-
     try:
         nice = os.getpriority(os.PRIO_PROCESS, 0)
     except OSError:
@@ -116,9 +115,6 @@ def context() -> str:
             _read("/proc/self/cgroup").strip(),
             "loginuid " + _read("/proc/self/loginuid"),
             "session " + _read("/proc/self/sessionid"),
-            # A session keyring is inherited and cannot be handed over: a helper started
-            # from a login session that has ended holds its revoked keyring.
-            f"keyring {syscalls.session_keyring()}",
             _read("/proc/self/oom_score_adj").strip(),
             *status,
             *ns,
@@ -212,6 +208,8 @@ class WarmP1(Helper):
             return
         for fd in fds:
             os.close(fd)
+        if os.environ.get("RSBOX_DEBUG"):
+            print(f"rsbox: warm helper: {msg.decode(errors='replace').strip()}", file=sys.stderr)
         global missed
         missed = True
         self._fork_here()

@@ -147,7 +147,7 @@ def _ours(helper: Helper) -> bool:
 
 def _stale(helper: Helper) -> bool:
     """Looked at when nothing happened for a while (requests check the code themselves)."""
-    return not _ours(helper) or code_stamp() != helper.stamp
+    return not _ours(helper) or code_stamp() != helper.stamp or warm.context() != helper.context
 
 
 def _stop_listening(helper: Helper, sel: selectors.BaseSelector) -> None:
@@ -206,8 +206,8 @@ def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
         why = _refusal(helper, req)
         if why:
             conn.sendall(f"no {why}\n".encode())
-            if why == "code-changed":
-                _stop_listening(helper, sel)
+            if why in ("code-changed", "context"):  # not ours to serve any more: a new
+                _stop_listening(helper, sel)  # helper, started by this P0, takes the name
             conn.close()
             return
         pid = os.fork()

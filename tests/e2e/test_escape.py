@@ -243,9 +243,10 @@ def _fuse_server(p0: int) -> int:
     command line: rootless.launch.warmd.retitle), that lives in a user namespace of its
     own, made by itself (its parent is in ours), with a child (P2)."""
     own = os.readlink("/proc/self/ns/user")
-    cmdline = Path(f"/proc/{p0}/cmdline").read_bytes().rstrip(b"\0")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        # Read each time: seen empty right after the CLI started.
+        cmdline = Path(f"/proc/{p0}/cmdline").read_bytes().rstrip(b"\0")
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == p0:
                 continue
