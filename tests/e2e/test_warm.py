@@ -134,6 +134,26 @@ def test_with_the_helper_off_the_cli_forks_p1(rsbox: Rsbox, busybox: str, helper
     assert (code, out) == (0, b"done\n"), err
 
 
+def test_the_config_file_turns_it_off(
+    rsbox: Rsbox, busybox: str, helper: int, tmp_path: Path
+) -> None:
+    """`[run] warm-helper = false`: the helper refuses (it reads the caller's config), the
+    CLI forks P1; `rsbox info` says so."""
+    config = tmp_path / "config.toml"
+    config.write_text("[run]\nwarm-helper = false\n")
+    proc = held_run(rsbox, busybox, env=env(RSBOX_CONFIG=str(config)))
+    try:
+        assert children(helper) == []
+        assert len(children(proc.pid)) == 1
+    finally:
+        code, out, err = release(proc)
+    assert (code, out) == (0, b"done\n"), err
+    res = subprocess.run(
+        rsbox.argv("info"), capture_output=True, text=True, env=env(RSBOX_CONFIG=str(config))
+    )
+    assert "warm helper: off ([run] warm-helper = false" in res.stdout, res.stdout
+
+
 def test_info_names_the_helper(rsbox: Rsbox, helper: int) -> None:
     lines = []
     for extra in ({}, OFF):
