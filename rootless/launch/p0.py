@@ -7,7 +7,8 @@ when asked, forwards the user's signals, and relays the exit status or the error
 * An unprivileged P0 can write a single-id map for its child itself (after "deny" to
   setgroups); a full 0-65535 map needs the setuid newuidmap/newgidmap. Both run while P1
   waits on a pipe, because a map written after P1 used its ids would be too late.
-* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork), and P2 kills
+* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork; a P1 from the
+  warm helper is killed by the helper when our connection closes: warm.py), and P2 kills
   the container's pid 1 when P1 dies (p2.py): a `kill -9` of this process ends the
   container. Detached, P1 leaves our session and becomes the container's owner.
 """
