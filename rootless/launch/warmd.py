@@ -397,10 +397,20 @@ def _from_p0(helper: Helper, sel: selectors.BaseSelector, child: Child) -> None:
             signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
 
 
+def _reap_pidfd(pidfd: int) -> int:
+    """Reap through the pidfd (waitid P_PIDFD) and return a wait status as waitpid
+    would: a pid is never named, so none can be a reused one."""
+    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    assert info is not None  # without WNOHANG, waitid waits
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
+
+
 def _reap(helper: Helper, sel: selectors.BaseSelector, pidfd: int) -> None:
     child = helper.children.pop(pidfd)
     sel.unregister(pidfd)
-    _, status = os.waitpid(child.pid, 0)
+    status = _reap_pidfd(pidfd)
     os.close(pidfd)
     helper.last_busy = time.monotonic()
     if child.conn is not None:
