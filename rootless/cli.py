@@ -27,12 +27,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         from rootless.env.enter import shell_fast
 
         shell_fast(args)
-    helper = None
+    helper = ctx = None
     if command in ("run", "start"):
-        # First thing: P1 imports the FUSE server while we do the rest (rootless.launch.prefork).
-        from rootless.launch.prefork import Helper
+        # First thing: P1 from the warm helper, else forked to import the FUSE server while
+        # we do the rest (rootless.launch.warm, rootless.launch.prefork).
+        from rootless.launch import warm
 
-        helper = Helper()
+        helper = warm.connect(command) or warm.Helper()
     from rootless.commands import Context, build_parser
     from rootless.errors import RsboxError
 
@@ -50,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     finally:
         if helper is not None and not helper.used:
             helper.abort()
+    if helper is not None:
+        from rootless.launch import warm
+
+        if warm.missed:
+            warm.spawn_if_wanted(ctx)  # for the next run; ours has ended
     sys.stdout.flush()
     if helper is not None or command == "exec":
         # `run`, `exec`: the work is done and nothing is left to close; skip the

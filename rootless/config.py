@@ -19,6 +19,8 @@ leave a default in place.
     seccomp = "default"                   # as --security-opt seccomp=: a name or a path
     log-driver = "json-file"              # the only one rsbox writes
     log-opts = { max-size = "10m", max-file = 3 }   # as --log-opt (Docker's daemon.json)
+    warm-helper = false                   # no per-user helper forking warm FUSE servers
+                                          # (rootless.launch.warm; RSBOX_WARM_HELPER=0)
 
 Reading the files costs nothing when there are none: ``tomllib`` is imported only for a
 file that exists (this runs on the start path of every `rsbox run`).
@@ -49,6 +51,7 @@ class Settings:
     pull: str | None = None
     seccomp: str | None = None
     log_opts: tuple[str, ...] = ()  # KEY=VALUE, checked as --log-opt is
+    warm_helper: bool = True  # [run] warm-helper (rootless.launch.warm)
     files: tuple[Path, ...] = field(default=(), compare=False)  # the files read, in order
 
 
@@ -136,7 +139,11 @@ def _parse(path: Path) -> dict[str, Any]:
             raise storage.fail("image-stores", f"expected a list of paths, got {stores!r}")
         out["image_stores"] = tuple(storage.to_path("image-stores", s) for s in stores)
     run = top.table("run")
-    run.check_keys(("network", "pull", "seccomp", "log-driver", "log-opts"))
+    run.check_keys(("network", "pull", "seccomp", "log-driver", "log-opts", "warm-helper"))
+    if "warm-helper" in run.doc:
+        if not isinstance(run.doc["warm-helper"], bool):
+            raise run.fail("warm-helper", f"expected true or false, got {run.doc['warm-helper']!r}")
+        out["warm_helper"] = run.doc["warm-helper"]
     if (network := run.text("network")) is not None:
         from rootless.runspec import NETWORKS, parse_network
 

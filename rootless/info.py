@@ -265,6 +265,31 @@ def _fs_cache() -> Check:
     return Check("fs kernel cache", ok, detail, fix)
 
 
+def _warm() -> Check:
+    """Whether `rsbox run` gets its FUSE server from the warm helper (rootless.launch.warm)."""
+    from rootless.config import load_settings
+    from rootless.errors import RsboxError
+    from rootless.launch import warm
+
+    name = "warm helper"
+    if not warm.enabled():
+        return Check(name, True, f"off ({warm.ENV_KNOB}={os.environ[warm.ENV_KNOB]})")
+    with contextlib.suppress(RsboxError):
+        if not load_settings().warm_helper:
+            return Check(name, True, "off ([run] warm-helper = false in rsbox's config file)")
+    path = warm.socket_path(warm.context())
+    pid = warm.helper_pid(path)
+    if pid is not None:
+        return Check(name, True, f"in use: pid {pid}, socket {path}")
+    idle = os.environ.get(warm.IDLE_ENV) or f"{warm.DEFAULT_IDLE:.0f}"
+    return Check(
+        name,
+        True,
+        f"not running (the next `rsbox run` without a terminal starts one at {path}; "
+        f"it exits after {idle} s without a container)",
+    )
+
+
 def checks() -> list[Check]:
     return [
         _userns(),
@@ -277,6 +302,7 @@ def checks() -> list[Check]:
         _network(),
         _limits(),
         _init(),
+        _warm(),
     ]
 
 

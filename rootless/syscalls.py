@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from rootless import _syscalls as _c  # for mypy, its stub: _syscalls.pyi
 
-INTERFACE: Final = 1  # the INTERFACE of the _syscalls.c this module speaks to
+INTERFACE: Final = 2  # the INTERFACE of the _syscalls.c this module speaks to
 _NAME = "rootless._syscalls"
 _REINSTALL = "reinstall rsbox: ./setup.sh venv (or python -m pip install .)"
 
@@ -130,8 +130,8 @@ PR_SET_CHILD_SUBREAPER: Final = 36
 # Syscalls without a libc wrapper, by `uname -m`: x86_64 from the kernel's
 # arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from include/uapi/asm-generic/unistd.h.
 SYSCALL_NUMBERS: Final[dict[str, dict[str, int]]] = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317},
-    "aarch64": {"pivot_root": 41, "seccomp": 277},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219},
 }
 
 
@@ -143,6 +143,13 @@ def syscall_number(name: str, machine: str | None = None) -> int:
     except KeyError:
         msg = f"no {name} syscall number for {machine}: rsbox supports x86_64 and aarch64"
         raise OSError(errno.ENOSYS, msg, name) from None
+
+
+def join_new_session_keyring() -> None:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): a new anonymous session keyring, ours
+    and our children's from now on, in place of the one we inherited."""
+    nr = syscall_number("keyctl")
+    _check(_c.join_session_keyring(nr), "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
 
 
 def _check(ret: int, what: str) -> int:

@@ -6,6 +6,8 @@ startup  median wall time of `rsbox run --rm IMG true` next to `podman run --rm`
          runc: crun refuses this kernel's hybrid cgroups), each with its default network
          (a private one: rsbox's pasta, podman's own choice) and with `--network none`;
          `ch-run` and `bwrap` on the same busybox rootfs. Target (issue 14): rsbox <= 0.5 x podman.
+         rsbox runs with its warm helper (started and waited for first); rsbox-cold
+         without it (RSBOX_WARM_HELPER=0: P1 forked by the CLI).
 memory   peak RSS and PSS of rsbox's own processes (CLI, FUSE server, namespace
          helper) while one container runs.
 logs     a detached container flooding its log: the monitor's CPU per MiB at 40 and
@@ -89,6 +91,11 @@ class Peers:
         )
         cmds["rsbox"] = self.rsbox("run", "--rm", "bench", *TRUE)
         cmds["rsbox/none"] = self.rsbox("run", "--rm", "--network", "none", "bench", *TRUE)
+        # The same without the warm helper (rootless.launch.warm): P1 forked by the CLI.
+        off = ["env", "RSBOX_WARM_HELPER=0"]
+        cmds["rsbox-cold"] = [*off, *cmds["rsbox"]]
+        cmds["rsbox-cold/none"] = [*off, *cmds["rsbox/none"]]
+        _start_warm_helper(cmds["rsbox/none"])
         if shutil.which("podman"):
             tar = self.work / "rootfs.tar"
             with tarfile.open(tar, "w") as tf:
@@ -122,6 +129,21 @@ class Peers:
         return cmds
 
 
+def _start_warm_helper(argv: list[str]) -> None:
+    """A run that misses the helper starts one: wait until it answers, so that the
+    measured runs use it (a missing helper after 20 s is reported)."""
+    from rootless.launch import warm
+
+    subprocess.run(argv, check=True, capture_output=True)
+    path = warm.socket_path(warm.context())
+    deadline = time.monotonic() + 20
+    while warm.helper_pid(path) is None:
+        if time.monotonic() > deadline:
+            print(f"warm helper: none at {path} (rsbox is measured without it)")
+            return
+        time.sleep(0.05)
+
+
 def bench_startup(peers: Peers, runs: int) -> None:
     cmds = peers.setup()
     results: dict[str, float] = {}
@@ -144,6 +166,9 @@ def bench_startup(peers: Peers, runs: int) -> None:
         if f"rsbox{net}" in results and f"podman{net}" in results:
             ratio = results[f"rsbox{net}"] / results[f"podman{net}"]
             print(f"  target rsbox{net} <= 0.5x podman{net}: {ratio:.2f}x")
+        if f"rsbox{net}" in results and f"rsbox-cold{net}" in results:
+            ratio = results[f"rsbox{net}"] / results[f"rsbox-cold{net}"]
+            print(f"  warm helper: rsbox{net} = {ratio:.2f}x rsbox-cold{net} (RSBOX_WARM_HELPER=0)")
 
 
 def _tree(pid: int) -> list[int]:

@@ -7,7 +7,8 @@ when asked, forwards the user's signals, and relays the exit status or the error
 * An unprivileged P0 can write a single-id map for its child itself (after "deny" to
   setgroups); a full 0-65535 map needs the setuid newuidmap/newgidmap. Both run while P1
   waits on a pipe, because a map written after P1 used its ids would be too late.
-* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork), and P2 kills
+* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork; a P1 from the
+  warm helper is killed by the helper when our connection closes: warm.py), and P2 kills
   the container's pid 1 when P1 dies (p2.py): a `kill -9` of this process ends the
   container. Detached, P1 leaves our session and becomes the container's owner.
 """
@@ -33,7 +34,6 @@ from rootless.launch.protocol import (
     WIRED,
     Launch,
     exit_code,
-    kill_quietly,
     parse_error,
     read_error,
 )
@@ -74,7 +74,7 @@ def run(helper: Helper, launch: Launch) -> int:
     """P0 with P1 forked: hand P1 the launch, write its maps, wait. Returns the
     container command's exit status, or raises what P1..P3 reported."""
     helper.used = True
-    pid1 = helper.pid
+    helper.settle()  # a warm P1 (rootless.launch.warm), or the fork here if it refused
     grace = None if launch.spec.detach else slurm.term_grace(os.environ)
     if grace is not None:
         sc.set_child_subreaper()  # pasta stays in the job's process tree (rootless.slurm)
@@ -82,16 +82,18 @@ def run(helper: Helper, launch: Launch) -> int:
         # Forward signals from now on; the default disposition would kill P0 and,
         # through PDEATHSIG, the container without giving the command a say.
         previous = {
-            s: signal.signal(s, lambda sig, _f: kill_quietly(pid1, sig)) for s in FORWARDED_SIGNALS
+            s: signal.signal(s, lambda sig, _f: helper.kill(sig)) for s in FORWARDED_SIGNALS
         }
         if grace is not None:
             previous[signal.SIGTERM] = signal.signal(
-                signal.SIGTERM, lambda sig, _f: _term_in_job(pid1, grace)
+                signal.SIGTERM, lambda sig, _f: _term_in_job(helper, grace)
             )
             previous[signal.SIGALRM] = signal.signal(
-                signal.SIGALRM, lambda _s, _f: kill_quietly(pid1, signal.SIGKILL)
+                signal.SIGALRM, lambda _s, _f: helper.kill(signal.SIGKILL)
             )
         try:
+            if launch.spec.detach:
+                helper.let_go()
             with open(helper.launch_w, "wb", closefd=False) as f:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.close(helper.launch_w)
@@ -103,7 +105,7 @@ def run(helper: Helper, launch: Launch) -> int:
                     _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)
-            _, status = os.waitpid(pid1, 0)
+            status = helper.wait()
         except BaseException:
             _release_cgroup(launch)  # whatever started in it: gone with it
             raise
@@ -120,11 +122,11 @@ def run(helper: Helper, launch: Launch) -> int:
     return exit_code(status)
 
 
-def _term_in_job(pid1: int, grace: float) -> None:
+def _term_in_job(helper: Helper, grace: float) -> None:
     """SIGTERM from Slurm: the container's to handle, for `grace` seconds; then SIGALRM
     kills it (through P1: P2's guard ends the rest), before Slurm's own SIGKILL would
     take us too, so that the usual cleanup still runs (rootless.slurm)."""
-    kill_quietly(pid1, signal.SIGTERM)
+    helper.kill(signal.SIGTERM)
     if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
         signal.setitimer(signal.ITIMER_REAL, grace)
 
@@ -202,7 +204,7 @@ def _detached_started(helper: Helper) -> int:
     if chunks:
         err = parse_error(b"".join(chunks)[:60000])
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(helper.pid, 0)
+            helper.wait()
         helper.close()
         raise err or RsboxError("the container failed to start", hint="see rsbox logs")
     helper.close()

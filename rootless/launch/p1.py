@@ -24,6 +24,7 @@ P2 arms its own parent-death signal: our death, however it comes, kills the cont
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
@@ -75,6 +76,7 @@ def main(pipes: Pipes) -> None:
     gc.freeze()
     gc.enable()
     launch = _read_launch(pipes.launch_r)
+    _new_keyring()
     detach = launch.spec.detach
     if detach:  # the monitor outlives the CLI and its terminal
         os.setsid()
@@ -186,6 +188,17 @@ def main(pipes: Pipes) -> None:
         _ask_restart(launch, restarter, code, rundir)
     os.close(lock_fd)
     os._exit(code)
+
+
+def _new_keyring() -> None:
+    """The container gets a session keyring of its own, as runc gives it (Docker,
+    Podman): the caller's (Kerberos tickets in a KEYRING: cache, say) never reaches it,
+    and a P1 forked by the warm helper does not hand on the helper's, which may be a
+    login session's that has ended (revoked: keyctl says EKEYREVOKED). Each keyring
+    counts against the user's key quota (kernel.keys.maxkeys, 200): past it, the
+    inherited one stays."""
+    with contextlib.suppress(OSError):
+        sc.join_new_session_keyring()
 
 
 def _read_launch(fd: int) -> Launch:

@@ -239,15 +239,32 @@ def _children(pid: int) -> list[int]:
 
 
 def _fuse_server(p0: int) -> int:
-    """P1: the child of the CLI that lives in a user namespace of its own."""
+    """P1: the child of the CLI, or of the warm helper for it (then it carries the CLI's
+    command line: rootless.launch.warmd.retitle), that lives in a user namespace of its
+    own, made by itself (its parent is in ours), with a child (P2)."""
     own = os.readlink("/proc/self/ns/user")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for child in _children(p0):
+        # Read each time: seen empty right after the CLI started.
+        cmdline = Path(f"/proc/{p0}/cmdline").read_bytes().rstrip(b"\0")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == p0:
+                continue
+            pid = int(entry)
             try:
-                if os.readlink(f"/proc/{child}/ns/user") != own and _children(child):
-                    return child
-            except OSError:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if (
+                    parent != p0
+                    and Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0") != cmdline
+                ):
+                    continue
+                if (
+                    os.readlink(f"/proc/{pid}/ns/user") != own
+                    and os.readlink(f"/proc/{parent}/ns/user") == own
+                    and _children(pid)
+                ):
+                    return pid
+            except (OSError, ValueError, IndexError):
                 continue
         time.sleep(0.05)
     raise AssertionError("the FUSE server (P1) did not show up")

@@ -1,0 +1,429 @@
+"""The warm helper: one per user and context (rootless.launch.warm), started on demand
+by a `rsbox run` that missed it, never by root. It imports what P1 needs once, then
+forks a P1 per request from a P0, which from there on is today's P1 (p1.main: the user
+namespace, the mounts, P2, the sealed tree).
+
+* The socket: `$XDG_RUNTIME_DIR/rsbox/warm-<hash of the context>.sock` (else
+  /tmp/rsbox-<uid>, as rootless.running), in a directory private to us, made with umask
+  077 (mode 0700 minus nothing more); every connection's SO_PEERCRED uid must be ours,
+  or it is closed unread.
+* The code: the package's files (path, size, mtime) are noted at start and looked at
+  again at each request; if they changed (an upgrade, an edit) the helper refuses (P0
+  forks its P1 itself), stops listening and exits once its containers are done. The
+  config file's `[run] warm-helper = false` and RSBOX_WARM_HELPER=0 (P0's environment)
+  are read at each request too.
+* Its lifetime: it exits after RSBOX_WARM_IDLE seconds (600 by default: a pause in a
+  working session) with no foreground container; when its socket is no longer its own
+  (removed, or replaced by a newer helper); never while a foreground P1 runs, since those
+  die with it (their parent-death signal is SIGKILL, as they died with P0 before).
+* Single-threaded (selectors on the listening socket, the connections and the children's
+  pidfds): a P1 must be forked from a process without threads, since it is about to
+  unshare(CLONE_NEWUSER).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import gc
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from rootless.launch import warm
+
+CHECK_EVERY = 5.0  # seconds between looks at our socket and idle time
+
+
+@dataclass
+class Child:
+    """One P1 and the P0 that asked for it."""
+
+    pid: int
+    pidfd: int
+    conn: socket.socket | None
+    detached: bool = False
+
+
+@dataclass
+class Helper:
+    listener: socket.socket | None
+    path: str
+    inode: int
+    context: str
+    stamp: tuple[tuple[str, int, int], ...]
+    idle: float
+    children: dict[int, Child] = field(default_factory=dict)  # by pidfd
+    last_busy: float = field(default_factory=time.monotonic)
+
+
+def code_stamp() -> tuple[tuple[str, int, int], ...]:
+    """The package's files as installed: their paths, sizes and mtimes."""
+    import fs
+    import policies
+    import rootless
+
+    out = []
+    for pkg in (rootless, fs, policies):
+        top = os.path.dirname(os.path.abspath(pkg.__file__ or ""))
+        for d, dirs, files in os.walk(top):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".py", ".so", ".c")):
+                    st = os.stat(os.path.join(d, name))
+                    out.append((os.path.join(d, name), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _preload() -> None:
+    """What P1 imports (p1.main, supervise, the FUSE server and its C shim), once."""
+    from rootless.launch.prefork import lean_imports
+
+    gc.disable()
+    with lean_imports():
+        import fs.server
+        import fs.union  # noqa: F401
+        import rootless.launch.p1
+        import rootless.launch.supervise  # noqa: F401
+    gc.freeze()
+    gc.enable()
+
+
+def _listen(path: str) -> tuple[socket.socket, int] | None:
+    """Bind beside `path` and rename over it (a stale socket is replaced in one step); None
+    if a live helper answers there already."""
+    from rootless import lifecycle
+
+    lifecycle.runtime_dir("warm", create=True)  # the base, checked private to us
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError), probe:
+        probe.connect(path)
+        return None
+    tmp = f"{path}.{os.getpid()}"
+    old = os.umask(0o077)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        sock.bind(tmp)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    os.rename(tmp, path)
+    return sock, os.stat(path).st_ino
+
+
+def main() -> None:
+    os.closerange(3, 1 << 20)  # nothing of our parent's
+    os.chdir("/")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stamp = code_stamp()  # before the imports: a file changed meanwhile is a change
+    _preload()
+    ctx = warm.context()
+    path = warm.socket_path(ctx)
+    bound = _listen(path)
+    if bound is None:
+        return
+    try:
+        idle = float(os.environ.get(warm.IDLE_ENV) or warm.DEFAULT_IDLE)
+    except ValueError:
+        idle = warm.DEFAULT_IDLE
+    helper = Helper(bound[0], path, bound[1], ctx, stamp, idle)
+    serve(helper)
+
+
+def _ours(helper: Helper) -> bool:
+    try:
+        return os.stat(helper.path).st_ino == helper.inode
+    except OSError:
+        return False
+
+
+def _stale(helper: Helper) -> bool:
+    """Looked at when nothing happened for a while (requests check the code themselves)."""
+    return not _ours(helper) or code_stamp() != helper.stamp or warm.context() != helper.context
+
+
+def _stop_listening(helper: Helper, sel: selectors.BaseSelector) -> None:
+    if helper.listener is None:
+        return
+    sel.unregister(helper.listener)
+    if _ours(helper):
+        with contextlib.suppress(OSError):
+            os.unlink(helper.path)
+    helper.listener.close()
+    helper.listener = None
+
+
+def serve(helper: Helper) -> None:
+    sel = selectors.DefaultSelector()
+    assert helper.listener is not None
+    sel.register(helper.listener, selectors.EVENT_READ, "accept")
+    while True:
+        attached = [c for c in helper.children.values() if not c.detached]
+        if attached:
+            helper.last_busy = time.monotonic()
+        elif helper.listener is None or time.monotonic() - helper.last_busy > helper.idle:
+            _stop_listening(helper, sel)
+            if not attached:
+                return
+        wait = CHECK_EVERY
+        if not attached:
+            wait = min(wait, max(0.0, helper.idle - (time.monotonic() - helper.last_busy)) + 0.01)
+        events = sel.select(wait)
+        for key, _ in events:
+            if key.data == "accept":
+                _accept(helper, sel)
+            elif key.data == "pidfd":
+                _reap(helper, sel, key.fd)
+            else:
+                _from_p0(helper, sel, key.data)
+        if helper.listener is not None and not events and _stale(helper):
+            _stop_listening(helper, sel)  # replaced, removed, or our code changed
+
+
+def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
+    assert helper.listener is not None
+    try:
+        conn, _ = helper.listener.accept()
+    except OSError:
+        return
+    helper.last_busy = time.monotonic()
+    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    if int.from_bytes(cred[4:8], "little") != os.getuid():
+        conn.close()  # another user: not a word, not an fd
+        return
+    fds: tuple[int, ...] = ()
+    try:
+        req = _receive(conn)
+        fds = req.fds
+        why = _refusal(helper, req)
+        if why:
+            conn.sendall(f"no {why}\n".encode())
+            if why in ("code-changed", "context"):  # not ours to serve any more: a new
+                _stop_listening(helper, sel)  # helper, started by this P0, takes the name
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:
+            _p1(conn, req)
+        pidfd = os.pidfd_open(pid)
+        os.set_inheritable(pidfd, False)
+        child = Child(pid, pidfd, conn)
+        helper.children[pidfd] = child
+        sel.register(pidfd, selectors.EVENT_READ, "pidfd")
+        sel.register(conn, selectors.EVENT_READ, child)
+        socket.send_fds(conn, [f"ok {pid}\n".encode()], [pidfd])
+    except OSError:
+        conn.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a P0 sends (warm._request), parsed once: its process context and what its P1
+    must inherit, and the fds (stdio, cwd, then the four pipes of prefork.Helper)."""
+
+    context: str
+    env: dict[str, str]
+    umask: int
+    rlimits: dict[str, tuple[int, int]]
+    ignored: frozenset[int]
+    blocked: frozenset[int]
+    affinity: frozenset[int]
+    argv: tuple[str, ...]
+    fds: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, data: bytes, fds: list[int]) -> Request:
+        doc = ast.literal_eval(data.decode())
+        if not isinstance(doc, dict) or len(fds) != 8:
+            raise ConnectionError("bad request")
+        env = doc["env"]
+        limits = doc["rlimits"]
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            raise ConnectionError("bad environment")
+        if not all(n.startswith("RLIMIT_") and hasattr(resource, n) for n in limits):
+            raise ConnectionError("bad rlimits")
+        return cls(
+            context=str(doc["context"]),
+            env={str(k): v for k, v in env.items()},
+            umask=int(doc["umask"]),
+            rlimits={str(n): (int(a), int(b)) for n, (a, b) in limits.items()},
+            ignored=frozenset(int(x) for x in doc["ignored"]),
+            blocked=frozenset(int(x) for x in doc["blocked"]),
+            affinity=frozenset(int(x) for x in doc["affinity"]),
+            argv=tuple(str(x) for x in doc["argv"]),
+            fds=tuple(fds),
+        )
+
+
+def _receive(conn: socket.socket) -> Request:
+    conn.settimeout(5)  # a caller that connects and says nothing does not hold us
+    head, fds, _, _ = socket.recv_fds(conn, 8, 16)
+    try:
+        while len(head) < 8:
+            more = conn.recv(8 - len(head))
+            if not more:
+                raise ConnectionError("short request")
+            head += more
+        size = int.from_bytes(head, "little")
+        data = bytearray()
+        while len(data) < size:
+            more = conn.recv(size - len(data))
+            if not more:
+                raise ConnectionError("short request")
+            data += more
+        conn.settimeout(None)
+        return Request.parse(bytes(data), fds)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError, MemoryError, RecursionError):
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError("bad request") from None
+
+
+def _refusal(helper: Helper, req: Request) -> str:
+    """Why this request cannot be served by a child of ours ("" if it can)."""
+    if not warm.enabled(req.env):
+        return "off"
+    if req.context != warm.context():  # ours too: we may have been moved
+        return "context"
+    if code_stamp() != helper.stamp:
+        return "code-changed"
+    from rootless.config import load_settings
+    from rootless.errors import RsboxError
+
+    try:
+        if not load_settings(req.env).warm_helper:
+            return "off"
+    except RsboxError:
+        return "config"  # P0 reports the config error itself
+    for name, (_, hard) in req.rlimits.items():
+        _, mine = resource.getrlimit(getattr(resource, name))
+        if mine != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > mine):
+            return "rlimits"  # a hard limit cannot be raised back
+    return ""
+
+
+def _p1(conn: socket.socket, req: Request) -> None:
+    """The forked child: take on P0's process context, then be P1 (prefork._p1)."""
+    code = 125
+    try:
+        from rootless import syscalls as sc
+
+        sc.set_pdeathsig(signal.SIGKILL)  # dies with us; we kill it when P0 is gone
+        if os.getppid() == 1:
+            os._exit(125)
+        conn.detach()  # its fd is closed below, with every other fd of ours
+        retitle(req.argv)
+        stdin, stdout, stderr, cwd, launch_r, ready_w, go_r, err_w = req.fds
+        for s in signal.valid_signals():
+            if s in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(s, signal.SIG_IGN if s in req.ignored else signal.SIG_DFL)
+        if signal.SIGINT not in req.ignored:  # as Python set it in P0
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fwd in warm_forwarded():  # prefork._p1: ignored until trio takes them over
+            signal.signal(fwd, signal.SIG_IGN if fwd != signal.SIGWINCH else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, req.blocked)
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        os.fchdir(cwd)
+        os.umask(req.umask)
+        for name, limit in req.rlimits.items():
+            resource.setrlimit(getattr(resource, name), limit)
+        os.sched_setaffinity(0, req.affinity)
+        os.environ.clear()
+        os.environ.update(req.env)
+        from rootless.launch.become import close_fds_except
+
+        close_fds_except(launch_r, ready_w, go_r, err_w)  # the helper's own, and `conn`
+        from rootless.launch import p1
+        from rootless.launch.protocol import child
+
+        child(err_w, p1.main, p1.Pipes(launch_r, ready_w, go_r, err_w))
+    finally:
+        os._exit(code)
+
+
+def retitle(argv: tuple[str, ...]) -> None:
+    """Our command line (/proc/self/cmdline, what ps shows) becomes `argv`, cut to the
+    room the kernel gave ours: written into our own argv area through /proc/self/mem,
+    NUL-padded to its end (its last byte NUL: the kernel then reads no further)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5))
+        data = "\0".join(argv).encode(errors="replace")[: end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(data + b"\0" * (end - start - len(data)))
+    except (OSError, ValueError, IndexError):
+        pass  # an older kernel: the helper's own command line stays
+
+
+def warm_forwarded() -> tuple[int, ...]:
+    from rootless.launch.protocol import FORWARDED_SIGNALS
+
+    return tuple(FORWARDED_SIGNALS)
+
+
+def _from_p0(helper: Helper, sel: selectors.BaseSelector, child: Child) -> None:
+    assert child.conn is not None
+    try:
+        data = child.conn.recv(16)
+    except OSError:
+        data = b""
+    if data.startswith(warm.DETACHED):
+        child.detached = True  # the monitor outlives P0: its EOF means nothing now
+        helper.last_busy = time.monotonic()  # not idle while it drops our death signal
+        return
+    if data:
+        return
+    sel.unregister(child.conn)
+    child.conn.close()
+    child.conn = None
+    if not child.detached:  # P0 is gone: P1 goes too, as its parent-death signal did
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+
+
+def _reap_pidfd(pidfd: int) -> int:
+    """Reap through the pidfd (waitid P_PIDFD) and return a wait status as waitpid
+    would: a pid is never named, so none can be a reused one."""
+    info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    assert info is not None  # without WNOHANG, waitid waits
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
+
+
+def _reap(helper: Helper, sel: selectors.BaseSelector, pidfd: int) -> None:
+    child = helper.children.pop(pidfd)
+    sel.unregister(pidfd)
+    status = _reap_pidfd(pidfd)
+    os.close(pidfd)
+    helper.last_busy = time.monotonic()
+    if child.conn is not None:
+        with contextlib.suppress(OSError):
+            child.conn.sendall(f"status {status}\n".encode())
+        sel.unregister(child.conn)
+        child.conn.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as exc:  # nobody reads our stderr: leave one line for `rsbox info`
+        with contextlib.suppress(OSError):
+            print(f"rsbox warm helper: {exc!r}", file=sys.stderr)
+    os._exit(0)

@@ -1,0 +1,314 @@
+"""The warm helper (rootless.launch.warm, warmd): a foreground `rsbox run` without a
+terminal gets its P1 forked by a per-user helper that has imported the FUSE server.
+
+What is observable without timing: whose child P1 is (the helper's, not the CLI's), the
+helper's pid in `rsbox info`, P1's cgroup and fds against the helper's, and the helper's
+lifetime (replaced when its socket is stale or its code changed, gone after its idle
+time). Each test has its control: the same probe with the helper off or missed.
+
+Not tested here: a connection from another user. The socket's directory is 0700 and the
+helper drops a connection whose SO_PEERCRED uid is not its own, but an unprivileged test
+cannot connect as anyone else; tests/multiuser (run as root) does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rootless.launch import warm
+from rootless.running import children
+from tests.e2e.conftest import Rsbox, processes_of
+
+TIMEOUT = 60
+OFF = {warm.ENV_KNOB: "0"}
+
+
+def poll(probe: object, seconds: float = 30.0) -> object:
+    """probe() until it returns something true (a bounded wait, not a timing)."""
+    assert callable(probe)
+    deadline = time.monotonic() + seconds
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **extra}
+
+
+def fd_targets(pid: int) -> set[str]:
+    """What `pid` holds open, by identity: sockets and pipes by inode, files by path
+    (anonymous inodes, epoll and pidfds, all read alike: left out)."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not target.startswith("anon_inode:"):
+            out.add(target)
+    return out
+
+
+def cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup by hierarchy id ("0": the cgroup v2 one)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, _, rest = line.partition(":")
+        out[hid] = rest.partition(":")[2]
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def helper(rsbox: Rsbox, busybox: str) -> int:
+    """Our helper's pid: the first run without a terminal starts it (when none runs)."""
+    path = warm.socket_path(warm.context())
+    res = rsbox.run("--rm", "--network", "none", busybox, "true")
+    assert res.returncode == 0, res.stderr
+    pid = poll(lambda: warm.helper_pid(path))
+    assert isinstance(pid, int), f"no helper at {path}"
+    return pid
+
+
+def held_run(rsbox: Rsbox, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+    """A foreground `rsbox run -i` that prints ready and waits for a line on stdin."""
+    proc = subprocess.Popen(
+        rsbox.argv("run", "--rm", "-i", *args, "sh", "-c", "echo ready; read x; echo done"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,  # type: ignore[call-overload]
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line == b"ready\n", (line, proc.stderr.read() if proc.stderr else b"")
+    return proc
+
+
+def release(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
+    out, err = proc.communicate(b"\n", timeout=TIMEOUT)
+    return proc.returncode, out, err
+
+
+def test_a_run_gets_its_p1_from_the_helper(rsbox: Rsbox, busybox: str, helper: int) -> None:
+    """P1 is the helper's child, in the cgroups a P1 of the CLI's would be in, holding none
+    of the helper's fds."""
+    proc = held_run(rsbox, busybox)
+    try:
+        p1s = children(helper)
+        assert len(p1s) == 1, p1s
+        p1 = p1s[0]
+        assert children(proc.pid) == []  # the CLI forked nothing
+        # ps shows it as the CLI's (warmd.retitle), the helper's own command line differs
+        cli = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert Path(f"/proc/{p1}/cmdline").read_bytes().rstrip(b"\0") == cli.rstrip(b"\0")
+        assert Path(f"/proc/{helper}/cmdline").read_bytes() != cli
+        # The helper is in the CLI's cgroups (the socket is keyed by them), and P1 where
+        # a P1 of the CLI's would be: the CLI's cgroups, except in a delegated cgroup v2
+        # (CI's .ci/cgroup.sh), where P0 moves it to its container's `server` leaf beside
+        # the CLI's, as ever (rootless.cgroups).
+        cli_cg = cgroups_of(proc.pid)
+        assert cgroups_of(helper) == cli_cg
+        p1_cg = cgroups_of(p1)
+        v2 = p1_cg.pop("0", ""), cli_cg.pop("0", "")
+        assert p1_cg == cli_cg
+        assert v2[0] == v2[1] or (
+            v2[0].endswith("/server") and Path(v2[0]).parent.parent == Path(v2[1]).parent
+        ), v2
+        mine = fd_targets(helper)
+        assert any(t.startswith("socket:") for t in mine)  # CONTROL: its listening socket
+        assert fd_targets(p1) & mine == set()
+    finally:
+        code, out, err = release(proc)
+    assert (code, out) == (0, b"done\n"), err
+    assert poll(lambda: children(helper) == [])
+
+
+def test_with_the_helper_off_the_cli_forks_p1(rsbox: Rsbox, busybox: str, helper: int) -> None:
+    """The control of the test above: RSBOX_WARM_HELPER=0, the helper forks nothing."""
+    proc = held_run(rsbox, busybox, env=env(**OFF))
+    try:
+        assert children(helper) == []
+        assert len(children(proc.pid)) == 1
+    finally:
+        code, out, err = release(proc)
+    assert (code, out) == (0, b"done\n"), err
+
+
+def test_the_config_file_turns_it_off(
+    rsbox: Rsbox, busybox: str, helper: int, tmp_path: Path
+) -> None:
+    """`[run] warm-helper = false`: the helper refuses (it reads the caller's config), the
+    CLI forks P1; `rsbox info` says so."""
+    config = tmp_path / "config.toml"
+    config.write_text("[run]\nwarm-helper = false\n")
+    proc = held_run(rsbox, busybox, env=env(RSBOX_CONFIG=str(config)))
+    try:
+        assert children(helper) == []
+        assert len(children(proc.pid)) == 1
+    finally:
+        code, out, err = release(proc)
+    assert (code, out) == (0, b"done\n"), err
+    res = subprocess.run(
+        rsbox.argv("info"), capture_output=True, text=True, env=env(RSBOX_CONFIG=str(config))
+    )
+    assert "warm helper: off ([run] warm-helper = false" in res.stdout, res.stdout
+
+
+def test_info_names_the_helper(rsbox: Rsbox, helper: int) -> None:
+    lines = []
+    for extra in ({}, OFF):
+        res = subprocess.run(rsbox.argv("info"), capture_output=True, text=True, env=env(**extra))
+        lines.append([x for x in res.stdout.splitlines() if "warm helper:" in x])
+    assert lines[0] and f"in use: pid {helper}," in lines[0][0], lines
+    assert lines[1] and "off (RSBOX_WARM_HELPER=0)" in lines[1][0], lines
+
+
+def test_the_container_sees_the_same_with_and_without(
+    rsbox: Rsbox, busybox: str, helper: int
+) -> None:
+    """fds, environment, umask and rlimits: what the container sees is the same."""
+    script = "ls /proc/self/fd; env | grep -v ^HOSTNAME= | sort; umask; ulimit -n; ulimit -s"
+    seen = []
+    for extra in ({}, OFF):
+        res = subprocess.run(
+            [
+                "bash",
+                "-c",
+                'umask 027; ulimit -n 512; exec "$@"',
+                "-",
+                *rsbox.argv("run", "--rm", "-e", "X=1", busybox, "sh", "-c", script),
+            ],
+            capture_output=True,
+            text=True,
+            env=env(**extra),
+            timeout=TIMEOUT,
+        )
+        assert res.returncode == 0, res.stderr
+        seen.append(res.stdout)
+    assert seen[0] == seen[1]
+    assert seen[0].split()[:4] == ["0", "1", "2", "3"]  # 3: ls's own directory
+    assert "X=1" in seen[0].split()
+    assert seen[0].split()[-2] == "512"  # the CLI's limit, not the helper's
+
+
+def test_sigkill_of_the_cli_ends_the_container_and_its_p1(
+    rsbox: Rsbox, busybox: str, helper: int, marker: str
+) -> None:
+    """The helper holds the CLI's connection: at its EOF it kills P1, as P1's parent-death
+    signal did when the CLI was its parent; P2's guard then ends the container."""
+    proc = subprocess.Popen(
+        rsbox.argv(
+            "run", "--rm", busybox, "sh", "-c", "echo ready; while :; do sleep 1; done", marker
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        assert len(children(helper)) == 1  # CONTROL: P1 is the helper's
+        assert len(processes_of(marker)) >= 2  # CONTROL: the CLI and the container's sh
+        proc.kill()
+        proc.wait(timeout=TIMEOUT)
+        assert poll(lambda: children(helper) == [] and processes_of(marker) == [], 5)
+    finally:
+        for line in processes_of(marker):
+            os.kill(int(line.partition(":")[0]), 9)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_another_context_gets_another_helper(rsbox: Rsbox, busybox: str, helper: int) -> None:
+    """The socket is named by the caller's context (cgroup, namespaces, ids, nice, ...):
+    a run at another nice value does not use this helper (the mechanism that keeps a
+    Slurm job's or another session's runs out of a helper in another cgroup; cgroups
+    cannot be made without delegation on the CI machine)."""
+    proc = held_run(rsbox, busybox, env=env(RSBOX_WARM_IDLE="1"), preexec_fn=lambda: os.nice(3))
+    try:
+        assert children(helper) == []
+        assert len(children(proc.pid)) == 1  # a miss: forked by the CLI, as before
+    finally:
+        code, out, err = release(proc)
+    assert (code, out) == (0, b"done\n"), err
+
+
+# --- its lifetime, on a copy of the package (its own context: its own helper) -----------
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    top = Path(warm.__file__).resolve().parents[2]
+    dst = tmp_path_factory.mktemp("pkg")
+    for pkg in ("rootless", "fs", "policies"):
+        shutil.copytree(top / pkg, dst / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    yield dst
+    path = _path_of(dst)
+    pid = warm.helper_pid(path)
+    if pid is not None:
+        os.kill(pid, 9)
+
+
+def _path_of(copy: Path) -> str:
+    code = "from rootless.launch import warm; print(warm.socket_path(warm.context()))"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _run_from(copy: Path, rsbox: Rsbox, busybox: str, **extra: str) -> None:
+    res = subprocess.run(
+        rsbox.argv("run", "--rm", "--network", "none", busybox, "true"),
+        cwd=copy,
+        env=env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def test_stale_socket_and_changed_code_fall_back_and_replace_the_helper(
+    rsbox: Rsbox, busybox: str, copy: Path, helper: int
+) -> None:
+    path = _path_of(copy)
+    assert path != warm.socket_path(warm.context())  # CONTROL: its own helper
+    # A socket file nobody listens on (a helper killed with -9): the run works, and
+    # a helper takes the name over.
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(path)
+    assert warm.helper_pid(path) is None
+    _run_from(copy, rsbox, busybox)
+    first = poll(lambda: warm.helper_pid(path))
+    assert isinstance(first, int)
+    # Its code changes (an upgrade): the next run is refused, forks its own P1, and a new
+    # helper replaces the old one, which exits.
+    p1 = copy / "rootless" / "launch" / "p1.py"
+    os.utime(p1, ns=(p1.stat().st_atime_ns, p1.stat().st_mtime_ns + 10**9))
+    _run_from(copy, rsbox, busybox, RSBOX_WARM_IDLE="2")
+    assert poll(lambda: not alive(first), 10)
+    second = poll(lambda: warm.helper_pid(path))
+    assert isinstance(second, int) and second != first
+    # And that one was started with 2 s of idle time: it goes by itself.
+    assert poll(lambda: not alive(second), 20)
+    assert warm.helper_pid(path) is None
