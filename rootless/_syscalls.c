@@ -21,6 +21,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -29,7 +30,7 @@
 
 /* rootless.syscalls refuses a build that speaks another version (a checkout newer than
    the installed rsbox it loads this from): bump it with any change of a signature. */
-#define INTERFACE 2
+#define INTERFACE 3
 
 /* Make `call` without the GIL; return its result, or -errno if it is negative. */
 #define RESULT(call)                                                                      \
@@ -104,6 +105,26 @@ static PyObject *sys_join_session_keyring(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "l:join_session_keyring", &nr))
         return NULL;
     RESULT(syscall(nr, 1L /* KEYCTL_JOIN_SESSION_KEYRING */, (const char *)NULL));
+}
+
+/* Signals 32 and 33 (the kernel's first real-time ones, which glibc keeps for itself)
+   back to their default action. glibc's sigaction() refuses them, yet an ignore of them
+   survives execve: glibc's posix_spawn leaves them ignored in the child, and so would
+   every command rsbox starts under a caller made that way. Only the raw call can undo
+   it; with no handler and no flags the kernel needs no restorer. */
+static PyObject *sys_default_libc_signals(PyObject *self, PyObject *args) {
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        unsigned long mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    (void)self;
+    (void)args;
+    for (int sig = 32; sig <= 33; sig++)
+        if (syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask) < 0)
+            return PyLong_FromLong(-errno);
+    return PyLong_FromLong(0);
 }
 
 static PyObject *sys_syncfs(PyObject *self, PyObject *args) {
@@ -187,6 +208,7 @@ static PyMethodDef methods[] = {
     {"umount2", sys_umount2, METH_VARARGS, NULL},
     {"pivot_root", sys_pivot_root, METH_VARARGS, NULL},
     {"join_session_keyring", sys_join_session_keyring, METH_VARARGS, NULL},
+    {"default_libc_signals", sys_default_libc_signals, METH_NOARGS, NULL},
     {"syncfs", sys_syncfs, METH_VARARGS, NULL},
     {"sethostname", sys_sethostname, METH_VARARGS, NULL},
     {"prctl", sys_prctl, METH_VARARGS, NULL},

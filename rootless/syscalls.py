@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from rootless import _syscalls as _c  # for mypy, its stub: _syscalls.pyi
 
-INTERFACE: Final = 2  # the INTERFACE of the _syscalls.c this module speaks to
+INTERFACE: Final = 3  # the INTERFACE of the _syscalls.c this module speaks to
 _NAME = "rootless._syscalls"
 _REINSTALL = "reinstall rsbox: ./setup.sh venv (or python -m pip install .)"
 
@@ -150,6 +150,11 @@ def join_new_session_keyring() -> None:
     and our children's from now on, in place of the one we inherited."""
     nr = syscall_number("keyctl")
     _check(_c.join_session_keyring(nr), "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
+
+
+def default_libc_signals() -> None:
+    """Signals 32 and 33 to their default action (glibc's sigaction refuses them)."""
+    _check(_c.default_libc_signals(), "rt_sigaction(32, 33)")
 
 
 def _check(ret: int, what: str) -> int:

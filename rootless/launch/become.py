@@ -307,6 +307,7 @@ def default_dispositions() -> None:
     for s in signal.valid_signals():
         if signal.getsignal(s) == signal.SIG_IGN:
             signal.signal(s, signal.SIG_DFL)
+    sc.default_libc_signals()  # the two valid_signals() leaves out
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 

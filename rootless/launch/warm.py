@@ -55,7 +55,7 @@ import sys
 
 from rootless import running
 from rootless import signals as signal
-from rootless.launch.prefork import Helper
+from rootless.launch.prefork import Helper, wait_readable
 
 __all__ = ["Helper", "WarmP1", "connect", "spawn_if_wanted"]
 
@@ -239,14 +239,17 @@ class WarmP1(Helper):
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(self.pidfd, sig)
 
-    def wait(self) -> int:
-        """P1's wait status, from the helper (which reaped it)."""
+    def wait(self, wakeup: int = -1) -> int:
+        """P1's wait status, from the helper (which reaped it); `wakeup`: see
+        prefork.wait_readable."""
         self.settle()
         if self._fallback is not None:
-            return self._fallback.wait()
+            return self._fallback.wait(wakeup)
         if self._status is None:
             data = b""
             while not data.endswith(b"\n"):
+                if wakeup >= 0:
+                    wait_readable(self.sock.fileno(), wakeup)
                 chunk = self.sock.recv(_STATUS_LINE)
                 if not chunk:  # the helper died: so did P1 (its parent-death signal)
                     self._status = signal.SIGKILL
