@@ -61,7 +61,13 @@ __all__ = ["Helper", "WarmP1", "connect", "spawn_if_wanted"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from rootless.commands import Context
+    from typing import Protocol
+
+    from rootless.config import Settings
+
+    class Context(Protocol):  # rootless.commands.Context, which the launcher must not import
+        def settings(self) -> Settings: ...
+
 
 OFF_WORDS = ("0", "false", "no", "off")
 ENV_KNOB = "RSBOX_WARM_HELPER"
