@@ -36,6 +36,7 @@ from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     GUARD_SIGNAL,
     PTY_MASTER,
+    SignalWakeup,
     child,
     default_signals,
     die_with_parent,
@@ -138,10 +139,10 @@ def _e1(
     become(spec.process, error_fd=err_w, terminal=slave, outside=True)
 
 
-def _copy_loop(e1: int, relay: Stdio, wakeup: int) -> None:
+def _copy_loop(e1: int, relay: Stdio, wakeup: SignalWakeup) -> None:
     """Copy until E1 is gone and the outputs are drained (or DRAIN_SECONDS later: a
-    daemon the command left behind may hold them open for ever). `wakeup`: the signals'
-    wakeup fd, readable once one came; its forwarding handler runs as select returns."""
+    daemon the command left behind may hold them open for ever). `wakeup` is watched
+    too: a forwarded signal's handler runs as select returns."""
     inputs = dict(relay.inputs)
     outputs = dict(relay.outputs)
     pidfd = os.pidfd_open(e1)
@@ -155,13 +156,12 @@ def _copy_loop(e1: int, relay: Stdio, wakeup: int) -> None:
                 if not outputs or timeout <= 0:
                     return
             try:
-                watch = [wakeup, *inputs, *outputs] + ([pidfd] if pidfd >= 0 else [])
+                watch = [wakeup.fd, *inputs, *outputs] + ([pidfd] if pidfd >= 0 else [])
                 ready, _, _ = select.select(watch, [], [], timeout)
             except InterruptedError:
                 continue
-            if wakeup in ready:
-                while _drained(wakeup):
-                    pass
+            if wakeup.fd in ready:
+                wakeup.drain()
             if pidfd >= 0 and pidfd in ready:
                 os.close(pidfd)
                 pidfd = -1
@@ -178,14 +178,6 @@ def _copy_loop(e1: int, relay: Stdio, wakeup: int) -> None:
     finally:
         if pidfd >= 0:
             os.close(pidfd)
-
-
-def _drained(fd: int) -> bool:
-    """One read of a non-blocking fd: False once it is empty."""
-    try:
-        return bool(os.read(fd, 512))
-    except BlockingIOError:
-        return False
 
 
 def _copy_some(src: int, dst: int) -> bool:
@@ -255,42 +247,35 @@ def execute(spec: ExecSpec) -> int:
         os.close(fd)
     if e1_sock is not None:
         e1_sock.close()
-    # A Python handler runs between two bytecodes: one that came after the last check
-    # and before select() blocked would wait with it, for as long as the command ran (a
-    # lost Ctrl-C, seen under load). The wakeup fd ends that select.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    previous = {
-        s: signal.signal(s, lambda sig, _f: kill_quietly(pid, sig)) for s in FORWARDED_SIGNALS
-    }
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    try:
-        if p0_sock is not None:
-            import socket
+    with SignalWakeup() as wakeup:  # no forwarded signal waits for select to return
+        previous = {
+            s: signal.signal(s, lambda sig, _f: kill_quietly(pid, sig)) for s in FORWARDED_SIGNALS
+        }
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            if p0_sock is not None:
+                import socket
 
-            fds: list[int] = []
-            try:  # noqa: SIM105 - no contextlib on exec's path (rootless.record)
-                _, fds, _, _ = socket.recv_fds(p0_sock, 16, 1)
-            except OSError:
-                pass
-            p0_sock.close()
-            if fds:
-                master = fds[0]
-                relay.outputs.append((master, 1))
-                if spec.interactive:
-                    relay.inputs.append((0, master))
-        with raw_terminal(spec.tty and spec.interactive):
-            try:  # noqa: SIM105 - no contextlib on exec's path (rootless.record)
-                _copy_loop(pid, relay, wake_r)
-            except OSError:
-                pass
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        signal.set_wakeup_fd(old_wakeup)
-        os.close(wake_r)
-        os.close(wake_w)
+                fds: list[int] = []
+                try:  # noqa: SIM105 - no contextlib on exec's path (rootless.record)
+                    _, fds, _, _ = socket.recv_fds(p0_sock, 16, 1)
+                except OSError:
+                    pass
+                p0_sock.close()
+                if fds:
+                    master = fds[0]
+                    relay.outputs.append((master, 1))
+                    if spec.interactive:
+                        relay.inputs.append((0, master))
+            with raw_terminal(spec.tty and spec.interactive):
+                try:  # noqa: SIM105 - no contextlib on exec's path (rootless.record)
+                    _copy_loop(pid, relay, wakeup)
+                except OSError:
+                    pass
+            _, status = os.waitpid(pid, 0)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
     err = read_error(err_r)
     os.close(err_r)
     if err is not None:

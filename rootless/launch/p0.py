@@ -25,7 +25,7 @@ from rootless import cgroups, lifecycle, network, slurm
 from rootless import syscalls as sc
 from rootless.errors import ContainerError, HostError, RsboxError
 from rootless.idmap import IdMap, proc_map_text
-from rootless.launch.prefork import Helper, wait_readable
+from rootless.launch.prefork import Helper
 from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     MAPPED,
@@ -33,6 +33,7 @@ from rootless.launch.protocol import (
     USERNS_MADE,
     WIRED,
     Launch,
+    SignalWakeup,
     exit_code,
     parse_error,
     read_error,
@@ -78,12 +79,10 @@ def run(helper: Helper, launch: Launch) -> int:
     grace = None if launch.spec.detach else slurm.term_grace(os.environ)
     if grace is not None:
         sc.set_child_subreaper()  # pasta stays in the job's process tree (rootless.slurm)
-    with raw_terminal(launch.spec.tty and launch.spec.interactive):
+    with raw_terminal(launch.spec.tty and launch.spec.interactive), SignalWakeup() as wakeup:
         # Forward signals from now on; the default disposition would kill P0 and,
         # through PDEATHSIG, the container without giving the command a say. Every wait
-        # below also watches the wakeup fd (prefork.wait_readable: no signal is lost).
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        # below is one `wakeup` ends, so that no signal waits for it.
         previous = {
             s: signal.signal(s, lambda sig, _f: helper.kill(sig)) for s in FORWARDED_SIGNALS
         }
@@ -100,7 +99,7 @@ def run(helper: Helper, launch: Launch) -> int:
             with open(helper.launch_w, "wb", closefd=False) as f:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.close(helper.launch_w)
-            wait_readable(helper.ready_r, wake_r)
+            wakeup.wait_readable(helper.ready_r)
             if os.read(helper.ready_r, 1) == USERNS_MADE:
                 if launch.cgroup is not None:
                     _into_cgroup(helper, launch)
@@ -109,7 +108,7 @@ def run(helper: Helper, launch: Launch) -> int:
                     _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)
-            status = helper.wait(wake_r)
+            status = helper.wait(wakeup)
         except BaseException:
             _release_cgroup(launch)  # whatever started in it: gone with it
             raise
@@ -118,9 +117,6 @@ def run(helper: Helper, launch: Launch) -> int:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in previous.items():
                 signal.signal(s, h)
-            signal.set_wakeup_fd(old_wakeup)
-            os.close(wake_r)
-            os.close(wake_w)
     _release_cgroup(launch)  # what left the tree (a daemon) dies with the container
     err = read_error(helper.err_r)
     helper.close()

@@ -19,7 +19,12 @@ import sys
 import types
 from collections.abc import Iterator
 
-from rootless.launch.protocol import FORWARDED_SIGNALS, die_with_parent, kill_quietly
+from rootless.launch.protocol import (
+    FORWARDED_SIGNALS,
+    SignalWakeup,
+    die_with_parent,
+    kill_quietly,
+)
 
 
 @contextlib.contextmanager
@@ -61,27 +66,6 @@ def lean_imports() -> Iterator[None]:
             sys.modules["importlib.metadata"] = real
 
 
-def wait_readable(fd: int, wakeup: int) -> None:
-    """Block until `fd` is readable. A Python signal handler runs between two bytecodes
-    only: a signal that came after the last check and before a blocking read or waitpid
-    would wait as long as the container runs (a lost Ctrl-C, seen under load in exec's
-    helper). `wakeup`, the fd given to signal.set_wakeup_fd, ends the wait instead, and
-    the handler runs as select returns."""
-    import select
-
-    while True:
-        try:
-            ready, _, _ = select.select([fd, wakeup], [], [])
-        except InterruptedError:
-            continue
-        if wakeup in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(wakeup, 512):
-                    pass
-        if fd in ready:
-            return
-
-
 class Helper:
     """P1 and the pipes between it and P0."""
 
@@ -117,12 +101,12 @@ class Helper:
     def kill(self, sig: int) -> None:
         kill_quietly(self.pid, sig)
 
-    def wait(self, wakeup: int = -1) -> int:
-        """P1's wait status, once it has ended (`wakeup`: see wait_readable)."""
-        if wakeup >= 0:
+    def wait(self, wakeup: SignalWakeup | None = None) -> int:
+        """P1's wait status, once it has ended (with `wakeup`, no signal waits for it)."""
+        if wakeup is not None:
             pidfd = os.pidfd_open(self.pid)
             try:
-                wait_readable(pidfd, wakeup)
+                wakeup.wait_readable(pidfd)
             finally:
                 os.close(pidfd)
         return os.waitpid(self.pid, 0)[1]

@@ -222,6 +222,46 @@ def supervise_child(pid: int, on_guard: Callable[[], None]) -> int:
             kill_quietly(pid, sig)
 
 
+class SignalWakeup:
+    """A signal's arrival as a readable fd, while in a `with` block (set_wakeup_fd). A
+    Python handler runs between two bytecodes only: a signal that came after the last
+    check and before a blocking call (select, read, waitpid) would wait with that call,
+    for as long as the command or the container runs (a lost Ctrl-C, seen under load).
+    Blocking in select() on `fd` as well ends the wait; the handler runs as it returns."""
+
+    def __enter__(self) -> SignalWakeup:
+        self.fd, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        signal.set_wakeup_fd(self._old)
+        os.close(self.fd)
+        os.close(self._w)
+
+    def drain(self) -> None:
+        """Empty `fd` (the signal numbers written to it; the handlers did the work)."""
+        try:
+            while os.read(self.fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait_readable(self, fd: int) -> None:
+        """Block until `fd` is readable, running the handlers of signals as they come."""
+        import select
+
+        while True:
+            try:
+                ready, _, _ = select.select([fd, self.fd], [], [])
+            except InterruptedError:
+                continue
+            if self.fd in ready:
+                self.drain()
+            if fd in ready:
+                return
+
+
 def kill_quietly(pid: int, sig: int) -> None:
     """kill(2) that ignores a process already gone. Never 0 or -1: those are groups."""
     if pid <= 0:

@@ -55,7 +55,7 @@ import sys
 
 from rootless import running
 from rootless import signals as signal
-from rootless.launch.prefork import Helper, wait_readable
+from rootless.launch.prefork import Helper
 
 __all__ = ["Helper", "WarmP1", "connect", "spawn_if_wanted"]
 
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from typing import Protocol
 
     from rootless.config import Settings
+    from rootless.launch.protocol import SignalWakeup
 
     class Context(Protocol):  # rootless.commands.Context, which the launcher must not import
         def settings(self) -> Settings: ...
@@ -167,7 +168,7 @@ class WarmP1(Helper):
     needs the pid (settle): its work runs on the other core while we parse and resolve.
     If it refused after all, settle() forks P1 here (prefork.Helper), late but correct."""
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: _socket.socket, ctx: str) -> None:
         self.used = False
         self.sock = sock
         Helper.parent_only.add(sock.fileno())
@@ -184,7 +185,6 @@ class WarmP1(Helper):
         try:
             import array
 
-            ctx = context()
             sock.sendmsg(
                 [_request(ctx)],
                 [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", theirs).tobytes())],
@@ -245,17 +245,16 @@ class WarmP1(Helper):
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(self.pidfd, sig)
 
-    def wait(self, wakeup: int = -1) -> int:
-        """P1's wait status, from the helper (which reaped it); `wakeup`: see
-        prefork.wait_readable."""
+    def wait(self, wakeup: SignalWakeup | None = None) -> int:
+        """P1's wait status, from the helper (which reaped it)."""
         self.settle()
         if self._fallback is not None:
             return self._fallback.wait(wakeup)
         if self._status is None:
             data = b""
             while not data.endswith(b"\n"):
-                if wakeup >= 0:
-                    wait_readable(self.sock.fileno(), wakeup)
+                if wakeup is not None:
+                    wakeup.wait_readable(self.sock.fileno())
                 chunk = self.sock.recv(_STATUS_LINE)
                 if not chunk:  # the helper died: so did P1 (its parent-death signal)
                     self._status = signal.SIGKILL
@@ -264,11 +263,6 @@ class WarmP1(Helper):
             else:
                 self._status = int(data.split()[-1])
         return self._status
-
-    def close(self) -> None:
-        for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def abort(self) -> None:
         """P1 has done nothing but wait for the Launch: closing the connection is enough
@@ -282,19 +276,24 @@ class WarmP1(Helper):
         self.close()
 
 
+def peer(sock: _socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end of a unix socket (SO_PEERCRED:
+    the kernel's word, taken when the connection was made)."""
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[0:4], "little"), int.from_bytes(cred[4:8], "little")
+
+
 def helper_pid(path: str) -> int | None:
     """The pid of our helper listening at `path` (SO_PEERCRED), or None."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
-        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        pid, uid = peer(sock)
     except OSError:
         return None
     finally:
         sock.close()
-    if int.from_bytes(cred[4:8], "little") != os.getuid():
-        return None
-    return int.from_bytes(cred[0:4], "little")
+    return pid if uid == os.getuid() else None
 
 
 def connect(command: str) -> WarmP1 | None:
@@ -312,10 +311,9 @@ def connect(command: str) -> WarmP1 | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(socket_path(ctx))
-        cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-        if int.from_bytes(cred[4:8], "little") != os.getuid():
+        if peer(sock)[1] != os.getuid():
             raise PermissionError("the helper's socket belongs to another user")
-        return WarmP1(sock)
+        return WarmP1(sock, ctx)
     except OSError:
         sock.close()
         missed = True

@@ -195,8 +195,7 @@ def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
     except OSError:
         return
     helper.last_busy = time.monotonic()
-    cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    if int.from_bytes(cred[4:8], "little") != os.getuid():
+    if warm.peer(conn)[1] != os.getuid():
         conn.close()  # another user: not a word, not an fd
         return
     fds: tuple[int, ...] = ()
