@@ -200,9 +200,8 @@ def pin_base(store: Store, cfg: EnvConfig, *, pull: bool = False) -> None:
     from rootless.registry.reference import parse_reference
 
     ref = parse_reference(cfg.base)
-    pinned = f"{ref.registry}/{ref.repository}@{digest}"
     try:
-        image = cmd_pull(store, pinned, opts=TransportOptions(insecure=insecure_from_env()))
+        image = cmd_pull(store, ref.at(digest), opts=TransportOptions(insecure=insecure_from_env()))
     except ImageError as exc:  # the registry's errors and "no such manifest"
         raise type(exc)(
             f"{cfg.path}: the base {cfg.base} pinned by {cfg.root / LOCKFILE} "
@@ -270,24 +269,23 @@ def lock_doc(store: Store, cfg: EnvConfig, image: Image, key: str) -> dict[str, 
     doc["ca_bundles"] = list(image_bundles(store, image))  # rootless.env.host_ca
     if cfg.base is not None:
         base = store.resolve_image(cfg.base)
-        doc["base"] = {"ref": cfg.base, "id": f"sha256:{base.id}", "digest": _digest(store, cfg)}
+        digest = _digest(store, cfg.base, base.id)
+        doc["base"] = {"ref": cfg.base, "id": f"sha256:{base.id}", "digest": digest}
     return doc
 
 
-def _digest(store: Store, cfg: EnvConfig) -> str | None:
+def _digest(store: Store, base: str, image_id: str) -> str | None:
     """The registry digest rsbox.lock pins the base to: the one its repository served
     it under, else the manifest the image came from; None for a base never pulled."""
     from rootless.errors import UsageError
     from rootless.registry.reference import parse_reference
 
-    assert cfg.base is not None
-    base = store.resolve_image(cfg.base)
     try:
-        ref = parse_reference(cfg.base)
+        ref = parse_reference(base)
     except UsageError:  # an id or a local name
         return None
-    found = store.repo_digest(base.id, f"{ref.registry}/{ref.repository}")
-    manifest = store.image_manifest_digest(base.id)
+    found = store.repo_digest(image_id, ref.repo)
+    manifest = store.image_manifest_digest(image_id)
     return found or (f"sha256:{manifest}" if manifest else None)
 
 

@@ -505,8 +505,7 @@ async def _pull_from(
         image = await puller.pull(names)
         # Docker's RepoDigests for tag pulls too: the digest this repository served the
         # image under (what rsbox.lock pins an environment's base to: rootless.env.steps).
-        repo_digest = f"{name.registry}/{name.repository}@{puller.manifest_digest}"
-        store.add_digest_ref(name.digest_ref or repo_digest, image.id)
+        store.add_digest_ref(name.digest_ref or name.at(puller.manifest_digest), image.id)
         return image, puller.fetched
 
 

@@ -44,15 +44,24 @@ class Reference:
     def name(self) -> str:
         """The local name: registry/repository:tag (tag ``latest`` for digest-only refs
         is not invented: those get the digest's first 12 hex digits as a tag-less name)."""
-        return f"{self.registry}/{self.repository}:{self.tag or 'latest'}"
+        return f"{self.repo}:{self.tag or 'latest'}"
+
+    @property
+    def repo(self) -> str:
+        """registry/repository, as written."""
+        return f"{self.registry}/{self.repository}"
+
+    def at(self, digest: str) -> str:
+        """registry/repository@DIGEST: this repository's image with that digest."""
+        return f"{self.repo}@{digest}"
 
     @property
     def digest_ref(self) -> str | None:
         """registry/repository@sha256:... for a reference with a digest, else None."""
-        return f"{self.registry}/{self.repository}@{self.digest}" if self.digest else None
+        return self.at(self.digest) if self.digest else None
 
     def __str__(self) -> str:
-        s = f"{self.registry}/{self.repository}"
+        s = self.repo
         if self.tag:
             s += f":{self.tag}"
         if self.digest:
