@@ -60,6 +60,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+_Choice = TypeVar("_Choice", "Mode", "CRead")
 
 NAME = "librsbox-fscache.so"
 ENV = "RSBOX_FS_KERNEL_CACHE"
@@ -138,12 +141,19 @@ def _load() -> Shim:
 SHIM = _load()  # once per process: interposition is process-wide, like pyfuse3's session
 
 
+def _choice(kind: type[_Choice], name: str) -> _Choice:
+    """The member of `kind` the environment variable `name` names by its value: "0" for
+    0/off/no/false, any other word its own, the "1" member when unset or unknown."""
+    value = os.environ.get(name, "1").strip().lower()
+    try:
+        return kind("0" if value in ("0", "off", "no", "false") else value)
+    except ValueError:
+        return kind("1")
+
+
 def wanted() -> Mode:
     """The environment's choice: RSBOX_FS_KERNEL_CACHE=0/off/no, =opendir, else on."""
-    value = os.environ.get(ENV, "1").strip().lower()
-    if value in ("0", "off", "no", "false"):
-        return Mode.OFF
-    return Mode.OPENDIR if value == "opendir" else Mode.ON
+    return _choice(Mode, ENV)
 
 
 class CRead(enum.Enum):
@@ -154,10 +164,7 @@ class CRead(enum.Enum):
 
 def wanted_c_read() -> CRead:
     """RSBOX_FS_C_READ=0/off/no: READ in Python; =copy: in C without splice; else in C."""
-    value = os.environ.get(ENV_C_READ, "1").strip().lower()
-    if value in ("0", "off", "no", "false"):
-        return CRead.OFF
-    return CRead.COPY if value == "copy" else CRead.ON
+    return _choice(CRead, ENV_C_READ)
 
 
 def configure(mode: Mode, c_read: CRead | None = None) -> None:
