@@ -171,8 +171,7 @@ def serve(helper: Helper) -> None:
             helper.last_busy = time.monotonic()
         elif helper.listener is None or time.monotonic() - helper.last_busy > helper.idle:
             _stop_listening(helper, sel)
-            if not attached:
-                return
+            return  # no attached container left, none to come
         wait = CHECK_EVERY
         if not attached:
             wait = min(wait, max(0.0, helper.idle - (time.monotonic() - helper.last_busy)) + 0.01)
