@@ -26,12 +26,13 @@ from rootless.errors import HostError
 
 TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from types import ModuleType
     from typing import Any, Final
 
     from rootless import _syscalls as _c  # for mypy, its stub: _syscalls.pyi
 
-INTERFACE: Final = 3  # the INTERFACE of the _syscalls.c this module speaks to
+INTERFACE: Final = 4  # the INTERFACE of the _syscalls.c this module speaks to
 _NAME = "rootless._syscalls"
 _REINSTALL = "reinstall rsbox: ./setup.sh venv (or python -m pip install .)"
 
@@ -152,9 +153,37 @@ def join_new_session_keyring() -> None:
     _check(_c.join_session_keyring(nr), "keyctl(KEYCTL_JOIN_SESSION_KEYRING)")
 
 
-def default_libc_signals() -> None:
-    """Signals 32 and 33 to their default action (glibc's sigaction refuses them)."""
-    _check(_c.default_libc_signals(), "rt_sigaction(32, 33)")
+def default_signals() -> None:
+    """Every ignored or handled signal (32 and 33 too, which glibc's sigaction refuses) to
+    its default action, then none blocked: for a process about to execve."""
+    _check(_c.default_signals(), "rt_sigaction")
+
+
+def take_terminal(tty: int) -> None:
+    """The pty slave `tty` becomes our controlling terminal (we lead a session that has
+    none) and our stdin, stdout and stderr; `tty` itself is closed if above 2."""
+    _check(_c.take_terminal(tty), "TIOCSCTTY")
+
+
+def spawn(path: str, argv: Sequence[str], env: Mapping[str, str], terminal: int) -> int:
+    """A child in its own session (with `terminal`, if >= 0, as its controlling terminal
+    and stdio), every signal at its default action and none blocked, executing `path`:
+    its pid. OSError(errno, strerror, step) when a step failed; `step` is "execve" when
+    the command could not be executed (the child is reaped)."""
+    pid, err, step = _c.spawn(
+        os.fsencode(path),
+        [os.fsencode(a) for a in argv],
+        [os.fsencode(f"{k}={v}") for k, v in env.items()],
+        terminal,
+    )
+    if err:
+        raise OSError(err, os.strerror(err), step)
+    return pid
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit(2); -1 is RLIM_INFINITY (as in Python's resource module)."""
+    _check(_c.setrlimit(resource, soft, hard), f"setrlimit({resource})")
 
 
 def _check(ret: int, what: str) -> int:

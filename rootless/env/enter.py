@@ -178,10 +178,12 @@ def record_warm(store: Path, root_arg: str | None, cfg: EnvConfig, inputs: dict[
 
 class Warm:
     """The running container a warm entry joins (`process`: its saved process document
-    when that file is still the one `up` read, else None)."""
+    when that file is still the one `up` read, else None; `pid`: its pid 1)."""
 
-    def __init__(self, cid: str, cdir: str, agent: str, process: dict[str, Any] | None) -> None:
-        self.cid, self.cdir, self.agent, self.process = cid, cdir, agent, process
+    def __init__(
+        self, cid: str, cdir: str, agent: str, process: dict[str, Any] | None, pid: int
+    ) -> None:
+        self.cid, self.cdir, self.agent, self.process, self.pid = cid, cdir, agent, process, pid
 
 
 def warm(store: str, project: str) -> Warm | None:
@@ -207,13 +209,14 @@ def warm(store: str, project: str) -> Warm | None:
     from rootless.running import container_pid, monitor_pid
 
     mon = monitor_pid(cid)
-    if not mon or mon <= 1 or container_pid(mon) is None:
+    pid = container_pid(mon) if mon and mon > 1 else None
+    if pid is None:
         return None
     from rootless.running import PROCESS_NAME
 
     if stamp is None or _stamp(os.path.join(cdir, PROCESS_NAME)) != stamp:
         process = None
-    return Warm(cid, cdir, agent or "", process)
+    return Warm(cid, cdir, agent or "", process, pid)
 
 
 def enter(root_arg: str | None, project: str, cmd: Sequence[str]) -> int | None:
@@ -235,7 +238,7 @@ def enter(root_arg: str | None, project: str, cmd: Sequence[str]) -> int | None:
         except OSError:  # the caller's directory was removed: as from outside the project
             cwd = project
         env = passed_env(w.agent)
-        return exec_in(w.cdir, w.cid, argv, env, cwd, None, tty, True, saved=w.process)
+        return exec_in(w.cdir, w.cid, argv, env, cwd, None, tty, True, saved=w.process, pid=w.pid)
     except RsboxError as exc:
         print(exc.line(), file=sys.stderr)
         return exc.exit_code

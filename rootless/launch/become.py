@@ -26,9 +26,10 @@ capability of the container's user namespace. Container root holds CAP_KILL and,
 9. no_new_privs and the seccomp filter, last: nothing after it is rsbox's own work but
    (for exec) fork, wait and execve.
 10. With `outside=True` (exec) we are not in the container's pid namespace (setns(pid)
-   only moves our children): only now do we fork the process the container can see. It
-   starts its own session, takes the pty, and executes; we stay outside, invisible to
-   the container, and relay its exit status. Without (pid 1): we execute ourselves.
+   only moves our children): only now do we start the process the container can see. It
+   starts its own session, takes the pty, and executes (rootless.syscalls.spawn: a
+   vfork-style child that runs no Python); we stay outside, invisible to the container,
+   and relay its exit status. Without (pid 1): we execute ourselves.
 11. Right before execve: no signal ignored, none blocked (what Podman's commands start
    with). An ignore survives execve: rsbox's own (Python ignores SIGPIPE and SIGXFSZ) or
    the caller's (a script's background job ignores INT and QUIT) would reach the command,
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import stat
 
 from rootless import signals as signal  # not `signal`: see rootless.signals
@@ -55,7 +55,6 @@ from rootless.errors import (
 )
 from rootless.launch import caps as capabilities
 from rootless.launch.protocol import SUPERVISED_SIGNALS, kill_quietly, supervise_child
-from rootless.launch.terminal import take_terminal
 from rootless.record import Record
 from rootless.userdb import ExecUser, resolve_user
 
@@ -242,10 +241,10 @@ def apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
     """--pids-limit, --memory, --ulimit (see rootless.limits)."""
     for res, soft, hard in rlimits:
         try:
-            resource.setrlimit(res, (soft, hard))
-        except (ValueError, OSError) as exc:
+            sc.setrlimit(res, soft, hard)
+        except OSError as exc:
             raise RsboxError(
-                f"cannot set resource limit {res}: {exc}",
+                f"cannot set resource limit {res}: {exc.strerror}",
                 hint="a limit above your own hard limit (ulimit -H) is not allowed",
             ) from exc
 
@@ -301,25 +300,21 @@ def _seal(
     return exe, env
 
 
-def default_dispositions() -> None:
-    """Step 11: every ignored signal back to its default action, then none blocked
-    (handlers need nothing: execve resets them)."""
-    for s in signal.valid_signals():
-        if signal.getsignal(s) == signal.SIG_IGN:
-            signal.signal(s, signal.SIG_DFL)
-    sc.default_libc_signals()  # the two valid_signals() leaves out
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+def _command(proc: Process, exe: str) -> tuple[str, list[str]]:
+    """What to execute: the command, or rsbox-init EXE ARGV0 ARG... with --init (it runs
+    the command as its child)."""
+    if proc.init:
+        return INIT_PATH, ["rsbox-init", exe, *proc.argv]
+    return exe, list(proc.argv)
 
 
 def _execute(proc: Process, exe: str, env: dict[str, str]) -> NoReturn:
-    argv = list(proc.argv)
-    default_dispositions()
+    path, argv = _command(proc, exe)
+    sc.default_signals()  # step 11
     try:
-        if proc.init:  # rsbox-init EXE ARGV0 ARG...: it runs the command as its child
-            os.execve(INIT_PATH, ["rsbox-init", exe, *argv], env)
-        os.execve(exe, argv, env)
+        os.execve(path, argv, env)
     except OSError as exc:
-        raise exec_failure(argv[0], exc) from exc
+        raise exec_failure(proc.argv[0], exc) from exc
 
 
 def become(
@@ -336,18 +331,19 @@ def become(
     exe, env = _seal(proc, error_fd, terminal, learning)
     if not outside:
         if terminal >= 0:
-            take_terminal(terminal)
+            sc.take_terminal(terminal)
         _execute(proc, exe, env)
     # The guard (exec.py armed it as our parent-death signal) and the forwarded signals
-    # are held from here on (supervise_child takes them); the child gets the mask back.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
-    pid = os.fork()
-    if pid == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.setsid()  # its own session, in the container's pid namespace
-        if terminal >= 0:
-            take_terminal(terminal)
-        _execute(proc, exe, env)
+    # are held from here on (supervise_child takes them); the child starts with none
+    # blocked and every signal at its default action (step 11).
+    signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISED_SIGNALS)
+    path, argv = _command(proc, exe)
+    try:
+        pid = sc.spawn(path, argv, env, terminal)  # its own session, in our pid namespace
+    except OSError as exc:
+        if exc.filename != "execve":
+            raise
+        raise exec_failure(proc.argv[0], exc) from exc
     if terminal >= 0:
         os.close(terminal)
     os._exit(supervise_child(pid, lambda: kill_quietly(pid, signal.SIGKILL)))

@@ -293,16 +293,19 @@ def exec_in(
     tty: bool,
     interactive: bool,
     saved: dict[str, Any] | None = None,
+    pid: int | None = None,
 ) -> int:
     """`rsbox exec`: the process pid 1 became (its environment, user, working directory,
     capabilities, limits, id map and seccomp filter, saved by the launch that started it:
     rootless.lifecycle.save_process), with this command and these flags. `saved`: that
     file's document when the caller has it already (rootless.env.enter keeps one, to
-    spare the lean entry the json module)."""
-    from rootless.running import container_pid, monitor_pid
+    spare the lean entry the json module); `pid`: the container's pid 1, when the caller
+    has just found it from the monitor (rootless.env.enter.warm)."""
+    if pid is None:
+        from rootless.running import container_pid, monitor_pid
 
-    mon = monitor_pid(cid)
-    pid = container_pid(mon) if mon and mon > 1 else None
+        mon = monitor_pid(cid)
+        pid = container_pid(mon) if mon and mon > 1 else None
     if pid is None:
         raise ContainerError(
             f"container {cid[:12]} is not running", hint=f"start it: rsbox start {cid[:12]}"

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
-import termios
+import sys
 
 from rootless.record import Record
 
@@ -19,9 +18,12 @@ TYPE_CHECKING = False  # `exec` imports this module: no typing (rootless.record)
 if TYPE_CHECKING:
     from typing import Any
 
-# <asm-generic/ioctls.h>; Python's termios module lacks them.
+# <asm-generic/ioctls.h>; Python's termios module lacks them. Neither termios nor struct
+# is imported at the top: `exec` and every shim import this module, and the two cost
+# ~0.5 ms of their start (a terminal's P0 imports termios when it needs it).
 _TIOCGPTN = 0x80045430
 _TIOCSPTLCK = 0x40045431
+_INT = 4  # bytes of the C int these ioctls read and write
 
 
 class Stdio(Record):
@@ -65,20 +67,10 @@ def open_pty(root: str) -> tuple[int, int]:
     """(master, slave) of a new pty of the devpts instance under `root` (the container's
     rootfs before pivot_root, or "/" after joining its mount namespace)."""
     master = os.open(os.path.join(root, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, struct.pack("I", 0)))[0]
+    fcntl.ioctl(master, _TIOCSPTLCK, bytes(_INT))
+    n = int.from_bytes(fcntl.ioctl(master, _TIOCGPTN, bytes(_INT)), sys.byteorder)
     slave = os.open(os.path.join(root, f"dev/pts/{n}"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     return master, slave
-
-
-def take_terminal(slave: int) -> None:
-    """The pty `slave` becomes the controlling terminal of our session (we lead one that
-    has none) and stdin, stdout, stderr (Docker: with -t the pty is stdin too)."""
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
 
 
 class raw_terminal:  # used as a function: `with raw_terminal(on):`
@@ -92,6 +84,7 @@ class raw_terminal:  # used as a function: `with raw_terminal(on):`
 
     def __enter__(self) -> None:
         if self.enabled and os.isatty(0):
+            import termios  # P0's, on the host: see _TIOCGPTN
             import tty
 
             self.saved = termios.tcgetattr(0)
@@ -99,4 +92,6 @@ class raw_terminal:  # used as a function: `with raw_terminal(on):`
 
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
+            import termios
+
             termios.tcsetattr(0, termios.TCSADRAIN, self.saved)

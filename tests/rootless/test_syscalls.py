@@ -133,3 +133,76 @@ def test_exec_path_loads_the_extension_not_ctypes() -> None:
     bare = run(os.path.realpath(sys.executable))  # the venv's base interpreter: no rsbox
     assert bare.startswith("rsbox: error: rootless._syscalls is not built"), bare
     assert bare.endswith("(hint: reinstall rsbox: ./setup.sh venv (or python -m pip install .))")
+
+
+# The state spawn() must not pass on: the caller's ignores (SIGINT, as a script's
+# background job has; SIGPIPE, as Python sets), a blocked signal, a handler (SIGUSR2).
+_SPAWN_PROBE = """
+import os, signal, sys
+from rootless import syscalls as sc
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGUSR2, lambda *_: None)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+argv = ["/bin/grep", "-E", "^(Pid|NSsid|Sig(Ign|Blk)):", "/proc/self/status"]
+if sys.argv[1] == "spawn":
+    pid = sc.spawn(argv[0], argv, {"PATH": "/usr/bin:/bin"}, -1)
+else:  # the control: fork and exec as Python would, keeping the caller's state
+    pid = os.fork()
+    if pid == 0:
+        os.execve(argv[0], argv, {"PATH": "/usr/bin:/bin"})
+_, status = os.waitpid(pid, 0)
+print("Caller:", os.getsid(0), sep=chr(9))
+print("Status:", status, sep=chr(9))
+"""
+
+
+def _spawn_probe(how: str) -> dict[str, str]:
+    """The exec'd command's /proc/self/status lines, and the caller's session and status."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SPAWN_PROBE, how], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(line.split(":\t") for line in out.splitlines())
+
+
+def test_spawn_starts_a_clean_session_leader() -> None:
+    control = _spawn_probe("fork")
+    # The probe sees what the caller set: SIGINT (bit 1) and SIGPIPE (bit 12) ignored,
+    # SIGUSR1 (bit 9) blocked, and a session shared with the caller.
+    assert int(control["SigIgn"], 16) & (1 << 1 | 1 << 12) == (1 << 1 | 1 << 12)
+    assert int(control["SigBlk"], 16) & (1 << 9)
+    assert control["NSsid"] == control["Caller"]
+    spawned = _spawn_probe("spawn")
+    assert int(spawned["SigIgn"], 16) == 0
+    assert int(spawned["SigBlk"], 16) == 0
+    assert spawned["NSsid"] == spawned["Pid"] != spawned["Caller"]
+    assert spawned["Status"] == "0"
+
+
+def test_spawn_that_cannot_execute_says_so_and_leaves_no_child(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    for path, code in ((tmp_path / "missing", errno.ENOENT), (script, errno.EACCES)):
+        with pytest.raises(OSError) as exc:
+            sc.spawn(str(path), [path.name], {}, -1)
+        assert (exc.value.errno, exc.value.filename) == (code, "execve")
+        with pytest.raises(ChildProcessError):  # reaped already: no zombie for the caller
+            os.waitpid(-1, os.WNOHANG)
+    pid = sc.spawn("/bin/true", ["true"], {}, -1)  # the control: the same call works
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_setrlimit_sets_and_refuses_with_the_kernels_word() -> None:
+    probe = (
+        "import resource\nfrom rootless import syscalls as sc\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "sc.setrlimit(resource.RLIMIT_NOFILE, 64, hard)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (64, hard))\n"
+        "try:\n    sc.setrlimit(resource.RLIMIT_NOFILE, 64, resource.RLIM_INFINITY)\n"
+        "except OSError as e:\n    print(e.errno, e.filename)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "True"
+    if os.geteuid() != 0:  # root may raise its hard limit
+        assert out[1:] == [str(errno.EPERM), f"setrlimit({__import__('resource').RLIMIT_NOFILE})"]
