@@ -11,7 +11,8 @@ import ctypes
 import functools
 
 # Bump when the BPF the compiler emits for the same profile changes.
-COMPILER_VERSION = 2  # 2: ENOSYS for ABIs a profile does not list (compiler rule 7)
+# 2: ENOSYS for ABIs a profile does not list (compiler rule 7); 3: a binary tree
+COMPILER_VERSION = 3
 
 
 class _Version(ctypes.Structure):

@@ -281,6 +281,12 @@ def compile_profile(profile: Profile, host: Host | None = None) -> bytes | None:
     # Rule 7: an ABI left out of `arches` (for x86_64's x32: a number with bit 30 set) gets
     # ENOSYS rather than libseccomp's default, a SIGSYS kill.
     filt.set_attr(pyseccomp.Attr.ACT_BADARCH, FOREIGN_ABI_ACTION)
+    # A binary tree of syscall numbers, not libseccomp's default linear chain: the kernel
+    # emulates the filter for every syscall number when it is installed (the bitmap of
+    # syscalls allowed whatever their arguments), so a chain's length is paid on every
+    # `run` and `exec`. Installing the default profile: 446 instructions in 0.76 ms ->
+    # 523 in 0.42 ms (a one-instruction filter: 0.16 ms), measured here.
+    filt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
 
     by_number: dict[int, int] = {}
     for rule in live:
