@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rootless.env.enter import CONFIG_NAME, DEVCONTAINER_NAME
+from rootless.env.enter import find_project as nearest_project
 from rootless.errors import ConfigError
 
-FILENAME = "rsbox.toml"
-DEVCONTAINER = ".devcontainer/devcontainer.json"
+FILENAME = CONFIG_NAME  # the names and the walk up are the lean entry's (enter.py)
+DEVCONTAINER = DEVCONTAINER_NAME
 KEYS: Mapping[str, tuple[str, ...]] = {
     "env": ("name", "base", "containerfile", "auto_rebuild"),
     "build": ("apt", "run", "pip", "npm"),
@@ -110,12 +112,11 @@ class EnvConfig:
 def find_project(start: Path) -> Path:
     """The nearest directory at or above `start` that holds rsbox.toml or
     .devcontainer/devcontainer.json (rsbox.toml wins where a directory has both)."""
-    start = start.absolute()
-    for d in (start, *start.parents):
-        if (d / FILENAME).is_file() or (d / DEVCONTAINER).is_file():
-            return d
+    root = nearest_project(str(start))
+    if root is not None:
+        return Path(root)
     raise ConfigError(
-        f"no {FILENAME} or {DEVCONTAINER} in {start} or any directory above it",
+        f"no {FILENAME} or {DEVCONTAINER} in {start.absolute()} or any directory above it",
         hint="run `rsbox env init` in the project's directory",
     )
 

@@ -47,7 +47,11 @@ if TYPE_CHECKING:
 
     from rootless.env.config import EnvConfig
 
-CONFIG_NAME = "rsbox.toml"  # rootless.env.config.FILENAME, without importing tomllib
+# A project's config, in the order one wins over the other: rootless.env.config reads
+# these names from here (find_project too), so the lean entry needs neither tomllib nor
+# pathlib to find a project.
+CONFIG_NAME = "rsbox.toml"
+DEVCONTAINER_NAME = ".devcontainer/devcontainer.json"
 WARM_DIR = "env-warm"
 LOGIN_SHELL = ("/bin/sh", "-l")
 
@@ -265,11 +269,12 @@ def shim(project: str, root_arg: str | None, cli: Sequence[str], tool: str) -> N
 
 
 def find_project(start: str) -> str | None:
-    """rootless.env.config.find_project without pathlib: the nearest directory at or
-    above `start` holding rsbox.toml."""
+    """The nearest directory at or above `start` that holds rsbox.toml or
+    .devcontainer/devcontainer.json (rootless.env.config.find_project is this rule, with
+    pathlib and its error)."""
     d = os.path.abspath(start)
     while True:
-        if os.path.isfile(os.path.join(d, CONFIG_NAME)):
+        if any(os.path.isfile(os.path.join(d, n)) for n in (CONFIG_NAME, DEVCONTAINER_NAME)):
             return d
         parent = os.path.dirname(d)
         if parent == d:

@@ -264,3 +264,30 @@ def test_on_a_terminal_a_login_shell_and_ctrl_c_is_130(project: Project) -> None
             proc.kill()
             proc.wait()
             os.close(master)
+
+
+def test_a_devcontainer_json_project_enters_lean_too(
+    rsbox: Rsbox, busybox: str, tmp_path: Path
+) -> None:
+    """devcontainer.json is found by the same walk up as rsbox.toml (from a subdirectory
+    here), and its warm container is joined without the full CLI."""
+    root = tmp_path / "dc"
+    (root / ".devcontainer").mkdir(parents=True)
+    (root / ".devcontainer" / "devcontainer.json").write_text(
+        f'{{"image": "{busybox}", "containerEnv": {{"GREETING": "from devcontainer.json"}}}}'
+    )
+    sub = root / "src"
+    sub.mkdir()
+    p = Project(rsbox, root)
+    p.cli("env", "trust", cwd=sub)
+    p.cli("env", "build", cwd=sub)
+    shell = [*rsbox.argv("shell", "sh", "-c", WAIT)]
+    try:
+        assert p.path_taken(shell) == "full"  # cold: the full CLI starts the container
+        assert p.path_taken(shell) == "lean"
+        out = p.run(rsbox.argv("shell", "sh", "-c", 'pwd; echo "$GREETING"'), cwd=sub)
+        assert (out.returncode, out.stdout) == (0, f"{sub}\nfrom devcontainer.json\n".encode())
+        p.cli("env", "down", cwd=sub)
+        assert p.path_taken(shell) == "full"  # control: stopped, the same call misses
+    finally:
+        p.cli("env", "down", cwd=sub)
