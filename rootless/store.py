@@ -336,6 +336,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def random_hex(nbytes: int) -> str:
+    """secrets.token_hex's os.urandom bytes, without importing secrets: its hmac imports
+    hashlib, which loads OpenSSL (~3 ms of every `run`; policies.program_cache has the
+    figure). Container ids, volume names."""
+    return os.urandom(nbytes).hex()
+
+
 def rmtree_forcefully(path: Path) -> None:
     """Remove a tree the user owns even where directories lack u+rwx (mode 000 dirs in
     an upper layer). Never follows symlinks (shutil.rmtree's fd-based implementation)."""
@@ -1319,9 +1326,7 @@ class Store:
                 f"invalid container name {name!r}",
                 hint="use letters, digits and . _ - (starting with a letter or digit)",
             )
-        # os.urandom, as secrets.token_hex does, without secrets' import of hmac and
-        # hashlib, which loads OpenSSL (policies.program_cache has the figure).
-        cid = os.urandom(32).hex()
+        cid = random_hex(32)
         work = self.mkdtemp("container-")
         local = self._local_upper_dir()
         try:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,7 +44,7 @@ from rootless.errors import UsageError, VolumeError
 from rootless.lifecycle import CONFIG_NAME, atomic_write_json, now, read_json
 from rootless.mountspec import check_volume_name
 from rootless.runspec import Volume
-from rootless.store import Container, Store, rmtree_forcefully
+from rootless.store import Container, Store, random_hex, rmtree_forcefully
 
 RECORD = "volume.json"
 DATA = "_data"
@@ -135,7 +134,7 @@ class Volumes:
     ) -> tuple[VolumeRecord, bool]:
         """Make the volume unless it exists (Docker's `volume create` of an existing name
         is no error). Returns it and whether this call made it."""
-        name = secrets.token_hex(32) if name is None else check_volume_name(name)
+        name = random_hex(32) if name is None else check_volume_name(name)
         existing = self.find(name)
         if existing is not None:
             return existing, False
@@ -180,7 +179,7 @@ class Volumes:
         """Remove a volume no container uses; returns the bytes it held."""
         from rootless.housekeeping import disk_usage
 
-        gone = self.store.tmp / f"gone-volume-{secrets.token_hex(8)}"
+        gone = self.store.tmp / f"gone-volume-{random_hex(8)}"
         with self.store.lock():
             self.get(name)
             users = self.users().get(name)
@@ -232,8 +231,7 @@ def name_anonymous(volumes: Iterable[Volume], image_paths: Iterable[str]) -> tup
         if p.startswith("/") and os.path.normpath(p) not in targets
     ]
     return tuple(
-        replace(v, name=secrets.token_hex(32)) if v.kind == "volume" and not v.name else v
-        for v in mine
+        replace(v, name=random_hex(32)) if v.kind == "volume" and not v.name else v for v in mine
     )
 
 

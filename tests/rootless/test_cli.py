@@ -94,3 +94,18 @@ print(json.dumps(sorted(sys.modules)))
     assert exec_path & heavy == set()
     assert "rootless._syscalls" in exec_path
     assert loaded("ps") & heavy == heavy  # fakeroot imports socket
+
+
+def test_runs_path_loads_no_openssl() -> None:
+    """`run` names containers and volumes with os.urandom (rootless.store.random_hex):
+    `secrets` would import hmac and hashlib, whose _hashlib loads OpenSSL on every start.
+    The same probe sees _hashlib once `secrets` is imported, so that it can tell."""
+    probe = "import sys, {}; print('_hashlib' in sys.modules)"
+    run_path = "rootless.launch.gather, rootless.launch.p0, rootless.volumes, rootless.store"
+
+    def loads_openssl(modules: str) -> str:
+        argv = [sys.executable, "-c", probe.format(modules)]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert loads_openssl(run_path + ", policies.program_cache") == "False"
+    assert loads_openssl(run_path + ", secrets") == "True"
