@@ -57,10 +57,12 @@ import ctypes
 import enum
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from fs.built import installed_copies
+from fs.knobs import is_off
 
 _Choice = TypeVar("_Choice", "Mode", "CRead")
 
@@ -98,18 +100,13 @@ class Shim:
     late: bool = False  # pyfuse3 was loaded first: this process's session cannot be wrapped
 
 
-def _candidates() -> Iterator[Path]:
-    yield Path(__file__).with_name(NAME)
-    for entry in sys.path:  # the installed copy when `fs` comes from a checkout
-        yield Path(entry or ".", "fs", NAME).absolute()
-
-
 def _load() -> Shim:
     late = "pyfuse3" in sys.modules
     failures: list[str] = []
-    for path in _candidates():
-        if not path.is_file():
+    for found in installed_copies(os.path.dirname(__file__), "fs", [NAME]):
+        if not os.path.isfile(found):
             continue
+        path = Path(found)
         try:
             lib = ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL | os.RTLD_NOW)
         except OSError as exc:
@@ -146,7 +143,7 @@ def _choice(kind: type[_Choice], name: str) -> _Choice:
     0/off/no/false, any other word its own, the "1" member when unset or unknown."""
     value = os.environ.get(name, "1").strip().lower()
     try:
-        return kind("0" if value in ("0", "off", "no", "false") else value)
+        return kind("0" if is_off(value) else value)
     except ValueError:
         return kind("1")
 

@@ -41,13 +41,10 @@ def _installed_copies() -> list[str]:
     """Where a checkout finds the extension of the rsbox installed in its environment."""
     from _frozen_importlib_external import EXTENSION_SUFFIXES
 
-    # Under -S, sys.prefix is not yet the venv's (site sets it): the venv is the
-    # interpreter's grandparent directory (VENV/bin/python).
-    lib = os.path.join("lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
-    prefixes = (os.path.dirname(os.path.dirname(sys.executable)), sys.prefix)
-    dirs = [os.path.abspath(e or ".") for e in sys.path]
-    dirs += [os.path.join(p, lib, "site-packages") for p in prefixes]
-    return [os.path.join(d, "rootless", "_syscalls" + x) for d in dirs for x in EXTENSION_SUFFIXES]
+    from fs.built import installed_copies
+
+    names = ["_syscalls" + x for x in EXTENSION_SUFFIXES]
+    return installed_copies(os.path.dirname(__file__), "rootless", names)
 
 
 def _load() -> ModuleType:

@@ -53,6 +53,7 @@ import contextlib
 import os
 import sys
 
+from fs.knobs import is_off
 from rootless import running
 from rootless import signals as signal
 from rootless.launch.prefork import Helper
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
         def settings(self) -> Settings: ...
 
 
-OFF_WORDS = ("0", "false", "no", "off")
 ENV_KNOB = "RSBOX_WARM_HELPER"
 IDLE_ENV = "RSBOX_WARM_IDLE"
 DEFAULT_IDLE = 600.0  # a pause in a working session; idle, a helper holds ~29 MB RSS
@@ -83,7 +83,7 @@ missed = False
 
 
 def enabled(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    return env.get(ENV_KNOB, "1").strip().lower() not in OFF_WORDS
+    return not is_off(env.get(ENV_KNOB, "1"))
 
 
 def _read(path: str) -> str:
