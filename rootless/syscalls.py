@@ -1,8 +1,9 @@
 """The kernel-facing calls rsbox needs and Python 3.11 lacks.
 
 Each wrapper is a few lines: make the call through rootless._syscalls (our C extension:
-one call each, -errno on failure; see rootless/_syscalls.c for why not ctypes), check
-the result, raise `OSError(errno, strerror, what)`. Nothing here decides anything; the
+one call each, -errno on failure, but for the three fixed sequences said there; see
+rootless/_syscalls.c for why not ctypes), check the result, raise `OSError(errno,
+strerror, what)`. Nothing here decides anything; the
 order of the calls (which is where the kernel bites) is explained where they are made
 (rootless/launch/).
 
