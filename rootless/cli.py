@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
+def main(argv: Sequence[str] | None = None, *, warm: bool = True) -> NoReturn:
+    """`warm`: a `run` may be done by the warm helper in our stead (rootless.launch.warm);
+    False in the helper's own warm P0, which is that."""
     from rootless.aliases import command_of, expand
 
     # Docker's management forms (`container ls`, `image rm`) are the plain verbs.
@@ -27,13 +29,21 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         from rootless.env.enter import shell_fast
 
         shell_fast(args)
+    if command == "run" and warm:
+        # First thing: the whole command by the warm helper, whose imports are done
+        # (rootless.launch.warm); on a miss, here as before.
+        from rootless.launch.warm import delegate
+
+        code = delegate(args)
+        if code is not None:
+            os._exit(code)
     helper = ctx = None
     if command in ("run", "start"):
-        # First thing: P1 from the warm helper, else forked to import the FUSE server while
-        # we do the rest (rootless.launch.warm, rootless.launch.prefork).
-        from rootless.launch import warm
+        # P1 forked first thing, to import the FUSE server while we do the rest
+        # (rootless.launch.prefork; in a warm P0 it has nothing left to import).
+        from rootless.launch.prefork import Helper
 
-        helper = warm.connect(command) or warm.Helper()
+        helper = Helper()
     from rootless.commands import Context, build_parser
     from rootless.errors import RsboxError
 
@@ -51,11 +61,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     finally:
         if helper is not None and not helper.used:
             helper.abort()
-    if helper is not None:
-        from rootless.launch import warm
+    if command == "run" and warm:
+        from rootless.launch.warm import missed, spawn_if_wanted
 
-        if warm.missed:
-            warm.spawn_if_wanted(ctx)  # for the next run; ours has ended
+        if missed:
+            spawn_if_wanted(ctx)  # for the next run; ours has ended
     sys.stdout.flush()
     if helper is not None or command == "exec":
         # `run`, `exec`: the work is done and nothing is left to close; skip the

@@ -19,7 +19,7 @@ leave a default in place.
     seccomp = "default"                   # as --security-opt seccomp=: a name or a path
     log-driver = "json-file"              # the only one rsbox writes
     log-opts = { max-size = "10m", max-file = 3 }   # as --log-opt (Docker's daemon.json)
-    warm-helper = false                   # no per-user helper forking warm FUSE servers
+    warm-helper = false                   # no per-user helper doing `run` warm
                                           # (rootless.launch.warm; RSBOX_WARM_HELPER=0)
 
 Reading the files costs nothing when there are none: ``tomllib`` is imported only for a

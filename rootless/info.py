@@ -266,7 +266,7 @@ def _fs_cache() -> Check:
 
 
 def _warm() -> Check:
-    """Whether `rsbox run` gets its FUSE server from the warm helper (rootless.launch.warm)."""
+    """Whether `rsbox run` is done by the warm helper (rootless.launch.warm)."""
     from rootless.config import load_settings
     from rootless.errors import RsboxError
     from rootless.launch import warm

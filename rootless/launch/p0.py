@@ -7,8 +7,8 @@ when asked, forwards the user's signals, and relays the exit status or the error
 * An unprivileged P0 can write a single-id map for its child itself (after "deny" to
   setgroups); a full 0-65535 map needs the setuid newuidmap/newgidmap. Both run while P1
   waits on a pipe, because a map written after P1 used its ids would be too late.
-* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork; a P1 from the
-  warm helper is killed by the helper when our connection closes: warm.py), and P2 kills
+* P1 dies with us (its parent-death signal is SIGKILL, armed in prefork; a warm P0 is
+  killed by the helper when its CLI's connection closes: warm.py), and P2 kills
   the container's pid 1 when P1 dies (p2.py): a `kill -9` of this process ends the
   container. Detached, P1 leaves our session and becomes the container's owner.
 """
@@ -75,7 +75,6 @@ def run(helper: Helper, launch: Launch) -> int:
     """P0 with P1 forked: hand P1 the launch, write its maps, wait. Returns the
     container command's exit status, or raises what P1..P3 reported."""
     helper.used = True
-    helper.settle()  # a warm P1 (rootless.launch.warm), or the fork here if it refused
     grace = None if launch.spec.detach else slurm.term_grace(os.environ)
     if grace is not None:
         sc.set_child_subreaper()  # pasta stays in the job's process tree (rootless.slurm)
@@ -94,8 +93,6 @@ def run(helper: Helper, launch: Launch) -> int:
                 signal.SIGALRM, lambda _s, _f: helper.kill(signal.SIGKILL)
             )
         try:
-            if launch.spec.detach:
-                helper.let_go()
             with open(helper.launch_w, "wb", closefd=False) as f:
                 pickle.dump(launch, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.close(helper.launch_w)

@@ -193,10 +193,10 @@ def main(pipes: Pipes) -> None:
 def _new_keyring() -> None:
     """The container gets a session keyring of its own, as runc gives it (Docker,
     Podman): the caller's (Kerberos tickets in a KEYRING: cache, say) never reaches it,
-    and a P1 forked by the warm helper does not hand on the helper's, which may be a
-    login session's that has ended (revoked: keyctl says EKEYREVOKED). Each keyring
-    counts against the user's key quota (kernel.keys.maxkeys, 200): past it, the
-    inherited one stays."""
+    and a P1 forked by a warm P0 (rootless.launch.warm) does not hand on the helper's,
+    which may be a login session's that has ended (revoked: keyctl says EKEYREVOKED).
+    Each keyring counts against the user's key quota (kernel.keys.maxkeys, 200): past
+    it, the inherited one stays."""
     with contextlib.suppress(OSError):
         sc.join_new_session_keyring()
 

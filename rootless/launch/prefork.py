@@ -69,9 +69,6 @@ def lean_imports() -> Iterator[None]:
 class Helper:
     """P1 and the pipes between it and P0."""
 
-    # fds of P0's that no P1 forked here may keep (a warm helper's connection: warm.WarmP1)
-    parent_only: set[int] = set()  # noqa: RUF012 - one set for the process, on purpose
-
     def __init__(self) -> None:
         self.used = False
         self.err_r, err_w = os.pipe2(os.O_CLOEXEC)  # P1..P3 -> P0: one JSON error line
@@ -83,7 +80,7 @@ class Helper:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w, *self.parent_only):
+            for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
                 os.close(fd)
             _p1(p0, launch_r, ready_w, go_r, err_w)
         for fd in (err_w, ready_w, go_r, launch_r):
@@ -94,9 +91,6 @@ class Helper:
         for fd in (self.err_r, self.ready_r, self.go_w, self.launch_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-    def settle(self) -> None:
-        """P1 exists (a warm helper's answer may still be on its way: warm.WarmP1)."""
 
     def kill(self, sig: int) -> None:
         kill_quietly(self.pid, sig)
@@ -110,10 +104,6 @@ class Helper:
             finally:
                 os.close(pidfd)
         return os.waitpid(self.pid, 0)[1]
-
-    def let_go(self) -> None:
-        """Detached: P1 is the monitor from now on and outlives us (it drops its
-        parent-death signal itself)."""
 
     def abort(self) -> None:
         """P1 has done nothing but import (or is being torn down): kill and reap it."""

@@ -1,24 +1,27 @@
-"""The warm helper: one per user and context (rootless.launch.warm), started on demand
-by a `rsbox run` that missed it, never by root. It imports what P1 needs once, then
-forks a P1 per request from a P0, which from there on is today's P1 (p1.main: the user
-namespace, the mounts, P2, the sealed tree).
+"""The warm helper's server: one per user and context (rootless.launch.warm), started on
+demand by a `rsbox run` that missed it, never by root. Its process (rootless.warm_helper)
+imports what `run` needs once, the CLI's modules and P1's, then forks a "warm P0" per
+request, which takes on the caller's process context and runs its command line as the
+CLI would have (and forks its P1 from there: p1.main, the user namespace, the mounts,
+P2, the sealed tree).
 
 * The socket: `$XDG_RUNTIME_DIR/rsbox/warm-<hash of the context>.sock` (else
   /tmp/rsbox-<uid>, as rootless.running), in a directory private to us, made with umask
   077 (mode 0700 minus nothing more); every connection's SO_PEERCRED uid must be ours,
   or it is closed unread.
 * The code: the package's files (path, size, mtime) are noted at start and looked at
-  again at each request; if they changed (an upgrade, an edit) the helper refuses (P0
-  forks its P1 itself), stops listening and exits once its containers are done. The
-  config file's `[run] warm-helper = false` and RSBOX_WARM_HELPER=0 (P0's environment)
-  are read at each request too.
+  again at each request; if they changed (an upgrade, an edit) the helper refuses (the
+  CLI runs the command itself), stops listening and exits once its warm P0s are done.
+  The config file's `[run] warm-helper = false` and RSBOX_WARM_HELPER=0 (the CLI's
+  environment) are read at each request too.
 * Its lifetime: it exits after RSBOX_WARM_IDLE seconds (600 by default: a pause in a
-  working session) with no foreground container; when its socket is no longer its own
-  (removed, or replaced by a newer helper); never while a foreground P1 runs, since those
-  die with it (their parent-death signal is SIGKILL, as they died with P0 before).
+  working session) with no warm P0 running; when its socket is no longer its own
+  (removed, or replaced by a newer helper); never while a warm P0 runs, since those die
+  with it (their parent-death signal is SIGKILL, as a P0 died with its CLI before). A
+  detached container's monitor outlives its warm P0 and is not ours to wait for.
 * Single-threaded (selectors on the listening socket, the connections and the children's
-  pidfds): a P1 must be forked from a process without threads, since it is about to
-  unshare(CLONE_NEWUSER).
+  pidfds): a warm P0 forks its P1, which must be forked from a process without threads,
+  since it is about to unshare(CLONE_NEWUSER).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import resource
 import selectors
 import signal
 import socket
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rootless.launch import warm
@@ -42,12 +45,16 @@ CHECK_EVERY = 5.0  # seconds between looks at our socket and idle time
 
 @dataclass
 class Child:
-    """One P1 and the P0 that asked for it."""
+    """One warm P0 and the connection of the CLI that asked for it."""
 
     pid: int
     pidfd: int
     conn: socket.socket | None
-    detached: bool = False
+
+
+# The command line a warm P0 runs (rootless.warm_helper: the CLI's, which this
+# module, the launcher's, must not import). It does not return.
+Entry = Callable[[list[str]], None]
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Helper:
     context: str
     stamp: tuple[tuple[str, int, int], ...]
     idle: float
+    entry: Entry
     children: dict[int, Child] = field(default_factory=dict)  # by pidfd
     last_busy: float = field(default_factory=time.monotonic)
 
@@ -80,8 +88,9 @@ def code_stamp() -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def _preload() -> None:
-    """What P1 imports (p1.main, supervise, the FUSE server and its C shim), once."""
+def _preload(more: Callable[[], None]) -> None:
+    """What P1 imports (p1.main, supervise, the FUSE server and its C shim) and `more`
+    (the CLI's), once."""
     from rootless.launch.prefork import lean_imports
 
     gc.disable()
@@ -90,6 +99,8 @@ def _preload() -> None:
         import fs.union  # noqa: F401
         import rootless.launch.p1
         import rootless.launch.supervise  # noqa: F401
+
+        more()
     gc.freeze()
     gc.enable()
 
@@ -118,13 +129,15 @@ def _listen(path: str) -> tuple[socket.socket, int] | None:
     return sock, os.stat(path).st_ino
 
 
-def main() -> None:
+def main(entry: Entry, preload: Callable[[], None]) -> None:
+    """Serve until idle: each request's warm P0 runs `entry(its args)`; `preload` imports
+    what those need."""
     os.closerange(3, 1 << 20)  # nothing of our parent's
     os.chdir("/")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     stamp = code_stamp()  # before the imports: a file changed meanwhile is a change
-    _preload()
+    _preload(preload)
     ctx = warm.context()
     path = warm.socket_path(ctx)
     bound = _listen(path)
@@ -134,7 +147,7 @@ def main() -> None:
         idle = float(os.environ.get(warm.IDLE_ENV) or warm.DEFAULT_IDLE)
     except ValueError:
         idle = warm.DEFAULT_IDLE
-    helper = Helper(bound[0], path, bound[1], ctx, stamp, idle)
+    helper = Helper(bound[0], path, bound[1], ctx, stamp, idle, entry)
     serve(helper)
 
 
@@ -166,14 +179,13 @@ def serve(helper: Helper) -> None:
     assert helper.listener is not None
     sel.register(helper.listener, selectors.EVENT_READ, "accept")
     while True:
-        attached = [c for c in helper.children.values() if not c.detached]
-        if attached:
+        if helper.children:
             helper.last_busy = time.monotonic()
         elif helper.listener is None or time.monotonic() - helper.last_busy > helper.idle:
             _stop_listening(helper, sel)
-            return  # no attached container left, none to come
+            return  # no warm P0 left, none to come
         wait = CHECK_EVERY
-        if not attached:
+        if not helper.children:
             wait = min(wait, max(0.0, helper.idle - (time.monotonic() - helper.last_busy)) + 0.01)
         events = sel.select(wait)
         for key, _ in events:
@@ -182,7 +194,7 @@ def serve(helper: Helper) -> None:
             elif key.data == "pidfd":
                 _reap(helper, sel, key.fd)
             else:
-                _from_p0(helper, sel, key.data)
+                _from_cli(helper, sel, key.data)
         if helper.listener is not None and not events and _stale(helper):
             _stop_listening(helper, sel)  # replaced, removed, or our code changed
 
@@ -210,7 +222,7 @@ def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
             return
         pid = os.fork()
         if pid == 0:
-            _p1(conn, req)
+            _warm_p0(conn, req, helper.entry)
         pidfd = os.pidfd_open(pid)
         os.set_inheritable(pidfd, False)
         child = Child(pid, pidfd, conn)
@@ -227,8 +239,8 @@ def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
 
 @dataclass(frozen=True)
 class Request:
-    """What a P0 sends (warm._request), parsed once: its process context and what its P1
-    must inherit, and the fds (stdio, cwd, then the four pipes of prefork.Helper)."""
+    """What a CLI sends (warm._request), parsed once: its process context and what its
+    warm P0 must inherit, its command line, and the fds (stdio, cwd)."""
 
     context: str
     env: dict[str, str]
@@ -238,12 +250,13 @@ class Request:
     blocked: frozenset[int]
     affinity: frozenset[int]
     argv: tuple[str, ...]
+    args: tuple[str, ...]
     fds: tuple[int, ...]
 
     @classmethod
     def parse(cls, data: bytes, fds: list[int]) -> Request:
         doc = ast.literal_eval(data.decode())
-        if not isinstance(doc, dict) or len(fds) != 8:
+        if not isinstance(doc, dict) or len(fds) != warm.STDIO_AND_CWD:
             raise ConnectionError("bad request")
         env = doc["env"]
         limits = doc["rlimits"]
@@ -260,6 +273,7 @@ class Request:
             blocked=frozenset(int(x) for x in doc["blocked"]),
             affinity=frozenset(int(x) for x in doc["affinity"]),
             argv=tuple(str(x) for x in doc["argv"]),
+            args=tuple(str(x) for x in doc["args"]),
             fds=tuple(fds),
         )
 
@@ -311,27 +325,25 @@ def _refusal(helper: Helper, req: Request) -> str:
     return ""
 
 
-def _p1(conn: socket.socket, req: Request) -> None:
-    """The forked child: take on P0's process context, then be P1 (prefork._p1)."""
+def _warm_p0(conn: socket.socket, req: Request, entry: Entry) -> None:
+    """The forked child: take on the CLI's process context, then run its command line."""
     code = 125
     try:
         from rootless import syscalls as sc
 
-        sc.set_pdeathsig(signal.SIGKILL)  # dies with us; we kill it when P0 is gone
+        sc.set_pdeathsig(signal.SIGKILL)  # dies with us; we kill it when the CLI is gone
         if os.getppid() == 1:
             os._exit(125)
         conn.detach()  # its fd is closed below, with every other fd of ours
         retitle(req.argv)
-        stdin, stdout, stderr, cwd, launch_r, ready_w, go_r, err_w = req.fds
+        stdin, stdout, stderr, cwd = req.fds
         for s in signal.valid_signals():
             if s in (signal.SIGKILL, signal.SIGSTOP):
                 continue
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(s, signal.SIG_IGN if s in req.ignored else signal.SIG_DFL)
-        if signal.SIGINT not in req.ignored:  # as Python set it in P0
+        if signal.SIGINT not in req.ignored:  # as Python set it in the CLI
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fwd in warm_forwarded():  # prefork._p1: ignored until trio takes them over
-            signal.signal(fwd, signal.SIG_IGN if fwd != signal.SIGWINCH else signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, req.blocked)
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
@@ -344,11 +356,8 @@ def _p1(conn: socket.socket, req: Request) -> None:
         os.environ.update(req.env)
         from rootless.launch.become import close_fds_except
 
-        close_fds_except(launch_r, ready_w, go_r, err_w)  # the helper's own, and `conn`
-        from rootless.launch import p1
-        from rootless.launch.protocol import child
-
-        child(err_w, p1.main, p1.Pipes(launch_r, ready_w, go_r, err_w))
+        close_fds_except()  # the helper's own, `conn`, and the received copies
+        entry(list(req.args))
     finally:
         os._exit(code)
 
@@ -369,30 +378,20 @@ def retitle(argv: tuple[str, ...]) -> None:
         pass  # an older kernel: the helper's own command line stays
 
 
-def warm_forwarded() -> tuple[int, ...]:
-    from rootless.launch.protocol import FORWARDED_SIGNALS
-
-    return tuple(FORWARDED_SIGNALS)
-
-
-def _from_p0(helper: Helper, sel: selectors.BaseSelector, child: Child) -> None:
+def _from_cli(helper: Helper, sel: selectors.BaseSelector, child: Child) -> None:
     assert child.conn is not None
     try:
         data = child.conn.recv(16)
     except OSError:
         data = b""
-    if data.startswith(warm.DETACHED):
-        child.detached = True  # the monitor outlives P0: its EOF means nothing now
-        helper.last_busy = time.monotonic()  # not idle while it drops our death signal
-        return
     if data:
-        return
+        return  # the CLI says nothing more after its request
     sel.unregister(child.conn)
     child.conn.close()
     child.conn = None
-    if not child.detached:  # P0 is gone: P1 goes too, as its parent-death signal did
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+    # The CLI is gone: its warm P0 goes too, as a P0 died with the CLI that it was.
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
 
 
 def _reap_pidfd(pidfd: int) -> int:
@@ -416,12 +415,3 @@ def _reap(helper: Helper, sel: selectors.BaseSelector, pidfd: int) -> None:
             child.conn.sendall(f"status {status}\n".encode())
         sel.unregister(child.conn)
         child.conn.close()
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except Exception as exc:  # nobody reads our stderr: leave one line for `rsbox info`
-        with contextlib.suppress(OSError):
-            print(f"rsbox warm helper: {exc!r}", file=sys.stderr)
-    os._exit(0)

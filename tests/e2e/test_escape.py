@@ -239,7 +239,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _fuse_server(p0: int) -> int:
-    """P1: the child of the CLI, or of the warm helper for it (then it carries the CLI's
+    """P1: the child of the CLI, or of the warm P0 done for it (then it carries the CLI's
     command line: rootless.launch.warmd.retitle), that lives in a user namespace of its
     own, made by itself (its parent is in ours), with a child (P2)."""
     own = os.readlink("/proc/self/ns/user")

@@ -1,10 +1,13 @@
-"""The warm helper (rootless.launch.warm, warmd): a foreground `rsbox run` without a
-terminal gets its P1 forked by a per-user helper that has imported the FUSE server.
+"""The warm helper (rootless.launch.warm, warmd, rootless.warm_helper): a `rsbox run`
+without a terminal is done by a "warm P0", a child of a per-user helper that has
+imported rsbox, in the CLI's stead; the CLI relays signals and the exit status.
 
-What is observable without timing: whose child P1 is (the helper's, not the CLI's), the
-helper's pid in `rsbox info`, P1's cgroup and fds against the helper's, and the helper's
-lifetime (replaced when its socket is stale or its code changed, gone after its idle
-time). Each test has its control: the same probe with the helper off or missed.
+What is observable without timing: whose child the warm P0 and its P1 are (the
+helper's, not the CLI's), the helper's pid in `rsbox info`, their cgroups and fds against
+the helper's, what the container and the caller see (the same as without the helper),
+and the helper's lifetime (replaced when its socket is stale or its code changed, gone
+after its idle time). Each test has its control: the same probe with the helper off or
+missed.
 
 Not tested here: a connection from another user. The socket's directory is 0700 and the
 helper drops a connection whose SO_PEERCRED uid is not its own, but an unprivileged test
@@ -109,25 +112,36 @@ def release(proc: subprocess.Popen[bytes]) -> tuple[int, bytes, bytes]:
     return proc.returncode, out, err
 
 
-def test_a_run_gets_its_p1_from_the_helper(rsbox: Rsbox, busybox: str, helper: int) -> None:
-    """P1 is the helper's child, in the cgroups a P1 of the CLI's would be in, holding none
-    of the helper's fds."""
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0")
+
+
+def test_a_run_is_done_by_a_warm_p0_of_the_helper(
+    rsbox: Rsbox, busybox: str, helper: int
+) -> None:
+    """The CLI forks nothing: the helper's child, the warm P0, forks P1; both are in the
+    cgroups a P0 and P1 of the CLI's would be in, hold none of the helper's fds, and show
+    the CLI's command line."""
     proc = held_run(rsbox, busybox)
     try:
-        p1s = children(helper)
+        p0s = children(helper)
+        assert len(p0s) == 1, p0s
+        p0 = p0s[0]
+        p1s = children(p0)
         assert len(p1s) == 1, p1s
         p1 = p1s[0]
         assert children(proc.pid) == []  # the CLI forked nothing
-        # ps shows it as the CLI's (warmd.retitle), the helper's own command line differs
-        cli = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-        assert Path(f"/proc/{p1}/cmdline").read_bytes().rstrip(b"\0") == cli.rstrip(b"\0")
-        assert Path(f"/proc/{helper}/cmdline").read_bytes() != cli
-        # The helper is in the CLI's cgroups (the socket is keyed by them), and P1 where
-        # a P1 of the CLI's would be: the CLI's cgroups, except in a delegated cgroup v2
-        # (CI's .ci/cgroup.sh), where P0 moves it to its container's `server` leaf beside
-        # the CLI's, as ever (rootless.cgroups).
+        # ps shows them as the CLI (warmd.retitle), the helper's own command line differs
+        cli = cmdline(proc.pid)
+        assert cmdline(p0) == cli and cmdline(p1) == cli
+        assert cmdline(helper) != cli
+        # The helper is in the CLI's cgroups (the socket is keyed by them), and so is the
+        # warm P0; P1 is where a P1 of the CLI's would be: the CLI's cgroups, except in a
+        # delegated cgroup v2 (CI's .ci/cgroup.sh), where P0 moves it to its container's
+        # `server` leaf beside the CLI's, as ever (rootless.cgroups).
         cli_cg = cgroups_of(proc.pid)
         assert cgroups_of(helper) == cli_cg
+        assert cgroups_of(p0) == cli_cg
         p1_cg = cgroups_of(p1)
         v2 = p1_cg.pop("0", ""), cli_cg.pop("0", "")
         assert p1_cg == cli_cg
@@ -136,6 +150,7 @@ def test_a_run_gets_its_p1_from_the_helper(rsbox: Rsbox, busybox: str, helper: i
         ), v2
         mine = fd_targets(helper)
         assert any(t.startswith("socket:") for t in mine)  # CONTROL: its listening socket
+        assert fd_targets(p0) & mine == set()
         assert fd_targets(p1) & mine == set()
     finally:
         code, out, err = release(proc)
@@ -144,7 +159,8 @@ def test_a_run_gets_its_p1_from_the_helper(rsbox: Rsbox, busybox: str, helper: i
 
 
 def test_with_the_helper_off_the_cli_forks_p1(rsbox: Rsbox, busybox: str, helper: int) -> None:
-    """The control of the test above: RSBOX_WARM_HELPER=0, the helper forks nothing."""
+    """The control of the test above: RSBOX_WARM_HELPER=0, the helper forks nothing, the
+    CLI forks its P1."""
     proc = held_run(rsbox, busybox, env=env(**OFF))
     try:
         assert children(helper) == []
@@ -158,7 +174,7 @@ def test_the_config_file_turns_it_off(
     rsbox: Rsbox, busybox: str, helper: int, tmp_path: Path
 ) -> None:
     """`[run] warm-helper = false`: the helper refuses (it reads the caller's config), the
-    CLI forks P1; `rsbox info` says so."""
+    CLI runs the command and forks P1; `rsbox info` says so."""
     config = tmp_path / "config.toml"
     config.write_text("[run]\nwarm-helper = false\n")
     proc = held_run(rsbox, busybox, env=env(RSBOX_CONFIG=str(config)))
@@ -211,11 +227,75 @@ def test_the_container_sees_the_same_with_and_without(
     assert seen[0].split()[-2] == "512"  # the CLI's limit, not the helper's
 
 
+def test_the_caller_sees_the_same_with_and_without(
+    rsbox: Rsbox, busybox: str, helper: int, tmp_path: Path
+) -> None:
+    """What the CLI prints and returns, and what it reads from its cwd and stdin, are the
+    same when a warm P0 did the work: the command's status and output, a bind mount
+    relative to the cwd, an error line (125), a usage error."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("from the cwd\n")
+    top = str(Path(warm.__file__).resolve().parents[2])  # the package of our helper
+    script = "read x; cat /m/f; echo out $x; echo err >&2; exit 3"
+    cases = [
+        ("-i", "-v", "./d:/m", busybox, "sh", "-c", script),
+        ("--memory", "lots", busybox, "true"),
+        ("--no-such-flag", busybox, "true"),
+    ]
+    seen = []
+    for on in (True, False):
+        runs = []
+        for case in cases:
+            proc = subprocess.Popen(
+                rsbox.argv("run", "--rm", *case),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env(PYTHONPATH=top) if on else env(**OFF, PYTHONPATH=top),
+                cwd=tmp_path,
+            )
+            if case is cases[0]:  # CONTROL: whose child runs it while it reads stdin
+                assert poll(lambda p=proc, on=on: children(helper) if on else children(p.pid))
+                assert (children(helper) != []) == on
+            out, err = proc.communicate("in\n", timeout=TIMEOUT)
+            runs.append((proc.returncode, out, err))
+        seen.append(runs)
+    assert seen[0] == seen[1]
+    assert seen[0][0] == (3, "from the cwd\nout in\n", "err\n")
+    assert [code for code, _, _ in seen[0][1:]] == [125, 125]
+    assert all(err.startswith("rsbox: error: ") for _, _, err in seen[0][1:]), seen[0]
+
+
+def test_a_detached_run_prints_its_id_and_keeps_running(
+    rsbox: Rsbox, busybox: str, helper: int
+) -> None:
+    """`run -d` by a warm P0: the id on the CLI's stdout, the container running after the
+    warm P0 and the CLI have exited (its monitor is nobody's child of ours)."""
+    res = subprocess.run(
+        rsbox.argv("run", "-d", busybox, "sleep", "30"),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=TIMEOUT,
+    )
+    assert res.returncode == 0, res.stderr
+    cid = res.stdout.strip()
+    try:
+        assert len(cid) == 64, res.stdout
+        assert children(helper) == []
+        ps = rsbox("ps", "-q", "--no-trunc")
+        assert cid in ps.stdout.split(), ps.stdout
+    finally:
+        rsbox("rm", "-f", cid)
+
+
 def test_sigkill_of_the_cli_ends_the_container_and_its_p1(
     rsbox: Rsbox, busybox: str, helper: int, marker: str
 ) -> None:
-    """The helper holds the CLI's connection: at its EOF it kills P1, as P1's parent-death
-    signal did when the CLI was its parent; P2's guard then ends the container."""
+    """The helper holds the CLI's connection: at its EOF it kills the warm P0, as a SIGKILL
+    of the CLI killed its own P0; P1 dies with it (its parent-death signal) and P2's guard
+    then ends the container."""
     proc = subprocess.Popen(
         rsbox.argv(
             "run", "--rm", busybox, "sh", "-c", "echo ready; while :; do sleep 1; done", marker
@@ -225,7 +305,7 @@ def test_sigkill_of_the_cli_ends_the_container_and_its_p1(
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        assert len(children(helper)) == 1  # CONTROL: P1 is the helper's
+        assert len(children(helper)) == 1  # CONTROL: the warm P0 is the helper's
         assert len(processes_of(marker)) >= 2  # CONTROL: the CLI and the container's sh
         proc.kill()
         proc.wait(timeout=TIMEOUT)
@@ -301,7 +381,7 @@ def test_stale_socket_and_changed_code_fall_back_and_replace_the_helper(
     _run_from(copy, rsbox, busybox)
     first = poll(lambda: warm.helper_pid(path))
     assert isinstance(first, int)
-    # Its code changes (an upgrade): the next run is refused, forks its own P1, and a new
+    # Its code changes (an upgrade): the next run is refused, runs by itself, and a new
     # helper replaces the old one, which exits.
     p1 = copy / "rootless" / "launch" / "p1.py"
     os.utime(p1, ns=(p1.stat().st_atime_ns, p1.stat().st_mtime_ns + 10**9))

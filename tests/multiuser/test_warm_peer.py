@@ -32,17 +32,17 @@ from rootless.launch import warm
 os.environ[warm.ENV_KNOB] = "0"
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-r, w = os.pipe()
 try:
-    socket.send_fds(s, [warm._request(warm.context())], [0, 1, 2, r, r, w, r, w])
+    socket.send_fds(s, [warm._request(warm.context(), ["run"])], [0, 1, 2, 0])
     print(s.recv(64).decode().strip())
 except OSError:
     print("closed")
 """
+# A `run` with a bad flag: served, the warm P0 exits 125 (a usage error) and so do we.
 CONNECT = """
 from rootless.launch import warm
-h = warm.connect("run")
-print(h is None, warm.missed)
+code = warm.delegate(["run", "--no-such-flag"])
+print(code is None, warm.missed)
 """
 
 
@@ -104,7 +104,7 @@ def test_the_helper_drops_another_users_connection(
 ) -> None:
     _, drop, env = runtime
     helper = subprocess.Popen(
-        [sys.executable, "-m", "rootless.launch.warmd"],
+        [sys.executable, "-m", "rootless.warm_helper"],
         preexec_fn=drop,
         env=env,
         cwd=TOP,
@@ -120,7 +120,7 @@ def test_the_helper_drops_another_users_connection(
             time.sleep(0.05)
         assert oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
         assert _user_py(drop, env, ASK, path).stdout.strip() == "no off"  # CONTROL: owner
-        # ... and served: the CLI's connect gets a P1 from it (the control of the next test)
+        # ... and served: the CLI's run is done by a warm P0 (the control of the next test)
         assert _user_py(drop, env, CONNECT).stdout.split() == ["False", "False"]
         # root, a uid other than the helper's: not a byte back, not an fd taken.
         got = subprocess.run(
@@ -138,8 +138,8 @@ def test_the_cli_gives_nothing_to_another_users_socket(
     runtime: tuple[Path, Callable[[], None], dict[str, str]],
 ) -> None:
     """root listens at USER's helper path (mode 0777, so USER may connect): USER's CLI
-    sees the peer's uid, sends nothing and forks its own P1; root receives no byte and no
-    fd."""
+    sees the peer's uid, sends nothing and runs the command itself; root receives no byte
+    and no fd."""
     _, drop, env = runtime
     path = _path(drop, env)
     os.makedirs(os.path.dirname(path), exist_ok=True)
