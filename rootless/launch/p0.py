@@ -29,7 +29,6 @@ from rootless.launch.prefork import Helper
 from rootless.launch.protocol import (
     FORWARDED_SIGNALS,
     MAPPED,
-    NETNS_MADE,
     USERNS_MADE,
     WIRED,
     Launch,
@@ -169,21 +168,13 @@ def _map(helper: Helper, idmap: IdMap) -> None:
 
 
 def _attach_pasta(helper: Helper, launch: Launch) -> None:
-    """P1 sends NETNS_MADE + "<pid of P2>\\n" once P2 has its network namespace; we run
-    pasta against it from the host and answer WIRED (or kill the tree and raise)."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(helper.ready_r, 64)
-        if not chunk:
-            return  # P1 failed before; its error is on the error pipe
-        data += chunk
-    if not data.startswith(NETNS_MADE):
-        return
-    pid2 = int(data[1:-1])
+    """Right after P1's maps: P1 made the container's network namespace with its user
+    namespace (p1.py), so we run pasta against P1 from the host at once, while P1 mounts
+    and forks P2, and answer WIRED (or kill the tree and raise)."""
     try:
         ports = tuple(network.Port.parse(p) for p in launch.spec.publish)
         rundir = lifecycle.runtime_dir(launch.cid)
-        network.attach("pasta", pid2, ports, rundir, launch.spec.network_options)
+        network.attach("pasta", helper.pid, ports, rundir, launch.spec.network_options)
     except RsboxError:
         helper.abort()
         raise

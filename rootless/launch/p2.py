@@ -1,9 +1,9 @@
 """P2: the container's namespaces, and the guard of its lifetime.
 
 Forked by P1 (which stays outside, serving the rootfs): unshare(NEWPID|NEWUTS|NEWIPC|
-NEWCGROUP|NEWNS[|NEWNET]), then fork P3, the first process of the new pid namespace and
-so its pid 1. P2 itself stays in P1's pid namespace, where nothing of the container can
-see or signal it.
+NEWCGROUP|NEWNS[|NEWNET: not with pasta, whose P1 made it]), then fork P3, the first
+process of the new pid namespace and so its pid 1. P2 itself stays in P1's pid
+namespace, where nothing of the container can see or signal it.
 
 The kernel facts that decide the lifetime:
 
@@ -54,7 +54,7 @@ def _unshare(launch: Launch) -> None:
     flags = (
         sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS
     )
-    if launch.spec.network != "host":
+    if launch.spec.network not in ("host", "pasta"):  # pasta's: P1 made it (p1.py)
         flags |= sc.CLONE_NEWNET
     sc.unshare(flags)
 

@@ -54,7 +54,7 @@ GUARD_SIGNAL: Final = signal.SIGRTMIN
 # One-byte messages.
 USERNS_MADE: Final = b"U"  # P1 -> P0: my user namespace exists, write my id maps
 MAPPED: Final = b"M"  # P0 -> P1: the maps are written
-NETNS_MADE: Final = b"N"  # P2 -> P1 (and P1 -> P0 with pasta): wire my network namespace
+NETNS_MADE: Final = b"N"  # P2 -> P1: my network namespace exists (wire it, or wait for P0)
 WIRED: Final = b"G"  # P1 -> P2, P0 -> P1: the network is attached, go on
 RESTART: Final = b"R"  # P1 -> its restarter: run `rsbox start` once I am gone
 PTY_MASTER: Final = b"m"  # P3 -> P1, exec -> P0: here is the pty master (SCM_RIGHTS)
