@@ -44,7 +44,7 @@ from tests.bench_logs import bench_logs
 from tests.bench_pull import bench_pull
 from tests.bench_seccomp import bench_seccomp
 from tests.bench_stores import bench_stores
-from tests.bench_timing import median_time
+from tests.bench_timing import Spread, spread_time
 from tests.images import make_busybox_rootfs
 
 TRUE = ("/bin/busybox", "true")
@@ -146,29 +146,29 @@ def _start_warm_helper(argv: list[str]) -> None:
 
 def bench_startup(peers: Peers, runs: int) -> None:
     cmds = peers.setup()
-    results: dict[str, float] = {}
+    results: dict[str, Spread] = {}
     for name, argv in cmds.items():
         try:
-            results[name] = median_time(argv, runs)
+            results[name] = spread_time(argv, runs)
         except subprocess.CalledProcessError as exc:
             print(f"{name}: failed ({(exc.stderr or b'').decode()[:200].strip()})")
-    base = results.get("rsbox")
-    print(f"\nstartup: median wall time of `run --rm IMG true`, {runs} runs each")
-    print("  (NAME: the tool's default network, a private one; NAME/none: --network none)")
+    print(f"\nstartup: wall time of `run --rm IMG true`, {runs} runs each: median [quartiles]")
+    print("  (NAME: the tool's default network, a private one; NAME/none: --network none;")
+    print("  a ratio's range: from the best to the worst quartile of each side)")
     for name, t in results.items():
         mine = results.get("rsbox/none" if name.endswith("/none") else "rsbox")
-        ratio = f"rsbox/{name} = {mine / t:.2f}x" if mine and not name.startswith("rsbox") else ""
-        print(f"  {name:12} {t * 1000:7.1f} ms   {ratio}")
-    if "rsbox/none" in results and base:
-        cost = (base - results["rsbox/none"]) * 1000
+        ratio = f"rsbox/{name} = {mine.ratio(t)}" if mine and not name.startswith("rsbox") else ""
+        print(f"  {name:16} {t.ms():26} {ratio}")
+    if "rsbox/none" in results and "rsbox" in results:
+        cost = (results["rsbox"].median - results["rsbox/none"].median) * 1000
         print(f"  rsbox's private network (pasta) costs {cost:.1f} ms of the start")
     for net in ("", "/none"):
         if f"rsbox{net}" in results and f"podman{net}" in results:
-            ratio = results[f"rsbox{net}"] / results[f"podman{net}"]
-            print(f"  target rsbox{net} <= 0.5x podman{net}: {ratio:.2f}x")
+            ratio = results[f"rsbox{net}"].ratio(results[f"podman{net}"])
+            print(f"  target rsbox{net} <= 0.5x podman{net}: {ratio}")
         if f"rsbox{net}" in results and f"rsbox-cold{net}" in results:
-            ratio = results[f"rsbox{net}"] / results[f"rsbox-cold{net}"]
-            print(f"  warm helper: rsbox{net} = {ratio:.2f}x rsbox-cold{net} (RSBOX_WARM_HELPER=0)")
+            ratio = results[f"rsbox{net}"].ratio(results[f"rsbox-cold{net}"])
+            print(f"  warm helper: rsbox{net} = {ratio} rsbox-cold{net} (RSBOX_WARM_HELPER=0)")
 
 
 def _tree(pid: int) -> list[int]:

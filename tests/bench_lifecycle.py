@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.bench_timing import median_time
+from tests.bench_timing import spread_time
 
 if TYPE_CHECKING:
     from tests.bench import Peers
@@ -93,13 +93,13 @@ def bench_lifecycle(peers: Peers, runs: int, many: int = 10) -> None:
             else:
                 have_podman = False
                 print(f"podman: not measured ({res.stderr.strip()[:200]})")
-        rs = median_time(peers.rsbox("exec", rs_ids[0], *TRUE), runs)
-        print(f"\nexec: median wall time of `exec CTR true`, {runs} runs each")
-        print(f"  rsbox    {rs * 1000:7.1f} ms")
+        rs = spread_time(peers.rsbox("exec", rs_ids[0], *TRUE), runs)
+        print(f"\nexec: wall time of `exec CTR true`, {runs} runs each: median [quartiles]")
+        print(f"  rsbox    {rs.ms()}")
         if have_podman:
-            pod = median_time([*peers.podman_args, "exec", pod_ids[0], *TRUE], runs)
-            print(f"  podman   {pod * 1000:7.1f} ms   rsbox/podman = {rs / pod:.2f}x")
-            print(f"  target rsbox <= 0.3x podman: {rs / pod:.2f}x")
+            pod = spread_time([*peers.podman_args, "exec", pod_ids[0], *TRUE], runs)
+            print(f"  podman   {pod.ms():26} rsbox/podman = {rs.ratio(pod)}")
+            print(f"  target rsbox <= 0.3x podman: {rs.ratio(pod)}")
         one_rs = _rsbox_pss(peers, rs_ids)
         one_pod = _podman_pss(pod_ids[0]) if pod_ids else 0
         for _ in range(many - 1):

@@ -1,5 +1,5 @@
-"""The one timer of `nox -s bench`: a command's wall times (or their median) after a
-warm-up."""
+"""The one timer of `nox -s bench`: a command's wall times (or their median, or their
+median with its spread) after a warm-up."""
 
 from __future__ import annotations
 
@@ -22,3 +22,25 @@ def wall_times(argv: list[str], runs: int, warmup: int = 2, cwd: Path | None = N
 
 def median_time(argv: list[str], runs: int, warmup: int = 2) -> float:
     return statistics.median(wall_times(argv, runs, warmup))
+
+
+class Spread:
+    """A figure's median and interquartile range over its runs (seconds)."""
+
+    def __init__(self, times: list[float]) -> None:
+        q = statistics.quantiles(times, n=4, method="inclusive")
+        self.median, self.low, self.high = statistics.median(times), q[0], q[2]
+
+    def ms(self) -> str:
+        return f"{self.median * 1000:7.1f} ms [{self.low * 1000:.1f}-{self.high * 1000:.1f}]"
+
+    def ratio(self, other: Spread) -> str:
+        """self/other: the ratio of the medians, and from its best to its worst quartile."""
+        return (
+            f"{self.median / other.median:.2f}x "
+            f"[{self.low / other.high:.2f}-{self.high / other.low:.2f}]"
+        )
+
+
+def spread_time(argv: list[str], runs: int, warmup: int = 2) -> Spread:
+    return Spread(wall_times(argv, runs, warmup))
