@@ -82,16 +82,6 @@ DEFAULT_IDLE = 600.0  # a pause in a working session; idle, a helper holds ~29 M
 TITLE_ROOM = 2048  # bytes of the helper's argv that a warm P0 overwrites with its CLI's
 STDIO_AND_CWD = 4  # the fds a request carries: stdin, stdout, stderr, cwd
 STDIO_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING", "PYTHONUTF8")
-# What a P0 forwards (protocol.FORWARDED_SIGNALS, which imports more than we may here).
-FORWARDED = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
 _STATUS_LINE = 64
 
 # Set by delegate() when a helper should be started for next time (spawn()).
@@ -227,19 +217,19 @@ def delegate(args: list[str]) -> int | None:
 def _ask(sock: _socket.socket, request: bytes) -> int:
     """Send the request with our stdio and cwd; the warm P0's pidfd, or OSError (refused:
     "no WHY")."""
-    import array
-
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fds = array.array("i", [0, 1, 2, cwd]).tobytes()
+    try:  # SCM_RIGHTS carries C ints (not `array`: one import less on the start path)
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
         sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
     finally:
         os.close(cwd)
-    got = array.array("i")
+    got: list[int] = []
     msg, anc, _, _ = sock.recvmsg(_STATUS_LINE, _socket.CMSG_SPACE(4))
     for level, kind, data in anc:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            got.frombytes(data[: len(data) - len(data) % 4])
+            got += [
+                int.from_bytes(data[i : i + 4], sys.byteorder) for i in range(0, len(data) - 3, 4)
+            ]
     if msg.startswith(b"ok ") and len(got) == 1:
         os.set_inheritable(got[0], False)
         return got[0]
@@ -260,7 +250,9 @@ def _relay(sock: _socket.socket, pidfd: int) -> int:
         except ProcessLookupError:
             pass
 
-    for s in FORWARDED:
+    from rootless.launch.protocol import FORWARDED_SIGNALS  # exec's path imports it too
+
+    for s in FORWARDED_SIGNALS:
         signal.signal(s, forward)
     data = b""
     while not data.endswith(b"\n"):
