@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from rootless import _syscalls as _c  # for mypy, its stub: _syscalls.pyi
 
-INTERFACE: Final = 4  # the INTERFACE of the _syscalls.c this module speaks to
+INTERFACE: Final = 5  # the INTERFACE of the _syscalls.c this module speaks to
 _NAME = "rootless._syscalls"
 _REINSTALL = "reinstall rsbox: ./setup.sh venv (or python -m pip install .)"
 
@@ -129,8 +129,20 @@ PR_SET_CHILD_SUBREAPER: Final = 36
 # Syscalls without a libc wrapper, by `uname -m`: x86_64 from the kernel's
 # arch/x86/entry/syscalls/syscall_64.tbl, aarch64 from include/uapi/asm-generic/unistd.h.
 SYSCALL_NUMBERS: Final[dict[str, dict[str, int]]] = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250},
-    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219},
+    "x86_64": {
+        "pivot_root": 155,
+        "seccomp": 317,
+        "keyctl": 250,
+        "ioprio_set": 251,
+        "ioprio_get": 252,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "seccomp": 277,
+        "keyctl": 219,
+        "ioprio_set": 30,
+        "ioprio_get": 31,
+    },
 }
 
 
@@ -182,6 +194,16 @@ def spawn(path: str, argv: Sequence[str], env: Mapping[str, str], terminal: int)
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """setrlimit(2); -1 is RLIM_INFINITY (as in Python's resource module)."""
     _check(_c.setrlimit(resource, soft, hard), f"setrlimit({resource})")
+
+
+def ioprio() -> int:
+    """This process's I/O priority (ioprio_get(IOPRIO_WHO_PROCESS, 0)): class << 13 |
+    level, as ionice sets it."""
+    return _check(_c.ioprio_get(syscall_number("ioprio_get")), "ioprio_get")
+
+
+def set_ioprio(value: int) -> None:
+    _check(_c.ioprio_set(syscall_number("ioprio_set"), value), "ioprio_set")
 
 
 def _check(ret: int, what: str) -> int:

@@ -20,9 +20,9 @@ What the warm P0 would not inherit from the CLI, and what is done about each:
   keyring need not be: P1 joins a new one either way (p1.py);
 * what the helper can give the child exactly: the environment, cwd (an fd), umask,
   rlimits (the helper refuses when one of ours is above its hard limit), CPU affinity,
-  signal dispositions and mask, stdin/stdout/stderr (SCM_RIGHTS); every other fd of the
-  helper is closed in the child;
-* not carried: the I/O priority (ionice), which stays the helper's (its first caller's);
+  the I/O priority (ionice; refused when ours is realtime, which an unprivileged child
+  cannot take), signal dispositions and mask, stdin/stdout/stderr (SCM_RIGHTS); every
+  other fd of the helper is closed in the child;
 * the session and controlling terminal cannot be shared (setpgid cannot join another
   session): when one of our stdio fds is a terminal we do not ask (the CLI runs the
   command itself), so that Ctrl-Z, a background `rsbox run` and the terminal's signals
@@ -150,6 +150,8 @@ def socket_path(ctx: str) -> str:
 def _request(ctx: str, args: list[str]) -> bytes:
     import resource
 
+    from rootless import syscalls as sc
+
     mask = os.umask(0)
     os.umask(mask)
     limits = {
@@ -166,6 +168,7 @@ def _request(ctx: str, args: list[str]) -> bytes:
         "ignored": ignored,
         "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
         "affinity": sorted(os.sched_getaffinity(0)),
+        "ioprio": sc.ioprio(),
         "argv": list(sys.orig_argv),
         "args": list(args),
     }

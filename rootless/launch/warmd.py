@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from rootless.launch import warm
 
 CHECK_EVERY = 5.0  # seconds between looks at our socket and idle time
+IOPRIO_CLASS_SHIFT, IOPRIO_CLASS_RT = 13, 1  # linux/ioprio.h
 
 
 @dataclass
@@ -249,6 +250,7 @@ class Request:
     ignored: frozenset[int]
     blocked: frozenset[int]
     affinity: frozenset[int]
+    ioprio: int
     argv: tuple[str, ...]
     args: tuple[str, ...]
     fds: tuple[int, ...]
@@ -272,6 +274,7 @@ class Request:
             ignored=frozenset(int(x) for x in doc["ignored"]),
             blocked=frozenset(int(x) for x in doc["blocked"]),
             affinity=frozenset(int(x) for x in doc["affinity"]),
+            ioprio=int(doc["ioprio"]),
             argv=tuple(str(x) for x in doc["argv"]),
             args=tuple(str(x) for x in doc["args"]),
             fds=tuple(fds),
@@ -318,6 +321,10 @@ def _refusal(helper: Helper, req: Request) -> str:
             return "off"
     except RsboxError:
         return "config"  # P0 reports the config error itself
+    from rootless import syscalls as sc
+
+    if req.ioprio >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_RT and req.ioprio != sc.ioprio():
+        return "ioprio"  # realtime I/O needs CAP_SYS_NICE: a child of ours cannot take it
     for name, (_, hard) in req.rlimits.items():
         _, mine = resource.getrlimit(getattr(resource, name))
         if mine != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > mine):
@@ -352,6 +359,7 @@ def _warm_p0(conn: socket.socket, req: Request, entry: Entry) -> None:
         for name, limit in req.rlimits.items():
             resource.setrlimit(getattr(resource, name), limit)
         os.sched_setaffinity(0, req.affinity)
+        sc.set_ioprio(req.ioprio)  # best-effort and idle are anyone's (_refusal: realtime)
         os.environ.clear()
         os.environ.update(req.env)
         from rootless.launch.become import close_fds_except

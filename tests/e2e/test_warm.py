@@ -202,15 +202,17 @@ def test_info_names_the_helper(rsbox: Rsbox, helper: int) -> None:
 def test_the_container_sees_the_same_with_and_without(
     rsbox: Rsbox, busybox: str, helper: int
 ) -> None:
-    """fds, environment, umask and rlimits: what the container sees is the same."""
+    """fds, environment, umask, rlimits and I/O priority: what the container sees is the
+    same (the helper was started without ionice, this CLI runs under `ionice -c3`)."""
     script = "ls /proc/self/fd; env | grep -v ^HOSTNAME= | sort; umask; ulimit -n; ulimit -s"
+    script += "; ionice"
     seen = []
     for extra in ({}, OFF):
         res = subprocess.run(
             [
                 "bash",
                 "-c",
-                'umask 027; ulimit -n 512; exec "$@"',
+                'umask 027; ulimit -n 512; exec ionice -c3 "$@"',
                 "-",
                 *rsbox.argv("run", "--rm", "-e", "X=1", busybox, "sh", "-c", script),
             ],
@@ -224,7 +226,8 @@ def test_the_container_sees_the_same_with_and_without(
     assert seen[0] == seen[1]
     assert seen[0].split()[:4] == ["0", "1", "2", "3"]  # 3: ls's own directory
     assert "X=1" in seen[0].split()
-    assert seen[0].split()[-2] == "512"  # the CLI's limit, not the helper's
+    assert seen[0].split()[-3] == "512"  # the CLI's limit, not the helper's
+    assert seen[0].split()[-1] == "idle"  # the CLI's I/O class, not the helper's
 
 
 def test_the_caller_sees_the_same_with_and_without(

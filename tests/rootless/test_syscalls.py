@@ -206,3 +206,21 @@ def test_setrlimit_sets_and_refuses_with_the_kernels_word() -> None:
     assert out[0] == "True"
     if os.geteuid() != 0:  # root may raise its hard limit
         assert out[1:] == [str(errno.EPERM), f"setrlimit({__import__('resource').RLIMIT_NOFILE})"]
+
+
+def test_ioprio_reads_what_ionice_set_and_sets_it() -> None:
+    """In children (the suite keeps its own priority): under `ionice -c3` the value is of
+    the idle class (3 << 13 | level), without it not; set_ioprio then changes it, as read
+    back."""
+    code = (
+        "from rootless import syscalls as sc; a = sc.ioprio(); sc.set_ioprio(2 << 13 | 5);"
+        " print(a, sc.ioprio())"
+    )
+    idle = subprocess.run(
+        ["ionice", "-c3", sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    plain = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert int(idle[0]) >> 13 == 3 and idle[1] == str(2 << 13 | 5)
+    assert int(plain[0]) >> 13 != 3 and plain[1] == str(2 << 13 | 5)  # CONTROL
