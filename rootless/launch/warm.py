@@ -13,8 +13,9 @@ What the warm P0 would not inherit from the CLI, and what is done about each:
 
 * the context it must share with us and cannot be given afterwards (namespaces, root,
   cgroup, ids and groups, loginuid and session, no_new_privs, capabilities, seccomp,
-  nice, scheduling policy, oom_score_adj, personality, the interpreter, package and what
-  its stdio's encoding comes from) is `context()`: the socket is named by its hash, so a
+  nice, scheduling policy, oom_score_adj, personality, cpuset, core dump filter, the
+  transparent huge page and speculation prctls, the interpreter, package and what its
+  stdio's encoding comes from) is `context()`: the socket is named by its hash, so a
   caller in another cgroup (another systemd session or scope) or namespace finds another
   helper, and the helper refuses a request whose context is not its own. The session
   keyring need not be: P1 joins a new one either way (p1.py);
@@ -101,12 +102,26 @@ def _read(path: str) -> str:
 
 
 def context() -> str:
-    """What a P1 inherits from its parent and cannot be handed to it afterwards; equal
-    texts mean a helper's child is as good as our own."""
+    """What a warm P0 inherits from the helper and cannot be handed to it afterwards;
+    equal texts mean a helper's child is as good as our own process."""
     status = [
         line
         for line in _read("/proc/self/status").splitlines()
-        if line.startswith(("NoNewPrivs:", "Seccomp:", "Seccomp_filters:", "Cpus_allowed:", "Cap"))
+        # inherited across fork and not settable back by an unprivileged child: no_new_privs,
+        # seccomp, capabilities, the cpuset's CPUs and memory nodes, prctl's transparent
+        # huge pages and speculation controls
+        if line.startswith(
+            (
+                "NoNewPrivs:",
+                "Seccomp:",
+                "Seccomp_filters:",
+                "Cpus_allowed:",
+                "Mems_allowed:",
+                "Cap",
+                "THP_enabled:",
+                "Speculation",
+            )
+        )
     ]
     ns = []
     for name in ("user", "mnt", "net", "pid", "uts", "ipc", "cgroup", "time"):
@@ -133,6 +148,7 @@ def context() -> str:
             "loginuid " + _read("/proc/self/loginuid"),
             "session " + _read("/proc/self/sessionid"),
             _read("/proc/self/oom_score_adj").strip(),
+            "coredump_filter " + _read("/proc/self/coredump_filter").strip(),
             *status,
             *ns,
         ]
