@@ -312,8 +312,11 @@ def spawn(env: dict[str, str] | os._Environ[str] = os.environ) -> None:
     try:  # noqa: SIM105 - contextlib is not on the thin CLI's path
         os.posix_spawn(
             sys.executable,
-            # The last argument is room for each warm P0's title (warmd.retitle).
-            [sys.executable, "-m", "rootless.warm_helper", " " * TITLE_ROOM],
+            # -P: our package (PYTHONPATH, spawn_if_wanted), not one in our cwd (an
+            # installed `rsbox` run from a checkout would start a helper of the
+            # checkout's, with another context, that then serves nobody). The last
+            # argument is room for each warm P0's title (warmd.retitle).
+            [sys.executable, "-P", "-m", "rootless.warm_helper", " " * TITLE_ROOM],
             env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

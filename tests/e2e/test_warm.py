@@ -395,3 +395,26 @@ def test_stale_socket_and_changed_code_fall_back_and_replace_the_helper(
     # And that one was started with 2 s of idle time: it goes by itself.
     assert poll(lambda: not alive(second), 20)
     assert warm.helper_pid(path) is None
+
+
+def test_the_helper_is_of_the_clis_package_not_of_its_cwd(
+    rsbox: Rsbox, busybox: str, copy: Path, helper: int
+) -> None:
+    """An installed `rsbox` run from a checkout: the CLI's package is not the one in its
+    cwd. The helper it starts imports the CLI's package (`python -P`), so that it has the
+    CLI's context and serves it; one of the cwd's package would serve nobody."""
+    path = _path_of(copy)
+    assert poll(lambda: warm.helper_pid(path) is None, 20)  # none yet (the test above's gone)
+    top = Path(warm.__file__).resolve().parents[2]
+    assert (top / "rootless").is_dir()  # CONTROL: the cwd holds another rootless package
+    cli = [sys.executable, "-P", "-m", "rootless", "--root", str(rsbox.root)]  # not the cwd's
+    res = subprocess.run(
+        [*cli, "run", "--rm", "--network", "none", busybox, "true"],
+        cwd=top,
+        env=env(PYTHONPATH=str(copy), RSBOX_WARM_IDLE="5"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert res.returncode == 0, res.stderr
+    assert isinstance(poll(lambda: warm.helper_pid(path)), int)
