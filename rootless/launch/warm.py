@@ -84,6 +84,9 @@ TITLE_ROOM = 2048  # bytes of the helper's argv that a warm P0 overwrites with i
 STDIO_AND_CWD = 4  # the fds a request carries: stdin, stdout, stderr, cwd
 STDIO_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING", "PYTHONUTF8")
 _STATUS_LINE = 64
+# The directory our rootless, fs and policies are imported from: part of the context, and
+# the helper's PYTHONPATH.
+PACKAGE_TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Set by delegate() when a helper should be started for next time (spawn()).
 missed = False
@@ -136,7 +139,7 @@ def context() -> str:
     return "\n".join(
         [
             sys.executable,
-            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            PACKAGE_TOP,
             f"ids {os.getresuid()} {os.getresgid()} {sorted(os.getgroups())}",
             f"nice {nice} sched {os.sched_getscheduler(0)} {os.sched_getparam(0)}",
             "root " + os.readlink("/proc/self/root"),
@@ -254,9 +257,10 @@ def _ask(sock: _socket.socket, request: bytes) -> int:
         return got[0]
     for fd in got:
         os.close(fd)
+    why = msg.decode(errors="replace").strip()
     if os.environ.get("RSBOX_DEBUG"):
-        print(f"rsbox: warm helper: {msg.decode(errors='replace').strip()}", file=sys.stderr)
-    raise ConnectionRefusedError(msg.decode(errors="replace").strip())
+        print(f"rsbox: warm helper: {why}", file=sys.stderr)
+    raise ConnectionRefusedError(why)
 
 
 def _relay(sock: _socket.socket, pidfd: int) -> int:
@@ -300,9 +304,8 @@ def spawn_if_wanted(ctx: Context | None) -> None:
             return
     except RsboxError:
         return
-    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.environ.get("PYTHONPATH")
-    spawn(dict(os.environ, PYTHONPATH=top + (os.pathsep + path if path else "")))
+    spawn(dict(os.environ, PYTHONPATH=PACKAGE_TOP + (os.pathsep + path if path else "")))
 
 
 def spawn(env: dict[str, str] | os._Environ[str] = os.environ) -> None:

@@ -218,7 +218,7 @@ def _accept(helper: Helper, sel: selectors.BaseSelector) -> None:
         if why:
             conn.sendall(f"no {why}\n".encode())
             if why in ("code-changed", "context"):  # not ours to serve any more: a new
-                _stop_listening(helper, sel)  # helper, started by this P0, takes the name
+                _stop_listening(helper, sel)  # helper, started by this CLI, takes the name
             conn.close()
             return
         pid = os.fork()
