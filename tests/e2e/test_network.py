@@ -248,6 +248,62 @@ def test_the_hosts_abstract_unix_sockets_are_out_of_reach_by_default(
         listener.close()
 
 
+_BOUND_PROBE = (
+    # The container's own: a TCP listener on 7777 and syslogd's unix socket /dev/log,
+    # waited for, then what the network namespace holds.
+    "nc -l -p 7777 & syslogd -n -O /tmp/log & "
+    "until grep -q ':1E61 .* 0A ' /proc/net/tcp /proc/net/tcp6 && [ -S /dev/log ]; "
+    "do sleep 0.05; done; "
+    "for f in unix tcp tcp6 udp udp6; do echo == $f; tail -n +2 /proc/net/$f; done; "
+    "kill %1 %2"
+)
+
+
+def _bound(text: str) -> dict[str, set[str]]:
+    """/proc/net/{unix,tcp*,udp*} as printed by _BOUND_PROBE -> what can be reached:
+    unix sockets with a name (a path, or @ for abstract) or listening without one, TCP
+    listeners and bound UDP ports by local port."""
+    out: dict[str, set[str]] = {"unix": set(), "tcp": set(), "udp": set()}
+    kind = ""
+    for line in text.splitlines():
+        if line.startswith("== "):
+            kind = line[3:].rstrip("6")
+            continue
+        f = line.split()
+        if kind == "unix" and len(f) >= 7:
+            listening = int(f[3], 16) & 0x10000  # __SO_ACCEPTCON
+            if len(f) > 7 or listening:
+                out["unix"].add(f[7] if len(f) > 7 else f"listening, no name: {line}")
+        elif kind == "tcp" and len(f) > 3 and f[3] == "0A":
+            out["tcp"].add(f[1].rsplit(":", 1)[1])
+        elif kind == "udp" and len(f) > 3:
+            out["udp"].add(f[1].rsplit(":", 1)[1])
+    return out
+
+
+@pytest.mark.parametrize("network", ["default", "pasta", "slirp4netns", "none"])
+def test_nothing_of_rsbox_can_be_reached_in_the_containers_network_namespace(
+    rsbox: Rsbox, busybox: str, network: str
+) -> None:
+    """A socket bound in the container's network namespace by rsbox's own processes (P1,
+    the FUSE server, makes that namespace when pasta wires it), by pasta or by slirp4netns
+    could be reached from the container: a unix socket with a name (abstract ones are per
+    namespace), a TCP listener, a bound UDP port. The container finds only its own there
+    (the control: the nc listener and syslogd's /dev/log that the same command starts are
+    found by the same parsing). With pasta, P1's trio socketpairs are listed too:
+    connected and nameless, so nothing can connect to them."""
+    if (
+        network != "none"
+        and shutil.which("slirp4netns" if network == "slirp4netns" else "pasta") is None
+    ):
+        if IN_CI:
+            pytest.fail(f"{network}: its tool is not installed (setup.sh packages installs it)")
+        pytest.skip(f"{network}: its tool is not installed")
+    args = () if network == "default" else ("--network", network)
+    res = rsbox.run("--rm", *args, busybox, "sh", "-c", _BOUND_PROBE, check=True)
+    assert _bound(res.stdout) == {"unix": {"/dev/log"}, "tcp": {"1E61"}, "udp": set()}, res.stdout
+
+
 def test_pasta_does_not_outlive_a_killed_rsbox(rsbox: Rsbox, busybox: str, marker: str) -> None:
     """pasta holds the container's network namespace, so it would never notice the
     container is gone: when the CLI is killed with SIGKILL, the container's guard (P2)
