@@ -140,6 +140,20 @@ class RunSpec:
     host_env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
+    def pasta_from_p0(self) -> bool:
+        """The network is pasta's, and P0 runs it on the host against P1 as soon as it has
+        written P1's id maps (pasta cannot open the namespaces from inside ours): so P1
+        makes the container's network namespace with its user namespace, and P2 keeps
+        it. One rule for rootless.launch.p0, p1 and p2."""
+        return self.network == "pasta"
+
+    @property
+    def netns_of_p2(self) -> bool:
+        """P2 makes the container's network namespace (none, slirp4netns): neither the
+        host's nor pasta's, which P1 made (`pasta_from_p0`)."""
+        return self.network != "host" and not self.pasta_from_p0
+
+    @property
     def has_limits(self) -> bool:
         return bool(self.memory or self.cpus or self.pids_limit or self.ulimits or self.cpu_shares)
 

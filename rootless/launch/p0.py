@@ -100,7 +100,7 @@ def run(helper: Helper, launch: Launch) -> int:
                 if launch.cgroup is not None:
                     _into_cgroup(helper, launch)
                 _map(helper, launch.idmap)
-                if launch.spec.network == "pasta":
+                if launch.spec.pasta_from_p0:
                     _attach_pasta(helper, launch)
             if launch.spec.detach:
                 return _detached_started(helper)

@@ -86,7 +86,7 @@ def main(pipes: Pipes) -> None:
     rundir = lifecycle.runtime_dir(launch.cid)  # named by our host uid: before unshare
     lock_fd = lifecycle.take_monitor_lock(launch.cid)
     restarter = _fork_restarter(launch) if detach and launch.spec.restart != "no" else -1
-    by_p0 = launch.spec.network == "pasta"  # pasta is run by P0, on the host (step 6)
+    by_p0 = launch.spec.pasta_from_p0  # (step 6)
     _enter_user_namespace(pipes, network=by_p0)
     os.close(pipes.ready_w)
     if not by_p0:
@@ -265,7 +265,7 @@ def _wire_network(
     assert sync is not None
     made_r, _, _, p2_go_w = sync  # the other ends were closed after the fork of P2
     keep: int | None = None
-    by_p0 = launch.spec.network == "pasta"
+    by_p0 = launch.spec.pasta_from_p0
     try:
         if os.read(made_r, 1) == NETNS_MADE:
             if by_p0:

@@ -54,7 +54,7 @@ def _unshare(launch: Launch) -> None:
     flags = (
         sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS
     )
-    if launch.spec.network not in ("host", "pasta"):  # pasta's: P1 made it (p1.py)
+    if launch.spec.netns_of_p2:
         flags |= sc.CLONE_NEWNET
     sc.unshare(flags)
 

@@ -156,3 +156,21 @@ def test_pasta_maps_nothing_of_the_hosts_loopback_unless_asked(tmp_path: Path) -
     asked = pasta_argv(42, (), pid_file, ("-T", "5432", "--map-gw"))
     assert "--no-map-gw" not in asked and "--map-gw" not in asked
     assert asked[asked.index("-T") + 1] == "5432" and asked.count("-T") == 1
+
+
+@pytest.mark.parametrize(
+    ("network", "pasta_from_p0", "netns_of_p2"),
+    [
+        ("pasta", True, False),
+        ("slirp4netns", False, True),
+        ("none", False, True),
+        ("host", False, False),
+    ],
+)
+def test_who_makes_the_network_namespace(
+    network: str, pasta_from_p0: bool, netns_of_p2: bool
+) -> None:
+    """One rule for P0, P1 and P2: pasta's namespace is P1's (P0 runs pasta against it),
+    none's and slirp4netns's are P2's, host keeps the host's."""
+    spec = RunSpec(image="x", network=network)
+    assert (spec.pasta_from_p0, spec.netns_of_p2) == (pasta_from_p0, netns_of_p2)
