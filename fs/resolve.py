@@ -366,9 +366,8 @@ def find_meta(
     first, when `layer` is the first of them (an upper directory without metadata of its
     own, such as the upper root the launcher makes, shows the image's metadata). `st`:
     that lstat, when the caller has just made it."""
-    real = layer.at(path)
     if st is None:
-        st = os.lstat(real)
+        st = os.lstat(layer.at(path))
     if layer.meta is not None:
         return st, layer.meta.get(path) or (None if path else layer.meta.get("."))
     if not layer.is_upper:
@@ -379,7 +378,7 @@ def find_meta(
         parent, name = split(path)
         return st, read_link_meta(layer, parent, name)
     else:
-        ov = read_override(real)
+        ov = read_override(layer.at(path))
     if ov is None and len(dirs) > 1 and dirs[0] is layer and stat.S_ISDIR(st.st_mode):
         return find_meta(dirs[1], path, dirs[1:])
     return st, ov
