@@ -25,11 +25,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-import json
 import os
 import stat
 
-from fs.meta import EntryMeta
+from fs.meta import EntryMeta, decode_entry, encode_entry
 
 _seq = itertools.count(1)
 
@@ -60,7 +59,7 @@ class InodeMeta:
                 raw = f.read()
         except FileNotFoundError:
             return None
-        meta = EntryMeta.from_json(json.loads(raw))
+        meta = decode_entry(raw)
         if _kind(meta.mode) != _kind(st.st_mode):
             return None  # left by a crash for an inode number now reused
         return meta
@@ -70,7 +69,7 @@ class InodeMeta:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                os.write(fd, json.dumps(meta.to_json()).encode())
+                os.write(fd, encode_entry(meta))
             finally:
                 os.close(fd)
             os.rename(tmp, self._path(st))

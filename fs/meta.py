@@ -28,6 +28,7 @@ dependency on either side.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -74,6 +75,22 @@ class EntryMeta:
             rdev=rdev,
             xattrs={str(k): base64.b64decode(str(v)) for k, v in xattrs_raw.items()},
         )
+
+
+def encode_entry(meta: EntryMeta) -> bytes:
+    """What an upper entry's metadata is recorded as (decode_entry reads it back)."""
+    return json.dumps(meta.to_json()).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_entry(raw: bytes) -> EntryMeta:
+    """An upper entry's recorded metadata (JSON, as to_json wrote it) -> EntryMeta,
+    remembered by its bytes: a container's entries share few distinct values (its users'
+    ids and a few modes), and decoding (json.loads + from_json, ~6 us here) was paid on
+    every GETATTR of an upper entry and on every create. EntryMeta is immutable (nothing
+    changes its xattrs mapping in place), so one value serves every entry. ValueError
+    (and what from_json raises) for a corrupt one, which is not remembered."""
+    return EntryMeta.from_json(json.loads(raw))
 
 
 @dataclass(slots=True)

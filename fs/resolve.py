@@ -38,7 +38,7 @@ from pathlib import Path
 
 from fs.inode_meta import InodeMeta
 from fs.longpath import LIMIT, LongPaths
-from fs.meta import EntryMeta, LayerMeta
+from fs.meta import EntryMeta, LayerMeta, decode_entry, encode_entry
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -256,7 +256,7 @@ def read_override(p: str | Path, layer: Layer | None = None) -> EntryMeta | None
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
             return None
         raise
-    return EntryMeta.from_json(json.loads(raw))
+    return decode_entry(raw)
 
 
 def write_override(layer: Layer, p: str | Path | int, meta: EntryMeta) -> None:
@@ -264,9 +264,9 @@ def write_override(layer: Layer, p: str | Path | int, meta: EntryMeta) -> None:
     if layer.sidecars is not None:
         layer.sidecars.write(os.fstat(p) if isinstance(p, int) else os.lstat(p), meta)
     elif isinstance(p, int):
-        os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode())
+        os.setxattr(p, OVERRIDE_XATTR, encode_entry(meta))
     else:
-        os.setxattr(p, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode(), follow_symlinks=False)
+        os.setxattr(p, OVERRIDE_XATTR, encode_entry(meta), follow_symlinks=False)
 
 
 def read_override_fd(layer: Layer, fd: int) -> EntryMeta | None:
@@ -277,7 +277,7 @@ def read_override_fd(layer: Layer, fd: int) -> EntryMeta | None:
         raw = os.getxattr(fd, OVERRIDE_XATTR)
     except OSError:
         return None
-    return EntryMeta.from_json(json.loads(raw))
+    return decode_entry(raw)
 
 
 def drop_override(layer: Layer, st: os.stat_result) -> None:
@@ -303,7 +303,7 @@ def read_link_meta(layer: Layer, parent: str, name: str) -> EntryMeta | None:
         if exc.errno not in (errno.ENOENT, errno.ENODATA, errno.ENOTSUP, errno.ENOTDIR):
             raise
         return _legacy_links(layer, parent).get(name)
-    return EntryMeta.from_json(json.loads(raw))
+    return decode_entry(raw)
 
 
 def write_link_meta(layer: Layer, parent: str, name: str, meta: EntryMeta | None) -> None:
@@ -331,7 +331,7 @@ def write_link_meta(layer: Layer, parent: str, name: str, meta: EntryMeta | None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                os.setxattr(fd, OVERRIDE_XATTR, json.dumps(meta.to_json()).encode())
+                os.setxattr(fd, OVERRIDE_XATTR, encode_entry(meta))
             finally:
                 os.close(fd)
             os.rename(tmp, side)
