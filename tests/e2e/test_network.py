@@ -41,15 +41,19 @@ def _fetch(url: str, timeout: float = 60) -> bytes:
             time.sleep(0.1)
 
 
-@pytest.fixture(params=["pasta", "slirp4netns"])
-def tool(request: pytest.FixtureRequest) -> str:
-    name = str(request.param)
+def _need(name: str) -> str:
+    """The network tool `name`: fails in CI, skips elsewhere, when it is missing."""
     if shutil.which(name) is None:
         msg = f"{name} is not installed (setup.sh packages installs it)"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
     return name
+
+
+@pytest.fixture(params=["pasta", "slirp4netns"])
+def tool(request: pytest.FixtureRequest) -> str:
+    return _need(str(request.param))
 
 
 def test_httpd_on_a_published_port(rsbox: Rsbox, busybox: str, tool: str, marker: str) -> None:
@@ -292,13 +296,8 @@ def test_nothing_of_rsbox_can_be_reached_in_the_containers_network_namespace(
     (the control: the nc listener and syslogd's /dev/log that the same command starts are
     found by the same parsing). With pasta, P1's trio socketpairs are listed too:
     connected and nameless, so nothing can connect to them."""
-    if (
-        network != "none"
-        and shutil.which("slirp4netns" if network == "slirp4netns" else "pasta") is None
-    ):
-        if IN_CI:
-            pytest.fail(f"{network}: its tool is not installed (setup.sh packages installs it)")
-        pytest.skip(f"{network}: its tool is not installed")
+    if network != "none":
+        _need("slirp4netns" if network == "slirp4netns" else "pasta")  # default: pasta here
     args = () if network == "default" else ("--network", network)
     res = rsbox.run("--rm", *args, busybox, "sh", "-c", _BOUND_PROBE, check=True)
     assert _bound(res.stdout) == {"unix": {"/dev/log"}, "tcp": {"1E61"}, "udp": set()}, res.stdout
