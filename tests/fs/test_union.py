@@ -269,6 +269,33 @@ def test_create_records_the_callers_ownership(tmp_path: Path) -> None:
     assert ov is not None and (ov.uid, ov.gid) == (1000, 100)
 
 
+def test_a_new_entry_records_only_what_the_host_does_not_show(tmp_path: Path) -> None:
+    """Root creating with a mode the disk keeps shows that without a record (bare_meta);
+    another owner, or a mode the disk cannot keep (0o444 is 0o644 on disk), is recorded.
+    Each shows what was asked for either way, and again after the node is forgotten."""
+    u = _union(tmp_path, {"tmp/": ""})
+    tmp = _walk(u, "tmp").ino
+    cases = {"plain": (0, 0, 0o644), "owned": (33, 44, 0o644), "readonly": (0, 0, 0o444)}
+    for name, (uid, gid, mode) in cases.items():
+        fh, attr = u.create(tmp, name, mode, os.O_WRONLY, uid, gid)
+        u.release(fh)
+        assert (attr.uid, attr.gid, attr.mode) == (uid, gid, stat.S_IFREG | mode)
+    u.mkdir(tmp, "dir", 0o755, 0, 0)
+    u.mkdir(tmp, "dir2", 0o750, 5, 6)
+    recorded = {
+        n for n in os.listdir(tmp_path / "upper/tmp") if read_override(tmp_path / "upper/tmp" / n)
+    }
+    assert recorded == {"owned", "readonly", "dir2"}
+    again = _union(tmp_path, {"tmp/": ""})  # a fresh server over the same upper
+    for name, (uid, gid, mode) in cases.items():
+        attr = _walk(again, f"tmp/{name}")
+        assert (attr.uid, attr.gid, attr.mode) == (uid, gid, stat.S_IFREG | mode)
+    assert (_walk(again, "tmp/dir").mode, _walk(again, "tmp/dir2").uid) == (
+        stat.S_IFDIR | 0o755,
+        5,
+    )
+
+
 def test_rmdir_is_enotempty_through_lower_entries(tmp_path: Path) -> None:
     u = _union(tmp_path, {"d/f": ""})
     with pytest.raises(OSError) as exc:
