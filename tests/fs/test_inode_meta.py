@@ -67,6 +67,26 @@ def test_owners_modes_devices_and_xattrs_live_in_files_and_commit_reads_them(
     assert OVERRIDE_XATTR in os.listxattr(x.upper / "f")
 
 
+def test_a_new_entry_always_gets_its_file_so_a_stale_one_never_speaks_for_it(
+    tmp_path: Path,
+) -> None:
+    """Unlike an xattr (tests/fs/test_union.py: root's 0644 file gets none), a record
+    file is named by the inode number: a crash can leave one behind for a number the next
+    creation reuses. So every new entry writes its own, even one that shows its owner and
+    mode by itself."""
+    s = Scratch(tmp_path, BASE, user_xattrs=False)
+    s.write("old", b"x", uid=33, gid=33)
+    old = os.lstat(s.upper / "old").st_ino
+    os.unlink(s.upper / "old")  # a crash: the name is gone, its record file is not
+    assert str(old) in _files(s)
+    before = _files(s)
+    s.write("new", b"y")  # root, 0644: what bare_meta shows
+    new = os.lstat(s.upper / "new").st_ino
+    assert _files(s) == before | {str(new)}
+    attr = s.u.getattr(s.ino("new"))  # when `new` reuses `old`'s number, 33 was on file
+    assert (attr.uid, attr.gid, attr.mode) == (0, 0, stat.S_IFREG | 0o644)
+
+
 def test_metadata_follows_rename_and_links_and_goes_with_the_last_name(tmp_path: Path) -> None:
     s = Scratch(tmp_path, BASE, user_xattrs=False)
     s.write("a", b"x", uid=5, gid=6)
