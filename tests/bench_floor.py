@@ -21,7 +21,7 @@ import itertools
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # The libfuse shim before pyfuse3, as fs.server has it.
@@ -97,8 +97,8 @@ class Floor(pyfuse3.Operations):
         return ino
 
     def _upper_dir(self, parent: int) -> str:
-        """The parent's directory in the upper, made when it is not there yet (no copy-up
-        of metadata: a floor)."""
+        """The parent's directory in the upper: the root's or one made through the mount;
+        a lower directory is read-only here (no copy-up: a floor)."""
         node = self.nodes[parent]
         if not node.upper:
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -216,12 +216,12 @@ class Floor(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self._remove(parent_inode, name, os.rmdir)
 
-    def _remove(self, parent: int, name: bytes, how: object) -> None:
+    def _remove(self, parent: int, name: bytes, how: Callable[[str], None]) -> None:
         ino = self._child(parent, name)
         node = self.nodes[ino]
         if not node.upper:
             raise pyfuse3.FUSEError(errno.EROFS)
-        how(node.host)  # type: ignore[operator]
+        how(node.host)
         children = self.nodes[parent].children
         assert children is not None
         del children[name]

@@ -200,7 +200,7 @@ class Mount:
         elif self.kind == "fuse-overlayfs":
             subprocess.run(["fuse-overlayfs", "-o", opts, self.mnt], check=True)
         else:  # rsbox, or the floor of its design (tests/bench_floor.py)
-            module = "tests.bench_floor" if self.kind == "floor" else "fs"
+            module = "tests.bench_floor" if self.kind == FLOOR else "fs"
             argv = [
                 sys.executable,
                 "-m",
