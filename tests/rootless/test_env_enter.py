@@ -52,6 +52,10 @@ def test_the_working_directory_is_the_callers_inside_the_project(cwd: str, insid
 
 
 def test_only_the_allowlist_crosses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the test's own: under the C locale Python itself sets LC_CTYPE=C.UTF-8 in its
+    # environment (PEP 538), which a login without LANG gives.
+    for name in [n for n in os.environ if n.startswith("LC_")]:
+        monkeypatch.delenv(name)
     for name, value in (("TERM", "xterm"), ("LANG", "C.UTF-8"), ("LC_ALL", "C"),
                         ("DISPLAY", ":0"), ("SECRET", "x"), ("SSH_AUTH_SOCK", "/s")):  # fmt: skip
         monkeypatch.setenv(name, value)
