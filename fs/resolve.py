@@ -30,11 +30,13 @@ import errno
 import hashlib
 import itertools
 import json
+import operator
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from fs.inode_meta import InodeMeta
 from fs.longpath import LIMIT, LongPaths
@@ -119,15 +121,15 @@ class Layer:
         self._long.forget(path)
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """Where a name lives: its top layer and, for a directory, every layer showing it.
     `st`: the top entry's lstat when resolve_child just made it (its caller's first
-    lstat then costs nothing), else None."""
+    lstat then costs nothing), else None. A NamedTuple: one is made for every name a
+    cold listing resolves, and a frozen dataclass took 1.2 us to make here, this 0.6."""
 
     layer: Layer
     dirs: tuple[Layer, ...]
-    st: os.stat_result | None = field(default=None, compare=False, repr=False)
+    st: os.stat_result | None = None
 
 
 def join(parent: str, name: str) -> str:
@@ -182,6 +184,8 @@ def _is_opaque(layer: Layer, path: str) -> bool:
 def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
     """The whiteout decision for one name, given the layers its parent is visible in."""
     last = len(parent_dirs) - 1
+    if last == 0:
+        return _resolve_in_one(parent_dirs, path)
     wh_path = None
     if last > 0:  # else no whiteout is looked for (below)
         parent, name = split(path)
@@ -214,14 +218,33 @@ def resolve_child(parent_dirs: Sequence[Layer], path: str) -> Found | None:
     return Found(top, tuple(dirs), top_st)
 
 
+def _resolve_in_one(parent_dirs: Sequence[Layer], path: str) -> Found | None:
+    """resolve_child where the parent is in one layer, as most directories of an image
+    are (a cold listing resolves each of its names): nothing below to hide, and a
+    directory child shows in that layer alone (the parent's own tuple: one tuple less
+    per directory node)."""
+    only = parent_dirs[0]
+    try:
+        st = os.lstat(only.at(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return Found(only, parent_dirs if type(parent_dirs) is tuple else (only,), st)
+    if is_whiteout(st):
+        return None
+    return Found(only, (), st)
+
+
 def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
     """readdir of a directory visible in `dirs` (top first), whiteouts applied."""
+    if len(dirs) == 1:
+        return _layer_names(dirs[0], path)
     seen: set[str] = set()
     hidden: set[str] = set()
     out: list[str] = []
     for layer in dirs:
         try:
-            entries = sorted(os.scandir(layer.at(path)), key=lambda e: e.name)
+            entries = sorted(os.scandir(layer.at(path)), key=_by_name)
         except (FileNotFoundError, NotADirectoryError):
             continue
         below: list[str] = []
@@ -243,6 +266,33 @@ def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
             seen.add(n)
             out.append(n)
         hidden.update(below)  # a layer's whiteouts hide names in the layers below it
+    return out
+
+
+_by_name = operator.attrgetter("name")
+
+
+def _layer_names(layer: Layer, path: str) -> list[str]:
+    """merged_names of a directory in one layer: its names but whiteouts and ours,
+    sorted. Nothing to merge (one name per layer), so no set of what was seen; a cold
+    listing reads every directory of an image this way."""
+    out: list[str] = []
+    try:
+        with os.scandir(layer.at(path)) as entries:
+            for e in entries:
+                n = e.name
+                if n.startswith(WHITEOUT_PREFIX):
+                    continue  # a whiteout hides nothing in the last layer; ours are unlisted
+                if (  # d_type first: only a character device costs an lstat
+                    not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+                    and not e.is_symlink()
+                    and is_whiteout(e.stat(follow_symlinks=False))
+                ):
+                    continue
+                out.append(n)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out.sort()
     return out
 
 
