@@ -175,6 +175,26 @@ class _Open:
     names: list[str] = field(default_factory=list)  # directory snapshot for readdir
 
 
+@dataclass(frozen=True, slots=True)
+class _ShownIds:
+    """UnionSpec's rules for the ids getattr shows, read once (every new entry asks)."""
+
+    uids: Container[int]
+    gids: Container[int]
+    unmapped_uid: int
+    unmapped_gid: int
+    squash_uid: int | None
+    squash_gid: int | None
+
+    @classmethod
+    def of(cls, spec: UnionSpec) -> _ShownIds:
+        gids = spec.mapped_ids if spec.mapped_gids is None else spec.mapped_gids
+        return cls(spec.mapped_ids, gids, *spec.unmapped_as, spec.squash_uid, spec.squash_gid)
+
+
+# What a listing yields per entry: (next offset, name, node, its Attr, counted)
+_Entry = tuple[int, str, Node, Attr, bool]
+
 # readdir_ino's offsets: a snapshot number (8 bits) and a position in it (23 bits)
 _POS_BITS = 23
 _POS_MASK = (1 << _POS_BITS) - 1
@@ -237,6 +257,7 @@ class Union:
         # fs.resolve.resolve_child -37% of the Python time of a cold walk of 150k entries.
         # Whatever `_meta` comes next takes it away, whichever node it is about.
         self._fresh: tuple[Node, os.stat_result] | None = None
+        self._shown_ids = _ShownIds.of(spec)
 
     # ---- resolution -------------------------------------------------------------------
 
@@ -392,34 +413,39 @@ class Union:
 
     def _attr_uncached(self, node: Node) -> Attr:
         st, meta = self._meta(node)
+        return self._attr_of(node.ino, node.layer, st, meta)
+
+    def _attr_of(
+        self, ino: Inode, layer: Layer, st: os.stat_result, meta: EntryMeta | None
+    ) -> Attr:
+        """The Attr of what `layer` holds with lstat `st` and recorded `meta`."""
         if meta is not None:
             mode, uid, gid, rdev = meta.mode, meta.uid, meta.gid, meta.rdev
-        elif node.layer.plain:
+        elif layer.plain:
             mode, uid, gid, rdev = st.st_mode, st.st_uid, st.st_gid, st.st_rdev
         else:
             mode, uid, gid, rdev = st.st_mode, 0, 0, 0
-        spec = self.spec
-        uids = spec.mapped_ids
-        gids = uids if spec.mapped_gids is None else spec.mapped_gids
-        if spec.squash_uid is not None:
-            uid = spec.squash_uid
-        if spec.squash_gid is not None:
-            gid = spec.squash_gid
+        shown = self._shown_ids
+        if shown.squash_uid is not None:
+            uid = shown.squash_uid
+        if shown.squash_gid is not None:
+            gid = shown.squash_gid
+        # Positional: a NamedTuple's keywords cost ~0.5 us more, on every new entry.
         return Attr(
-            ino=node.ino,
-            mode=mode,
+            ino,
+            mode,
             # Merged directories have no true link count; 1 is the conventional
             # "unknown" (btrfs does it) and stops find/fts from trusting nlink-2.
-            nlink=1 if stat.S_ISDIR(mode) else st.st_nlink,
-            uid=uid if uid in uids else spec.unmapped_as[0],
-            gid=gid if gid in gids else spec.unmapped_as[1],
-            rdev=rdev,
-            size=st.st_size,
-            blksize=st.st_blksize,
-            blocks=st.st_blocks,
-            atime_ns=st.st_atime_ns,
-            mtime_ns=st.st_mtime_ns,
-            ctime_ns=st.st_ctime_ns,
+            1 if stat.S_ISDIR(mode) else st.st_nlink,
+            uid if uid in shown.uids else shown.unmapped_uid,
+            gid if gid in shown.gids else shown.unmapped_gid,
+            rdev,
+            st.st_size,
+            st.st_blksize,
+            st.st_blocks,
+            st.st_atime_ns,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
         )
 
     def getattr(self, ino: int) -> Attr:
@@ -1154,8 +1180,8 @@ class Union:
         self._open[fh] = _Open(-1, node)
         return fh
 
-    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
-        """(next offset, name, node, counted) from `start`. The listing is taken at offset
+    def readdir(self, fh: int, start: int) -> Iterator[_Entry]:
+        """(next offset, name, node, its Attr, counted) from `start`. The listing is taken at offset
         0 (opendir or rewinddir) and offsets index into it, so they stay stable while
         entries are added or removed; an entry gone since then is skipped.
 
@@ -1171,7 +1197,7 @@ class Union:
             of.names = [".", "..", *self._listing(parent)]
         return self._entries(parent, of.names, start, 0)
 
-    def readdir_ino(self, ino: int, start: int) -> Iterator[tuple[int, str, Node, bool]]:
+    def readdir_ino(self, ino: int, start: int) -> Iterator[_Entry]:
         """`readdir` for a kernel that opens directories without asking us (fs.kcache's
         no-opendir: there is no handle, and no RELEASEDIR to drop a snapshot on). The
         listing taken at offset 0 is kept in `_snapshots` under a number (1-255) that
@@ -1198,27 +1224,45 @@ class Union:
         if mine is not None and self._snapshots.get(number) is mine:
             del self._snapshots[number]  # read to its end (an early stop never gets here)
 
-    def _entries(
-        self, parent: Node, names: list[str], start: int, base: int
-    ) -> Iterator[tuple[int, str, Node, bool]]:
+    def _entries(self, parent: Node, names: list[str], start: int, base: int) -> Iterator[_Entry]:
         # The warm path (`find` over a tree the kernel has seen): the child is in the
-        # table, found by its name alone; only a new child goes through resolution, and
-        # straight to it (a listing holds no whiteouts, `parent` is a directory).
+        # table, found by its name alone. A new child (the cold path: a first listing)
+        # goes through resolution straight to it (a listing holds no whiteouts, `parent`
+        # is a directory), and its Attr is made from the lstat resolution took.
         child = self.table.child
+        attr_of = self._attr
         at = parent.path
+        dirs = parent.dirs
         for i in range(start, len(names)):
             name = names[i]
             if i < 2:
-                yield base | (i + 1), name, self._dot(parent, name), False
+                node = self._dot(parent, name)
+                yield base | (i + 1), name, node, attr_of(node), False
                 continue
-            node = child(parent, name)
-            if node is None:
-                path = f"{at}/{name}" if at else name
-                found = resolve_child(parent.dirs, path)
-                if found is None:
-                    continue  # gone since the listing was taken
-                node = self._new_node(parent, name, path, found)
-            yield base | (i + 1), name, node, True
+            known = child(parent, name)
+            if known is not None:
+                yield base | (i + 1), name, known, attr_of(known), True
+                continue
+            path = f"{at}/{name}" if at else name
+            found = resolve_child(dirs, path)
+            if found is None:
+                continue  # gone since the listing was taken
+            node = self._new_node(parent, name, path, found)
+            fresh, self._fresh = self._fresh, None
+            if fresh is not None and fresh[0] is node:
+                attr = self._new_attr(node, path, fresh[1])
+            else:
+                attr = attr_of(node)  # another name of a file known already
+            yield base | (i + 1), name, node, attr, True
+
+    def _new_attr(self, node: Node, path: str, st: os.stat_result) -> Attr:
+        """_attr of a node just added at `path` with lstat `st` (what _meta would find)."""
+        layer = node.layer
+        st, meta = find_meta(layer, path, node.dirs, st)
+        attr = self._attr_of(node.ino, layer, st, meta)
+        if node.dirs:
+            node.attr = attr
+        return attr
 
     def oldest_entries(self, n: int) -> Iterator[tuple[int, str]]:
         """(parent inode, name) of the directories holding the `n` longest-known nodes

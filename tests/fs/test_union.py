@@ -693,7 +693,7 @@ def test_is_within_names_the_node_and_every_directory_above_it(tmp_path: Path) -
 def _ls_ino(u: Union, ino: int, stop_after: int | None = None, start: int = 0) -> list[int]:
     """Offsets from readdir_ino, as the server takes them (stopping early if asked)."""
     out = []
-    for off, _name, _node, _counted in u.readdir_ino(ino, start):
+    for off, _name, _node, _attr, _counted in u.readdir_ino(ino, start):
         out.append(off)
         if stop_after is not None and len(out) == stop_after:
             break
@@ -761,6 +761,75 @@ def test_a_new_entry_costs_one_lstat_and_a_whiteout_above_still_hides(
     assert [e[1] for e in u.readdir_ino(d, 0)] == [".", "..", "b"]
 
 
+@pytest.mark.parametrize("ids", [range(0, 65536), range(0, 1)], ids=["full-map", "single-id"])
+def test_a_listing_shows_what_a_lookup_shows(tmp_path: Path, ids: range) -> None:
+    """A new entry's attributes in a listing are made from the lstat that resolved it
+    (the cold path of readdirplus), a lookup's through the node: the same for every kind
+    of entry, whichever layers hold it (one or several, the upper with its records)."""
+    meta = {
+        "one/suid": EntryMeta(uid=0, gid=0, mode=stat.S_IFREG | 0o4755),
+        "one/home": EntryMeta(uid=1000, gid=1001, mode=stat.S_IFDIR | 0o700),
+        "one/null": EntryMeta(uid=0, gid=0, mode=stat.S_IFCHR | 0o666, rdev=os.makedev(1, 3)),
+        "both/low": EntryMeta(uid=7, gid=8, mode=stat.S_IFREG | 0o600),
+    }
+    lowers = (
+        make_layer(
+            tmp_path / "l0",
+            {
+                "one/suid": "x",
+                "one/home/": "",
+                "one/null": "",
+                "one/link": ("->", "suid"),
+                "both/low": "low",
+                "both/hidden": "",
+            },
+            meta,
+        ),
+        make_layer(tmp_path / "l1", {"both/top": "top", "both/.wh.hidden": ""}),
+    )
+    os.link(tmp_path / "l0/fs/one/suid", tmp_path / "l0/fs/one/hard")
+    _whiteout_device(tmp_path / "l0/fs/one/gone")  # a device whiteout in a one-layer dir
+    spec = UnionSpec(lowers, tmp_path / "upper", ids)
+    u = Union(spec)
+    _write(u, "both/low", b"copied up")  # the upper's copy, with its record
+    u.setattr(_walk(u, "both/top").ino, mode=0o640)
+    fh, _ = u.create(_walk(u, "both").ino, "new", 0o600, os.O_WRONLY, 33, 33)
+    u.release(fh)
+
+    listed: dict[str, Attr] = {}
+    fresh = Union(spec)  # nothing known: every entry takes the cold path
+    todo = [("", ROOT_INODE)]
+    while todo:
+        at, ino = todo.pop()
+        for _off, name, node, attr, counted in fresh.readdir_ino(ino, 0):
+            if counted:
+                path = f"{at}/{name}" if at else name
+                listed[path] = attr
+                if node.is_dir:
+                    todo.append((path, node.ino))
+    assert sorted(listed) == [
+        "both",
+        "both/low",
+        "both/new",
+        "both/top",
+        "one",
+        "one/hard",
+        "one/home",
+        "one/link",
+        "one/null",
+        "one/suid",
+    ]
+    assert listed["one/suid"].ino == listed["one/hard"].ino  # one node for both names
+    looked = Union(spec)
+    for path, attr in listed.items():  # atime: the listing itself reads directories
+        seen = _walk(looked, path)
+        assert attr._replace(ino=0, atime_ns=0) == seen._replace(ino=0, atime_ns=0), path
+    if ids == range(0, 1):
+        assert (listed["one/home"].uid, listed["both/new"].uid) == (0, 0)
+    else:
+        assert (listed["one/home"].uid, listed["both/new"].uid) == (1000, 33)
+
+
 def test_a_known_file_weighs_under_half_a_kib(tmp_path: Path) -> None:
     """What the server keeps per entry the kernel knows (README "Filesystem": the inode
     table's cap is set from this): a node, its name in its directory's listing and
@@ -773,7 +842,7 @@ def test_a_known_file_weighs_under_half_a_kib(tmp_path: Path) -> None:
         before = tracemalloc.get_traced_memory()[0]
         todo, known = [ROOT_INODE], 0
         while todo:
-            for _off, _name, node, counted in u.readdir_ino(todo.pop(), 0):
+            for _off, _name, node, _attr, counted in u.readdir_ino(todo.pop(), 0):
                 if counted:
                     u.took(node)  # what a readdirplus reply does
                     u.node_attr(node)
