@@ -4,11 +4,12 @@ overlayfs, over the same layers, in one run.
 The image: four layers copied from the host (/usr/include + python3.11, /usr/share/man,
 /usr/share/doc + /usr/lib/python3, a 1 GiB file), > 40k files, cached under
 ~/.cache/rsbox-bench (keyed by LAYOUT). Each mount kind runs in its own
-`unshare --user --map-root-user --mount` (this module re-executed as `--driver KIND`), and
-for every run mounts afresh over an empty upper, so "cold" = the first access after the
-mount (the kernel's caches for that mount are empty; the host's caches of the layer files
-are warmed by reading them directly before each cold run, for every kind alike) and
-"warm" = the same workload again.
+`unshare --user --map-root-user --mount` (this module re-executed as `--driver KIND`), one
+run at a time with the kinds in turn (a slow spell of the machine then falls on all of
+them alike), and for every run mounts afresh over an empty upper, so "cold" = the first
+access after the mount (the kernel's caches for that mount are empty; the host's caches
+of the layer files are warmed by reading them directly before each cold run, for every
+kind alike) and "warm" = the same workload again.
 
 Printed per workload: median wall time per mount kind and the ratios rsbox/fuse-overlayfs
 and rsbox/overlay. Targets (issue 4): every workload <= 1.5 x fuse-overlayfs, warm
@@ -287,19 +288,16 @@ def bench_fs(runs: int, only_reads: bool = False) -> None:
     medians: dict[str, dict[str, float]] = {}
     spreads: dict[str, dict[str, str]] = {}
     kinds = (*KINDS, FLOOR)
-    for kind in kinds:
-        if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
-            print("fs: fuse-overlayfs is not installed; skipped")
-            continue
-        reads = ("--reads",) if only_reads else ()
-        times = _in_userns(f"fs: {kind}", "--driver", kind, str(img), str(runs), *reads)
-        if times is None:
-            continue
+    reads = ("--reads",) if only_reads else ()
+    results = _alternated(
+        "fs: ", _available(kinds), runs, lambda kind: ["--driver", kind, str(img), "1", *reads]
+    )
+    for kind, times in results.items():
         medians[kind] = {w: statistics.median(v) for w, v in times.items()}
         spreads[kind] = {w: _spread(v) for w, v in times.items()}
     files = sum(1 for _ in (img).rglob("*"))
     print(
-        f"\nfs: median wall time in s [min-max] over {runs} fresh mounts each; "
+        f"\nfs: median wall time in s [min-max] over {runs} fresh mounts each, the kinds in turn; "
         f"image of {files} entries"
     )
     heads = "  rsbox/fuse-ovl  rsbox/ovl  floor/fuse-ovl"
@@ -380,6 +378,40 @@ def _in_userns(what: str, *args: str) -> Any:
         print(f"  {what}: failed: {proc.stderr.strip()[-400:]}")
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _available(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """`kinds` but fuse-overlayfs when it is not installed (said once)."""
+    if "fuse-overlayfs" in kinds and shutil.which("fuse-overlayfs") is None:
+        print("fs: fuse-overlayfs is not installed; skipped")
+        return tuple(k for k in kinds if k != "fuse-overlayfs")
+    return kinds
+
+
+def _alternated(
+    what: str, kinds: tuple[str, ...], runs: int, args: Callable[[str], list[str]]
+) -> dict[str, dict[str, list[float]]]:
+    """Each kind's driver (`args(kind)`, one run) once per round, the kinds in turn, for
+    `runs` rounds; its lists joined per kind. A slow spell of this shared machine then
+    falls on every kind alike instead of on whichever ran through it: with every run of
+    one kind before the next, rsbox's cold find read 0.75x fuse-overlayfs in one run and
+    0.96x in the next, the kernel overlay's own time moving 0.73 -> 1.00 s between them.
+    A kind whose driver fails is left out (and said so)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    failed: set[str] = set()
+    for _ in range(runs):
+        for kind in kinds:
+            if kind in failed:
+                continue
+            got = _in_userns(f"{what}{kind}", *args(kind))
+            if got is None:
+                failed.add(kind)
+                out.pop(kind, None)
+                continue
+            mine = out.setdefault(kind, {})
+            for key, values in got.items():
+                mine.setdefault(key, []).extend(values)
+    return out
 
 
 def _fill_big(count: int) -> Callable[[Path], None]:
@@ -536,19 +568,17 @@ def bench_fs_trees(
     cap = "" if max_nodes is None else f"; rsbox with --max-nodes {max_nodes}"
     print(
         "\nfs big trees: find+stat of N entries shaped like /usr (one copy of its tree per"
-        f" layer), s [min-max] over {runs} fresh mounts{cap}; warm = right after the cold"
+        f" layer), s [min-max] over {runs} fresh mounts{cap}, the kinds in turn; warm = right after the cold"
         " walk, warm2 = once more\n(target: warm <= 1.2x fuse-overlayfs, server RSS bounded)"
     )
     for count in sizes:
         img = _usr_shape(count)
-        results: dict[str, dict[str, list[float]]] = {}
-        for kind in kinds:
-            if kind == "fuse-overlayfs" and shutil.which("fuse-overlayfs") is None:
-                continue
+
+        def args(kind: str, img: Path = img) -> list[str]:
             cap_arg = [str(max_nodes)] if max_nodes is not None and kind == "rsbox" else []
-            tree = _in_userns(f"{count} {kind}", "--tree", kind, str(img), str(runs), *cap_arg)
-            if tree is not None:
-                results[kind] = tree
+            return ["--tree", kind, str(img), "1", *cap_arg]
+
+        results = _alternated(f"{count} ", _available(kinds), runs, args)
         for kind, r in results.items():
             rss = f"  peak RSS {statistics.median(r['rss']) / 1024:6.1f} MiB" if r["rss"][0] else ""
             print(
