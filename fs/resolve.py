@@ -168,6 +168,15 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def _is_whiteout_entry(e: os.DirEntry[str]) -> bool:
+    """is_whiteout of a listed entry, d_type first: only a character device costs an lstat."""
+    return (
+        not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+        and not e.is_symlink()
+        and is_whiteout(e.stat(follow_symlinks=False))
+    )
+
+
 def _is_opaque(layer: Layer, path: str) -> bool:
     if layer.exists(join(path, OPAQUE_MARKER)):
         return True
@@ -256,11 +265,7 @@ def merged_names(dirs: Sequence[Layer], path: str) -> list[str]:
                 continue
             if n in seen or n in hidden:
                 continue
-            if (  # d_type first: only a character device costs an lstat
-                not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
-                and not e.is_symlink()
-                and is_whiteout(e.stat(follow_symlinks=False))
-            ):
+            if _is_whiteout_entry(e):
                 hidden.add(n)
                 continue
             seen.add(n)
@@ -283,11 +288,7 @@ def _layer_names(layer: Layer, path: str) -> list[str]:
                 n = e.name
                 if n.startswith(WHITEOUT_PREFIX):
                     continue  # a whiteout hides nothing in the last layer; ours are unlisted
-                if (  # d_type first: only a character device costs an lstat
-                    not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
-                    and not e.is_symlink()
-                    and is_whiteout(e.stat(follow_symlinks=False))
-                ):
+                if _is_whiteout_entry(e):
                     continue
                 out.append(n)
     except (FileNotFoundError, NotADirectoryError):

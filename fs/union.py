@@ -1181,9 +1181,9 @@ class Union:
         return fh
 
     def readdir(self, fh: int, start: int) -> Iterator[_Entry]:
-        """(next offset, name, node, its Attr, counted) from `start`. The listing is taken at offset
-        0 (opendir or rewinddir) and offsets index into it, so they stay stable while
-        entries are added or removed; an entry gone since then is skipped.
+        """(next offset, name, node, its Attr, counted) from `start`. The listing is taken
+        at offset 0 (opendir or rewinddir) and offsets index into it, so they stay stable
+        while entries are added or removed; an entry gone since then is skipped.
 
         `counted` is False for "." and "..". For the others the kernel takes a reference
         when the caller reports the entry (readdirplus): the caller then calls `took`, or
